@@ -1,0 +1,14 @@
+//! Generated gRPC code for txmq's two APIs.
+//!
+//! * [`client`]: the client API (`txmq.v1.Txmq`), served on the client port.
+//! * [`peer`]: the peer API (`txmq.peer.v1.Peer`), served on the peer port only.
+
+/// The client API.
+pub mod client {
+    tonic::include_proto!("txmq.v1");
+}
+
+/// The peer API (Raft and forwarding).
+pub mod peer {
+    tonic::include_proto!("txmq.peer.v1");
+}

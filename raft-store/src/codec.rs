@@ -1,0 +1,29 @@
+//! MessagePack encoding of everything txmq stores or sends between peers.
+//!
+//! Structs are encoded as maps (named fields) so that optional fields can be added later and
+//! openraft's own serde representations round-trip.
+
+use serde::{Serialize, de::DeserializeOwned};
+
+/// Encoding or decoding failed: on decode this means corrupt or foreign bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("encode: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+    #[error("decode: {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+}
+
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
+    Ok(rmp_serde::to_vec_named(value)?)
+}
+
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    Ok(rmp_serde::from_slice(bytes)?)
+}
+
+impl From<CodecError> for std::io::Error {
+    fn from(e: CodecError) -> Self {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+    }
+}

@@ -1,0 +1,30 @@
+//! Everything txmq replicates.
+//!
+//! * [`types`]: the openraft type configuration ([`TypeConfig`]) and the node record.
+//! * [`command`]: the commands proposed through Raft and the results every replica agrees on.
+//! * [`state`]: the pure, deterministic state machine. It never reads a clock, never does I/O:
+//!   `apply(command, log index)` with the leader's time inside the command, producing a
+//!   [`state::WriteBatch`] that the store writes atomically.
+//! * [`log_store`]: the sled-backed Raft log (append acknowledged only after fsync).
+//! * [`sm_store`]: the sled-backed state-machine store, snapshot build and install.
+//! * [`snapshot`]: the streaming snapshot file format.
+//! * [`reader`]: read access to committed state, shared with the gRPC services.
+
+pub mod codec;
+pub mod command;
+pub mod keys;
+pub mod limits;
+pub mod log_store;
+pub mod reader;
+pub mod sm_store;
+pub mod snapshot;
+pub mod state;
+pub mod storage;
+pub mod types;
+
+pub use command::{Command, CommandResult, NewMessage, Operation, Rejection, TopicKind, TopicSpec};
+pub use log_store::LogStore;
+pub use reader::StateReader;
+pub use sm_store::StateMachineStore;
+pub use storage::{Storage, StorageConfig, StorageError};
+pub use types::{NodeId, NodeInfo, Raft, TypeConfig};

@@ -1,0 +1,317 @@
+//! The state-machine store: applies committed entries to sled through the pure
+//! [`BrokerState`], builds and installs streaming snapshots.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use futures::{Stream, StreamExt};
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::codec;
+use crate::command::{Command, CommandResult};
+use crate::keys;
+use crate::reader::StateReader;
+use crate::snapshot::{FORMAT_VERSION, SnapshotHeader, SnapshotReader, SnapshotWriter};
+use crate::state::{BrokerState, TopicMeta, WriteBatch};
+use crate::types::alias::{Entry, LogId, Snapshot, SnapshotMeta, StoredMembership};
+use crate::types::{NodeId, NodeInfo, TypeConfig};
+
+const CURRENT_SNAPSHOT: &str = "current.snap";
+/// Rows per sled batch while installing a snapshot: bounds memory during install.
+const INSTALL_BATCH_ROWS: usize = 1024;
+
+/// The last applied log id and membership, stored in the same atomic batch as the rows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedState {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+}
+
+/// State shared between the state-machine task (writer) and the services (readers).
+pub(crate) struct Shared {
+    pub(crate) tree: sled::Tree,
+    pub(crate) state: RwLock<BrokerState>,
+    pub(crate) applied: RwLock<AppliedState>,
+    pub(crate) applied_index: watch::Sender<u64>,
+}
+
+impl Shared {
+    pub(crate) fn read_state(&self) -> std::sync::RwLockReadGuard<'_, BrokerState> {
+        // A poisoned lock means an apply panicked (a bug); the data it guards is still the last
+        // consistent value because writes happen after the sled batch succeeded.
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+    fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, BrokerState> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+    pub(crate) fn read_applied(&self) -> AppliedState {
+        self.applied
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+    fn set_applied(&self, applied: AppliedState) {
+        let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
+        *self.applied.write().unwrap_or_else(|p| p.into_inner()) = applied;
+        self.applied_index.send_replace(index);
+    }
+}
+
+/// The openraft state machine of a node.
+pub struct StateMachineStore {
+    shared: Arc<Shared>,
+    snapshot_dir: PathBuf,
+}
+
+fn io_err(e: sled::Error) -> io::Error {
+    io::Error::other(e)
+}
+
+impl StateMachineStore {
+    /// Opens the state machine over `tree`, loading the metadata rows into memory.
+    pub fn open(tree: sled::Tree, snapshot_dir: PathBuf) -> io::Result<Self> {
+        let (state, applied) = load(&tree)?;
+        let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
+        let (applied_index, _) = watch::channel(index);
+        let shared = Arc::new(Shared {
+            tree,
+            state: RwLock::new(state),
+            applied: RwLock::new(applied),
+            applied_index,
+        });
+        Ok(Self {
+            shared,
+            snapshot_dir,
+        })
+    }
+
+    /// A read handle for the services.
+    pub fn reader(&self) -> StateReader {
+        StateReader::new(self.shared.clone())
+    }
+
+    fn apply_entry(&self, entry: &Entry) -> io::Result<CommandResult> {
+        let mut batch = WriteBatch::default();
+        let mut applied = self.shared.read_applied();
+        applied.last_applied = Some(entry.log_id);
+        // The write lock is held until the rows are in sled, so a reader never sees an offset
+        // whose row is not there yet. If the write fails the node stops (openraft treats a
+        // storage error as fatal), so memory running ahead of disk is never observed.
+        let mut state = self.shared.write_state();
+        let payload: &EntryPayload<Command, NodeId, NodeInfo> = &entry.payload;
+        let result = match payload {
+            EntryPayload::Blank => CommandResult::Nothing,
+            EntryPayload::Normal(command) => {
+                state.apply(entry.log_id.index, command, &mut batch)?
+            }
+            EntryPayload::Membership(m) => {
+                applied.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                CommandResult::Nothing
+            }
+        };
+        batch.put(keys::APPLIED_KEY, codec::encode(&applied)?);
+        self.shared
+            .tree
+            .apply_batch(batch.to_sled())
+            .map_err(io_err)?;
+        drop(state);
+        self.shared.set_applied(applied);
+        Ok(result)
+    }
+}
+
+/// Loads metadata rows and the applied state from the tree.
+fn load(tree: &sled::Tree) -> io::Result<(BrokerState, AppliedState)> {
+    let mut state = BrokerState::default();
+    for item in tree.scan_prefix([keys::TOPIC_PREFIX]) {
+        let (_, bytes) = item.map_err(io_err)?;
+        let meta: TopicMeta = codec::decode(&bytes)?;
+        state.topics.insert(meta.name.clone(), meta);
+    }
+    let applied = match tree.get(keys::APPLIED_KEY).map_err(io_err)? {
+        Some(bytes) => codec::decode(&bytes)?,
+        None => AppliedState::default(),
+    };
+    Ok((state, applied))
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotData = tokio::fs::File;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let applied = self.shared.read_applied();
+        Ok((applied.last_applied, applied.membership))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            let result = self.apply_entry(&entry)?;
+            if let Some(responder) = responder {
+                responder.send(result);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        // Called on the state-machine task, so nothing is applied concurrently: the metadata and
+        // applied state captured here are one consistent point. Message rows are immutable, so
+        // the builder may copy them later, bounded by the captured offsets.
+        SnapshotBuilder {
+            shared: self.shared.clone(),
+            state: self.shared.read_state().clone(),
+            applied: self.shared.read_applied(),
+            snapshot_dir: self.snapshot_dir.clone(),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: tokio::fs::File,
+    ) -> Result<(), io::Error> {
+        let shared = self.shared.clone();
+        let dir = self.snapshot_dir.clone();
+        let meta = meta.clone();
+        let file = snapshot.into_std().await;
+        let (state, applied) =
+            tokio::task::spawn_blocking(move || install_blocking(&shared.tree, &dir, &meta, file))
+                .await
+                .map_err(io::Error::other)??;
+        *self.shared.write_state() = state;
+        self.shared.set_applied(applied);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        let path = self.snapshot_dir.join(CURRENT_SNAPSHOT);
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let reader_file = file.try_clone()?;
+        let (header, _) = SnapshotReader::open(reader_file)?;
+        let mut file = tokio::fs::File::from_std(file);
+        use tokio::io::AsyncSeekExt;
+        file.seek(io::SeekFrom::Start(0)).await?;
+        Ok(Some(Snapshot {
+            meta: header.meta,
+            snapshot: file,
+        }))
+    }
+}
+
+/// Replaces the tree's content with the snapshot's, then keeps the file as the current snapshot.
+fn install_blocking(
+    tree: &sled::Tree,
+    dir: &std::path::Path,
+    meta: &SnapshotMeta,
+    mut file: std::fs::File,
+) -> io::Result<(BrokerState, AppliedState)> {
+    use std::io::Seek;
+    file.seek(io::SeekFrom::Start(0))?;
+    let (header, mut rows) = SnapshotReader::open(file.try_clone()?)?;
+    if header.meta.last_log_id != meta.last_log_id {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "snapshot file does not match the snapshot meta it was sent with",
+        ));
+    }
+    tree.clear().map_err(io_err)?;
+    let mut batch = sled::Batch::default();
+    let mut pending = 0usize;
+    while let Some((key, value)) = rows.next_row()? {
+        batch.insert(key, value);
+        pending += 1;
+        if pending == INSTALL_BATCH_ROWS {
+            tree.apply_batch(std::mem::take(&mut batch))
+                .map_err(io_err)?;
+            pending = 0;
+        }
+    }
+    for meta in header.state.topics.values() {
+        batch.insert(keys::topic_key(&meta.name), codec::encode(meta)?);
+    }
+    batch.insert(keys::APPLIED_KEY, codec::encode(&header.applied)?);
+    tree.apply_batch(batch).map_err(io_err)?;
+    tree.flush().map_err(io_err)?;
+    // Keep the received file as our current snapshot, so we can serve it to others.
+    file.seek(io::SeekFrom::Start(0))?;
+    let tmp = dir.join("installing.snap.tmp");
+    let mut out = std::fs::File::create(&tmp)?;
+    io::copy(&mut file, &mut out)?;
+    out.sync_all()?;
+    std::fs::rename(&tmp, dir.join(CURRENT_SNAPSHOT))?;
+    Ok((header.state, header.applied))
+}
+
+/// Builds a snapshot file from a captured point of the state.
+pub struct SnapshotBuilder {
+    shared: Arc<Shared>,
+    state: BrokerState,
+    applied: AppliedState,
+    snapshot_dir: PathBuf,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = tokio::fs::File;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let last = self.applied.last_applied;
+        let meta = SnapshotMeta {
+            last_log_id: last,
+            last_membership: self.applied.membership.clone(),
+        };
+        let header = SnapshotHeader {
+            format_version: FORMAT_VERSION,
+            meta: meta.clone(),
+            applied: self.applied.clone(),
+            state: self.state.clone(),
+        };
+        let tree = self.shared.tree.clone();
+        let dir = self.snapshot_dir.clone();
+        let path = tokio::task::spawn_blocking(move || write_snapshot(&tree, &dir, header))
+            .await
+            .map_err(io::Error::other)??;
+        let file = tokio::fs::File::open(path).await?;
+        Ok(Snapshot {
+            meta,
+            snapshot: file,
+        })
+    }
+}
+
+/// Writes every message row inside the captured offsets, queue by queue.
+fn write_snapshot(
+    tree: &sled::Tree,
+    dir: &std::path::Path,
+    header: SnapshotHeader,
+) -> io::Result<PathBuf> {
+    let tmp = dir.join("building.snap.tmp");
+    let topics: Vec<TopicMeta> = header.state.topics.values().cloned().collect();
+    let mut writer = SnapshotWriter::create(&tmp, header)?;
+    for topic in &topics {
+        for queue in 0..topic.queues {
+            let q = queue as usize;
+            let from = keys::message_key(topic.id, queue, topic.low_offsets[q]);
+            let to = keys::message_key(topic.id, queue, topic.next_offsets[q]);
+            for item in tree.range(from..to) {
+                let (key, value) = item.map_err(io_err)?;
+                writer.row(&key, &value)?;
+            }
+        }
+    }
+    let dest = dir.join(CURRENT_SNAPSHOT);
+    writer.finish(&dest)?;
+    Ok(dest)
+}

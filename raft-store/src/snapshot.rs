@@ -1,0 +1,162 @@
+//! The snapshot file format: a stream of length-prefixed MessagePack frames.
+//!
+//! `Header` (snapshot meta, applied state, metadata), then one `Row` per message row, then
+//! `End` with the row count. Written and read frame by frame, so neither building, sending nor
+//! installing a snapshot ever holds the whole state in memory.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::sm_store::AppliedState;
+use crate::state::BrokerState;
+use crate::types::alias::SnapshotMeta;
+
+/// The version of this format; a reader rejects any other.
+pub const FORMAT_VERSION: u32 = 1;
+/// The largest frame a reader accepts (a row holds at most one message).
+const MAX_FRAME: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SnapshotHeader {
+    pub format_version: u32,
+    pub meta: SnapshotMeta,
+    pub applied: AppliedState,
+    pub state: BrokerState,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Frame {
+    Header(Box<SnapshotHeader>),
+    Row {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+    End {
+        rows: u64,
+    },
+}
+
+fn invalid(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+/// Writes a snapshot file to a temporary name and renames it into place when finished.
+pub struct SnapshotWriter {
+    out: BufWriter<File>,
+    tmp: PathBuf,
+    rows: u64,
+}
+
+impl SnapshotWriter {
+    pub fn create(tmp: &Path, header: SnapshotHeader) -> io::Result<Self> {
+        let out = BufWriter::with_capacity(256 * 1024, File::create(tmp)?);
+        let mut writer = Self {
+            out,
+            tmp: tmp.to_path_buf(),
+            rows: 0,
+        };
+        writer.frame(&Frame::Header(Box::new(header)))?;
+        Ok(writer)
+    }
+
+    fn frame(&mut self, frame: &Frame) -> io::Result<()> {
+        let bytes = codec::encode(frame)?;
+        let len = u32::try_from(bytes.len()).map_err(|_| invalid("snapshot frame too large"))?;
+        self.out.write_all(&len.to_le_bytes())?;
+        self.out.write_all(&bytes)
+    }
+
+    pub fn row(&mut self, key: &[u8], value: &[u8]) -> io::Result<()> {
+        self.rows += 1;
+        self.frame(&Frame::Row {
+            key: key.to_vec(),
+            value: value.to_vec(),
+        })
+    }
+
+    /// Ends the stream, fsyncs and renames the file to `dest`.
+    pub fn finish(mut self, dest: &Path) -> io::Result<()> {
+        let rows = self.rows;
+        self.frame(&Frame::End { rows })?;
+        let file = self.out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&self.tmp, dest)?;
+        Ok(())
+    }
+}
+
+/// Reads a snapshot file frame by frame.
+pub struct SnapshotReader<R: Read> {
+    input: BufReader<R>,
+    rows: u64,
+    done: bool,
+}
+
+impl<R: Read> SnapshotReader<R> {
+    /// Opens a snapshot stream and reads its header.
+    pub fn open(input: R) -> io::Result<(SnapshotHeader, Self)> {
+        let mut reader = Self {
+            input: BufReader::with_capacity(256 * 1024, input),
+            rows: 0,
+            done: false,
+        };
+        match reader.frame()? {
+            Some(Frame::Header(header)) if header.format_version == FORMAT_VERSION => {
+                Ok((*header, reader))
+            }
+            Some(Frame::Header(header)) => Err(invalid(format!(
+                "snapshot format version {} is not supported (expected {FORMAT_VERSION})",
+                header.format_version
+            ))),
+            _ => Err(invalid("snapshot does not start with a header")),
+        }
+    }
+
+    fn frame(&mut self) -> io::Result<Option<Frame>> {
+        let mut len = [0u8; 4];
+        match self.input.read_exact(&mut len) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let len = u32::from_le_bytes(len) as usize;
+        if len > MAX_FRAME {
+            return Err(invalid(format!(
+                "snapshot frame of {len} bytes exceeds the limit"
+            )));
+        }
+        let mut buf = vec![0u8; len];
+        self.input.read_exact(&mut buf)?;
+        Ok(Some(codec::decode(&buf)?))
+    }
+
+    /// The next (key, value) row; `None` at the end. A stream cut short is an error, never a
+    /// silently smaller state.
+    pub fn next_row(&mut self) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+        if self.done {
+            return Ok(None);
+        }
+        match self.frame()? {
+            Some(Frame::Row { key, value }) => {
+                self.rows += 1;
+                Ok(Some((key, value)))
+            }
+            Some(Frame::End { rows }) if rows == self.rows => {
+                self.done = true;
+                Ok(None)
+            }
+            Some(Frame::End { rows }) => Err(invalid(format!(
+                "snapshot says {rows} rows but holds {}",
+                self.rows
+            ))),
+            Some(Frame::Header(_)) => Err(invalid("second header in snapshot")),
+            None => Err(invalid("snapshot ends without an end frame")),
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! A topic's replicated metadata.
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::TopicKind;
+
+/// A topic and its per-queue offset range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMeta {
+    pub name: String,
+    /// The log index of the entry that created the topic: unique, deterministic, and short in
+    /// message keys.
+    pub id: u64,
+    pub kind: TopicKind,
+    pub queues: u32,
+    pub retention_ms: u64,
+    pub retention_bytes: u64,
+    pub created_at_ms: u64,
+    /// The next queue for a message without a key (round robin, replicated so every replica
+    /// picks the same queue).
+    pub round_robin: u32,
+    /// Per queue: the offset the next message gets.
+    pub next_offsets: Vec<u64>,
+    /// Per queue: the oldest retained offset.
+    pub low_offsets: Vec<u64>,
+}
+
+impl TopicMeta {
+    /// The queue a message goes to: by key hash, or round robin without a key.
+    pub fn pick_queue(&mut self, key: &str) -> u32 {
+        if key.is_empty() {
+            let q = self.round_robin % self.queues;
+            self.round_robin = (q + 1) % self.queues;
+            q
+        } else {
+            crc32fast::hash(key.as_bytes()) % self.queues
+        }
+    }
+
+    /// Reserves the next offset of `queue`.
+    pub fn take_offset(&mut self, queue: u32) -> u64 {
+        let slot = &mut self.next_offsets[queue as usize];
+        let offset = *slot;
+        *slot += 1;
+        offset
+    }
+
+    /// Invariants of a topic: one counter pair per queue, low never past next, cursor in range.
+    pub fn check_invariants(&self) {
+        assert_eq!(
+            self.next_offsets.len(),
+            self.queues as usize,
+            "topic {}",
+            self.name
+        );
+        assert_eq!(
+            self.low_offsets.len(),
+            self.queues as usize,
+            "topic {}",
+            self.name
+        );
+        assert!(self.round_robin < self.queues, "topic {}", self.name);
+        for (low, next) in self.low_offsets.iter().zip(&self.next_offsets) {
+            assert!(
+                low <= next,
+                "topic {}: low offset {low} past next offset {next}",
+                self.name
+            );
+        }
+    }
+}
