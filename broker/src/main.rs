@@ -1,1 +1,5 @@
-fn main() {}
+//! The `txmq` binary.
+
+fn main() -> std::process::ExitCode {
+    txmq_broker::cli::main()
+}

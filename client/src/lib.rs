@@ -1,1 +1,39 @@
+//! The txmq Rust client.
+//!
+//! [`Client`] talks to any node of a cluster. Requests that fail because a node is down or the
+//! cluster is electing a leader are retried transparently on the other endpoints until a
+//! deadline; any other error (bad input, unknown topic, ...) is returned at once.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), txmq_client::ClientError> {
+//! let client = txmq_client::Client::new(["127.0.0.1:9870", "127.0.0.1:9880"])?;
+//! client.create_topic("orders", txmq_client::TopicType::Normal, 4).await?;
+//! let sent = client.send(txmq_client::SendRequest::new("orders", "hello")).await?;
+//! println!("{} at queue {} offset {}", sent.message_id, sent.queue, sent.offset);
+//! # Ok(()) }
+//! ```
 
+mod client;
+mod error;
+
+pub use client::{Client, ClientOptions};
+pub use error::ClientError;
+pub use txmq_proto::client::{
+    AddNodeRequest, ClusterStatusResponse, Message, NodeStatus, QueueInfo, ReadRequest,
+    SendRequest, SendResponse, TopicInfo, TopicType,
+};
+
+/// Convenience constructors for requests.
+pub trait SendRequestExt {
+    fn new(topic: impl Into<String>, body: impl Into<Vec<u8>>) -> Self;
+}
+
+impl SendRequestExt for SendRequest {
+    fn new(topic: impl Into<String>, body: impl Into<Vec<u8>>) -> Self {
+        SendRequest {
+            topic: topic.into(),
+            body: body.into().into(),
+            ..Default::default()
+        }
+    }
+}

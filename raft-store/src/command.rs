@@ -23,6 +23,7 @@ impl fmt::Display for Command {
             Operation::Publish { topic, messages } => {
                 write!(f, "publish({topic}, {} messages)", messages.len())
             }
+            Operation::RetireNode { id } => write!(f, "retire_node({id})"),
         }
     }
 }
@@ -35,6 +36,10 @@ pub enum Operation {
     Publish {
         topic: String,
         messages: Vec<NewMessage>,
+    },
+    /// Records that a node id left the cluster, so it is never given to another node.
+    RetireNode {
+        id: u64,
     },
 }
 

@@ -3,6 +3,7 @@
 //!
 //! * `T` + topic name → [`crate::state::TopicMeta`]
 //! * `M` + topic id (u64 BE) + queue (u32 BE) + offset (u64 BE) → [`crate::state::StoredMessage`]
+//! * `R` + node id (u64 BE) → empty: a retired node id
 //! * `S` → [`crate::sm_store::AppliedState`] (last applied log id, membership)
 //!
 //! Big-endian integers make sled's byte order equal to numeric order, so a queue is a range.
@@ -10,6 +11,14 @@
 pub const TOPIC_PREFIX: u8 = b'T';
 pub const MESSAGE_PREFIX: u8 = b'M';
 pub const APPLIED_KEY: &[u8] = b"S";
+pub const RETIRED_PREFIX: u8 = b'R';
+
+pub fn retired_key(id: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = RETIRED_PREFIX;
+    k[1..].copy_from_slice(&id.to_be_bytes());
+    k
+}
 
 pub fn topic_key(name: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + name.len());

@@ -57,6 +57,10 @@ impl StateReader {
         self.shared.read_state().topic(name).cloned()
     }
 
+    pub fn is_retired(&self, node_id: u64) -> bool {
+        self.shared.read_state().retired_nodes.contains(&node_id)
+    }
+
     pub fn applied(&self) -> AppliedState {
         self.shared.read_applied()
     }
@@ -123,7 +127,11 @@ impl StateReader {
     pub fn content_digest(&self) -> Result<u32, io::Error> {
         let _state = self.shared.read_state();
         let mut hasher = crc32fast::Hasher::new();
-        for prefix in [keys::TOPIC_PREFIX, keys::MESSAGE_PREFIX] {
+        for prefix in [
+            keys::TOPIC_PREFIX,
+            keys::MESSAGE_PREFIX,
+            keys::RETIRED_PREFIX,
+        ] {
             for item in self.shared.tree.scan_prefix([prefix]) {
                 let (k, v) = item.map_err(io::Error::other)?;
                 hasher.update(&(k.len() as u64).to_le_bytes());

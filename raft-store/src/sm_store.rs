@@ -132,6 +132,17 @@ fn load(tree: &sled::Tree) -> io::Result<(BrokerState, AppliedState)> {
         let meta: TopicMeta = codec::decode(&bytes)?;
         state.topics.insert(meta.name.clone(), meta);
     }
+    for item in tree.scan_prefix([keys::RETIRED_PREFIX]) {
+        let (key, _) = item.map_err(io_err)?;
+        let id = key
+            .get(1..9)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, "malformed retired-node row")
+            })?;
+        state.retired_nodes.insert(id);
+    }
     let applied = match tree.get(keys::APPLIED_KEY).map_err(io_err)? {
         Some(bytes) => codec::decode(&bytes)?,
         None => AppliedState::default(),
@@ -239,8 +250,8 @@ fn install_blocking(
             pending = 0;
         }
     }
-    for meta in header.state.topics.values() {
-        batch.insert(keys::topic_key(&meta.name), codec::encode(meta)?);
+    for (key, value) in header.state.metadata_rows()? {
+        batch.insert(key, value);
     }
     batch.insert(keys::APPLIED_KEY, codec::encode(&header.applied)?);
     tree.apply_batch(batch).map_err(io_err)?;

@@ -1,6 +1,6 @@
 //! The in-memory replicated metadata and the deterministic apply.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +17,8 @@ use crate::limits;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerState {
     pub topics: BTreeMap<String, TopicMeta>,
+    /// Node ids that were removed from the cluster; never handed out again.
+    pub retired_nodes: BTreeSet<u64>,
 }
 
 impl BrokerState {
@@ -34,6 +36,11 @@ impl BrokerState {
             }
             Operation::Publish { topic, messages } => {
                 self.publish(log_index, command.time_ms, topic, messages, batch)?
+            }
+            Operation::RetireNode { id } => {
+                self.retired_nodes.insert(*id);
+                batch.put(keys::retired_key(*id), Vec::new());
+                CommandResult::Nothing
             }
         };
         if cfg!(debug_assertions) {
@@ -128,9 +135,21 @@ impl BrokerState {
         self.topics.get(name)
     }
 
+    /// Every metadata row of this state, as the store holds them (used to install a snapshot).
+    pub fn metadata_rows(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, CodecError> {
+        let mut rows = Vec::with_capacity(self.topics.len() + self.retired_nodes.len());
+        for meta in self.topics.values() {
+            rows.push((keys::topic_key(&meta.name), codec::encode(meta)?));
+        }
+        for id in &self.retired_nodes {
+            rows.push((keys::retired_key(*id).to_vec(), Vec::new()));
+        }
+        Ok(rows)
+    }
+
     /// Invariants over all topics; checked after every apply in debug builds.
     pub fn check_invariants(&self) {
-        let mut ids = std::collections::BTreeSet::new();
+        let mut ids = BTreeSet::new();
         for (name, meta) in &self.topics {
             assert_eq!(name, &meta.name);
             assert!(ids.insert(meta.id), "duplicate topic id {}", meta.id);

@@ -1,0 +1,324 @@
+//! The client commands of `txmq`.
+
+use std::process::ExitCode;
+
+use base64::Engine;
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+use txmq_client::{
+    AddNodeRequest, Client, ClusterStatusResponse, Message, ReadRequest, SendRequest, TopicInfo,
+    TopicType,
+};
+
+use super::Output;
+
+#[derive(Debug, Subcommand)]
+pub enum TopicCommand {
+    /// Create a topic.
+    Create(TopicCreateArgs),
+    /// List topics.
+    List,
+    /// Show one topic with its queues' offsets.
+    Describe { name: String },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TopicTypeArg {
+    Normal,
+    Transaction,
+}
+
+#[derive(Debug, Args)]
+pub struct TopicCreateArgs {
+    pub name: String,
+    /// The message type of the topic, fixed at creation.
+    #[arg(long = "type", value_enum)]
+    pub kind: TopicTypeArg,
+    /// Number of queues (default 4).
+    #[arg(long, default_value_t = 4)]
+    pub queues: u32,
+    /// How long messages are kept (default 72h).
+    #[arg(long)]
+    pub retention: Option<crate::config::HumanDuration>,
+    /// Keep at most this many bytes (default: no size limit).
+    #[arg(long)]
+    pub retention_bytes: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    pub topic: String,
+    #[arg(long)]
+    pub body: String,
+    /// Messages with the same key go to the same queue.
+    #[arg(long, default_value = "")]
+    pub key: String,
+    #[arg(long, default_value = "")]
+    pub tag: String,
+    /// A property as k=v; repeat for several.
+    #[arg(long = "property", value_parser = parse_property)]
+    pub properties: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReadArgs {
+    pub topic: String,
+    /// Only this queue (default: every queue).
+    #[arg(long)]
+    pub queue: Option<u32>,
+    /// Start at this offset in each queue.
+    #[arg(long, default_value_t = 0)]
+    pub from: u64,
+    /// At most this many messages (1 to 1000).
+    #[arg(long, default_value_t = 32)]
+    pub max: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Nodes, roles, term, commit and applied index, leader.
+    Status,
+    /// Add a node: as a learner first, promoted to voter once it caught up.
+    AddNode(AddNodeArgs),
+    /// Remove a node from the cluster; its id is retired for good.
+    RemoveNode {
+        #[arg(long)]
+        id: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AddNodeArgs {
+    /// The new node's id (never one used before in this cluster).
+    #[arg(long)]
+    pub id: u64,
+    /// The new node's peer address.
+    #[arg(long)]
+    pub peer_addr: String,
+    /// The new node's client address (for status output).
+    #[arg(long, default_value = "")]
+    pub client_addr: String,
+    /// Keep it a learner (no vote).
+    #[arg(long)]
+    pub learner_only: bool,
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("property '{s}' must look like key=value"))
+}
+
+pub async fn run(command: super::Command, endpoints: &[String], out: Output) -> ExitCode {
+    let client = match Client::new(endpoints) {
+        Ok(c) => c,
+        Err(e) => return out.client_error(&e),
+    };
+    let result = match command {
+        super::Command::Topic(cmd) => topic(&client, cmd, out).await,
+        super::Command::Send(args) => send(&client, args, out).await,
+        super::Command::Read(args) => read(&client, args, out).await,
+        super::Command::Cluster(cmd) => cluster(&client, cmd, out).await,
+        super::Command::Serve(_) | super::Command::Dev(_) => unreachable!("handled by cli::main"),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => out.client_error(&e),
+    }
+}
+
+type CmdResult = Result<(), txmq_client::ClientError>;
+
+fn topic_type_name(t: i32) -> &'static str {
+    match TopicType::try_from(t) {
+        Ok(TopicType::Normal) => "normal",
+        Ok(TopicType::Transaction) => "transaction",
+        _ => "unknown",
+    }
+}
+
+fn topic_json(t: &TopicInfo) -> Value {
+    json!({
+        "name": t.name,
+        "type": topic_type_name(t.r#type),
+        "queues": t.queues,
+        "retention_ms": t.retention_ms,
+        "retention_bytes": t.retention_bytes,
+        "created_at_ms": t.created_at_ms,
+        "queue_info": t.queue_info.iter().map(|q| json!({
+            "queue": q.queue, "low_offset": q.low_offset, "next_offset": q.next_offset
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn topic_text(t: &TopicInfo) -> String {
+    let total: u64 = t
+        .queue_info
+        .iter()
+        .map(|q| q.next_offset - q.low_offset)
+        .sum();
+    format!(
+        "{}\t{}\t{} queues\t{} messages",
+        t.name,
+        topic_type_name(t.r#type),
+        t.queues,
+        total
+    )
+}
+
+async fn topic(client: &Client, cmd: TopicCommand, out: Output) -> CmdResult {
+    match cmd {
+        TopicCommand::Create(args) => {
+            let kind = match args.kind {
+                TopicTypeArg::Normal => TopicType::Normal,
+                TopicTypeArg::Transaction => TopicType::Transaction,
+            };
+            let req = txmq_proto::client::CreateTopicRequest {
+                name: args.name,
+                r#type: kind as i32,
+                queues: args.queues,
+                retention_ms: args.retention.map(|d| d.0.as_millis() as u64).unwrap_or(0),
+                retention_bytes: args.retention_bytes.unwrap_or(0),
+            };
+            let t = client.create_topic_with(req).await?;
+            out.print(&topic_json(&t), || format!("created {}", topic_text(&t)));
+        }
+        TopicCommand::List => {
+            let topics = client.list_topics().await?;
+            let doc = json!({"topics": topics.iter().map(topic_json).collect::<Vec<_>>()});
+            out.print(&doc, || {
+                topics.iter().map(topic_text).collect::<Vec<_>>().join("\n")
+            });
+        }
+        TopicCommand::Describe { name } => {
+            let t = client.describe_topic(&name).await?;
+            out.print(&topic_json(&t), || {
+                let mut s = topic_text(&t);
+                for q in &t.queue_info {
+                    s.push_str(&format!(
+                        "\n  queue {}: offsets {}..{}",
+                        q.queue, q.low_offset, q.next_offset
+                    ));
+                }
+                s
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn send(client: &Client, args: SendArgs, out: Output) -> CmdResult {
+    let req = SendRequest {
+        topic: args.topic,
+        body: args.body.into_bytes().into(),
+        key: args.key,
+        tag: args.tag,
+        properties: args.properties.into_iter().collect(),
+    };
+    let r = client.send(req).await?;
+    let doc =
+        json!({"message_id": r.message_id, "topic": r.topic, "queue": r.queue, "offset": r.offset});
+    out.print(&doc, || {
+        format!(
+            "sent {} to {} queue {} offset {}",
+            r.message_id, r.topic, r.queue, r.offset
+        )
+    });
+    Ok(())
+}
+
+/// A message as one JSON object; the body as text when it is UTF-8, else base64.
+pub fn message_json(m: &Message) -> Value {
+    let (body, encoding) = match std::str::from_utf8(&m.body) {
+        Ok(s) => (s.to_string(), "utf-8"),
+        Err(_) => (
+            base64::engine::general_purpose::STANDARD.encode(&m.body),
+            "base64",
+        ),
+    };
+    json!({
+        "message_id": m.message_id,
+        "topic": m.topic,
+        "queue": m.queue,
+        "offset": m.offset,
+        "key": m.key,
+        "tag": m.tag,
+        "body": body,
+        "body_encoding": encoding,
+        "properties": m.properties,
+        "delivery_attempt": m.delivery_attempt,
+        "born_at_ms": m.born_at_ms,
+    })
+}
+
+async fn read(client: &Client, args: ReadArgs, out: Output) -> CmdResult {
+    let req = ReadRequest {
+        topic: args.topic,
+        queue: args.queue,
+        from_offset: args.from,
+        max: args.max,
+    };
+    let messages = client.read(req).await?;
+    for m in &messages {
+        out.print(&message_json(m), || {
+            format!(
+                "{}\tq{}@{}\t{}\t{}",
+                m.message_id,
+                m.queue,
+                m.offset,
+                m.key,
+                String::from_utf8_lossy(&m.body)
+            )
+        });
+    }
+    Ok(())
+}
+
+fn status_json(s: &ClusterStatusResponse) -> Value {
+    json!({
+        "leader_id": s.leader_id,
+        "term": s.term,
+        "answered_by": s.answered_by,
+        "nodes": s.nodes.iter().map(|n| json!({
+            "id": n.id, "role": n.role, "voter": n.voter, "client_addr": n.client_addr, "peer_addr": n.peer_addr,
+            "term": n.term, "commit_index": n.commit_index, "applied_index": n.applied_index,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn status_text(s: &ClusterStatusResponse) -> String {
+    let leader = if s.leader_id == 0 {
+        "none".to_string()
+    } else {
+        s.leader_id.to_string()
+    };
+    let mut text = format!("leader: {leader}  term: {}\n", s.term);
+    text.push_str(
+        "ID  ROLE         CLIENT                 PEER                   COMMIT   APPLIED",
+    );
+    for n in &s.nodes {
+        text.push_str(&format!(
+            "\n{:<3} {:<12} {:<22} {:<22} {:<8} {}",
+            n.id, n.role, n.client_addr, n.peer_addr, n.commit_index, n.applied_index
+        ));
+    }
+    text
+}
+
+async fn cluster(client: &Client, cmd: ClusterCommand, out: Output) -> CmdResult {
+    let status = match cmd {
+        ClusterCommand::Status => client.cluster_status().await?,
+        ClusterCommand::AddNode(a) => {
+            let req = AddNodeRequest {
+                id: a.id,
+                peer_addr: a.peer_addr,
+                client_addr: a.client_addr,
+                learner_only: a.learner_only,
+            };
+            client.add_node(req).await?
+        }
+        ClusterCommand::RemoveNode { id } => client.remove_node(id).await?,
+    };
+    out.print(&status_json(&status), || status_text(&status));
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! The `txmq` command line: `serve`, `dev`, and the client commands.
+
+mod commands;
+mod dev;
+mod output;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::ServeArgs;
+pub use output::Output;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "txmq",
+    version,
+    about = "txmq: a Raft-replicated message broker with transactional messages"
+)]
+pub struct Cli {
+    /// Nodes to talk to: host:port[,host:port...] of their client API.
+    #[arg(
+        long,
+        global = true,
+        env = "TXMQ_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:9870"
+    )]
+    pub endpoints: Vec<String>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one node.
+    Serve(Box<ServeArgs>),
+    /// Start a local 3-node cluster under ./txmq-data for trying things out.
+    Dev(dev::DevArgs),
+    /// Create, list and describe topics.
+    #[command(subcommand)]
+    Topic(commands::TopicCommand),
+    /// Publish a message to a normal topic.
+    Send(commands::SendArgs),
+    /// Read committed messages by offset from the node asked.
+    Read(commands::ReadArgs),
+    /// Cluster status and membership.
+    #[command(subcommand)]
+    Cluster(commands::ClusterCommand),
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let raw: Vec<String> = std::env::args().collect();
+    let cli = match Cli::try_parse_from(&raw) {
+        Ok(cli) => cli,
+        Err(e) => return output::parse_error(&raw, e),
+    };
+    match cli.command {
+        Command::Serve(args) => serve::serve(*args),
+        Command::Dev(args) => dev::dev(args),
+        command => {
+            let out = Output::new(cli.output);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    return out.fail("internal", &format!("cannot start the async runtime: {e}"));
+                }
+            };
+            runtime.block_on(commands::run(command, &cli.endpoints, out))
+        }
+    }
+}

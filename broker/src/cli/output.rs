@@ -1,0 +1,73 @@
+//! Printing results as text or as JSON (one document per command, one object per line for
+//! streams), and errors as `{"error": {"code", "message"}}` with a non-zero exit status.
+
+use std::process::ExitCode;
+
+use serde_json::{Value, json};
+use txmq_client::ClientError;
+
+use super::OutputFormat;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    pub format: OutputFormat,
+}
+
+impl Output {
+    pub fn new(format: OutputFormat) -> Self {
+        Self { format }
+    }
+
+    pub fn json(&self) -> bool {
+        self.format == OutputFormat::Json
+    }
+
+    /// Prints one result: the JSON document, or the text rendering.
+    pub fn print(&self, value: &Value, text: impl FnOnce() -> String) {
+        if self.json() {
+            println!("{value}");
+        } else {
+            println!("{}", text());
+        }
+    }
+
+    /// Prints an error and returns the failing exit code.
+    pub fn fail(&self, code: &str, message: &str) -> ExitCode {
+        if self.json() {
+            println!("{}", json!({"error": {"code": code, "message": message}}));
+        } else {
+            eprintln!("error ({code}): {message}");
+        }
+        ExitCode::FAILURE
+    }
+
+    pub fn client_error(&self, e: &ClientError) -> ExitCode {
+        self.fail(&e.code, &e.message)
+    }
+}
+
+/// Reports a command-line parsing error, as JSON when `--output json` was asked for.
+pub fn parse_error(raw: &[String], e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    let wants_json = raw.windows(2).any(|w| w[0] == "--output" && w[1] == "json")
+        || raw.iter().any(|a| a == "--output=json");
+    if wants_json {
+        let message = e.render().to_string();
+        let message = message
+            .lines()
+            .next()
+            .unwrap_or("invalid arguments")
+            .trim_start_matches("error: ");
+        println!(
+            "{}",
+            json!({"error": {"code": "invalid_argument", "message": message}})
+        );
+    } else {
+        let _ = e.print();
+    }
+    ExitCode::from(2)
+}

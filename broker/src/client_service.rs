@@ -1,0 +1,154 @@
+//! The client gRPC service. Thin: validate, propose or read, convert.
+
+use tonic::{Request, Response, Status};
+use txmq_proto::client as pb;
+use txmq_proto::client::txmq_server::Txmq;
+use txmq_raft_store::{CommandResult, NodeInfo, Operation, Raft, StateReader};
+
+use crate::convert;
+use crate::forward::LeaderOp;
+use crate::proposer::Proposer;
+use crate::status::cluster_status;
+
+/// The default number of messages a read returns.
+const DEFAULT_READ: usize = 32;
+
+pub struct ClientService {
+    pub raft: Raft,
+    pub proposer: Proposer,
+    pub reader: StateReader,
+    pub max_message_bytes: usize,
+    pub client_addr: String,
+    pub peer_addr: String,
+}
+
+#[tonic::async_trait]
+impl Txmq for ClientService {
+    async fn create_topic(
+        &self,
+        request: Request<pb::CreateTopicRequest>,
+    ) -> Result<Response<pb::CreateTopicResponse>, Status> {
+        let spec = convert::topic_spec(request.into_inner())?;
+        match self.proposer.write(Operation::CreateTopic(spec)).await? {
+            CommandResult::TopicCreated(meta) => Ok(Response::new(pb::CreateTopicResponse {
+                topic: Some(convert::topic_info(&meta)),
+            })),
+            other => Err(convert::unexpected(other)),
+        }
+    }
+
+    async fn list_topics(
+        &self,
+        _request: Request<pb::ListTopicsRequest>,
+    ) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        let topics = self
+            .reader
+            .topics()
+            .iter()
+            .map(convert::topic_info)
+            .collect();
+        Ok(Response::new(pb::ListTopicsResponse { topics }))
+    }
+
+    async fn describe_topic(
+        &self,
+        request: Request<pb::DescribeTopicRequest>,
+    ) -> Result<Response<pb::TopicInfo>, Status> {
+        let name = request.into_inner().name;
+        match self.reader.topic(&name) {
+            Some(meta) => Ok(Response::new(convert::topic_info(&meta))),
+            None => Err(Status::not_found(format!("topic '{name}' does not exist"))),
+        }
+    }
+
+    async fn send(
+        &self,
+        request: Request<pb::SendRequest>,
+    ) -> Result<Response<pb::SendResponse>, Status> {
+        let (topic, message) = convert::new_message(request.into_inner(), self.max_message_bytes)?;
+        let op = Operation::Publish {
+            topic: topic.clone(),
+            messages: vec![message],
+        };
+        match self.proposer.write(op).await? {
+            CommandResult::Published(mut positions) if positions.len() == 1 => {
+                let p = positions.remove(0);
+                Ok(Response::new(pb::SendResponse {
+                    message_id: p.message_id,
+                    topic,
+                    queue: p.queue,
+                    offset: p.offset,
+                }))
+            }
+            other => Err(convert::unexpected(other)),
+        }
+    }
+
+    async fn read(
+        &self,
+        request: Request<pb::ReadRequest>,
+    ) -> Result<Response<pb::ReadResponse>, Status> {
+        let req = request.into_inner();
+        let max = if req.max == 0 {
+            DEFAULT_READ
+        } else {
+            req.max as usize
+        };
+        let messages = self
+            .reader
+            .read(&req.topic, req.queue, req.from_offset, max)
+            .map_err(convert::read_status)?
+            .into_iter()
+            .map(convert::message_to_pb)
+            .collect();
+        Ok(Response::new(pb::ReadResponse { messages }))
+    }
+
+    async fn cluster_status(
+        &self,
+        _request: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        Ok(Response::new(
+            cluster_status(&self.raft, &self.client_addr, &self.peer_addr).await,
+        ))
+    }
+
+    async fn add_node(
+        &self,
+        request: Request<pb::AddNodeRequest>,
+    ) -> Result<Response<pb::AddNodeResponse>, Status> {
+        let req = request.into_inner();
+        if req.peer_addr.is_empty() {
+            return Err(Status::invalid_argument(
+                "add-node needs the new node's peer address (--peer-addr host:port)",
+            ));
+        }
+        let info = NodeInfo {
+            peer_addr: req.peer_addr,
+            client_addr: req.client_addr,
+        };
+        self.proposer
+            .execute(LeaderOp::AddNode {
+                id: req.id,
+                info,
+                learner_only: req.learner_only,
+            })
+            .await?;
+        let status = cluster_status(&self.raft, &self.client_addr, &self.peer_addr).await;
+        Ok(Response::new(pb::AddNodeResponse {
+            status: Some(status),
+        }))
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        let id = request.into_inner().id;
+        self.proposer.execute(LeaderOp::RemoveNode { id }).await?;
+        let status = cluster_status(&self.raft, &self.client_addr, &self.peer_addr).await;
+        Ok(Response::new(pb::RemoveNodeResponse {
+            status: Some(status),
+        }))
+    }
+}

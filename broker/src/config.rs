@@ -1,0 +1,406 @@
+//! `txmq serve` settings. Each is a flag, an environment variable (`TXMQ_` + upper snake case)
+//! and a TOML key (snake case) in `--config FILE`. Precedence: flag, then environment, then
+//! file, then default.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+/// A duration written the human way ("6s", "4h", "250ms").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct HumanDuration(pub Duration);
+
+impl std::str::FromStr for HumanDuration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        humantime::parse_duration(s)
+            .map(HumanDuration)
+            .map_err(|e| {
+                format!("'{s}' is not a duration ({e}); write it like 500ms, 6s, 30m or 4h")
+            })
+    }
+}
+
+impl TryFrom<String> for HumanDuration {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+/// The flags of `txmq serve`; every field optional so a TOML file can fill what was not given.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeArgs {
+    /// TOML file with any of these settings (keys in snake_case).
+    #[arg(long, env = "TXMQ_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// This node's id (1 or more; never reuse the id of a removed node).
+    #[arg(long, env = "TXMQ_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// Where this node keeps its log, state and snapshots.
+    #[arg(long, env = "TXMQ_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Client API (gRPC) listen address.
+    #[arg(long, env = "TXMQ_CLIENT_ADDR")]
+    pub client_addr: Option<String>,
+    /// Peer API (Raft, forwarding) listen address.
+    #[arg(long, env = "TXMQ_PEER_ADDR")]
+    pub peer_addr: Option<String>,
+    /// HTTP listen address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "TXMQ_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+    /// The voters that bootstrap a new cluster: `1=host:peerport,2=host:peerport,...`.
+    /// Ignored once the data dir holds a cluster.
+    #[arg(long, env = "TXMQ_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// The client address other nodes and clients should use (default: the listen address).
+    #[arg(long, env = "TXMQ_ADVERTISE_CLIENT_ADDR")]
+    pub advertise_client_addr: Option<String>,
+    /// The peer address other nodes should use (default: the listen address).
+    #[arg(long, env = "TXMQ_ADVERTISE_PEER_ADDR")]
+    pub advertise_peer_addr: Option<String>,
+    /// Largest accepted message body in bytes.
+    #[arg(long, env = "TXMQ_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Raft heartbeat interval.
+    #[arg(long, env = "TXMQ_HEARTBEAT_INTERVAL")]
+    pub heartbeat_interval: Option<HumanDuration>,
+    /// Raft election timeout (lower bound; the upper bound is twice this).
+    #[arg(long, env = "TXMQ_ELECTION_TIMEOUT")]
+    pub election_timeout: Option<HumanDuration>,
+    /// Build a snapshot after this many log entries since the last one.
+    #[arg(long, env = "TXMQ_SNAPSHOT_LOGS")]
+    pub snapshot_logs: Option<u64>,
+    /// Log entries kept after a snapshot (so slightly lagging followers need no snapshot).
+    #[arg(long, env = "TXMQ_LOGS_TO_KEEP")]
+    pub logs_to_keep: Option<u64>,
+    /// sled page cache size in bytes.
+    #[arg(long, env = "TXMQ_CACHE_BYTES")]
+    pub cache_bytes: Option<u64>,
+    /// Transactions: delay before the first check-back.
+    #[arg(long, env = "TXMQ_TXN_FIRST_CHECK_DELAY")]
+    pub txn_first_check_delay: Option<HumanDuration>,
+    /// Transactions: interval between later check-backs.
+    #[arg(long, env = "TXMQ_TXN_CHECK_INTERVAL")]
+    pub txn_check_interval: Option<HumanDuration>,
+    /// Transactions: most check-backs per transaction.
+    #[arg(long, env = "TXMQ_TXN_MAX_CHECKS")]
+    pub txn_max_checks: Option<u32>,
+    /// Transactions: a half message still undecided after this long is rolled back.
+    #[arg(long, env = "TXMQ_TXN_MAX_LIFETIME")]
+    pub txn_max_lifetime: Option<HumanDuration>,
+    /// Log format: human or json.
+    #[arg(long, env = "TXMQ_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Log filter, e.g. `info` or `txmq=debug,openraft=info`.
+    #[arg(long, env = "TXMQ_LOG_LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// The resolved settings of one node.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub node_id: u64,
+    pub data_dir: PathBuf,
+    pub client_addr: String,
+    pub peer_addr: String,
+    pub metrics_addr: String,
+    pub initial_cluster: BTreeMap<u64, String>,
+    pub advertise_client_addr: Option<String>,
+    pub advertise_peer_addr: Option<String>,
+    pub max_message_bytes: usize,
+    pub heartbeat_interval: Duration,
+    pub election_timeout: Duration,
+    pub snapshot_logs: u64,
+    pub logs_to_keep: u64,
+    pub cache_bytes: u64,
+    pub txn: TxnSettings,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+/// Transaction timing (consumed by the transaction scheduler).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnSettings {
+    pub first_check_delay: Duration,
+    pub check_interval: Duration,
+    pub max_checks: u32,
+    pub max_lifetime: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// A setting is missing or wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ServeArgs {
+    /// Fills unset fields from `other` (the file).
+    fn or(self, other: ServeArgs) -> ServeArgs {
+        macro_rules! pick {
+            ($($f:ident),*) => { ServeArgs { config: self.config, $($f: self.$f.or(other.$f)),* } };
+        }
+        pick!(
+            node_id,
+            data_dir,
+            client_addr,
+            peer_addr,
+            metrics_addr,
+            initial_cluster,
+            advertise_client_addr,
+            advertise_peer_addr,
+            max_message_bytes,
+            heartbeat_interval,
+            election_timeout,
+            snapshot_logs,
+            logs_to_keep,
+            cache_bytes,
+            txn_first_check_delay,
+            txn_check_interval,
+            txn_max_checks,
+            txn_max_lifetime,
+            log_format,
+            log_level
+        )
+    }
+
+    /// Resolves flags/env with the optional TOML file and the defaults, and validates.
+    pub fn resolve(self) -> Result<ServeConfig, ConfigError> {
+        let args = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                let file: ServeArgs =
+                    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                        path: path.clone(),
+                        source: Box::new(source),
+                    })?;
+                self.or(file)
+            }
+            None => self,
+        };
+        let node_id = args.node_id.ok_or_else(|| {
+            ConfigError::Invalid("--node-id is required (a number of 1 or more)".into())
+        })?;
+        if node_id == 0 {
+            return Err(ConfigError::Invalid("--node-id must be 1 or more".into()));
+        }
+        let initial_cluster = match &args.initial_cluster {
+            Some(s) => parse_initial_cluster(s)?,
+            None => BTreeMap::new(),
+        };
+        let log_format = match args.log_format.as_deref().unwrap_or("human") {
+            "human" | "text" => LogFormat::Human,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::Invalid(format!(
+                    "--log-format must be human or json, not '{other}'"
+                )));
+            }
+        };
+        let d = |v: Option<HumanDuration>, default: Duration| v.map(|h| h.0).unwrap_or(default);
+        let config = ServeConfig {
+            node_id,
+            data_dir: args
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(format!("txmq-data/node-{node_id}"))),
+            client_addr: args.client_addr.unwrap_or_else(|| "127.0.0.1:9870".into()),
+            peer_addr: args.peer_addr.unwrap_or_else(|| "127.0.0.1:9871".into()),
+            metrics_addr: args.metrics_addr.unwrap_or_else(|| "127.0.0.1:9872".into()),
+            initial_cluster,
+            advertise_client_addr: args.advertise_client_addr,
+            advertise_peer_addr: args.advertise_peer_addr,
+            max_message_bytes: args
+                .max_message_bytes
+                .unwrap_or(txmq_raft_store::limits::DEFAULT_MAX_MESSAGE_BYTES),
+            heartbeat_interval: d(args.heartbeat_interval, Duration::from_millis(100)),
+            election_timeout: d(args.election_timeout, Duration::from_millis(500)),
+            snapshot_logs: args.snapshot_logs.unwrap_or(20_000),
+            logs_to_keep: args.logs_to_keep.unwrap_or(5_000),
+            cache_bytes: args.cache_bytes.unwrap_or(64 * 1024 * 1024),
+            txn: TxnSettings {
+                first_check_delay: d(args.txn_first_check_delay, Duration::from_secs(6)),
+                check_interval: d(args.txn_check_interval, Duration::from_secs(30)),
+                max_checks: args.txn_max_checks.unwrap_or(15),
+                max_lifetime: d(args.txn_max_lifetime, Duration::from_secs(4 * 3600)),
+            },
+            log_format,
+            log_level: args.log_level.unwrap_or_else(|| "info".into()),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+impl ServeConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.max_message_bytes == 0 || self.max_message_bytes > 64 * 1024 * 1024 {
+            return bad("--max-message-bytes must be between 1 and 67108864 (64 MiB)".into());
+        }
+        if self.heartbeat_interval.is_zero() || self.election_timeout < self.heartbeat_interval * 3
+        {
+            return bad("--election-timeout must be at least three heartbeat intervals".into());
+        }
+        if self.snapshot_logs == 0 {
+            return bad("--snapshot-logs must be 1 or more".into());
+        }
+        if self.txn.max_checks == 0 {
+            return bad("--txn-max-checks must be 1 or more".into());
+        }
+        if self.txn.check_interval.is_zero() || self.txn.max_lifetime.is_zero() {
+            return bad(
+                "--txn-check-interval and --txn-max-lifetime must be more than zero".into(),
+            );
+        }
+        if !self.initial_cluster.is_empty() && !self.initial_cluster.contains_key(&self.node_id) {
+            return bad(format!(
+                "--initial-cluster does not list this node ({}); list every bootstrap voter including this one, \
+                 or leave it out on a node that will join with `txmq cluster add-node`",
+                self.node_id
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn advertised_client_addr(&self, bound: std::net::SocketAddr) -> String {
+        self.advertise_client_addr
+            .clone()
+            .unwrap_or_else(|| bound.to_string())
+    }
+
+    pub fn advertised_peer_addr(&self, bound: std::net::SocketAddr) -> String {
+        self.advertise_peer_addr
+            .clone()
+            .unwrap_or_else(|| bound.to_string())
+    }
+}
+
+/// Parses `1=host:port,2=host:port`.
+pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<u64, String>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part.split_once('=').ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "--initial-cluster entry '{part}' must look like ID=HOST:PEERPORT"
+            ))
+        })?;
+        let id: u64 = id.trim().parse().map_err(|_| {
+            ConfigError::Invalid(format!(
+                "--initial-cluster entry '{part}': '{id}' is not a node id"
+            ))
+        })?;
+        let addr = addr.trim();
+        if id == 0
+            || addr
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "--initial-cluster entry '{part}' must look like ID=HOST:PEERPORT with ID of 1 or more"
+            )));
+        }
+        if out.insert(id, addr.to_string()).is_some() {
+            return Err(ConfigError::Invalid(format!(
+                "--initial-cluster lists node {id} twice"
+            )));
+        }
+    }
+    if out.is_empty() {
+        return Err(ConfigError::Invalid("--initial-cluster is empty".into()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initial_cluster_parses_and_rejects_garbage() {
+        let m = parse_initial_cluster("1=a:1, 2=b:2").unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[&2], "b:2");
+        assert!(parse_initial_cluster("1=a").is_err());
+        assert!(parse_initial_cluster("x=a:1").is_err());
+        assert!(parse_initial_cluster("1=a:1,1=b:2").is_err());
+        assert!(parse_initial_cluster("0=a:1").is_err());
+    }
+
+    #[test]
+    fn file_fills_what_flags_did_not_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("txmq.toml");
+        std::fs::write(
+            &path,
+            "node_id = 3\nclient_addr = \"127.0.0.1:1\"\ntxn_check_interval = \"10s\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            client_addr: Some("127.0.0.1:2".into()),
+            ..Default::default()
+        };
+        let c = args.resolve().unwrap();
+        assert_eq!(c.node_id, 3);
+        assert_eq!(c.client_addr, "127.0.0.1:2");
+        assert_eq!(c.txn.check_interval, Duration::from_secs(10));
+        assert_eq!(c.txn.first_check_delay, Duration::from_secs(6));
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_values_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("txmq.toml");
+        std::fs::write(&path, "node_id = 1\nnot_a_setting = 1\n").unwrap();
+        let err = ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.to_string().contains("not_a_setting"), "{err}");
+        std::fs::write(&path, "node_id = 1\ntxn_max_lifetime = \"soon\"\n").unwrap();
+        assert!(
+            ServeArgs {
+                config: Some(path),
+                ..Default::default()
+            }
+            .resolve()
+            .is_err()
+        );
+        assert!(
+            ServeArgs::default()
+                .resolve()
+                .unwrap_err()
+                .to_string()
+                .contains("--node-id")
+        );
+    }
+}

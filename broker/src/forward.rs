@@ -1,0 +1,59 @@
+//! Operations that must run on the leader, and how their outcome travels back when a follower
+//! forwarded them over the peer API.
+
+use serde::{Deserialize, Serialize};
+use txmq_raft_store::{Command, CommandResult, NodeId, NodeInfo};
+
+/// An operation that only the leader can carry out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum LeaderOp {
+    /// Propose a command through Raft.
+    Write(Command),
+    /// Add a node as a learner, wait until it caught up, then (unless `learner_only`) promote it.
+    AddNode {
+        id: NodeId,
+        info: NodeInfo,
+        learner_only: bool,
+    },
+    /// Remove a node from the voters and from the membership; retire its id.
+    RemoveNode { id: NodeId },
+}
+
+/// The outcome of a [`LeaderOp`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum LeaderOutcome {
+    Written(CommandResult),
+    MembershipChanged,
+}
+
+/// Why an operation failed. Travels over the peer API, so it is plain data.
+#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
+pub enum OpError {
+    #[error("this node is not the leader")]
+    NotLeader { leader: Option<NodeId> },
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<OpError> for tonic::Status {
+    fn from(e: OpError) -> Self {
+        match e {
+            OpError::NotLeader { .. } => tonic::Status::unavailable(
+                "no leader is reachable right now (election in progress?); retry shortly",
+            ),
+            OpError::Unavailable(m) => tonic::Status::unavailable(m),
+            OpError::InvalidArgument(m) => tonic::Status::invalid_argument(m),
+            OpError::FailedPrecondition(m) => tonic::Status::failed_precondition(m),
+            OpError::Internal(m) => tonic::Status::internal(m),
+        }
+    }
+}
+
+/// The reply of a forwarded operation.
+pub type ForwardReply = Result<LeaderOutcome, OpError>;

@@ -1,0 +1,35 @@
+//! gRPC health (`grpc.health.v1`) on the client port: SERVING while this node knows a leader.
+
+use openraft::async_runtime::WatchReceiver;
+use std::time::Duration;
+
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use txmq_raft_store::Raft;
+
+/// The service name clients can probe besides the overall ("") status.
+pub const SERVICE_NAME: &str = "txmq.v1.Txmq";
+
+pub async fn track_readiness(raft: Raft, reporter: HealthReporter) {
+    let mut metrics = raft.metrics();
+    let mut last = None;
+    loop {
+        let ready = metrics.borrow_and_update().current_leader.is_some();
+        if last != Some(ready) {
+            let status = if ready {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            reporter.set_service_status("", status).await;
+            reporter.set_service_status(SERVICE_NAME, status).await;
+            last = Some(ready);
+        }
+        if tokio::time::timeout(Duration::from_secs(1), metrics.changed())
+            .await
+            .is_ok_and(|r| r.is_err())
+        {
+            return;
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! The txmq node and its command-line interface.
+//!
+//! Layout: [`node`] runs one node; [`client_service`] and [`peer_service`] are the thin gRPC
+//! services; [`proposer`] runs leader-only operations locally or forwards them; [`network`] is
+//! openraft's transport; [`config`] resolves `txmq serve` settings; [`cli`] is the `txmq` binary.
+
+pub mod cli;
+pub mod client_service;
+pub mod config;
+pub mod convert;
+pub mod forward;
+pub mod health;
+pub mod network;
+pub mod node;
+pub mod peer_service;
+pub mod proposer;
+pub mod status;

@@ -1,0 +1,209 @@
+//! The Raft network: how this node's openraft reaches its peers, over the peer gRPC API.
+//!
+//! Openraft structures travel MessagePack-encoded inside `bytes` fields. Snapshots are streamed
+//! from the snapshot file in chunks, never loaded whole.
+
+use std::future::Future;
+use std::time::Duration;
+
+use openraft::OptionalSend;
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{Backoff, RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use tokio::io::AsyncReadExt;
+use tonic::transport::{Channel, Endpoint};
+use txmq_proto::peer::peer_client::PeerClient;
+use txmq_proto::peer::{RaftMessage, SnapshotChunk, snapshot_chunk};
+use txmq_raft_store::codec;
+use txmq_raft_store::types::alias::{Snapshot, Vote};
+use txmq_raft_store::{NodeId, NodeInfo, TypeConfig};
+
+/// Snapshot chunk size on the wire.
+const SNAPSHOT_CHUNK: usize = 512 * 1024;
+/// Peer messages may carry batches of entries with messages up to the body limit.
+pub const MAX_PEER_MESSAGE: usize = 512 * 1024 * 1024;
+
+/// Opens a lazily connecting channel to a peer address.
+pub fn peer_channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .connect_lazy())
+}
+
+pub fn peer_client(channel: Channel) -> PeerClient<Channel> {
+    PeerClient::new(channel)
+        .max_decoding_message_size(MAX_PEER_MESSAGE)
+        .max_encoding_message_size(MAX_PEER_MESSAGE)
+}
+
+/// Creates one connection per target peer.
+#[derive(Clone, Default)]
+pub struct PeerNetworkFactory;
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
+    type Network = PeerConnection;
+
+    async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerConnection {
+        PeerConnection {
+            target,
+            addr: node.peer_addr.clone(),
+            client: None,
+        }
+    }
+}
+
+/// A connection to one peer, created lazily and re-created after failures.
+pub struct PeerConnection {
+    target: NodeId,
+    addr: String,
+    client: Option<PeerClient<Channel>>,
+}
+
+type RpcErr = RPCError<TypeConfig>;
+
+fn status_to_rpc_error(status: tonic::Status) -> RpcErr {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Cancelled => {
+            RPCError::Unreachable(Unreachable::new(&status))
+        }
+        _ => RPCError::Network(NetworkError::new(&status)),
+    }
+}
+
+fn decode_err(e: codec::CodecError) -> RpcErr {
+    RPCError::Network(NetworkError::new(&e))
+}
+
+impl PeerConnection {
+    fn client(&mut self) -> Result<PeerClient<Channel>, RpcErr> {
+        if let Some(c) = &self.client {
+            return Ok(c.clone());
+        }
+        let channel =
+            peer_channel(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let client = peer_client(channel);
+        self.client = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Sends one request/response Raft RPC with a deadline.
+    async fn call<Req, Resp, F, Fut>(
+        &mut self,
+        req: &Req,
+        ttl: Duration,
+        rpc: F,
+    ) -> Result<Resp, RpcErr>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned,
+        F: FnOnce(PeerClient<Channel>, tonic::Request<RaftMessage>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
+    {
+        let client = self.client()?;
+        let data = codec::encode(req).map_err(decode_err)?;
+        let mut request = tonic::Request::new(RaftMessage { data: data.into() });
+        request.set_timeout(ttl);
+        match rpc(client, request).await {
+            Ok(resp) => codec::decode(&resp.into_inner().data).map_err(decode_err),
+            Err(status) => {
+                // Drop the cached channel so the next attempt reconnects.
+                self.client = None;
+                Err(status_to_rpc_error(status))
+            }
+        }
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerConnection {
+    type SnapshotData = tokio::fs::File;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RpcErr> {
+        self.call(&rpc, option.soft_ttl(), |mut c, r| async move {
+            c.append_entries(r).await
+        })
+        .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RpcErr> {
+        self.call(&rpc, option.soft_ttl(), |mut c, r| async move {
+            c.vote(r).await
+        })
+        .await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let mut client = self
+            .client()
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        let header = codec::encode(&(vote, snapshot.meta.clone()))
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        // A bounded channel: the file is read only as fast as the peer accepts chunks.
+        let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(4);
+        let target = self.target;
+        let mut file = snapshot.snapshot;
+        let feeder = tokio::spawn(async move {
+            let first = SnapshotChunk {
+                kind: Some(snapshot_chunk::Kind::Header(header.into())),
+            };
+            if tx.send(first).await.is_err() {
+                return Ok(());
+            }
+            let mut buf = vec![0u8; SNAPSHOT_CHUNK];
+            loop {
+                let n = file.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok::<(), std::io::Error>(());
+                }
+                let chunk = SnapshotChunk {
+                    kind: Some(snapshot_chunk::Kind::Data(buf[..n].to_vec().into())),
+                };
+                if tx.send(chunk).await.is_err() {
+                    return Ok(());
+                }
+            }
+        });
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let send = client.install_snapshot(stream);
+        let result = tokio::select! {
+            closed = cancel => {
+                feeder.abort();
+                return Err(StreamingError::Closed(closed));
+            }
+            r = send => r,
+        };
+        match feeder.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(StreamingError::Network(NetworkError::new(&e))),
+            Err(e) => return Err(StreamingError::Network(NetworkError::new(&e))),
+        }
+        let resp = result.map_err(|s| {
+            self.client = None;
+            tracing::warn!(target_node = target, "snapshot transfer failed: {s}");
+            StreamingError::Network(NetworkError::new(&s))
+        })?;
+        codec::decode(&resp.into_inner().data)
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))
+    }
+
+    fn backoff(&self) -> Option<Backoff> {
+        Some(Backoff::new(std::iter::repeat(Duration::from_millis(100))))
+    }
+}

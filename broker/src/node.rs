@@ -1,0 +1,215 @@
+//! One txmq node: storage, Raft, the client and peer gRPC servers, until shutdown.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use txmq_proto::client::txmq_server::TxmqServer;
+use txmq_proto::peer::peer_server::PeerServer;
+use txmq_raft_store::{NodeInfo, Raft, Storage, StorageConfig};
+
+use crate::client_service::ClientService;
+use crate::config::ServeConfig;
+use crate::network::{MAX_PEER_MESSAGE, PeerNetworkFactory};
+use crate::peer_service::PeerService;
+use crate::proposer::Proposer;
+
+/// Starting or running a node failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Storage(#[from] txmq_raft_store::StorageError),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        addr: String,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("invalid Raft settings: {0}")]
+    RaftConfig(String),
+    #[error("raft failed: {0}")]
+    Raft(String),
+    #[error("gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Listeners bound before the node starts, so callers (tests, `txmq dev`) can use port 0.
+pub struct Listeners {
+    pub client: TcpListener,
+    pub peer: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(config: &ServeConfig) -> Result<Listeners, NodeError> {
+        let bind = |addr: String, what| async move {
+            TcpListener::bind(&addr)
+                .await
+                .map_err(|source| NodeError::Bind { addr, what, source })
+        };
+        Ok(Listeners {
+            client: bind(config.client_addr.clone(), "client API").await?,
+            peer: bind(config.peer_addr.clone(), "peer API").await?,
+        })
+    }
+}
+
+fn raft_config(config: &ServeConfig) -> Result<Arc<openraft::Config>, NodeError> {
+    let election_ms = config.election_timeout.as_millis() as u64;
+    let raft = openraft::Config {
+        cluster_name: "txmq".into(),
+        heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
+        election_timeout_min: election_ms,
+        election_timeout_max: election_ms * 2,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
+        max_in_snapshot_log_to_keep: config.logs_to_keep,
+        // Big snapshots stream for a while; give them time.
+        install_snapshot_timeout: 600_000,
+        max_payload_entries: 256,
+        ..Default::default()
+    };
+    raft.validate()
+        .map(Arc::new)
+        .map_err(|e| NodeError::RaftConfig(e.to_string()))
+}
+
+/// Runs a node until `shutdown` resolves.
+pub async fn run(
+    config: ServeConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodeError> {
+    let client_addr =
+        config.advertised_client_addr(listeners.client.local_addr().map_err(|source| {
+            NodeError::Bind {
+                addr: config.client_addr.clone(),
+                what: "client API",
+                source,
+            }
+        })?);
+    let peer_addr = config.advertised_peer_addr(listeners.peer.local_addr().map_err(|source| {
+        NodeError::Bind {
+            addr: config.peer_addr.clone(),
+            what: "peer API",
+            source,
+        }
+    })?);
+    let mut storage_config = StorageConfig::new(&config.data_dir);
+    storage_config.cache_bytes = config.cache_bytes;
+    let storage = Storage::open(&storage_config)?;
+    let db = storage.db.clone();
+    let reader = storage.reader.clone();
+    let raft = Raft::new(
+        config.node_id,
+        raft_config(&config)?,
+        PeerNetworkFactory,
+        storage.log,
+        storage.state_machine,
+    )
+    .await
+    .map_err(|e| NodeError::Raft(e.to_string()))?;
+    bootstrap(&raft, &config).await?;
+    tracing::info!(node = config.node_id, %client_addr, %peer_addr, data_dir = %config.data_dir.display(), "txmq node started");
+
+    let proposer = Proposer::new(config.node_id, raft.clone(), reader.clone());
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let health_task = tokio::spawn(crate::health::track_readiness(
+        raft.clone(),
+        health_reporter,
+    ));
+    let client_service = ClientService {
+        raft: raft.clone(),
+        proposer: proposer.clone(),
+        reader,
+        max_message_bytes: config.max_message_bytes,
+        client_addr: client_addr.clone(),
+        peer_addr: peer_addr.clone(),
+    };
+    let peer_service = PeerService::new(
+        raft.clone(),
+        proposer,
+        config.data_dir.join("snapshots").join("incoming"),
+        client_addr,
+        peer_addr,
+    );
+    // Room for the largest body plus the envelope of the request.
+    let max_client_message = config.max_message_bytes + 1024 * 1024;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let client_server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(
+            TxmqServer::new(client_service)
+                .max_decoding_message_size(max_client_message)
+                .max_encoding_message_size(max_client_message),
+        )
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listeners.client),
+            stopped(stop_rx.clone()),
+        );
+    let peer_server = tonic::transport::Server::builder()
+        .add_service(
+            PeerServer::new(peer_service)
+                .max_decoding_message_size(MAX_PEER_MESSAGE)
+                .max_encoding_message_size(MAX_PEER_MESSAGE),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.peer), stopped(stop_rx));
+    let servers = async { tokio::try_join!(client_server, peer_server) };
+    tokio::pin!(servers);
+    let result = tokio::select! {
+        r = &mut servers => r.map(|_| ()),
+        _ = shutdown => {
+            tracing::info!("shutting down");
+            let _ = stop_tx.send(true);
+            servers.await.map(|_| ())
+        }
+    };
+    health_task.abort();
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!("raft shutdown: {e}");
+    }
+    if let Err(e) = db.flush_async().await {
+        tracing::warn!("final flush: {e}");
+    }
+    result.map_err(NodeError::from)
+}
+
+/// Initializes a brand-new cluster from `--initial-cluster`. Every bootstrap voter does this
+/// with the *same* membership, so the first entry is identical everywhere; a node whose data
+/// dir already holds a cluster skips it.
+async fn bootstrap(raft: &Raft, config: &ServeConfig) -> Result<(), NodeError> {
+    if config.initial_cluster.is_empty() {
+        return Ok(());
+    }
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+    if initialized {
+        return Ok(());
+    }
+    let members: BTreeMap<u64, NodeInfo> = config
+        .initial_cluster
+        .iter()
+        .map(|(id, addr)| {
+            (
+                *id,
+                NodeInfo {
+                    peer_addr: addr.clone(),
+                    client_addr: String::new(),
+                },
+            )
+        })
+        .collect();
+    match raft.initialize(members).await {
+        Ok(()) => {
+            tracing::info!(voters = ?config.initial_cluster.keys().collect::<Vec<_>>(), "bootstrapped a new cluster")
+        }
+        // Another voter's leader reached us first: the cluster exists already.
+        Err(e) => tracing::info!("not bootstrapping: {e}"),
+    }
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! The peer gRPC service: Raft RPCs, snapshot streaming and forwarded writes. Served on the peer
+//! port only.
+
+use std::path::PathBuf;
+
+use futures::StreamExt;
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use openraft::storage::Snapshot;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use tonic::{Request, Response, Status, Streaming};
+use txmq_proto::peer::peer_server::Peer;
+use txmq_proto::peer::{
+    ForwardRequest, ForwardResponse, NodeStatusRequest, NodeStatusResponse, RaftMessage,
+    SnapshotChunk, snapshot_chunk,
+};
+use txmq_raft_store::types::alias::{SnapshotMeta, Vote};
+use txmq_raft_store::{Raft, TypeConfig, codec};
+
+use crate::forward::{ForwardReply, LeaderOp};
+use crate::proposer::Proposer;
+use crate::status::local_status;
+
+pub struct PeerService {
+    raft: Raft,
+    proposer: Proposer,
+    incoming_dir: PathBuf,
+    client_addr: String,
+    peer_addr: String,
+}
+
+impl PeerService {
+    pub fn new(
+        raft: Raft,
+        proposer: Proposer,
+        incoming_dir: PathBuf,
+        client_addr: String,
+        peer_addr: String,
+    ) -> Self {
+        Self {
+            raft,
+            proposer,
+            incoming_dir,
+            client_addr,
+            peer_addr,
+        }
+    }
+}
+
+fn bad_request(e: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("undecodable peer message: {e}"))
+}
+
+fn stopped(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("raft is not running on this node: {e}"))
+}
+
+fn reply<T: serde::Serialize>(value: &T) -> Result<Response<RaftMessage>, Status> {
+    let data = codec::encode(value).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(RaftMessage { data: data.into() }))
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn append_entries(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> =
+            codec::decode(&request.into_inner().data).map_err(bad_request)?;
+        let resp = self.raft.append_entries(rpc).await.map_err(stopped)?;
+        reply(&resp)
+    }
+
+    async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let rpc: VoteRequest<TypeConfig> =
+            codec::decode(&request.into_inner().data).map_err(bad_request)?;
+        let resp = self.raft.vote(rpc).await.map_err(stopped)?;
+        reply(&resp)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let mut stream = request.into_inner();
+        let header = match stream.next().await {
+            Some(Ok(SnapshotChunk {
+                kind: Some(snapshot_chunk::Kind::Header(h)),
+            })) => h,
+            Some(Err(s)) => return Err(s),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "snapshot stream must start with a header chunk",
+                ));
+            }
+        };
+        let (vote, meta): (Vote, SnapshotMeta) = codec::decode(&header).map_err(bad_request)?;
+        tokio::fs::create_dir_all(&self.incoming_dir)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let path = self
+            .incoming_dir
+            .join(format!("incoming-{}.snap.tmp", crate::proposer::now_ms()));
+        let result = receive_and_install(&self.raft, &path, &mut stream, vote, meta).await;
+        let _ = tokio::fs::remove_file(&path).await;
+        result
+    }
+
+    async fn forward(
+        &self,
+        request: Request<ForwardRequest>,
+    ) -> Result<Response<ForwardResponse>, Status> {
+        let op: LeaderOp = codec::decode(&request.into_inner().op).map_err(bad_request)?;
+        let outcome: ForwardReply = self.proposer.execute_local(op).await;
+        let bytes = codec::encode(&outcome).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(ForwardResponse {
+            result: bytes.into(),
+        }))
+    }
+
+    async fn node_status(
+        &self,
+        _request: Request<NodeStatusRequest>,
+    ) -> Result<Response<NodeStatusResponse>, Status> {
+        Ok(Response::new(local_status(
+            &self.raft,
+            &self.client_addr,
+            &self.peer_addr,
+        )))
+    }
+}
+
+/// Writes the streamed snapshot to a file (never to memory) and hands it to Raft.
+async fn receive_and_install(
+    raft: &Raft,
+    path: &std::path::Path,
+    stream: &mut Streaming<SnapshotChunk>,
+    vote: Vote,
+    meta: SnapshotMeta,
+) -> Result<Response<RaftMessage>, Status> {
+    let io = |e: std::io::Error| Status::internal(format!("writing received snapshot: {e}"));
+    let mut file = tokio::fs::File::options()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(path)
+        .await
+        .map_err(io)?;
+    while let Some(chunk) = stream.next().await {
+        match chunk?.kind {
+            Some(snapshot_chunk::Kind::Data(bytes)) => file.write_all(&bytes).await.map_err(io)?,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "unexpected chunk in snapshot stream",
+                ));
+            }
+        }
+    }
+    file.flush().await.map_err(io)?;
+    file.seek(std::io::SeekFrom::Start(0)).await.map_err(io)?;
+    tracing::info!(snapshot = ?meta.last_log_id, "installing snapshot received from the leader");
+    let resp = raft
+        .install_full_snapshot(
+            vote,
+            Snapshot {
+                meta,
+                snapshot: file,
+            },
+        )
+        .await
+        .map_err(stopped)?;
+    reply(&resp)
+}

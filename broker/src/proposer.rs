@@ -1,0 +1,263 @@
+//! Runs leader-only operations: locally when this node leads, otherwise forwarded to the leader
+//! over the peer API. Waits through elections up to a deadline.
+
+use openraft::async_runtime::WatchReceiver;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use openraft::ChangeMembers;
+use openraft::errors::{ClientWriteError, RaftError};
+use tonic::transport::Channel;
+use txmq_proto::peer::ForwardRequest;
+use txmq_proto::peer::peer_client::PeerClient;
+use txmq_raft_store::{Command, NodeId, Operation, Raft, StateReader, codec};
+
+use crate::forward::{ForwardReply, LeaderOp, LeaderOutcome, OpError};
+use crate::network::{peer_channel, peer_client};
+
+/// How long a request waits for a leader before it is answered `Unavailable`.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+/// How long one forwarded request may take (membership changes wait for catch-up).
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Milliseconds since the Unix epoch: the leader's clock, stamped into commands.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[derive(Clone)]
+pub struct Proposer {
+    id: NodeId,
+    raft: Raft,
+    reader: StateReader,
+    peers: Arc<Mutex<HashMap<String, PeerClient<Channel>>>>,
+}
+
+impl Proposer {
+    pub fn new(id: NodeId, raft: Raft, reader: StateReader) -> Self {
+        Self {
+            id,
+            raft,
+            reader,
+            peers: Arc::default(),
+        }
+    }
+
+    /// Proposes a command and returns its committed result.
+    pub async fn write(&self, op: Operation) -> Result<txmq_raft_store::CommandResult, OpError> {
+        let command = Command { time_ms: 0, op };
+        match self.execute(LeaderOp::Write(command)).await? {
+            LeaderOutcome::Written(result) => Ok(result),
+            LeaderOutcome::MembershipChanged => {
+                Err(OpError::Internal("unexpected outcome of a write".into()))
+            }
+        }
+    }
+
+    /// Runs `op` on the leader, wherever it is.
+    pub async fn execute(&self, op: LeaderOp) -> Result<LeaderOutcome, OpError> {
+        let deadline = Instant::now() + LEADER_WAIT;
+        let mut metrics = self.raft.metrics();
+        loop {
+            let (leader, leader_addr) = {
+                let m = metrics.borrow_and_update();
+                let addr = m.current_leader.and_then(|l| {
+                    m.membership_config
+                        .membership()
+                        .get_node(&l)
+                        .map(|n| n.peer_addr.clone())
+                });
+                (m.current_leader, addr)
+            };
+            let attempt = match (leader, leader_addr) {
+                (Some(l), _) if l == self.id => self.execute_local(op.clone()).await,
+                (Some(l), Some(addr)) => self.forward(l, addr.as_str(), &op).await,
+                _ => Err(OpError::NotLeader { leader: None }),
+            };
+            match attempt {
+                Err(OpError::NotLeader { .. }) => {}
+                other => return other,
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(OpError::Unavailable(format!(
+                    "no leader could take the request within {}s; is a majority of the nodes running and connected?",
+                    LEADER_WAIT.as_secs()
+                )));
+            }
+            // Wake on any Raft state change, or poll again shortly.
+            let _ = tokio::time::timeout(
+                Duration::from_millis(100).min(deadline - now),
+                metrics.changed(),
+            )
+            .await;
+        }
+    }
+
+    async fn forward(
+        &self,
+        leader: NodeId,
+        addr: &str,
+        op: &LeaderOp,
+    ) -> Result<LeaderOutcome, OpError> {
+        let mut client = self.peer(addr)?;
+        let bytes = codec::encode(op).map_err(|e| OpError::Internal(e.to_string()))?;
+        let mut request = tonic::Request::new(ForwardRequest { op: bytes.into() });
+        request.set_timeout(FORWARD_TIMEOUT);
+        match client.forward(request).await {
+            Ok(resp) => {
+                let reply: ForwardReply = codec::decode(&resp.into_inner().result)
+                    .map_err(|e| OpError::Internal(e.to_string()))?;
+                reply
+            }
+            Err(status) => {
+                tracing::debug!(leader, %addr, "forward failed: {status}");
+                self.peers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(addr);
+                // Treated as "not reachable, try again": the election or reconnect resolves it.
+                Err(OpError::NotLeader { leader: None })
+            }
+        }
+    }
+
+    fn peer(&self, addr: &str) -> Result<PeerClient<Channel>, OpError> {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = peers.get(addr) {
+            return Ok(c.clone());
+        }
+        let channel = peer_channel(addr)
+            .map_err(|e| OpError::Internal(format!("bad peer address {addr}: {e}")))?;
+        let client = peer_client(channel);
+        peers.insert(addr.to_string(), client.clone());
+        Ok(client)
+    }
+
+    /// Runs `op` on this node, which must be the leader.
+    pub async fn execute_local(&self, op: LeaderOp) -> Result<LeaderOutcome, OpError> {
+        match op {
+            LeaderOp::Write(command) => self.write_local(command).await,
+            LeaderOp::AddNode {
+                id,
+                info,
+                learner_only,
+            } => self.add_node(id, info, learner_only).await,
+            LeaderOp::RemoveNode { id } => self.remove_node(id).await,
+        }
+    }
+
+    async fn write_local(&self, mut command: Command) -> Result<LeaderOutcome, OpError> {
+        command.time_ms = now_ms();
+        let resp = self.raft.client_write(command).await.map_err(write_error)?;
+        Ok(LeaderOutcome::Written(resp.data))
+    }
+
+    async fn add_node(
+        &self,
+        id: NodeId,
+        info: txmq_raft_store::NodeInfo,
+        learner_only: bool,
+    ) -> Result<LeaderOutcome, OpError> {
+        if id == 0 {
+            return Err(OpError::InvalidArgument(
+                "node id 0 is reserved; use 1 or more".into(),
+            ));
+        }
+        if self.reader.is_retired(id) {
+            return Err(OpError::FailedPrecondition(format!(
+                "node id {id} was removed from this cluster before and is retired; give the new node a new id"
+            )));
+        }
+        let membership = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .clone();
+        if membership.voter_ids().any(|v| v == id) {
+            return Err(OpError::FailedPrecondition(format!(
+                "node {id} is already a voter"
+            )));
+        }
+        if let Some(existing) = membership.get_node(&id)
+            && existing.peer_addr != info.peer_addr
+        {
+            return Err(OpError::FailedPrecondition(format!(
+                "node {id} is already a member at {}; remove it first",
+                existing.peer_addr
+            )));
+        }
+        tracing::info!(node = id, peer = %info.peer_addr, "adding node as learner");
+        // Blocking: returns once the learner has caught up with the log, so promotion is safe.
+        self.raft
+            .add_learner(id, info, true)
+            .await
+            .map_err(write_error)?;
+        if !learner_only {
+            tracing::info!(node = id, "promoting caught-up learner to voter");
+            let add: BTreeSet<NodeId> = [id].into();
+            self.raft
+                .change_membership(ChangeMembers::AddVoterIds(add), true)
+                .await
+                .map_err(write_error)?;
+        }
+        Ok(LeaderOutcome::MembershipChanged)
+    }
+
+    async fn remove_node(&self, id: NodeId) -> Result<LeaderOutcome, OpError> {
+        let membership = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .clone();
+        if membership.get_node(&id).is_none() {
+            return Err(OpError::FailedPrecondition(format!(
+                "node {id} is not a member of this cluster"
+            )));
+        }
+        let ids: BTreeSet<NodeId> = [id].into();
+        if membership.voter_ids().any(|v| v == id) {
+            if membership.voter_ids().count() <= 1 {
+                return Err(OpError::FailedPrecondition(
+                    "cannot remove the last voter".into(),
+                ));
+            }
+            tracing::info!(node = id, "removing voter");
+            self.raft
+                .change_membership(ChangeMembers::RemoveVoters(ids.clone()), true)
+                .await
+                .map_err(write_error)?;
+        }
+        tracing::info!(node = id, "removing node from membership");
+        self.raft
+            .change_membership(ChangeMembers::RemoveNodes(ids), false)
+            .await
+            .map_err(write_error)?;
+        self.write_local(Command {
+            time_ms: 0,
+            op: Operation::RetireNode { id },
+        })
+        .await?;
+        Ok(LeaderOutcome::MembershipChanged)
+    }
+}
+
+fn write_error(
+    e: RaftError<txmq_raft_store::TypeConfig, ClientWriteError<txmq_raft_store::TypeConfig>>,
+) -> OpError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => OpError::NotLeader { leader: f.leader_id },
+        RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => OpError::Unavailable(
+            "leadership changed while the request was in flight; its outcome is unknown, retry if the operation is idempotent".into(),
+        ),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => OpError::FailedPrecondition(e.to_string()),
+        RaftError::APIError(ClientWriteError::PreconditionFailed(e)) => OpError::FailedPrecondition(e.to_string()),
+        RaftError::Fatal(f) => OpError::Unavailable(format!("this node's Raft stopped: {f}")),
+    }
+}

@@ -1,0 +1,99 @@
+//! Node and cluster status, as shown by `txmq cluster status`.
+
+use openraft::async_runtime::WatchReceiver;
+use std::time::Duration;
+
+use openraft::ServerState;
+use txmq_proto::client::{ClusterStatusResponse, NodeStatus};
+use txmq_proto::peer::{NodeStatusRequest, NodeStatusResponse};
+use txmq_raft_store::Raft;
+
+use crate::network::{peer_channel, peer_client};
+
+fn role_name(state: ServerState, is_voter: bool) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner if is_voter => "follower",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+/// This node's own view.
+pub fn local_status(raft: &Raft, client_addr: &str, peer_addr: &str) -> NodeStatusResponse {
+    let m = raft.metrics().borrow_watched().clone();
+    let is_voter = m.membership_config.voter_ids().any(|v| v == m.id);
+    NodeStatusResponse {
+        id: m.id,
+        role: role_name(m.state, is_voter).to_string(),
+        client_addr: client_addr.to_string(),
+        peer_addr: peer_addr.to_string(),
+        term: m.current_term,
+        commit_index: m.local_committed.map(|c| c.index).unwrap_or(0),
+        applied_index: m.last_applied.map(|c| c.index).unwrap_or(0),
+        leader_id: m.current_leader.unwrap_or(0),
+    }
+}
+
+/// Asks every member for its status (in parallel, with a short timeout each).
+pub async fn cluster_status(
+    raft: &Raft,
+    client_addr: &str,
+    peer_addr: &str,
+) -> ClusterStatusResponse {
+    let me = local_status(raft, client_addr, peer_addr);
+    let m = raft.metrics().borrow_watched().clone();
+    let voters: Vec<u64> = m.membership_config.voter_ids().collect();
+    let members: Vec<(u64, txmq_raft_store::NodeInfo)> = m
+        .membership_config
+        .nodes()
+        .map(|(id, n)| (*id, n.clone()))
+        .collect();
+    let asks = members.into_iter().map(|(id, info)| {
+        let me = me.clone();
+        let voter = voters.contains(&id);
+        async move {
+            let status = if id == me.id {
+                Some(me)
+            } else {
+                ask_peer(&info.peer_addr).await
+            };
+            match status {
+                Some(s) => NodeStatus {
+                    id,
+                    role: s.role,
+                    client_addr: s.client_addr,
+                    peer_addr: s.peer_addr,
+                    term: s.term,
+                    commit_index: s.commit_index,
+                    applied_index: s.applied_index,
+                    voter,
+                },
+                None => NodeStatus {
+                    id,
+                    role: "unreachable".into(),
+                    client_addr: info.client_addr,
+                    peer_addr: info.peer_addr,
+                    voter,
+                    ..Default::default()
+                },
+            }
+        }
+    });
+    let nodes = futures::future::join_all(asks).await;
+    ClusterStatusResponse {
+        leader_id: me.leader_id,
+        term: me.term,
+        nodes,
+        answered_by: me.id,
+    }
+}
+
+async fn ask_peer(addr: &str) -> Option<NodeStatusResponse> {
+    let mut client = peer_client(peer_channel(addr).ok()?);
+    let mut req = tonic::Request::new(NodeStatusRequest {});
+    req.set_timeout(Duration::from_millis(1500));
+    client.node_status(req).await.ok().map(|r| r.into_inner())
+}

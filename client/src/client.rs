@@ -1,0 +1,269 @@
+//! The client with endpoint failover.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tonic::transport::{Channel, Endpoint};
+use txmq_proto::client::txmq_client::TxmqClient;
+use txmq_proto::client::{
+    AddNodeRequest, ClusterStatusRequest, ClusterStatusResponse, CreateTopicRequest,
+    DescribeTopicRequest, ListTopicsRequest, Message, ReadRequest, RemoveNodeRequest, SendRequest,
+    SendResponse, TopicInfo, TopicType,
+};
+
+use crate::error::ClientError;
+
+/// Tuning of a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// How long one request may keep retrying across endpoints.
+    pub retry_deadline: Duration,
+    /// Per-attempt timeout.
+    pub request_timeout: Duration,
+    /// Largest message the client sends or accepts.
+    pub max_message_bytes: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            retry_deadline: Duration::from_secs(20),
+            request_timeout: Duration::from_secs(30),
+            max_message_bytes: 72 * 1024 * 1024,
+        }
+    }
+}
+
+/// A client of a txmq cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    endpoints: Arc<Vec<String>>,
+    channels: Arc<Vec<Channel>>,
+    /// The endpoint that worked last; requests start there.
+    current: Arc<AtomicUsize>,
+    options: ClientOptions,
+}
+
+impl Client {
+    /// A client of the nodes at `endpoints` (`host:port` of their client API).
+    pub fn new<I, S>(endpoints: I) -> Result<Client, ClientError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Self::with_options(endpoints, ClientOptions::default())
+    }
+
+    pub fn with_options<I, S>(endpoints: I, options: ClientOptions) -> Result<Client, ClientError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let endpoints: Vec<String> = endpoints
+            .into_iter()
+            .map(|e| e.as_ref().trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect();
+        if endpoints.is_empty() {
+            return Err(ClientError::new(
+                "invalid_argument",
+                "no endpoints given; pass --endpoints host:port[,host:port...] or set TXMQ_ENDPOINTS",
+            ));
+        }
+        let mut channels = Vec::with_capacity(endpoints.len());
+        for e in &endpoints {
+            let uri = if e.contains("://") {
+                e.clone()
+            } else {
+                format!("http://{e}")
+            };
+            let endpoint = Endpoint::from_shared(uri)
+                .map_err(|err| {
+                    ClientError::new(
+                        "invalid_argument",
+                        format!("endpoint '{e}' is not an address: {err}"),
+                    )
+                })?
+                .connect_timeout(Duration::from_secs(2))
+                .tcp_nodelay(true);
+            channels.push(endpoint.connect_lazy());
+        }
+        Ok(Client {
+            endpoints: Arc::new(endpoints),
+            channels: Arc::new(channels),
+            current: Arc::new(AtomicUsize::new(0)),
+            options,
+        })
+    }
+
+    /// The endpoints this client uses.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    fn grpc(&self, i: usize) -> TxmqClient<Channel> {
+        TxmqClient::new(self.channels[i].clone())
+            .max_decoding_message_size(self.options.max_message_bytes)
+            .max_encoding_message_size(self.options.max_message_bytes)
+    }
+
+    /// Runs `call` against the endpoints, moving on when one is unavailable, until the deadline.
+    async fn retrying<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(TxmqClient<Channel>, Duration) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        let deadline = Instant::now() + self.options.retry_deadline;
+        let n = self.endpoints.len();
+        let mut attempt = 0usize;
+        loop {
+            let i = (self.current.load(Ordering::Relaxed) + attempt) % n;
+            match call(self.grpc(i), self.options.request_timeout).await {
+                Ok(v) => {
+                    self.current.store(i, Ordering::Relaxed);
+                    return Ok(v);
+                }
+                Err(status) => {
+                    let err = ClientError::from(status);
+                    if !err.is_retryable() || Instant::now() >= deadline {
+                        return Err(err);
+                    }
+                    tracing::debug!(endpoint = %self.endpoints[i], "retrying elsewhere: {}", err.message);
+                }
+            }
+            attempt += 1;
+            // A short pause after each full round over the endpoints (an election takes ~1s).
+            if attempt % n == 0 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        kind: TopicType,
+        queues: u32,
+    ) -> Result<TopicInfo, ClientError> {
+        let req = CreateTopicRequest {
+            name: name.into(),
+            r#type: kind as i32,
+            queues,
+            ..Default::default()
+        };
+        self.create_topic_with(req).await
+    }
+
+    pub async fn create_topic_with(
+        &self,
+        req: CreateTopicRequest,
+    ) -> Result<TopicInfo, ClientError> {
+        let resp = self
+            .retrying(|mut c, t| {
+                let mut r = tonic::Request::new(req.clone());
+                r.set_timeout(t);
+                async move { c.create_topic(r).await }
+            })
+            .await?;
+        resp.into_inner()
+            .topic
+            .ok_or_else(|| ClientError::new("internal", "server returned no topic"))
+    }
+
+    pub async fn list_topics(&self) -> Result<Vec<TopicInfo>, ClientError> {
+        let resp = self
+            .retrying(|mut c, _| async move { c.list_topics(ListTopicsRequest {}).await })
+            .await?;
+        Ok(resp.into_inner().topics)
+    }
+
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicInfo, ClientError> {
+        let resp = self
+            .retrying(|mut c, _| {
+                let r = DescribeTopicRequest { name: name.into() };
+                async move { c.describe_topic(r).await }
+            })
+            .await?;
+        Ok(resp.into_inner())
+    }
+
+    /// Publishes one message. Acknowledged only once a quorum has it on disk.
+    pub async fn send(&self, req: SendRequest) -> Result<SendResponse, ClientError> {
+        let resp = self
+            .retrying(|mut c, t| {
+                let mut r = tonic::Request::new(req.clone());
+                r.set_timeout(t);
+                async move { c.send(r).await }
+            })
+            .await?;
+        Ok(resp.into_inner())
+    }
+
+    /// Reads committed messages from the node this client currently talks to.
+    pub async fn read(&self, req: ReadRequest) -> Result<Vec<Message>, ClientError> {
+        let resp = self
+            .retrying(|mut c, _| {
+                let r = req.clone();
+                async move { c.read(r).await }
+            })
+            .await?;
+        Ok(resp.into_inner().messages)
+    }
+
+    /// Reads from one specific endpoint (by index), without failover: to see what that node holds.
+    pub async fn read_from(
+        &self,
+        endpoint: usize,
+        req: ReadRequest,
+    ) -> Result<Vec<Message>, ClientError> {
+        let i = endpoint % self.endpoints.len();
+        Ok(self.grpc(i).read(req).await?.into_inner().messages)
+    }
+
+    pub async fn cluster_status(&self) -> Result<ClusterStatusResponse, ClientError> {
+        let resp = self
+            .retrying(|mut c, _| async move { c.cluster_status(ClusterStatusRequest {}).await })
+            .await?;
+        Ok(resp.into_inner())
+    }
+
+    /// Cluster status as seen by one specific endpoint, without failover.
+    pub async fn cluster_status_from(
+        &self,
+        endpoint: usize,
+    ) -> Result<ClusterStatusResponse, ClientError> {
+        let i = endpoint % self.endpoints.len();
+        Ok(self
+            .grpc(i)
+            .cluster_status(ClusterStatusRequest {})
+            .await?
+            .into_inner())
+    }
+
+    pub async fn add_node(
+        &self,
+        req: AddNodeRequest,
+    ) -> Result<ClusterStatusResponse, ClientError> {
+        let resp = self
+            .retrying(|mut c, t| {
+                let mut r = tonic::Request::new(req.clone());
+                r.set_timeout(t);
+                async move { c.add_node(r).await }
+            })
+            .await?;
+        Ok(resp.into_inner().status.unwrap_or_default())
+    }
+
+    pub async fn remove_node(&self, id: u64) -> Result<ClusterStatusResponse, ClientError> {
+        let resp = self
+            .retrying(|mut c, t| {
+                let mut r = tonic::Request::new(RemoveNodeRequest { id });
+                r.set_timeout(t);
+                async move { c.remove_node(r).await }
+            })
+            .await?;
+        Ok(resp.into_inner().status.unwrap_or_default())
+    }
+}

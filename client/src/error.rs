@@ -1,0 +1,61 @@
+//! Client errors: a gRPC status code and a message a person can act on.
+
+/// A request failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ClientError {
+    /// A stable machine-readable code, e.g. `invalid_argument`, `not_found`, `unavailable`.
+    pub code: String,
+    pub message: String,
+}
+
+impl ClientError {
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: code.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// True for errors a retry elsewhere may fix (node down, election in progress).
+    pub fn is_retryable(&self) -> bool {
+        self.code == "unavailable"
+    }
+}
+
+/// The snake_case name of a gRPC code.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "ok",
+        Cancelled => "cancelled",
+        Unknown => "unknown",
+        InvalidArgument => "invalid_argument",
+        DeadlineExceeded => "deadline_exceeded",
+        NotFound => "not_found",
+        AlreadyExists => "already_exists",
+        PermissionDenied => "permission_denied",
+        ResourceExhausted => "resource_exhausted",
+        FailedPrecondition => "failed_precondition",
+        Aborted => "aborted",
+        OutOfRange => "out_of_range",
+        Unimplemented => "unimplemented",
+        Internal => "internal",
+        Unavailable => "unavailable",
+        DataLoss => "data_loss",
+        Unauthenticated => "unauthenticated",
+    }
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(s: tonic::Status) -> Self {
+        // Transport failures (connection refused, reset) surface as Unavailable/Unknown with a
+        // transport message; both mean "try another node".
+        let code = match s.code() {
+            tonic::Code::Unknown if s.message().contains("transport") => "unavailable",
+            tonic::Code::Cancelled => "unavailable",
+            c => code_name(c),
+        };
+        ClientError::new(code, s.message().to_string())
+    }
+}
