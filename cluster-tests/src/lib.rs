@@ -1,1 +1,291 @@
+//! A multi-process test harness: real `txmq serve` processes on loopback ports the OS picks,
+//! each in its own temporary data directory. Every process is killed when the [`Cluster`] is
+//! dropped, whatever the test did.
 
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use txmq_client::{Client, ClientOptions};
+
+/// The `txmq` binary under test: `$TXMQ_BIN`, or `txmq` in the target directory of this test.
+pub fn txmq_binary() -> Result<PathBuf> {
+    if let Ok(p) = std::env::var("TXMQ_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    // Test executables live in target/<profile>/deps/.
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test executable has no target dir")?;
+    let bin = profile_dir.join("txmq");
+    if !bin.exists() {
+        bail!(
+            "{} does not exist: build it first with `cargo build -p txmq-broker --bin txmq` (the test command does)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// A port the OS just handed out (bound then released).
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Waits until `check` returns `Some`, polling every 100 ms, or fails after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One node process.
+pub struct Node {
+    pub id: u64,
+    pub client_addr: String,
+    pub peer_addr: String,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Node {
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// SIGKILL: no chance to flush or say goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts (or restarts) the process with the same arguments and data dir.
+    pub fn start(&mut self, bin: &Path) -> Result<()> {
+        self.kill();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)?;
+        let child = Command::new(bin)
+            .args(&self.args)
+            .env("TXMQ_LOG_LEVEL", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting node {}", self.id))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Deletes the node's data directory (the process must be stopped).
+    pub fn wipe(&mut self) -> Result<()> {
+        self.kill();
+        if self.data_dir.exists() {
+            std::fs::remove_dir_all(&self.data_dir)?;
+        }
+        Ok(())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Extra `txmq serve` flags for every node.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    pub extra_args: Vec<String>,
+}
+
+/// A cluster of real processes.
+pub struct Cluster {
+    pub nodes: BTreeMap<u64, Node>,
+    pub bin: PathBuf,
+    dir: tempfile::TempDir,
+    options: ClusterOptions,
+}
+
+impl Cluster {
+    /// Starts `n` bootstrap voters with ids 1..=n.
+    pub async fn start(n: u64, options: ClusterOptions) -> Result<Cluster> {
+        let bin = txmq_binary()?;
+        let dir = tempfile::Builder::new().prefix("txmq-cluster-").tempdir()?;
+        let mut cluster = Cluster {
+            nodes: BTreeMap::new(),
+            bin,
+            dir,
+            options,
+        };
+        let mut planned = Vec::new();
+        for id in 1..=n {
+            planned.push((id, free_port()?, free_port()?));
+        }
+        let initial: Vec<String> = planned
+            .iter()
+            .map(|(id, _, p)| format!("{id}=127.0.0.1:{p}"))
+            .collect();
+        for (id, client, peer) in planned {
+            let node = cluster.make_node(id, client, peer, Some(initial.join(",")))?;
+            cluster.nodes.insert(id, node);
+        }
+        for node in cluster.nodes.values_mut() {
+            node.start(&cluster.bin)?;
+        }
+        cluster.wait_for_leader(Duration::from_secs(20)).await?;
+        Ok(cluster)
+    }
+
+    fn make_node(&self, id: u64, client: u16, peer: u16, initial: Option<String>) -> Result<Node> {
+        let data_dir = self.dir.path().join(format!("node-{id}"));
+        let client_addr = format!("127.0.0.1:{client}");
+        let peer_addr = format!("127.0.0.1:{peer}");
+        let metrics_port = free_port()?;
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--node-id".into(),
+            id.to_string(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--client-addr".into(),
+            client_addr.clone(),
+            "--peer-addr".into(),
+            peer_addr.clone(),
+            "--metrics-addr".into(),
+            format!("127.0.0.1:{metrics_port}"),
+        ];
+        if let Some(initial) = initial {
+            args.push("--initial-cluster".into());
+            args.push(initial);
+        }
+        args.extend(self.options.extra_args.iter().cloned());
+        Ok(Node {
+            id,
+            client_addr,
+            peer_addr,
+            log_path: self.dir.path().join(format!("node-{id}.log")),
+            data_dir,
+            args,
+            child: None,
+        })
+    }
+
+    /// Starts a fresh node that is not (yet) a member; join it with `add_node`.
+    pub fn spawn_joiner(&mut self, id: u64) -> Result<&mut Node> {
+        let mut node = self.make_node(id, free_port()?, free_port()?, None)?;
+        node.start(&self.bin)?;
+        self.nodes.insert(id, node);
+        Ok(self.nodes.get_mut(&id).context("just inserted")?)
+    }
+
+    pub fn node(&mut self, id: u64) -> &mut Node {
+        self.nodes
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("no node {id} in this cluster"))
+    }
+
+    /// A client of every running node, with failover.
+    pub fn client(&mut self) -> Result<Client> {
+        let endpoints: Vec<String> = self
+            .nodes
+            .values_mut()
+            .filter_map(|n| n.is_running().then(|| n.client_addr.clone()))
+            .collect();
+        Ok(Client::new(endpoints)?)
+    }
+
+    /// A client of exactly one node, without failover (for per-node reads and status).
+    pub fn client_of(&self, id: u64) -> Result<Client> {
+        let node = self.nodes.get(&id).context("unknown node")?;
+        let options = ClientOptions {
+            retry_deadline: Duration::from_secs(0),
+            ..Default::default()
+        };
+        Ok(Client::with_options([node.client_addr.as_str()], options)?)
+    }
+
+    /// Waits until some running node reports a leader that is itself running, and returns it.
+    pub async fn wait_for_leader(&mut self, timeout: Duration) -> Result<u64> {
+        let running: Vec<u64> = self
+            .nodes
+            .iter_mut()
+            .filter_map(|(id, n)| n.is_running().then_some(*id))
+            .collect();
+        let clients: Vec<Client> = running
+            .iter()
+            .filter_map(|id| self.client_of(*id).ok())
+            .collect();
+        wait_for("a leader", timeout, || {
+            let clients = clients.clone();
+            let running = running.clone();
+            async move {
+                for c in &clients {
+                    if let Ok(s) = c.cluster_status().await
+                        && running.contains(&s.leader_id)
+                        && s.nodes
+                            .iter()
+                            .any(|n| n.id == s.leader_id && n.role == "leader")
+                    {
+                        return Some(s.leader_id);
+                    }
+                }
+                None
+            }
+        })
+        .await
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs the `txmq` binary with `args` and returns (exit success, stdout).
+    pub fn cli(&self, args: &[&str]) -> Result<(bool, String)> {
+        let out = Command::new(&self.bin).args(args).output()?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        ))
+    }
+
+    /// Every node's log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.nodes
+            .values()
+            .map(|n| format!("===== node {} =====\n{}", n.id, tail(&n.log(), 40)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+fn tail(s: &str, lines: usize) -> String {
+    let all: Vec<&str> = s.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

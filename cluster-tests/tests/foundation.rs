@@ -1,0 +1,497 @@
+//! Foundation: a real 3-node cluster forms, replicates, fails over, catches up, rejoins through
+//! a snapshot, and rejects bad input without changing anything.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use txmq_client::{AddNodeRequest, Client, ReadRequest, SendRequest, TopicType};
+use txmq_cluster_tests::{Cluster, ClusterOptions, wait_for};
+
+fn msg(topic: &str, body: String, key: &str) -> SendRequest {
+    SendRequest {
+        topic: topic.into(),
+        body: body.into_bytes().into(),
+        key: key.into(),
+        ..Default::default()
+    }
+}
+
+/// All message ids a node serves for `topic` (every queue, from offset 0).
+async fn ids_served_by(client: &Client, topic: &str) -> Option<BTreeSet<String>> {
+    let mut ids = BTreeSet::new();
+    let topic_info = client.describe_topic(topic).await.ok()?;
+    for q in 0..topic_info.queues {
+        let mut from = 0;
+        loop {
+            let req = ReadRequest {
+                topic: topic.into(),
+                queue: Some(q),
+                from_offset: from,
+                max: 1000,
+            };
+            let batch = client.read(req).await.ok()?;
+            if batch.is_empty() {
+                break;
+            }
+            for m in &batch {
+                ids.insert(m.message_id.clone());
+                from = m.offset + 1;
+            }
+        }
+    }
+    Some(ids)
+}
+
+async fn wait_until_node_serves(
+    cluster: &Cluster,
+    id: u64,
+    topic: &str,
+    expected: &BTreeSet<String>,
+) -> Result<()> {
+    let client = cluster.client_of(id)?;
+    wait_for(
+        &format!("node {id} to serve {} messages", expected.len()),
+        Duration::from_secs(30),
+        || {
+            let client = client.clone();
+            async move {
+                ids_served_by(&client, topic)
+                    .await
+                    .filter(|ids| ids == expected)
+                    .map(|_| ())
+            }
+        },
+    )
+    .await
+    .with_context(|| cluster.logs())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_forms_and_every_node_serves_every_acknowledged_message() -> Result<()> {
+    // Phase 1: three voters elect a leader.
+    let mut cluster = Cluster::start(3, ClusterOptions::default()).await?;
+    let status = cluster.client()?.cluster_status().await?;
+    ensure!(status.nodes.len() == 3, "status: {status:?}");
+    ensure!(
+        status.nodes.iter().filter(|n| n.role == "leader").count() == 1,
+        "status: {status:?}"
+    );
+    ensure!(
+        status
+            .nodes
+            .iter()
+            .all(|n| n.voter && !n.client_addr.is_empty()),
+        "status: {status:?}"
+    );
+
+    // Phase 2: sends through each node (followers forward to the leader).
+    cluster
+        .client()?
+        .create_topic("orders", TopicType::Normal, 4)
+        .await?;
+    let mut acknowledged = BTreeSet::new();
+    for id in [1, 2, 3] {
+        let client = cluster.client_of(id)?;
+        for i in 0..10 {
+            let r = client
+                .send(msg("orders", format!("via {id} #{i}"), &format!("k{i}")))
+                .await?;
+            ensure!(r.topic == "orders" && r.queue < 4);
+            acknowledged.insert(r.message_id);
+        }
+    }
+    ensure!(acknowledged.len() == 30, "message ids must be unique");
+
+    // Phase 3: every node serves every acknowledged message from its own state.
+    for id in [1, 2, 3] {
+        wait_until_node_serves(&cluster, id, "orders", &acknowledged).await?;
+    }
+
+    // Phase 4: the same key always lands in the same queue; offsets are dense per queue.
+    let all = cluster
+        .client_of(1)?
+        .read(ReadRequest {
+            topic: "orders".into(),
+            queue: None,
+            from_offset: 0,
+            max: 1000,
+        })
+        .await?;
+    for key in ["k0", "k5"] {
+        let queues: BTreeSet<u32> = all
+            .iter()
+            .filter(|m| m.key == key)
+            .map(|m| m.queue)
+            .collect();
+        ensure!(queues.len() == 1, "key {key} spread over queues {queues:?}");
+    }
+    let topic = cluster.client_of(2)?.describe_topic("orders").await?;
+    let total: u64 = topic.queue_info.iter().map(|q| q.next_offset).sum();
+    ensure!(total == 30, "queues hold {total} offsets, expected 30");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_kill_fails_over_loses_nothing_and_the_node_catches_up() -> Result<()> {
+    let mut cluster = Cluster::start(3, ClusterOptions::default()).await?;
+    let client = cluster.client()?;
+    client.create_topic("events", TopicType::Normal, 2).await?;
+    let mut acknowledged = BTreeSet::new();
+    for i in 0..20 {
+        acknowledged.insert(
+            client
+                .send(msg("events", format!("before {i}"), ""))
+                .await?
+                .message_id,
+        );
+    }
+
+    // Phase 1: SIGKILL the leader; the survivors elect a new one within seconds.
+    let old_leader = cluster.wait_for_leader(Duration::from_secs(5)).await?;
+    let killed_at = Instant::now();
+    cluster.node(old_leader).kill();
+    let new_leader = cluster.wait_for_leader(Duration::from_secs(10)).await?;
+    let failover = killed_at.elapsed();
+    ensure!(new_leader != old_leader);
+    eprintln!("failover took {failover:?}");
+
+    // Phase 2: every acknowledged message is still served by each survivor.
+    let survivors: Vec<u64> = [1, 2, 3]
+        .into_iter()
+        .filter(|id| *id != old_leader)
+        .collect();
+    for id in &survivors {
+        wait_until_node_serves(&cluster, *id, "events", &acknowledged).await?;
+    }
+
+    // Phase 3: sends continue (the client fails over across endpoints by itself).
+    for i in 0..20 {
+        acknowledged.insert(
+            client
+                .send(msg("events", format!("after {i}"), ""))
+                .await?
+                .message_id,
+        );
+    }
+
+    // Phase 4: the killed node restarts from its data dir and catches up.
+    let bin = cluster.bin.clone();
+    cluster.node(old_leader).start(&bin)?;
+    wait_until_node_serves(&cluster, old_leader, "events", &acknowledged).await?;
+    let status = cluster.client_of(old_leader)?.cluster_status().await?;
+    ensure!(
+        status.nodes.iter().all(|n| n.role != "unreachable"),
+        "status: {status:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wiped_node_replaced_under_a_new_id_catches_up_through_a_snapshot() -> Result<()> {
+    // Snapshots every 20 entries, keeping only 5: a newcomer cannot replay the log from 1.
+    let options = ClusterOptions {
+        extra_args: ["--snapshot-logs", "20", "--logs-to-keep", "5"]
+            .map(String::from)
+            .to_vec(),
+    };
+    let mut cluster = Cluster::start(3, options).await?;
+    let client = cluster.client()?;
+    client.create_topic("audit", TopicType::Normal, 3).await?;
+    let mut acknowledged = BTreeSet::new();
+    for i in 0..120 {
+        acknowledged.insert(
+            client
+                .send(msg("audit", format!("entry {i} {}", "x".repeat(200)), ""))
+                .await?
+                .message_id,
+        );
+    }
+
+    // Phase 1: node 3 loses its disk; it is removed, and its id is retired.
+    cluster.node(3).wipe()?;
+    let client = cluster.client()?;
+    let status = client.remove_node(3).await?;
+    ensure!(
+        status.nodes.iter().all(|n| n.id != 3),
+        "node 3 still a member: {status:?}"
+    );
+    let reuse = client
+        .add_node(AddNodeRequest {
+            id: 3,
+            peer_addr: "127.0.0.1:1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a retired id must not be reused");
+    ensure!(
+        reuse.code == "failed_precondition" && reuse.message.contains("retired"),
+        "{reuse:?}"
+    );
+
+    // Phase 2: a fresh node 4 joins as a learner and is promoted after catching up.
+    let (peer_addr, client_addr) = {
+        let n4 = cluster.spawn_joiner(4)?;
+        (n4.peer_addr.clone(), n4.client_addr.clone())
+    };
+    let status = client
+        .add_node(AddNodeRequest {
+            id: 4,
+            peer_addr,
+            client_addr,
+            learner_only: false,
+        })
+        .await?;
+    ensure!(
+        status.nodes.iter().any(|n| n.id == 4 && n.voter),
+        "node 4 not a voter: {status:?}"
+    );
+
+    // Phase 3: it serves everything, and it got there by installing a snapshot.
+    wait_until_node_serves(&cluster, 4, "audit", &acknowledged).await?;
+    let log = cluster.node(4).log();
+    ensure!(
+        log.contains("installing snapshot"),
+        "node 4 did not install a snapshot:\n{log}"
+    );
+
+    // Phase 4: the new voter takes part in commits: sends still work with node 1 stopped.
+    cluster.node(1).kill();
+    cluster.wait_for_leader(Duration::from_secs(10)).await?;
+    let r = cluster
+        .client()?
+        .send(msg("audit", "after membership change".into(), ""))
+        .await?;
+    acknowledged.insert(r.message_id);
+    wait_until_node_serves(&cluster, 4, "audit", &acknowledged).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_error_and_changes_nothing() -> Result<()> {
+    let options = ClusterOptions {
+        extra_args: ["--max-message-bytes", "1024"].map(String::from).to_vec(),
+    };
+    let mut cluster = Cluster::start(3, options).await?;
+    let client = cluster.client()?;
+    client.create_topic("t1", TopicType::Normal, 2).await?;
+    client.send(msg("t1", "ok".into(), "")).await?;
+    let before_topics = client.list_topics().await?;
+
+    // Names: empty, bad characters, too long.
+    for (name, needle) in [
+        ("", "empty"),
+        ("a b", "only [A-Za-z0-9._-]"),
+        (&"n".repeat(129)[..], "maximum is 128"),
+    ] {
+        let e = client
+            .create_topic(name, TopicType::Normal, 1)
+            .await
+            .expect_err("bad name accepted");
+        ensure!(
+            e.code == "invalid_argument" && e.message.contains(needle),
+            "{name:?}: {e:?}"
+        );
+    }
+    let e = client
+        .create_topic("q", TopicType::Normal, 1000)
+        .await
+        .expect_err("1000 queues accepted");
+    ensure!(e.code == "invalid_argument", "{e:?}");
+    // Duplicate topic.
+    let e = client
+        .create_topic("t1", TopicType::Normal, 2)
+        .await
+        .expect_err("duplicate accepted");
+    ensure!(
+        e.code == "already_exists" && e.message.contains("t1"),
+        "{e:?}"
+    );
+    // Oversized body.
+    let e = client
+        .send(msg("t1", "x".repeat(2000), ""))
+        .await
+        .expect_err("oversized accepted");
+    ensure!(
+        e.code == "invalid_argument" && e.message.contains("maximum is 1024"),
+        "{e:?}"
+    );
+    // Unknown topic, for send and read.
+    let e = client
+        .send(msg("nope", "x".into(), ""))
+        .await
+        .expect_err("unknown topic accepted");
+    ensure!(e.code == "not_found" && e.message.contains("nope"), "{e:?}");
+    let e = client
+        .read(ReadRequest {
+            topic: "nope".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("read unknown");
+    ensure!(e.code == "not_found", "{e:?}");
+    let e = client
+        .read(ReadRequest {
+            topic: "t1".into(),
+            queue: Some(9),
+            ..Default::default()
+        })
+        .await
+        .expect_err("unknown queue");
+    ensure!(
+        e.code == "invalid_argument" && e.message.contains("queue 9"),
+        "{e:?}"
+    );
+    // Too many properties.
+    let mut props = msg("t1", "x".into(), "");
+    props.properties = (0..100)
+        .map(|i| (format!("p{i}"), "v".to_string()))
+        .collect();
+    let e = client
+        .send(props)
+        .await
+        .expect_err("100 properties accepted");
+    ensure!(
+        e.code == "invalid_argument" && e.message.contains("properties"),
+        "{e:?}"
+    );
+
+    // Malformed CLI flags: a JSON error and a failing exit status.
+    let endpoints = cluster
+        .nodes
+        .values()
+        .map(|n| n.client_addr.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    for args in [
+        vec![
+            "topic", "create", "x", "--type", "bogus", "--output", "json",
+        ],
+        vec!["send", "t1", "--output", "json"],
+        vec!["read", "t1", "--from", "minus-one", "--output", "json"],
+        vec![
+            "send",
+            "t1",
+            "--body",
+            "b",
+            "--property",
+            "novalue",
+            "--output",
+            "json",
+        ],
+    ] {
+        let mut full = args.clone();
+        full.extend(["--endpoints", endpoints.as_str()]);
+        let (ok, out) = cluster.cli(&full)?;
+        ensure!(!ok, "{args:?} succeeded");
+        let v: serde_json::Value =
+            serde_json::from_str(out.trim()).with_context(|| format!("{args:?}: {out}"))?;
+        ensure!(
+            v["error"]["code"].is_string() && v["error"]["message"].is_string(),
+            "{args:?}: {out}"
+        );
+    }
+    let (ok, out) = cluster.cli(&["serve", "--node-id", "0"])?;
+    ensure!(!ok, "node id 0 accepted: {out}");
+
+    // Nothing changed, on any node.
+    for id in [1, 2, 3] {
+        let c = cluster.client_of(id)?;
+        let topics = wait_for("topics to settle", Duration::from_secs(10), || {
+            let c = c.clone();
+            let before = before_topics.clone();
+            async move { c.list_topics().await.ok().filter(|t| *t == before) }
+        })
+        .await?;
+        ensure!(topics.len() == 1);
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_json_output_has_the_documented_fields() -> Result<()> {
+    let cluster = Cluster::start(3, ClusterOptions::default()).await?;
+    let endpoints = cluster
+        .nodes
+        .values()
+        .map(|n| n.client_addr.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let run = |args: &[&str]| -> Result<String> {
+        let mut full = args.to_vec();
+        full.extend(["--endpoints", endpoints.as_str(), "--output", "json"]);
+        let (ok, out) = cluster.cli(&full)?;
+        ensure!(ok, "{args:?} failed: {out}");
+        Ok(out)
+    };
+    run(&[
+        "topic", "create", "cli", "--type", "normal", "--queues", "2",
+    ])?;
+    let sent: serde_json::Value = serde_json::from_str(&run(&[
+        "send",
+        "cli",
+        "--body",
+        "héllo",
+        "--key",
+        "k",
+        "--tag",
+        "t",
+        "--property",
+        "a=1",
+    ])?)?;
+    for field in ["message_id", "topic", "queue", "offset"] {
+        ensure!(!sent[field].is_null(), "send lacks {field}: {sent}");
+    }
+    let read = run(&["read", "cli"])?;
+    let lines: Vec<serde_json::Value> = read
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    ensure!(lines.len() == 1, "{read}");
+    let m = &lines[0];
+    for field in [
+        "message_id",
+        "topic",
+        "queue",
+        "offset",
+        "key",
+        "tag",
+        "body",
+        "properties",
+        "delivery_attempt",
+    ] {
+        ensure!(!m[field].is_null(), "read lacks {field}: {m}");
+    }
+    ensure!(
+        m["body"] == "héllo"
+            && m["properties"]["a"] == "1"
+            && m["message_id"] == sent["message_id"],
+        "{m}"
+    );
+    let status: serde_json::Value = serde_json::from_str(&run(&["cluster", "status"])?)?;
+    ensure!(
+        status["leader_id"].as_u64().is_some_and(|l| l > 0),
+        "{status}"
+    );
+    let nodes = status["nodes"].as_array().context("nodes")?;
+    ensure!(nodes.len() == 3);
+    for field in [
+        "id",
+        "role",
+        "client_addr",
+        "peer_addr",
+        "commit_index",
+        "applied_index",
+    ] {
+        ensure!(
+            nodes.iter().all(|n| !n[field].is_null()),
+            "status lacks {field}: {status}"
+        );
+    }
+    let list: serde_json::Value = serde_json::from_str(&run(&["topic", "list"])?)?;
+    ensure!(
+        list["topics"][0]["name"] == "cli" && list["topics"][0]["type"] == "normal",
+        "{list}"
+    );
+    Ok(())
+}
