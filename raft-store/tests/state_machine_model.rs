@@ -1,0 +1,136 @@
+//! Property test: random command sequences applied to the pure state machine agree with a
+//! deliberately simple model (topics as vectors of queues of messages).
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use txmq_raft_store::keys;
+use txmq_raft_store::state::{BrokerState, StoredMessage, WriteBatch, WriteOp};
+use txmq_raft_store::{Command, CommandResult, NewMessage, Operation, Rejection, TopicKind, TopicSpec, codec};
+
+/// The model: per topic, its kind and the bodies in each queue, plus the round-robin cursor.
+#[derive(Default)]
+struct Model {
+    topics: BTreeMap<String, (TopicKind, Vec<Vec<(String, Vec<u8>)>>, u32)>,
+}
+
+fn key_queue(key: &str, queues: u32) -> u32 {
+    crc32fast::hash(key.as_bytes()) % queues
+}
+
+impl Model {
+    fn apply(&mut self, op: &Operation) -> CommandResult {
+        match op {
+            Operation::CreateTopic(spec) => {
+                if spec.queues == 0 || spec.queues > 256 || spec.name.is_empty() {
+                    return CommandResult::Rejected(Rejection::Invalid(String::new()));
+                }
+                if self.topics.contains_key(&spec.name) {
+                    return CommandResult::Rejected(Rejection::TopicExists(spec.name.clone()));
+                }
+                self.topics.insert(spec.name.clone(), (spec.kind, vec![Vec::new(); spec.queues as usize], 0));
+                CommandResult::Nothing // compared by variant only
+            }
+            Operation::Publish { topic, messages } => {
+                let Some((kind, queues, rr)) = self.topics.get_mut(topic) else {
+                    return CommandResult::Rejected(Rejection::UnknownTopic(topic.clone()));
+                };
+                if *kind != TopicKind::Normal {
+                    return CommandResult::Rejected(Rejection::WrongTopicType {
+                        topic: topic.clone(),
+                        expected: TopicKind::Normal,
+                        actual: *kind,
+                    });
+                }
+                let n = queues.len() as u32;
+                for m in messages {
+                    let q = if m.key.is_empty() {
+                        let q = *rr;
+                        *rr = (*rr + 1) % n;
+                        q
+                    } else {
+                        key_queue(&m.key, n)
+                    };
+                    queues[q as usize].push((m.key.clone(), m.body.clone()));
+                }
+                CommandResult::Published(Vec::new())
+            }
+            Operation::RetireNode { .. } => CommandResult::Nothing,
+        }
+    }
+}
+
+fn same_variant(a: &CommandResult, b: &CommandResult) -> bool {
+    match (a, b) {
+        (CommandResult::Rejected(x), CommandResult::Rejected(y)) => std::mem::discriminant(x) == std::mem::discriminant(y),
+        (CommandResult::TopicCreated(_), CommandResult::Nothing) => true,
+        (CommandResult::Published(_), CommandResult::Published(_)) => true,
+        _ => false,
+    }
+}
+
+fn op_strategy() -> impl Strategy<Value = Operation> {
+    let name = prop_oneof![Just("a".to_string()), Just("b".to_string()), Just("c".to_string()), Just(String::new())];
+    let create = (name.clone(), any::<bool>(), 0u32..5).prop_map(|(name, txn, queues)| {
+        Operation::CreateTopic(TopicSpec {
+            name,
+            kind: if txn { TopicKind::Transaction } else { TopicKind::Normal },
+            queues,
+            retention_ms: 1,
+            retention_bytes: 0,
+        })
+    });
+    let message = (prop_oneof![Just(""), Just("k1"), Just("k2"), Just("k3")], prop::collection::vec(any::<u8>(), 0..16))
+        .prop_map(|(key, body)| NewMessage { key: key.into(), tag: String::new(), body, properties: BTreeMap::new() });
+    let publish = (name, prop::collection::vec(message, 0..4))
+        .prop_map(|(topic, messages)| Operation::Publish { topic, messages });
+    prop_oneof![1 => create, 4 => publish]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+    #[test]
+    fn state_machine_matches_the_model(ops in prop::collection::vec(op_strategy(), 1..60)) {
+        let mut state = BrokerState::default();
+        let mut rows: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        let mut model = Model::default();
+        for (i, op) in ops.iter().enumerate() {
+            let index = i as u64 + 1;
+            let mut batch = WriteBatch::default();
+            let got = state.apply(index, &Command { time_ms: index * 10, op: op.clone() }, &mut batch).unwrap();
+            let want = model.apply(op);
+            prop_assert!(same_variant(&got, &want), "op {op:?}: got {got:?}, model {want:?}");
+            if let CommandResult::Published(positions) = &got {
+                let Operation::Publish { messages, .. } = op else { unreachable!() };
+                prop_assert_eq!(positions.len(), messages.len());
+            }
+            if matches!(got, CommandResult::Rejected(_)) {
+                prop_assert!(batch.is_empty(), "a rejection wrote rows");
+            }
+            for w in batch.ops {
+                match w {
+                    WriteOp::Put(k, v) => { rows.insert(k, v); }
+                    WriteOp::Delete(k) => { rows.remove(&k); }
+                }
+            }
+        }
+        // Every queue of every topic holds exactly the model's messages, at dense offsets.
+        prop_assert_eq!(state.topics.len(), model.topics.len());
+        for (name, (kind, queues, _)) in &model.topics {
+            let meta = state.topic(name).unwrap();
+            prop_assert_eq!(meta.kind, *kind);
+            for (q, expected) in queues.iter().enumerate() {
+                prop_assert_eq!(meta.next_offsets[q], expected.len() as u64);
+                for (offset, (key, body)) in expected.iter().enumerate() {
+                    let row = rows.get(keys::message_key(meta.id, q as u32, offset as u64).as_slice()).unwrap();
+                    let stored: StoredMessage = codec::decode(row).unwrap();
+                    prop_assert_eq!(&stored.key, key);
+                    prop_assert_eq!(&stored.body, body);
+                }
+            }
+        }
+        let message_rows = rows.keys().filter(|k| k[0] == keys::MESSAGE_PREFIX).count();
+        let model_messages: usize = model.topics.values().map(|(_, q, _)| q.iter().map(Vec::len).sum::<usize>()).sum();
+        prop_assert_eq!(message_rows, model_messages);
+    }
+}
