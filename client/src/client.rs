@@ -135,7 +135,7 @@ impl Client {
             }
             attempt += 1;
             // A short pause after each full round over the endpoints (an election takes ~1s).
-            if attempt % n == 0 {
+            if attempt.is_multiple_of(n) {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }

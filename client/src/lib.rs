@@ -5,6 +5,7 @@
 //! deadline; any other error (bad input, unknown topic, ...) is returned at once.
 //!
 //! ```no_run
+//! use txmq_client::SendRequestExt;
 //! # async fn demo() -> Result<(), txmq_client::ClientError> {
 //! let client = txmq_client::Client::new(["127.0.0.1:9870", "127.0.0.1:9880"])?;
 //! client.create_topic("orders", txmq_client::TopicType::Normal, 4).await?;

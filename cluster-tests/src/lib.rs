@@ -202,7 +202,7 @@ impl Cluster {
         let mut node = self.make_node(id, free_port()?, free_port()?, None)?;
         node.start(&self.bin)?;
         self.nodes.insert(id, node);
-        Ok(self.nodes.get_mut(&id).context("just inserted")?)
+        self.nodes.get_mut(&id).context("just inserted")
     }
 
     pub fn node(&mut self, id: u64) -> &mut Node {

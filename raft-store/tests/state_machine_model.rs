@@ -6,13 +6,18 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use txmq_raft_store::keys;
 use txmq_raft_store::state::{BrokerState, StoredMessage, WriteBatch, WriteOp};
-use txmq_raft_store::{Command, CommandResult, NewMessage, Operation, Rejection, TopicKind, TopicSpec, codec};
+use txmq_raft_store::{
+    Command, CommandResult, NewMessage, Operation, Rejection, TopicKind, TopicSpec, codec,
+};
 
 /// The model: per topic, its kind and the bodies in each queue, plus the round-robin cursor.
 #[derive(Default)]
 struct Model {
-    topics: BTreeMap<String, (TopicKind, Vec<Vec<(String, Vec<u8>)>>, u32)>,
+    topics: BTreeMap<String, ModelTopic>,
 }
+
+/// (kind, per-queue (key, body) lists, round-robin cursor)
+type ModelTopic = (TopicKind, Vec<Vec<(String, Vec<u8>)>>, u32);
 
 fn key_queue(key: &str, queues: u32) -> u32 {
     crc32fast::hash(key.as_bytes()) % queues
@@ -28,7 +33,10 @@ impl Model {
                 if self.topics.contains_key(&spec.name) {
                     return CommandResult::Rejected(Rejection::TopicExists(spec.name.clone()));
                 }
-                self.topics.insert(spec.name.clone(), (spec.kind, vec![Vec::new(); spec.queues as usize], 0));
+                self.topics.insert(
+                    spec.name.clone(),
+                    (spec.kind, vec![Vec::new(); spec.queues as usize], 0),
+                );
                 CommandResult::Nothing // compared by variant only
             }
             Operation::Publish { topic, messages } => {
@@ -62,7 +70,9 @@ impl Model {
 
 fn same_variant(a: &CommandResult, b: &CommandResult) -> bool {
     match (a, b) {
-        (CommandResult::Rejected(x), CommandResult::Rejected(y)) => std::mem::discriminant(x) == std::mem::discriminant(y),
+        (CommandResult::Rejected(x), CommandResult::Rejected(y)) => {
+            std::mem::discriminant(x) == std::mem::discriminant(y)
+        }
         (CommandResult::TopicCreated(_), CommandResult::Nothing) => true,
         (CommandResult::Published(_), CommandResult::Published(_)) => true,
         _ => false,
@@ -70,18 +80,35 @@ fn same_variant(a: &CommandResult, b: &CommandResult) -> bool {
 }
 
 fn op_strategy() -> impl Strategy<Value = Operation> {
-    let name = prop_oneof![Just("a".to_string()), Just("b".to_string()), Just("c".to_string()), Just(String::new())];
+    let name = prop_oneof![
+        Just("a".to_string()),
+        Just("b".to_string()),
+        Just("c".to_string()),
+        Just(String::new())
+    ];
     let create = (name.clone(), any::<bool>(), 0u32..5).prop_map(|(name, txn, queues)| {
         Operation::CreateTopic(TopicSpec {
             name,
-            kind: if txn { TopicKind::Transaction } else { TopicKind::Normal },
+            kind: if txn {
+                TopicKind::Transaction
+            } else {
+                TopicKind::Normal
+            },
             queues,
             retention_ms: 1,
             retention_bytes: 0,
         })
     });
-    let message = (prop_oneof![Just(""), Just("k1"), Just("k2"), Just("k3")], prop::collection::vec(any::<u8>(), 0..16))
-        .prop_map(|(key, body)| NewMessage { key: key.into(), tag: String::new(), body, properties: BTreeMap::new() });
+    let message = (
+        prop_oneof![Just(""), Just("k1"), Just("k2"), Just("k3")],
+        prop::collection::vec(any::<u8>(), 0..16),
+    )
+        .prop_map(|(key, body)| NewMessage {
+            key: key.into(),
+            tag: String::new(),
+            body,
+            properties: BTreeMap::new(),
+        });
     let publish = (name, prop::collection::vec(message, 0..4))
         .prop_map(|(topic, messages)| Operation::Publish { topic, messages });
     prop_oneof![1 => create, 4 => publish]

@@ -11,15 +11,18 @@ use openraft::type_config::TypeConfigExt;
 use openraft::{EntryPayload, StorageError};
 use txmq_raft_store::types::alias::Entry;
 use txmq_raft_store::{
-    Command, LogStore, NewMessage, Operation, StateMachineStore, Storage, StorageConfig, TopicKind, TopicSpec,
-    TypeConfig,
+    Command, LogStore, NewMessage, Operation, StateMachineStore, Storage, StorageConfig, TopicKind,
+    TopicSpec, TypeConfig,
 };
 
 struct SledBuilder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for SledBuilder {
-    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
-        let dir = tempfile::tempdir().map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
+        let dir =
+            tempfile::tempdir().map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
         let storage = Storage::open(&StorageConfig::new(dir.path()))
             .map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
         Ok((dir, storage.log, storage.state_machine))
@@ -34,7 +37,13 @@ async fn sled_log_store_passes_the_openraft_suite() -> Result<()> {
 
 fn entry(index: u64, op: Operation) -> Entry {
     let log_id = openraft::testing::log_id::<TypeConfig>(1, 1, index);
-    Entry::new(log_id, EntryPayload::Normal(Command { time_ms: 1_000 + index, op }))
+    Entry::new(
+        log_id,
+        EntryPayload::Normal(Command {
+            time_ms: 1_000 + index,
+            op,
+        }),
+    )
 }
 
 fn workload() -> Vec<Entry> {
@@ -51,13 +60,23 @@ fn workload() -> Vec<Entry> {
     for i in 0..200u64 {
         let messages = (0..(i % 4) + 1)
             .map(|j| NewMessage {
-                key: if j % 2 == 0 { format!("k{}", i % 7) } else { String::new() },
+                key: if j % 2 == 0 {
+                    format!("k{}", i % 7)
+                } else {
+                    String::new()
+                },
                 tag: "t".into(),
                 body: vec![i as u8; (i as usize * 13) % 500],
                 properties: BTreeMap::from([("i".to_string(), i.to_string())]),
             })
             .collect();
-        entries.push(entry(i + 2, Operation::Publish { topic: "a".into(), messages }));
+        entries.push(entry(
+            i + 2,
+            Operation::Publish {
+                topic: "a".into(),
+                messages,
+            },
+        ));
     }
     entries
 }
@@ -104,7 +123,10 @@ async fn snapshot_round_trip_reproduces_the_state() -> Result<()> {
     let mut unrelated = workload();
     unrelated.truncate(5);
     apply_all(&mut target.state_machine, unrelated).await?;
-    target.state_machine.install_snapshot(&snapshot.meta, snapshot.snapshot).await?;
+    target
+        .state_machine
+        .install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .await?;
     ensure!(source.reader.content_digest()? == target.reader.content_digest()?);
     ensure!(source.reader.topics() == target.reader.topics());
     let (applied, _) = target.state_machine.applied_state().await?;
@@ -145,7 +167,12 @@ async fn a_corrupt_snapshot_is_an_error_not_a_smaller_state() -> Result<()> {
     let d1 = tempfile::tempdir()?;
     let mut source = open(d1.path())?;
     apply_all(&mut source.state_machine, workload()).await?;
-    let snapshot = source.state_machine.get_snapshot_builder().await.build_snapshot().await?;
+    let snapshot = source
+        .state_machine
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await?;
     // Cut the file in half.
     let path = d1.path().join("snapshots").join("current.snap");
     let len = std::fs::metadata(&path)?.len();
@@ -154,7 +181,10 @@ async fn a_corrupt_snapshot_is_an_error_not_a_smaller_state() -> Result<()> {
     let d2 = tempfile::tempdir()?;
     let mut target = open(d2.path())?;
     let file = tokio::fs::File::open(&cut).await?;
-    let result = target.state_machine.install_snapshot(&snapshot.meta, file).await;
+    let result = target
+        .state_machine
+        .install_snapshot(&snapshot.meta, file)
+        .await;
     ensure!(result.is_err(), "a truncated snapshot was accepted");
     Ok(())
 }

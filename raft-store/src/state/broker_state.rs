@@ -13,6 +13,9 @@ use crate::command::{
 use crate::keys;
 use crate::limits;
 
+/// A stored (key, value) row.
+pub type Row = (Vec<u8>, Vec<u8>);
+
 /// The replicated metadata. Message rows are not held here; `apply` emits them as writes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerState {
@@ -136,7 +139,7 @@ impl BrokerState {
     }
 
     /// Every metadata row of this state, as the store holds them (used to install a snapshot).
-    pub fn metadata_rows(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, CodecError> {
+    pub fn metadata_rows(&self) -> Result<Vec<Row>, CodecError> {
         let mut rows = Vec::with_capacity(self.topics.len() + self.retired_nodes.len());
         for meta in self.topics.values() {
             rows.push((keys::topic_key(&meta.name), codec::encode(meta)?));

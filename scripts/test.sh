@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The complete test suite of txmq, runnable on a fresh machine with only the Rust toolchain:
+# formatting, lints, the build, unit and property tests, storage conformance tests, and the
+# multi-process cluster tests (real `txmq serve` processes on loopback ports the OS picks).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "formatting (cargo fmt --check)"
+cargo fmt --all -- --check
+
+step "lints (cargo clippy -D warnings)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "build (the txmq binary the cluster tests run)"
+cargo build --workspace --bins
+
+step "tests (unit, property, storage, cluster)"
+cargo test --workspace --no-fail-fast
