@@ -9,6 +9,7 @@ use crate::convert;
 use crate::forward::LeaderOp;
 use crate::proposer::Proposer;
 use crate::status::cluster_status;
+use crate::txn_service::{CheckStream, TxnService};
 
 /// The default number of messages a read returns.
 const DEFAULT_READ: usize = 32;
@@ -20,10 +21,42 @@ pub struct ClientService {
     pub max_message_bytes: usize,
     pub client_addr: String,
     pub peer_addr: String,
+    pub txn: TxnService,
 }
 
 #[tonic::async_trait]
 impl Txmq for ClientService {
+    type CheckChannelStream = CheckStream;
+
+    async fn send_half(&self, request: Request<pb::SendHalfRequest>) -> Result<Response<pb::SendHalfResponse>, Status> {
+        Ok(Response::new(self.txn.send_half(request.into_inner()).await?))
+    }
+
+    async fn end_transaction(
+        &self,
+        request: Request<pb::EndTransactionRequest>,
+    ) -> Result<Response<pb::EndTransactionResponse>, Status> {
+        Ok(Response::new(self.txn.end_transaction(request.into_inner()).await?))
+    }
+
+    async fn list_transactions(
+        &self,
+        request: Request<pb::ListTransactionsRequest>,
+    ) -> Result<Response<pb::ListTransactionsResponse>, Status> {
+        Ok(Response::new(self.txn.list(request.into_inner())))
+    }
+
+    async fn get_transaction(&self, request: Request<pb::GetTransactionRequest>) -> Result<Response<pb::TransactionInfo>, Status> {
+        Ok(Response::new(self.txn.get(&request.into_inner().transaction_id)?))
+    }
+
+    async fn check_channel(
+        &self,
+        request: Request<tonic::Streaming<pb::CheckerMessage>>,
+    ) -> Result<Response<Self::CheckChannelStream>, Status> {
+        self.txn.check_channel(request).await
+    }
+
     async fn create_topic(
         &self,
         request: Request<pb::CreateTopicRequest>,

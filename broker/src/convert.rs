@@ -92,6 +92,9 @@ pub fn rejection_status(r: Rejection) -> Status {
         Rejection::UnknownTopic(_) => Status::not_found(msg),
         Rejection::WrongTopicType { .. } => Status::failed_precondition(msg),
         Rejection::Invalid(_) => Status::invalid_argument(msg),
+        Rejection::UnknownTransaction(_) => Status::not_found(msg),
+        Rejection::WrongGroup { .. } => Status::permission_denied(msg),
+        Rejection::ConflictingDecision { .. } => Status::failed_precondition(msg),
     }
 }
 

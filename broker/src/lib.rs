@@ -1,9 +1,12 @@
 //! The txmq node and its command-line interface.
 //!
 //! Layout: [`node`] runs one node; [`client_service`] and [`peer_service`] are the thin gRPC
-//! services; [`proposer`] runs leader-only operations locally or forwards them; [`network`] is
+//! services ([`txn_service`] holds the transaction handlers); [`scheduler`] runs check-backs
+//! and timeout rollbacks on the leader, [`checkers`] tracks connected producer instances;
+//! [`proposer`] runs leader-only operations locally or forwards them; [`network`] is
 //! openraft's transport; [`config`] resolves `txmq serve` settings; [`cli`] is the `txmq` binary.
 
+pub mod checkers;
 pub mod cli;
 pub mod client_service;
 pub mod config;
@@ -14,4 +17,6 @@ pub mod network;
 pub mod node;
 pub mod peer_service;
 pub mod proposer;
+pub mod scheduler;
 pub mod status;
+pub mod txn_service;

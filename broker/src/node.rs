@@ -10,7 +10,10 @@ use txmq_proto::client::txmq_server::TxmqServer;
 use txmq_proto::peer::peer_server::PeerServer;
 use txmq_raft_store::{NodeInfo, Raft, Storage, StorageConfig};
 
+use crate::checkers::CheckerRegistry;
 use crate::client_service::ClientService;
+use crate::scheduler::Scheduler;
+use crate::txn_service::TxnService;
 use crate::config::ServeConfig;
 use crate::network::{MAX_PEER_MESSAGE, PeerNetworkFactory};
 use crate::peer_service::PeerService;
@@ -118,9 +121,20 @@ pub async fn run(
         raft.clone(),
         health_reporter,
     ));
+    let checkers = Arc::new(CheckerRegistry::default());
+    let _leader_watch = start_scheduler_on_leadership(&raft, &proposer, &reader, &checkers);
+    let txn = TxnService {
+        raft: raft.clone(),
+        proposer: proposer.clone(),
+        reader: reader.clone(),
+        checkers,
+        settings: config.txn,
+        max_message_bytes: config.max_message_bytes,
+    };
     let client_service = ClientService {
         raft: raft.clone(),
         proposer: proposer.clone(),
+        txn,
         reader,
         max_message_bytes: config.max_message_bytes,
         client_addr: client_addr.clone(),
@@ -175,6 +189,41 @@ pub async fn run(
         tracing::warn!("final flush: {e}");
     }
     result.map_err(NodeError::from)
+}
+
+/// Runs the transaction scheduler exactly while this node is the leader: started by openraft's
+/// leader-change hook with the leadership to fence its proposals to, aborted when it ends (and
+/// the checker registrations, which only the leader holds, are dropped so clients reconnect).
+fn start_scheduler_on_leadership(
+    raft: &Raft,
+    proposer: &Proposer,
+    reader: &txmq_raft_store::StateReader,
+    checkers: &Arc<CheckerRegistry>,
+) -> openraft::WatchChangeHandle<txmq_raft_store::TypeConfig> {
+    use openraft::vote::RaftLeaderId;
+    let task: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>> = Arc::default();
+    let (start_task, stop_task) = (task.clone(), task);
+    let (proposer, reader, start_checkers, stop_checkers) =
+        (proposer.clone(), reader.clone(), checkers.clone(), checkers.clone());
+    raft.on_leader_change(
+        move |leader_id| {
+            let scheduler = Scheduler { proposer: proposer.clone(), reader: reader.clone(), checkers: start_checkers.clone() };
+            let handle = tokio::spawn(scheduler.run(leader_id.to_committed()));
+            let previous = start_task.lock().unwrap_or_else(|p| p.into_inner()).replace(handle);
+            if let Some(previous) = previous {
+                previous.abort();
+            }
+            async {}
+        },
+        move |leader_id| {
+            if let Some(handle) = stop_task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                handle.abort();
+            }
+            stop_checkers.clear();
+            tracing::info!(?leader_id, "leadership lost: transaction scheduler stopped");
+            async {}
+        },
+    )
 }
 
 /// Initializes a brand-new cluster from `--initial-cluster`. Every bootstrap voter does this

@@ -11,7 +11,9 @@ use openraft::errors::{ClientWriteError, RaftError};
 use tonic::transport::Channel;
 use txmq_proto::peer::ForwardRequest;
 use txmq_proto::peer::peer_client::PeerClient;
-use txmq_raft_store::{Command, NodeId, Operation, Raft, StateReader, codec};
+use openraft::impls::ProgressResponder;
+use txmq_raft_store::types::alias::CommittedLeaderId;
+use txmq_raft_store::{Command, CommandResult, NodeId, Operation, Raft, StateReader, codec};
 
 use crate::forward::{ForwardReply, LeaderOp, LeaderOutcome, OpError};
 use crate::network::{peer_channel, peer_client};
@@ -48,7 +50,7 @@ impl Proposer {
     }
 
     /// Proposes a command and returns its committed result.
-    pub async fn write(&self, op: Operation) -> Result<txmq_raft_store::CommandResult, OpError> {
+    pub async fn write(&self, op: Operation) -> Result<CommandResult, OpError> {
         let command = Command { time_ms: 0, op };
         match self.execute(LeaderOp::Write(command)).await? {
             LeaderOutcome::Written(result) => Ok(result),
@@ -56,6 +58,21 @@ impl Proposer {
                 Err(OpError::Internal("unexpected outcome of a write".into()))
             }
         }
+    }
+
+    /// Proposes `op` on this node only if it still leads under `leader` (the scheduler's
+    /// fencing: a deposed leader's proposal is refused before it is appended).
+    pub async fn write_fenced(&self, op: Operation, leader: CommittedLeaderId) -> Result<CommandResult, OpError> {
+        let command = Command { time_ms: now_ms(), op };
+        let (responder, rx) = ProgressResponder::complete_only();
+        self.raft
+            .write(command)
+            .with_leader(leader)
+            .responder(responder)
+            .await
+            .map_err(|f| OpError::Unavailable(format!("this node's Raft stopped: {f}")))?;
+        let result = rx.await.map_err(|_| OpError::Unavailable("the proposal was dropped".into()))?;
+        result.map(|r| r.data).map_err(|e| write_error(RaftError::APIError(e)))
     }
 
     /// Runs `op` on the leader, wherever it is.

@@ -97,3 +97,14 @@ async fn ask_peer(addr: &str) -> Option<NodeStatusResponse> {
     req.set_timeout(Duration::from_millis(1500));
     client.node_status(req).await.ok().map(|r| r.into_inner())
 }
+
+/// The leader's advertised client address, asking it over the peer API.
+pub async fn leader_client_addr(raft: &Raft) -> Option<String> {
+    let m = raft.metrics().borrow_watched().clone();
+    let leader = m.current_leader?;
+    let node = m.membership_config.membership().get_node(&leader)?.clone();
+    if !node.client_addr.is_empty() {
+        return Some(node.client_addr);
+    }
+    ask_peer(&node.peer_addr).await.map(|s| s.client_addr)
+}

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
 use txmq_proto::client::txmq_client::TxmqClient;
 use txmq_proto::client::{
-    AddNodeRequest, ClusterStatusRequest, ClusterStatusResponse, CreateTopicRequest,
+    AddNodeRequest, ClusterStatusRequest, EndTransactionRequest, EndTransactionResponse, GetTransactionRequest,
+    ListTransactionsRequest, ListTransactionsResponse, SendHalfRequest, SendHalfResponse, TransactionInfo, ClusterStatusResponse, CreateTopicRequest,
     DescribeTopicRequest, ListTopicsRequest, Message, ReadRequest, RemoveNodeRequest, SendRequest,
     SendResponse, TopicInfo, TopicType,
 };
@@ -101,6 +102,21 @@ impl Client {
     /// The endpoints this client uses.
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints
+    }
+
+    /// A gRPC client of an arbitrary address (a leader hint), not necessarily in the list.
+    pub(crate) fn grpc_for(&self, addr: &str) -> Result<TxmqClient<Channel>, ClientError> {
+        if let Some(i) = self.endpoints.iter().position(|e| e == addr) {
+            return Ok(self.grpc(i));
+        }
+        let uri = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
+        let channel = Endpoint::from_shared(uri)
+            .map_err(|e| ClientError::new("invalid_argument", format!("'{addr}' is not an address: {e}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .connect_lazy();
+        Ok(TxmqClient::new(channel)
+            .max_decoding_message_size(self.options.max_message_bytes)
+            .max_encoding_message_size(self.options.max_message_bytes))
     }
 
     fn grpc(&self, i: usize) -> TxmqClient<Channel> {
@@ -220,6 +236,50 @@ impl Client {
     ) -> Result<Vec<Message>, ClientError> {
         let i = endpoint % self.endpoints.len();
         Ok(self.grpc(i).read(req).await?.into_inner().messages)
+    }
+
+    /// Stores a half message (invisible until committed).
+    pub async fn send_half(&self, req: SendHalfRequest) -> Result<SendHalfResponse, ClientError> {
+        let resp = self
+            .retrying(|mut c, t| {
+                let mut r = tonic::Request::new(req.clone());
+                r.set_timeout(t);
+                async move { c.send_half(r).await }
+            })
+            .await?;
+        Ok(resp.into_inner())
+    }
+
+    /// Decides a transaction. Safe to retry: a repeated decision is an idempotent success.
+    pub async fn end_transaction(&self, req: EndTransactionRequest) -> Result<EndTransactionResponse, ClientError> {
+        let resp = self
+            .retrying(|mut c, t| {
+                let mut r = tonic::Request::new(req.clone());
+                r.set_timeout(t);
+                async move { c.end_transaction(r).await }
+            })
+            .await?;
+        Ok(resp.into_inner())
+    }
+
+    pub async fn list_transactions(&self, group: &str, limit: u32) -> Result<ListTransactionsResponse, ClientError> {
+        let resp = self
+            .retrying(|mut c, _| {
+                let r = ListTransactionsRequest { group: group.into(), limit };
+                async move { c.list_transactions(r).await }
+            })
+            .await?;
+        Ok(resp.into_inner())
+    }
+
+    pub async fn get_transaction(&self, id: &str) -> Result<TransactionInfo, ClientError> {
+        let resp = self
+            .retrying(|mut c, _| {
+                let r = GetTransactionRequest { transaction_id: id.into() };
+                async move { c.get_transaction(r).await }
+            })
+            .await?;
+        Ok(resp.into_inner())
     }
 
     pub async fn cluster_status(&self) -> Result<ClusterStatusResponse, ClientError> {

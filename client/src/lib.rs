@@ -16,10 +16,14 @@
 
 mod client;
 mod error;
+mod transaction;
 
 pub use client::{Client, ClientOptions};
 pub use error::ClientError;
+pub use transaction::{CheckerHandle, LocalTransactionState, TransactionChecker, TransactionProducer, TransactionResult};
 pub use txmq_proto::client::{
+    CheckRequest, EndTransactionRequest, EndTransactionResponse, ListTransactionsResponse, SendHalfRequest,
+    SendHalfResponse, TransactionEvent, TransactionInfo,
     AddNodeRequest, ClusterStatusResponse, Message, NodeStatus, QueueInfo, ReadRequest,
     SendRequest, SendResponse, TopicInfo, TopicType,
 };

@@ -8,6 +8,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::state::{Decision, DecisionSource, TxnState, TxnTiming};
+
 /// One Raft entry's application payload. `time_ms` is stamped by the leader when it proposes;
 /// the state machine uses it as "now" and never reads a clock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +26,13 @@ impl fmt::Display for Command {
                 write!(f, "publish({topic}, {} messages)", messages.len())
             }
             Operation::RetireNode { id } => write!(f, "retire_node({id})"),
+            Operation::HalfMessage { topic, group, .. } => write!(f, "half_message({topic}, {group})"),
+            Operation::EndTransaction { txn_id, decision, source, .. } => {
+                write!(f, "end_transaction({txn_id}, {}, {})", decision.as_str(), source.as_str())
+            }
+            Operation::TxnTimers { checks, expirations } => {
+                write!(f, "txn_timers({} checks, {} expirations)", checks.len(), expirations.len())
+            }
         }
     }
 }
@@ -40,6 +49,27 @@ pub enum Operation {
     /// Records that a node id left the cluster, so it is never given to another node.
     RetireNode {
         id: u64,
+    },
+    /// Stores a half message (invisible until committed) and opens its transaction.
+    HalfMessage {
+        topic: String,
+        group: String,
+        message: NewMessage,
+        timing: TxnTiming,
+    },
+    /// A decision for one transaction, fenced to its id and producer group.
+    EndTransaction {
+        txn_id: String,
+        group: String,
+        decision: Decision,
+        source: DecisionSource,
+    },
+    /// The leader's scheduler: record checks it is about to send, and roll back transactions
+    /// past their check window or lifetime. Validated at apply time against the entry's time,
+    /// so a stale or deposed leader's proposal can never act early.
+    TxnTimers {
+        checks: Vec<String>,
+        expirations: Vec<String>,
     },
 }
 
@@ -103,6 +133,29 @@ pub enum CommandResult {
     /// One position per message, in the order the messages were given.
     Published(Vec<MessagePosition>),
     Rejected(Rejection),
+    HalfAccepted {
+        txn_id: String,
+        message_id: String,
+    },
+    TxnDecided(TxnOutcome),
+    TimersApplied {
+        /// (transaction id, attempt number) of each check recorded.
+        checks: Vec<(String, u32)>,
+        /// (transaction id, reason) of each rollback.
+        rolled_back: Vec<(String, DecisionSource)>,
+    },
+}
+
+/// The state of a transaction after a decision was applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnOutcome {
+    pub txn_id: String,
+    pub state: TxnState,
+    /// Who decided (for a pending transaction: none yet).
+    pub reason: Option<DecisionSource>,
+    pub position: Option<MessagePosition>,
+    /// True when this decision repeated one already applied (idempotent success).
+    pub repeated: bool,
 }
 
 /// A business rejection every replica agrees on.
@@ -114,10 +167,7 @@ pub enum Rejection {
         "topic '{0}' does not exist; create it first with `txmq topic create {0} --type normal`"
     )]
     UnknownTopic(String),
-    #[error(
-        "topic '{topic}' is a {actual} topic but this request needs a {expected} topic; \
-         send {actual} messages to it or use a {expected} topic"
-    )]
+    #[error("{}", wrong_type_message(topic, *expected, *actual))]
     WrongTopicType {
         topic: String,
         expected: TopicKind,
@@ -125,4 +175,38 @@ pub enum Rejection {
     },
     #[error("invalid request: {0}")]
     Invalid(String),
+    #[error(
+        "transaction '{0}' is unknown: it never existed, or it was decided long ago and forgotten"
+    )]
+    UnknownTransaction(String),
+    #[error(
+        "transaction '{txn_id}' belongs to producer group '{owner}', not '{group}'; decide it from its own group"
+    )]
+    WrongGroup {
+        txn_id: String,
+        owner: String,
+        group: String,
+    },
+    #[error(
+        "transaction '{txn_id}' is already {existing} (by {reason}); a {requested} cannot change that"
+    )]
+    ConflictingDecision {
+        txn_id: String,
+        existing: TxnState,
+        reason: String,
+        requested: String,
+    },
+}
+
+fn wrong_type_message(topic: &str, expected: TopicKind, actual: TopicKind) -> String {
+    match (expected, actual) {
+        (TopicKind::Normal, TopicKind::Transaction) => format!(
+            "topic '{topic}' is a transaction topic, so plain sends are rejected; send a transactional message \
+             (`txmq txn send {topic} --group G ...`) or use a normal topic"
+        ),
+        _ => format!(
+            "topic '{topic}' is a {actual} topic, but transactional messages are accepted only on transaction \
+             topics; create one with `txmq topic create NAME --type transaction`"
+        ),
+    }
 }

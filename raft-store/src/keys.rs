@@ -4,6 +4,7 @@
 //! * `T` + topic name → [`crate::state::TopicMeta`]
 //! * `M` + topic id (u64 BE) + queue (u32 BE) + offset (u64 BE) → [`crate::state::StoredMessage`]
 //! * `R` + node id (u64 BE) → empty: a retired node id
+//! * `X` + transaction id → [`crate::state::TxnRecord`] (pending and recently decided)
 //! * `S` → [`crate::sm_store::AppliedState`] (last applied log id, membership)
 //!
 //! Big-endian integers make sled's byte order equal to numeric order, so a queue is a range.
@@ -12,6 +13,14 @@ pub const TOPIC_PREFIX: u8 = b'T';
 pub const MESSAGE_PREFIX: u8 = b'M';
 pub const APPLIED_KEY: &[u8] = b"S";
 pub const RETIRED_PREFIX: u8 = b'R';
+pub const TXN_PREFIX: u8 = b'X';
+
+pub fn txn_key(id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + id.len());
+    k.push(TXN_PREFIX);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
 
 pub fn retired_key(id: u64) -> [u8; 9] {
     let mut k = [0u8; 9];

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use crate::codec;
 use crate::keys;
 use crate::sm_store::{AppliedState, Shared};
-use crate::state::{StoredMessage, TopicMeta};
+use crate::state::{StoredMessage, TopicMeta, TxnRecord};
 
 /// The most messages one read returns.
 pub const MAX_READ: usize = 1000;
@@ -55,6 +55,35 @@ impl StateReader {
 
     pub fn topic(&self, name: &str) -> Option<TopicMeta> {
         self.shared.read_state().topic(name).cloned()
+    }
+
+    /// One transaction (pending or recently decided).
+    pub fn transaction(&self, id: &str) -> Option<TxnRecord> {
+        self.shared.read_state().transactions.get(id).cloned()
+    }
+
+    /// Pending transactions, oldest first, optionally of one group, at most `limit`.
+    pub fn pending_transactions(&self, group: Option<&str>, limit: usize) -> Vec<TxnRecord> {
+        let state = self.shared.read_state();
+        let mut out: Vec<TxnRecord> = state
+            .transactions
+            .pending()
+            .filter(|r| group.is_none_or(|g| r.group == g))
+            .cloned()
+            .collect();
+        out.sort_by_key(|r| r.created_ms);
+        out.truncate(limit);
+        out
+    }
+
+    /// The number of pending transactions.
+    pub fn pending_transaction_count(&self) -> usize {
+        self.shared.read_state().transactions.pending_count()
+    }
+
+    /// Pending transactions due at `now_ms` (the scheduler's input; cost ∝ number due).
+    pub fn due_transactions(&self, now_ms: u64, limit: usize) -> Vec<TxnRecord> {
+        self.shared.read_state().transactions.due(now_ms, limit).into_iter().cloned().collect()
     }
 
     pub fn is_retired(&self, node_id: u64) -> bool {

@@ -143,6 +143,12 @@ fn load(tree: &sled::Tree) -> io::Result<(BrokerState, AppliedState)> {
             })?;
         state.retired_nodes.insert(id);
     }
+    let mut records = Vec::new();
+    for item in tree.scan_prefix([keys::TXN_PREFIX]) {
+        let (_, bytes) = item.map_err(io_err)?;
+        records.push(codec::decode(&bytes)?);
+    }
+    state.restore_transactions(records);
     let applied = match tree.get(keys::APPLIED_KEY).map_err(io_err)? {
         Some(bytes) => codec::decode(&bytes)?,
         None => AppliedState::default(),
@@ -250,12 +256,11 @@ fn install_blocking(
             pending = 0;
         }
     }
-    for (key, value) in header.state.metadata_rows()? {
-        batch.insert(key, value);
-    }
     batch.insert(keys::APPLIED_KEY, codec::encode(&header.applied)?);
     tree.apply_batch(batch).map_err(io_err)?;
     tree.flush().map_err(io_err)?;
+    // The in-memory state is rebuilt from the rows just written, exactly as after a restart.
+    let (state, applied) = load(tree)?;
     // Keep the received file as our current snapshot, so we can serve it to others.
     file.seek(io::SeekFrom::Start(0))?;
     let tmp = dir.join("installing.snap.tmp");
@@ -263,7 +268,7 @@ fn install_blocking(
     io::copy(&mut file, &mut out)?;
     out.sync_all()?;
     std::fs::rename(&tmp, dir.join(CURRENT_SNAPSHOT))?;
-    Ok((header.state, header.applied))
+    Ok((state, applied))
 }
 
 /// Builds a snapshot file from a captured point of the state.
@@ -283,15 +288,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_log_id: last,
             last_membership: self.applied.membership.clone(),
         };
-        let header = SnapshotHeader {
-            format_version: FORMAT_VERSION,
-            meta: meta.clone(),
-            applied: self.applied.clone(),
-            state: self.state.clone(),
-        };
+        let header = SnapshotHeader { format_version: FORMAT_VERSION, meta: meta.clone(), applied: self.applied.clone() };
         let tree = self.shared.tree.clone();
         let dir = self.snapshot_dir.clone();
-        let path = tokio::task::spawn_blocking(move || write_snapshot(&tree, &dir, header))
+        let state = std::mem::take(&mut self.state);
+        let path = tokio::task::spawn_blocking(move || write_snapshot(&tree, &dir, header, &state))
             .await
             .map_err(io::Error::other)??;
         let file = tokio::fs::File::open(path).await?;
@@ -302,16 +303,20 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     }
 }
 
-/// Writes every message row inside the captured offsets, queue by queue.
+/// Writes the captured metadata rows, then every message row inside the captured offsets.
 fn write_snapshot(
     tree: &sled::Tree,
     dir: &std::path::Path,
     header: SnapshotHeader,
+    state: &BrokerState,
 ) -> io::Result<PathBuf> {
     let tmp = dir.join("building.snap.tmp");
-    let topics: Vec<TopicMeta> = header.state.topics.values().cloned().collect();
     let mut writer = SnapshotWriter::create(&tmp, header)?;
-    for topic in &topics {
+    // Metadata rows come from the captured state, not the tree, which may have moved on.
+    for (key, value) in state.metadata_rows()? {
+        writer.row(&key, &value)?;
+    }
+    for topic in state.topics.values() {
         for queue in 0..topic.queues {
             let q = queue as usize;
             let from = keys::message_key(topic.id, queue, topic.low_offsets[q]);

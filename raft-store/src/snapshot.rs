@@ -1,7 +1,7 @@
 //! The snapshot file format: a stream of length-prefixed MessagePack frames.
 //!
-//! `Header` (snapshot meta, applied state, metadata), then one `Row` per message row, then
-//! `End` with the row count. Written and read frame by frame, so neither building, sending nor
+//! `Header` (snapshot meta, applied state), then one `Row` per stored row (metadata rows, then
+//! message rows), then `End` with the row count. Written and read frame by frame, so neither building, sending nor
 //! installing a snapshot ever holds the whole state in memory.
 
 use std::fs::File;
@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::sm_store::AppliedState;
-use crate::state::BrokerState;
 use crate::types::alias::SnapshotMeta;
 
 /// The version of this format; a reader rejects any other.
@@ -25,7 +24,6 @@ pub struct SnapshotHeader {
     pub format_version: u32,
     pub meta: SnapshotMeta,
     pub applied: AppliedState,
-    pub state: BrokerState,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

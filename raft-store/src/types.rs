@@ -41,6 +41,7 @@ pub type Raft = openraft::Raft<TypeConfig, crate::sm_store::StateMachineStore>;
 pub mod alias {
     use super::TypeConfig;
     pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
+    pub type CommittedLeaderId = openraft::alias::CommittedLeaderIdOf<TypeConfig>;
     pub type Vote = openraft::alias::VoteOf<TypeConfig>;
     pub type Entry = openraft::alias::EntryOf<TypeConfig>;
     pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;

@@ -103,7 +103,7 @@ pub struct AddNodeArgs {
     pub learner_only: bool,
 }
 
-fn parse_property(s: &str) -> Result<(String, String), String> {
+pub fn parse_property(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .ok_or_else(|| format!("property '{s}' must look like key=value"))
@@ -119,6 +119,7 @@ pub async fn run(command: super::Command, endpoints: &[String], out: Output) -> 
         super::Command::Send(args) => send(&client, args, out).await,
         super::Command::Read(args) => read(&client, args, out).await,
         super::Command::Cluster(cmd) => cluster(&client, cmd, out).await,
+        super::Command::Txn(cmd) => super::txn::run(&client, cmd, out).await,
         super::Command::Serve(_) | super::Command::Dev(_) => unreachable!("handled by cli::main"),
     };
     match result {

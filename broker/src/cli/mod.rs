@@ -4,6 +4,7 @@ mod commands;
 mod dev;
 mod output;
 mod serve;
+mod txn;
 
 use std::process::ExitCode;
 
@@ -54,6 +55,9 @@ pub enum Command {
     Send(commands::SendArgs),
     /// Read committed messages by offset from the node asked.
     Read(commands::ReadArgs),
+    /// Transactional messages: send, decide, answer check-backs, inspect.
+    #[command(subcommand)]
+    Txn(txn::TxnCommand),
     /// Cluster status and membership.
     #[command(subcommand)]
     Cluster(commands::ClusterCommand),

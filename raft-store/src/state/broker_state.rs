@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::message::{StoredMessage, message_id};
-use super::{TopicMeta, WriteBatch};
+use super::{TopicMeta, Transactions, TxnRecord, WriteBatch};
 use crate::codec::{self, CodecError};
 use crate::command::{
     Command, CommandResult, MessagePosition, NewMessage, Operation, Rejection, TopicKind, TopicSpec,
@@ -22,6 +22,9 @@ pub struct BrokerState {
     pub topics: BTreeMap<String, TopicMeta>,
     /// Node ids that were removed from the cluster; never handed out again.
     pub retired_nodes: BTreeSet<u64>,
+    /// Transactions; stored as rows, rebuilt from them on load (not part of serialization).
+    #[serde(skip)]
+    pub transactions: Transactions,
 }
 
 impl BrokerState {
@@ -39,6 +42,15 @@ impl BrokerState {
             }
             Operation::Publish { topic, messages } => {
                 self.publish(log_index, command.time_ms, topic, messages, batch)?
+            }
+            Operation::HalfMessage { topic, group, message, timing } => {
+                self.half_message(log_index, command.time_ms, topic, group, message, *timing, batch)?
+            }
+            Operation::EndTransaction { txn_id, group, decision, source } => {
+                self.end_transaction(log_index, command.time_ms, txn_id, group, *decision, *source, batch)?
+            }
+            Operation::TxnTimers { checks, expirations } => {
+                self.txn_timers(log_index, command.time_ms, checks, expirations, batch)?
             }
             Operation::RetireNode { id } => {
                 self.retired_nodes.insert(*id);
@@ -147,7 +159,24 @@ impl BrokerState {
         for id in &self.retired_nodes {
             rows.push((keys::retired_key(*id).to_vec(), Vec::new()));
         }
+        for record in self.transactions.pending().chain(self.transactions.decided()) {
+            rows.push((keys::txn_key(&record.id), codec::encode(record)?));
+        }
         Ok(rows)
+    }
+
+    /// Restores transactions from their rows (any order): decided ones are re-ordered by the
+    /// log index of their decision so the bounded window is the same as on every replica.
+    pub fn restore_transactions(&mut self, records: Vec<TxnRecord>) {
+        let (pending, mut decided): (Vec<_>, Vec<_>) =
+            records.into_iter().partition(|r| r.state == super::TxnState::Pending);
+        decided.sort_by_key(|r| r.decided_index);
+        for r in pending {
+            self.transactions.insert_pending(r);
+        }
+        for r in decided {
+            self.transactions.insert_decided(r);
+        }
     }
 
     /// Invariants over all topics; checked after every apply in debug builds.
@@ -158,5 +187,6 @@ impl BrokerState {
             assert!(ids.insert(meta.id), "duplicate topic id {}", meta.id);
             meta.check_invariants();
         }
+        self.transactions.check_invariants();
     }
 }

@@ -8,9 +8,16 @@
 mod broker_state;
 mod message;
 mod topic;
+mod transaction;
+mod transactions;
+mod txn_apply;
 mod write_batch;
 
 pub use broker_state::BrokerState;
 pub use message::StoredMessage;
 pub use topic::TopicMeta;
+pub use transaction::{
+    Decision, DecisionSource, MAX_HISTORY, TxnEvent, TxnEventKind, TxnRecord, TxnState, TxnTiming,
+};
+pub use transactions::{MAX_DECIDED_KEPT, Transactions};
 pub use write_batch::{WriteBatch, WriteOp};

@@ -1,0 +1,131 @@
+//! The producer instances connected to this node for check-backs, by producer group.
+//!
+//! Only the leader holds registrations (see `client_service::check_channel`). Checks for a
+//! group are spread round robin over its instances; each instance has a bounded queue, and a
+//! full queue moves on to the next instance.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::mpsc;
+use txmq_proto::client::CheckRequest;
+
+/// Checks queued per instance before it counts as busy.
+pub const INSTANCE_QUEUE: usize = 256;
+/// The most instances one node accepts (connections are bounded).
+pub const MAX_INSTANCES: usize = 4096;
+
+#[derive(Default)]
+struct Group {
+    instances: Vec<(u64, mpsc::Sender<CheckRequest>)>,
+    cursor: usize,
+}
+
+#[derive(Default)]
+pub struct CheckerRegistry {
+    groups: Mutex<HashMap<String, Group>>,
+    next_key: AtomicU64,
+}
+
+/// Registration refused.
+#[derive(Debug, thiserror::Error)]
+#[error("this node already has {MAX_INSTANCES} checker connections")]
+pub struct TooManyInstances;
+
+impl CheckerRegistry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Group>> {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers an instance; returns its key and the stream of checks for it.
+    pub fn register(&self, group: &str) -> Result<(u64, mpsc::Receiver<CheckRequest>), TooManyInstances> {
+        let mut groups = self.lock();
+        let total: usize = groups.values().map(|g| g.instances.len()).sum();
+        if total >= MAX_INSTANCES {
+            return Err(TooManyInstances);
+        }
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(INSTANCE_QUEUE);
+        groups.entry(group.to_string()).or_default().instances.push((key, tx));
+        Ok((key, rx))
+    }
+
+    pub fn unregister(&self, group: &str, key: u64) {
+        let mut groups = self.lock();
+        if let Some(g) = groups.get_mut(group) {
+            g.instances.retain(|(k, _)| *k != key);
+            if g.instances.is_empty() {
+                groups.remove(group);
+            }
+        }
+    }
+
+    /// True when at least one live instance of `group` is connected.
+    pub fn has_instances(&self, group: &str) -> bool {
+        self.lock().get(group).is_some_and(|g| g.instances.iter().any(|(_, tx)| !tx.is_closed()))
+    }
+
+    /// Hands a check to the next instance of its group that has room. False if none could take it.
+    pub fn send(&self, request: CheckRequest) -> bool {
+        let mut groups = self.lock();
+        let Some(g) = groups.get_mut(&request.group) else { return false };
+        g.instances.retain(|(_, tx)| !tx.is_closed());
+        let n = g.instances.len();
+        for i in 0..n {
+            let idx = (g.cursor + i) % n;
+            if g.instances[idx].1.try_send(request.clone()).is_ok() {
+                g.cursor = (idx + 1) % n;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Drops every registration (on leadership loss): the streams end and clients reconnect
+    /// to the new leader.
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    pub fn instance_count(&self) -> usize {
+        self.lock().values().map(|g| g.instances.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(group: &str, id: &str) -> CheckRequest {
+        CheckRequest { transaction_id: id.into(), group: group.into(), ..Default::default() }
+    }
+
+    #[tokio::test]
+    async fn checks_are_spread_over_instances_and_only_to_their_group() {
+        let registry = CheckerRegistry::default();
+        let (_, mut a) = registry.register("g").unwrap();
+        let (_, mut b) = registry.register("g").unwrap();
+        let (_, mut other) = registry.register("h").unwrap();
+        assert!(registry.send(check("g", "1")));
+        assert!(registry.send(check("g", "2")));
+        assert_eq!(a.recv().await.unwrap().transaction_id, "1");
+        assert_eq!(b.recv().await.unwrap().transaction_id, "2");
+        assert!(other.try_recv().is_err());
+        assert!(!registry.send(check("nobody", "3")));
+    }
+
+    #[tokio::test]
+    async fn closed_instances_are_skipped_and_clear_ends_streams() {
+        let registry = CheckerRegistry::default();
+        let (_, a) = registry.register("g").unwrap();
+        drop(a);
+        assert!(!registry.has_instances("g"));
+        assert!(!registry.send(check("g", "1")));
+        let (_, mut b) = registry.register("g").unwrap();
+        assert!(registry.send(check("g", "2")));
+        registry.clear();
+        assert_eq!(b.recv().await.unwrap().transaction_id, "2");
+        assert!(b.recv().await.is_none(), "the stream ends after clear");
+    }
+}

@@ -1,0 +1,90 @@
+//! The leader-only transaction scheduler: sends due check-backs and rolls back transactions
+//! whose checks are exhausted or whose lifetime is over.
+//!
+//! It runs while this node is the leader (started and stopped by openraft's leader-change
+//! hooks). Everything it decides goes through Raft as one fenced `TxnTimers` entry per tick:
+//! the entry is accepted only while the leadership it was proposed under still holds, and the
+//! state machine re-validates every item against the entry's time. Check counts and next-check
+//! times are replicated, so a new leader continues exactly where the old one stopped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use txmq_proto::client::CheckRequest;
+use txmq_raft_store::types::alias::CommittedLeaderId;
+use txmq_raft_store::{CommandResult, Operation, StateReader};
+
+use crate::checkers::CheckerRegistry;
+use crate::proposer::{Proposer, now_ms};
+
+/// How often the scheduler looks for due transactions.
+pub const TICK: Duration = Duration::from_millis(200);
+/// The most transactions handled per tick (bounds one entry's size).
+pub const MAX_PER_TICK: usize = 512;
+
+pub struct Scheduler {
+    pub proposer: Proposer,
+    pub reader: StateReader,
+    pub checkers: Arc<CheckerRegistry>,
+}
+
+impl Scheduler {
+    /// Runs until aborted (on leadership loss).
+    pub async fn run(self, leader: CommittedLeaderId) {
+        tracing::info!(?leader, "transaction scheduler started");
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.tick(leader).await {
+                tracing::warn!("transaction scheduler: {e}");
+            }
+        }
+    }
+
+    async fn tick(&self, leader: CommittedLeaderId) -> Result<(), crate::forward::OpError> {
+        let now = now_ms();
+        let mut checks = Vec::new();
+        let mut expirations = Vec::new();
+        for r in self.reader.due_transactions(now, MAX_PER_TICK) {
+            if now >= r.deadline_ms || r.check_count >= r.timing.max_checks {
+                expirations.push(r.id);
+            } else if self.checkers.has_instances(&r.group) {
+                checks.push(r.id);
+            }
+            // Otherwise: no instance of the group is connected; the attempt is not used up.
+        }
+        if checks.is_empty() && expirations.is_empty() {
+            return Ok(());
+        }
+        let op = Operation::TxnTimers { checks, expirations };
+        let CommandResult::TimersApplied { checks, rolled_back } = self.proposer.write_fenced(op, leader).await? else {
+            return Ok(());
+        };
+        for (id, reason) in &rolled_back {
+            tracing::info!(txn = %id, reason = reason.as_str(), "transaction rolled back by the broker");
+        }
+        for (id, attempt) in checks {
+            self.send_check(&id, attempt);
+        }
+        Ok(())
+    }
+
+    fn send_check(&self, id: &str, attempt: u32) {
+        let Some(record) = self.reader.transaction(id) else { return };
+        let Some(message) = record.message else { return };
+        let request = CheckRequest {
+            transaction_id: record.id.clone(),
+            group: record.group.clone(),
+            topic: record.topic,
+            message_id: record.message_id,
+            body: message.body.into(),
+            key: message.key,
+            tag: message.tag,
+            properties: message.properties.into_iter().collect(),
+            attempt,
+        };
+        let delivered = self.checkers.send(request);
+        tracing::info!(txn = %id, group = %record.group, attempt, delivered, "check-back sent");
+    }
+}

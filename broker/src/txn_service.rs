@@ -1,0 +1,201 @@
+//! The transaction part of the client service: half messages, decisions, listing, and the
+//! check-back channel. Thin: validate, propose or read, convert.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use txmq_proto::client as pb;
+use txmq_raft_store::state::{Decision, DecisionSource, TxnRecord, TxnTiming};
+use txmq_raft_store::{CommandResult, Operation, Raft, StateReader, limits};
+
+use crate::checkers::CheckerRegistry;
+use crate::config::TxnSettings;
+use crate::convert;
+use crate::proposer::{Proposer, now_ms};
+
+/// The longest first-check delay a producer may ask for.
+pub const MAX_REQUESTED_CHECK_DELAY: Duration = Duration::from_secs(3600);
+/// How long a new check channel may take to register.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub type CheckStream = Pin<Box<dyn Stream<Item = Result<pb::CheckRequest, Status>> + Send>>;
+
+#[derive(Clone)]
+pub struct TxnService {
+    pub raft: Raft,
+    pub proposer: Proposer,
+    pub reader: StateReader,
+    pub checkers: Arc<CheckerRegistry>,
+    pub settings: TxnSettings,
+    pub max_message_bytes: usize,
+}
+
+fn decision_from_pb(d: i32) -> Result<Decision, Status> {
+    match pb::Decision::try_from(d) {
+        Ok(pb::Decision::Commit) => Ok(Decision::Commit),
+        Ok(pb::Decision::Rollback) => Ok(Decision::Rollback),
+        Ok(pb::Decision::Unknown) => Ok(Decision::Unknown),
+        _ => Err(Status::invalid_argument("decision must be commit, rollback or unknown")),
+    }
+}
+
+pub fn transaction_info(r: &TxnRecord, now: u64) -> pb::TransactionInfo {
+    pb::TransactionInfo {
+        transaction_id: r.id.clone(),
+        group: r.group.clone(),
+        topic: r.topic.clone(),
+        message_id: r.message_id.clone(),
+        state: r.state.as_str().into(),
+        reason: r.reason.map(|s| s.as_str().to_string()).unwrap_or_default(),
+        check_count: r.check_count,
+        max_checks: r.timing.max_checks,
+        age_seconds: now.saturating_sub(r.created_ms) as f64 / 1000.0,
+        created_at_ms: r.created_ms,
+        decided_at_ms: r.decided_ms.unwrap_or(0),
+        next_check_at_ms: r.next_check_ms,
+        deadline_at_ms: r.deadline_ms,
+        history: r
+            .history
+            .iter()
+            .map(|e| pb::TransactionEvent { at_ms: e.at_ms, event: e.name().into(), description: e.describe() })
+            .collect(),
+        queue: r.position.as_ref().map(|p| p.queue),
+        offset: r.position.as_ref().map(|p| p.offset),
+    }
+}
+
+impl TxnService {
+    fn timing(&self, requested_delay_ms: u64) -> TxnTiming {
+        let base = self.settings.first_check_delay.as_millis() as u64;
+        let requested = requested_delay_ms.min(MAX_REQUESTED_CHECK_DELAY.as_millis() as u64);
+        TxnTiming {
+            first_check_delay_ms: base.max(requested),
+            check_interval_ms: self.settings.check_interval.as_millis() as u64,
+            max_checks: self.settings.max_checks,
+            max_lifetime_ms: self.settings.max_lifetime.as_millis() as u64,
+        }
+    }
+
+    pub async fn send_half(&self, req: pb::SendHalfRequest) -> Result<pb::SendHalfResponse, Status> {
+        limits::validate_name("producer group", &req.group).map_err(Status::invalid_argument)?;
+        let timing = self.timing(req.check_delay_ms);
+        let send = pb::SendRequest { topic: req.topic, body: req.body, key: req.key, tag: req.tag, properties: req.properties };
+        let (topic, message) = convert::new_message(send, self.max_message_bytes)?;
+        let op = Operation::HalfMessage { topic: topic.clone(), group: req.group, message, timing };
+        match self.proposer.write(op).await? {
+            CommandResult::HalfAccepted { txn_id, message_id } => {
+                Ok(pb::SendHalfResponse { transaction_id: txn_id, message_id, topic })
+            }
+            other => Err(convert::unexpected(other)),
+        }
+    }
+
+    pub async fn end_transaction(&self, req: pb::EndTransactionRequest) -> Result<pb::EndTransactionResponse, Status> {
+        let decision = decision_from_pb(req.decision)?;
+        if req.transaction_id.is_empty() {
+            return Err(Status::invalid_argument("transaction id is empty"));
+        }
+        limits::validate_name("producer group", &req.group).map_err(Status::invalid_argument)?;
+        let source = if req.operator { DecisionSource::Operator } else { DecisionSource::Producer };
+        self.decide(req.transaction_id, req.group, decision, source).await
+    }
+
+    async fn decide(
+        &self,
+        txn_id: String,
+        group: String,
+        decision: Decision,
+        source: DecisionSource,
+    ) -> Result<pb::EndTransactionResponse, Status> {
+        let op = Operation::EndTransaction { txn_id, group, decision, source };
+        match self.proposer.write(op).await? {
+            CommandResult::TxnDecided(o) => {
+                let message_id = o.position.as_ref().map(|p| p.message_id.clone()).unwrap_or_default();
+                Ok(pb::EndTransactionResponse {
+                    transaction_id: o.txn_id,
+                    state: o.state.as_str().into(),
+                    reason: o.reason.map(|r| r.as_str().to_string()).unwrap_or_default(),
+                    repeated: o.repeated,
+                    message_id,
+                    queue: o.position.as_ref().map(|p| p.queue),
+                    offset: o.position.as_ref().map(|p| p.offset),
+                })
+            }
+            other => Err(convert::unexpected(other)),
+        }
+    }
+
+    pub fn list(&self, req: pb::ListTransactionsRequest) -> pb::ListTransactionsResponse {
+        let limit = if req.limit == 0 { 100 } else { req.limit.min(1000) } as usize;
+        let group = (!req.group.is_empty()).then_some(req.group.as_str());
+        let now = now_ms();
+        pb::ListTransactionsResponse {
+            transactions: self.reader.pending_transactions(group, limit).iter().map(|r| transaction_info(r, now)).collect(),
+            pending_total: self.reader.pending_transaction_count() as u64,
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Result<pb::TransactionInfo, Status> {
+        self.reader.transaction(id).map(|r| transaction_info(&r, now_ms())).ok_or_else(|| {
+            Status::not_found(format!(
+                "transaction '{id}' is unknown on this node (never existed, forgotten, or this node is behind)"
+            ))
+        })
+    }
+
+    /// Opens a check channel: only on the leader (see the proto for the redirect).
+    pub async fn check_channel(&self, request: Request<Streaming<pb::CheckerMessage>>) -> Result<Response<CheckStream>, Status> {
+        if !self.raft.is_leader() {
+            return Err(self.not_leader().await);
+        }
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(REGISTER_TIMEOUT, inbound.next())
+            .await
+            .map_err(|_| Status::deadline_exceeded("the first message of a check channel must register a producer group"))?;
+        let register = match first {
+            Some(Ok(pb::CheckerMessage { kind: Some(pb::checker_message::Kind::Register(r)) })) => r,
+            Some(Err(s)) => return Err(s),
+            _ => return Err(Status::invalid_argument("the first message of a check channel must register a producer group")),
+        };
+        limits::validate_name("producer group", &register.group).map_err(Status::invalid_argument)?;
+        let (key, checks) = self.checkers.register(&register.group).map_err(|e| Status::resource_exhausted(e.to_string()))?;
+        tracing::info!(group = %register.group, instance = %register.instance_id, "checker connected");
+        let service = self.clone();
+        tokio::spawn(async move {
+            service.read_answers(&register.group, &mut inbound).await;
+            service.checkers.unregister(&register.group, key);
+            tracing::info!(group = %register.group, instance = %register.instance_id, "checker disconnected");
+        });
+        let stream = ReceiverStream::new(checks).map(Ok);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    /// Turns answers into decisions (source `check`) until the instance disconnects.
+    async fn read_answers(&self, group: &str, inbound: &mut Streaming<pb::CheckerMessage>) {
+        while let Some(Ok(message)) = inbound.next().await {
+            let Some(pb::checker_message::Kind::Answer(answer)) = message.kind else { continue };
+            let Ok(decision) = decision_from_pb(answer.decision) else { continue };
+            // An instance answers only for its own group; the state machine enforces it too.
+            let outcome = self.decide(answer.transaction_id.clone(), group.to_string(), decision, DecisionSource::Check).await;
+            match outcome {
+                Ok(o) => tracing::info!(txn = %o.transaction_id, state = %o.state, "check answered"),
+                Err(s) => tracing::info!(txn = %answer.transaction_id, "check answer not applied: {}", s.message()),
+            }
+        }
+    }
+
+    /// UNAVAILABLE with the leader's client address, so the client can reconnect there.
+    async fn not_leader(&self) -> Status {
+        let mut status = Status::unavailable("check channels are served by the leader; reconnect to it");
+        if let Some(addr) = crate::status::leader_client_addr(&self.raft).await
+            && let Ok(value) = addr.parse()
+        {
+            status.metadata_mut().insert("txmq-leader", value);
+        }
+        status
+    }
+}

@@ -1,0 +1,196 @@
+//! Transactional producing, in the shape RocketMQ users know:
+//!
+//! 1. [`TransactionProducer::send_in_transaction`] stores a half message (invisible to
+//!    consumers), runs your local transaction, and sends the decision it returns.
+//! 2. A [`TransactionChecker`] you implement answers the broker's check-backs for transactions
+//!    whose decision never arrived (producer crashed, network cut, `Unknown`). Start it with
+//!    [`TransactionProducer::start_checker`]; it keeps a stream open to the cluster's leader and
+//!    reconnects by itself after failures and leader changes.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use txmq_proto::client::{
+    CheckAnswer, CheckRequest, CheckerMessage, CheckerRegister, Decision, EndTransactionRequest, EndTransactionResponse,
+    SendHalfRequest, SendHalfResponse, checker_message,
+};
+
+use crate::{Client, ClientError};
+
+/// The outcome of a local transaction, or the answer to a check-back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalTransactionState {
+    Commit,
+    Rollback,
+    /// Still running or not known: the broker keeps the transaction pending and checks back.
+    Unknown,
+}
+
+impl LocalTransactionState {
+    pub fn to_pb(self) -> Decision {
+        match self {
+            LocalTransactionState::Commit => Decision::Commit,
+            LocalTransactionState::Rollback => Decision::Rollback,
+            LocalTransactionState::Unknown => Decision::Unknown,
+        }
+    }
+}
+
+/// Answers check-backs from the producer's own records (its database is the truth).
+pub trait TransactionChecker: Send + Sync + 'static {
+    fn check(&self, request: &CheckRequest) -> impl Future<Output = LocalTransactionState> + Send;
+}
+
+/// What [`TransactionProducer::send_in_transaction`] did.
+#[derive(Debug, Clone)]
+pub struct TransactionResult {
+    pub half: SendHalfResponse,
+    pub local_state: LocalTransactionState,
+    /// The broker's answer to the decision (`None` when the local state was `Unknown`, or the
+    /// decision could not be delivered — then the broker will check back).
+    pub end: Option<EndTransactionResponse>,
+}
+
+/// A producer of transactional messages for one producer group.
+#[derive(Clone)]
+pub struct TransactionProducer {
+    client: Client,
+    group: String,
+}
+
+impl TransactionProducer {
+    pub fn new(client: Client, group: impl Into<String>) -> Self {
+        Self { client, group: group.into() }
+    }
+
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// Stores a half message. `check_delay` asks for a later first check than the server's
+    /// default (capped at 1h by the server).
+    pub async fn send_half(&self, mut request: SendHalfRequest, check_delay: Option<Duration>) -> Result<SendHalfResponse, ClientError> {
+        request.group = self.group.clone();
+        request.check_delay_ms = check_delay.map(|d| d.as_millis() as u64).unwrap_or(0);
+        self.client.send_half(request).await
+    }
+
+    /// Decides a transaction of this group.
+    pub async fn end(&self, transaction_id: &str, state: LocalTransactionState) -> Result<EndTransactionResponse, ClientError> {
+        let request = EndTransactionRequest {
+            transaction_id: transaction_id.into(),
+            group: self.group.clone(),
+            decision: state.to_pb() as i32,
+            operator: false,
+        };
+        self.client.end_transaction(request).await
+    }
+
+    /// Half message → `local_transaction` → decision. If the decision cannot be delivered the
+    /// error is logged and the broker's check-back finishes the job; the half message is never
+    /// lost and never delivered unless committed.
+    pub async fn send_in_transaction<F, Fut>(&self, request: SendHalfRequest, local_transaction: F) -> Result<TransactionResult, ClientError>
+    where
+        F: FnOnce(SendHalfResponse) -> Fut,
+        Fut: Future<Output = LocalTransactionState>,
+    {
+        let half = self.send_half(request, None).await?;
+        let local_state = local_transaction(half.clone()).await;
+        let end = match local_state {
+            LocalTransactionState::Unknown => None,
+            state => match self.end(&half.transaction_id, state).await {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!(txn = %half.transaction_id, "decision not delivered, the broker will check back: {e}");
+                    None
+                }
+            },
+        };
+        Ok(TransactionResult { half, local_state, end })
+    }
+
+    /// Starts answering check-backs for this group in the background until the handle is
+    /// dropped or stopped.
+    pub fn start_checker<C: TransactionChecker>(&self, checker: Arc<C>, instance_id: impl Into<String>) -> CheckerHandle {
+        let task = tokio::spawn(run_checker(self.client.clone(), self.group.clone(), instance_id.into(), checker));
+        CheckerHandle { task }
+    }
+}
+
+/// Stops the checker when dropped.
+pub struct CheckerHandle {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CheckerHandle {
+    pub fn stop(self) {}
+}
+
+impl Drop for CheckerHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn run_checker<C: TransactionChecker>(client: Client, group: String, instance_id: String, checker: Arc<C>) {
+    let mut leader_hint: Option<String> = None;
+    let mut attempt = 0usize;
+    loop {
+        let target = leader_hint.take().unwrap_or_else(|| {
+            attempt += 1;
+            client.endpoints()[attempt % client.endpoints().len()].clone()
+        });
+        match serve_checks(&client, &target, &group, &instance_id, checker.as_ref()).await {
+            Ok(()) => tracing::info!(%target, "check channel closed; reconnecting"),
+            Err(status) => {
+                leader_hint = status
+                    .metadata()
+                    .get("txmq-leader")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+                    .filter(|l| *l != target);
+                tracing::debug!(%target, "check channel not open: {}", status.message());
+            }
+        }
+        // Reconnect quickly after a redirect, with a pause otherwise (elections take ~1s).
+        let pause = if leader_hint.is_some() { 20 } else { 200 };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+}
+
+/// One connection: register, then answer checks until the stream ends.
+async fn serve_checks<C: TransactionChecker>(
+    client: &Client,
+    target: &str,
+    group: &str,
+    instance_id: &str,
+    checker: &C,
+) -> Result<(), tonic::Status> {
+    let (tx, rx) = mpsc::channel::<CheckerMessage>(64);
+    let register = CheckerMessage {
+        kind: Some(checker_message::Kind::Register(CheckerRegister { group: group.into(), instance_id: instance_id.into() })),
+    };
+    tx.send(register).await.map_err(|_| tonic::Status::internal("check channel closed"))?;
+    let mut grpc = client.grpc_for(target).map_err(|e| tonic::Status::invalid_argument(e.message))?;
+    let mut checks = grpc.check_channel(ReceiverStream::new(rx)).await?.into_inner();
+    tracing::info!(%target, %group, "check channel open");
+    while let Some(request) = checks.next().await {
+        let request = request?;
+        let state = checker.check(&request).await;
+        let answer = CheckerMessage {
+            kind: Some(checker_message::Kind::Answer(CheckAnswer {
+                transaction_id: request.transaction_id.clone(),
+                group: group.into(),
+                decision: state.to_pb() as i32,
+            })),
+        };
+        if tx.send(answer).await.is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
