@@ -39,7 +39,10 @@ impl CheckerRegistry {
     }
 
     /// Registers an instance; returns its key and the stream of checks for it.
-    pub fn register(&self, group: &str) -> Result<(u64, mpsc::Receiver<CheckRequest>), TooManyInstances> {
+    pub fn register(
+        &self,
+        group: &str,
+    ) -> Result<(u64, mpsc::Receiver<CheckRequest>), TooManyInstances> {
         let mut groups = self.lock();
         let total: usize = groups.values().map(|g| g.instances.len()).sum();
         if total >= MAX_INSTANCES {
@@ -47,7 +50,11 @@ impl CheckerRegistry {
         }
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(INSTANCE_QUEUE);
-        groups.entry(group.to_string()).or_default().instances.push((key, tx));
+        groups
+            .entry(group.to_string())
+            .or_default()
+            .instances
+            .push((key, tx));
         Ok((key, rx))
     }
 
@@ -63,13 +70,17 @@ impl CheckerRegistry {
 
     /// True when at least one live instance of `group` is connected.
     pub fn has_instances(&self, group: &str) -> bool {
-        self.lock().get(group).is_some_and(|g| g.instances.iter().any(|(_, tx)| !tx.is_closed()))
+        self.lock()
+            .get(group)
+            .is_some_and(|g| g.instances.iter().any(|(_, tx)| !tx.is_closed()))
     }
 
     /// Hands a check to the next instance of its group that has room. False if none could take it.
     pub fn send(&self, request: CheckRequest) -> bool {
         let mut groups = self.lock();
-        let Some(g) = groups.get_mut(&request.group) else { return false };
+        let Some(g) = groups.get_mut(&request.group) else {
+            return false;
+        };
         g.instances.retain(|(_, tx)| !tx.is_closed());
         let n = g.instances.len();
         for i in 0..n {
@@ -98,7 +109,11 @@ mod tests {
     use super::*;
 
     fn check(group: &str, id: &str) -> CheckRequest {
-        CheckRequest { transaction_id: id.into(), group: group.into(), ..Default::default() }
+        CheckRequest {
+            transaction_id: id.into(),
+            group: group.into(),
+            ..Default::default()
+        }
     }
 
     #[tokio::test]

@@ -28,15 +28,22 @@ pub struct ClientService {
 impl Txmq for ClientService {
     type CheckChannelStream = CheckStream;
 
-    async fn send_half(&self, request: Request<pb::SendHalfRequest>) -> Result<Response<pb::SendHalfResponse>, Status> {
-        Ok(Response::new(self.txn.send_half(request.into_inner()).await?))
+    async fn send_half(
+        &self,
+        request: Request<pb::SendHalfRequest>,
+    ) -> Result<Response<pb::SendHalfResponse>, Status> {
+        Ok(Response::new(
+            self.txn.send_half(request.into_inner()).await?,
+        ))
     }
 
     async fn end_transaction(
         &self,
         request: Request<pb::EndTransactionRequest>,
     ) -> Result<Response<pb::EndTransactionResponse>, Status> {
-        Ok(Response::new(self.txn.end_transaction(request.into_inner()).await?))
+        Ok(Response::new(
+            self.txn.end_transaction(request.into_inner()).await?,
+        ))
     }
 
     async fn list_transactions(
@@ -46,8 +53,13 @@ impl Txmq for ClientService {
         Ok(Response::new(self.txn.list(request.into_inner())))
     }
 
-    async fn get_transaction(&self, request: Request<pb::GetTransactionRequest>) -> Result<Response<pb::TransactionInfo>, Status> {
-        Ok(Response::new(self.txn.get(&request.into_inner().transaction_id)?))
+    async fn get_transaction(
+        &self,
+        request: Request<pb::GetTransactionRequest>,
+    ) -> Result<Response<pb::TransactionInfo>, Status> {
+        Ok(Response::new(
+            self.txn.get(&request.into_inner().transaction_id)?,
+        ))
     }
 
     async fn check_channel(

@@ -12,12 +12,12 @@ use txmq_raft_store::{NodeInfo, Raft, Storage, StorageConfig};
 
 use crate::checkers::CheckerRegistry;
 use crate::client_service::ClientService;
-use crate::scheduler::Scheduler;
-use crate::txn_service::TxnService;
 use crate::config::ServeConfig;
 use crate::network::{MAX_PEER_MESSAGE, PeerNetworkFactory};
 use crate::peer_service::PeerService;
 use crate::proposer::Proposer;
+use crate::scheduler::Scheduler;
+use crate::txn_service::TxnService;
 
 /// Starting or running a node failed.
 #[derive(Debug, thiserror::Error)]
@@ -203,13 +203,24 @@ fn start_scheduler_on_leadership(
     use openraft::vote::RaftLeaderId;
     let task: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>> = Arc::default();
     let (start_task, stop_task) = (task.clone(), task);
-    let (proposer, reader, start_checkers, stop_checkers) =
-        (proposer.clone(), reader.clone(), checkers.clone(), checkers.clone());
+    let (proposer, reader, start_checkers, stop_checkers) = (
+        proposer.clone(),
+        reader.clone(),
+        checkers.clone(),
+        checkers.clone(),
+    );
     raft.on_leader_change(
         move |leader_id| {
-            let scheduler = Scheduler { proposer: proposer.clone(), reader: reader.clone(), checkers: start_checkers.clone() };
+            let scheduler = Scheduler {
+                proposer: proposer.clone(),
+                reader: reader.clone(),
+                checkers: start_checkers.clone(),
+            };
             let handle = tokio::spawn(scheduler.run(leader_id.to_committed()));
-            let previous = start_task.lock().unwrap_or_else(|p| p.into_inner()).replace(handle);
+            let previous = start_task
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .replace(handle);
             if let Some(previous) = previous {
                 previous.abort();
             }

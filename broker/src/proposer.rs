@@ -8,10 +8,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::ChangeMembers;
 use openraft::errors::{ClientWriteError, RaftError};
+use openraft::impls::ProgressResponder;
 use tonic::transport::Channel;
 use txmq_proto::peer::ForwardRequest;
 use txmq_proto::peer::peer_client::PeerClient;
-use openraft::impls::ProgressResponder;
 use txmq_raft_store::types::alias::CommittedLeaderId;
 use txmq_raft_store::{Command, CommandResult, NodeId, Operation, Raft, StateReader, codec};
 
@@ -62,8 +62,15 @@ impl Proposer {
 
     /// Proposes `op` on this node only if it still leads under `leader` (the scheduler's
     /// fencing: a deposed leader's proposal is refused before it is appended).
-    pub async fn write_fenced(&self, op: Operation, leader: CommittedLeaderId) -> Result<CommandResult, OpError> {
-        let command = Command { time_ms: now_ms(), op };
+    pub async fn write_fenced(
+        &self,
+        op: Operation,
+        leader: CommittedLeaderId,
+    ) -> Result<CommandResult, OpError> {
+        let command = Command {
+            time_ms: now_ms(),
+            op,
+        };
         let (responder, rx) = ProgressResponder::complete_only();
         self.raft
             .write(command)
@@ -71,8 +78,12 @@ impl Proposer {
             .responder(responder)
             .await
             .map_err(|f| OpError::Unavailable(format!("this node's Raft stopped: {f}")))?;
-        let result = rx.await.map_err(|_| OpError::Unavailable("the proposal was dropped".into()))?;
-        result.map(|r| r.data).map_err(|e| write_error(RaftError::APIError(e)))
+        let result = rx
+            .await
+            .map_err(|_| OpError::Unavailable("the proposal was dropped".into()))?;
+        result
+            .map(|r| r.data)
+            .map_err(|e| write_error(RaftError::APIError(e)))
     }
 
     /// Runs `op` on the leader, wherever it is.

@@ -57,8 +57,15 @@ impl Scheduler {
         if checks.is_empty() && expirations.is_empty() {
             return Ok(());
         }
-        let op = Operation::TxnTimers { checks, expirations };
-        let CommandResult::TimersApplied { checks, rolled_back } = self.proposer.write_fenced(op, leader).await? else {
+        let op = Operation::TxnTimers {
+            checks,
+            expirations,
+        };
+        let CommandResult::TimersApplied {
+            checks,
+            rolled_back,
+        } = self.proposer.write_fenced(op, leader).await?
+        else {
             return Ok(());
         };
         for (id, reason) in &rolled_back {
@@ -71,8 +78,12 @@ impl Scheduler {
     }
 
     fn send_check(&self, id: &str, attempt: u32) {
-        let Some(record) = self.reader.transaction(id) else { return };
-        let Some(message) = record.message else { return };
+        let Some(record) = self.reader.transaction(id) else {
+            return;
+        };
+        let Some(message) = record.message else {
+            return;
+        };
         let request = CheckRequest {
             transaction_id: record.id.clone(),
             group: record.group.clone(),

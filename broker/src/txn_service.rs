@@ -39,7 +39,9 @@ fn decision_from_pb(d: i32) -> Result<Decision, Status> {
         Ok(pb::Decision::Commit) => Ok(Decision::Commit),
         Ok(pb::Decision::Rollback) => Ok(Decision::Rollback),
         Ok(pb::Decision::Unknown) => Ok(Decision::Unknown),
-        _ => Err(Status::invalid_argument("decision must be commit, rollback or unknown")),
+        _ => Err(Status::invalid_argument(
+            "decision must be commit, rollback or unknown",
+        )),
     }
 }
 
@@ -61,7 +63,11 @@ pub fn transaction_info(r: &TxnRecord, now: u64) -> pb::TransactionInfo {
         history: r
             .history
             .iter()
-            .map(|e| pb::TransactionEvent { at_ms: e.at_ms, event: e.name().into(), description: e.describe() })
+            .map(|e| pb::TransactionEvent {
+                at_ms: e.at_ms,
+                event: e.name().into(),
+                description: e.describe(),
+            })
             .collect(),
         queue: r.position.as_ref().map(|p| p.queue),
         offset: r.position.as_ref().map(|p| p.offset),
@@ -80,28 +86,52 @@ impl TxnService {
         }
     }
 
-    pub async fn send_half(&self, req: pb::SendHalfRequest) -> Result<pb::SendHalfResponse, Status> {
+    pub async fn send_half(
+        &self,
+        req: pb::SendHalfRequest,
+    ) -> Result<pb::SendHalfResponse, Status> {
         limits::validate_name("producer group", &req.group).map_err(Status::invalid_argument)?;
         let timing = self.timing(req.check_delay_ms);
-        let send = pb::SendRequest { topic: req.topic, body: req.body, key: req.key, tag: req.tag, properties: req.properties };
+        let send = pb::SendRequest {
+            topic: req.topic,
+            body: req.body,
+            key: req.key,
+            tag: req.tag,
+            properties: req.properties,
+        };
         let (topic, message) = convert::new_message(send, self.max_message_bytes)?;
-        let op = Operation::HalfMessage { topic: topic.clone(), group: req.group, message, timing };
+        let op = Operation::HalfMessage {
+            topic: topic.clone(),
+            group: req.group,
+            message,
+            timing,
+        };
         match self.proposer.write(op).await? {
-            CommandResult::HalfAccepted { txn_id, message_id } => {
-                Ok(pb::SendHalfResponse { transaction_id: txn_id, message_id, topic })
-            }
+            CommandResult::HalfAccepted { txn_id, message_id } => Ok(pb::SendHalfResponse {
+                transaction_id: txn_id,
+                message_id,
+                topic,
+            }),
             other => Err(convert::unexpected(other)),
         }
     }
 
-    pub async fn end_transaction(&self, req: pb::EndTransactionRequest) -> Result<pb::EndTransactionResponse, Status> {
+    pub async fn end_transaction(
+        &self,
+        req: pb::EndTransactionRequest,
+    ) -> Result<pb::EndTransactionResponse, Status> {
         let decision = decision_from_pb(req.decision)?;
         if req.transaction_id.is_empty() {
             return Err(Status::invalid_argument("transaction id is empty"));
         }
         limits::validate_name("producer group", &req.group).map_err(Status::invalid_argument)?;
-        let source = if req.operator { DecisionSource::Operator } else { DecisionSource::Producer };
-        self.decide(req.transaction_id, req.group, decision, source).await
+        let source = if req.operator {
+            DecisionSource::Operator
+        } else {
+            DecisionSource::Producer
+        };
+        self.decide(req.transaction_id, req.group, decision, source)
+            .await
     }
 
     async fn decide(
@@ -111,10 +141,19 @@ impl TxnService {
         decision: Decision,
         source: DecisionSource,
     ) -> Result<pb::EndTransactionResponse, Status> {
-        let op = Operation::EndTransaction { txn_id, group, decision, source };
+        let op = Operation::EndTransaction {
+            txn_id,
+            group,
+            decision,
+            source,
+        };
         match self.proposer.write(op).await? {
             CommandResult::TxnDecided(o) => {
-                let message_id = o.position.as_ref().map(|p| p.message_id.clone()).unwrap_or_default();
+                let message_id = o
+                    .position
+                    .as_ref()
+                    .map(|p| p.message_id.clone())
+                    .unwrap_or_default();
                 Ok(pb::EndTransactionResponse {
                     transaction_id: o.txn_id,
                     state: o.state.as_str().into(),
@@ -130,11 +169,20 @@ impl TxnService {
     }
 
     pub fn list(&self, req: pb::ListTransactionsRequest) -> pb::ListTransactionsResponse {
-        let limit = if req.limit == 0 { 100 } else { req.limit.min(1000) } as usize;
+        let limit = if req.limit == 0 {
+            100
+        } else {
+            req.limit.min(1000)
+        } as usize;
         let group = (!req.group.is_empty()).then_some(req.group.as_str());
         let now = now_ms();
         pb::ListTransactionsResponse {
-            transactions: self.reader.pending_transactions(group, limit).iter().map(|r| transaction_info(r, now)).collect(),
+            transactions: self
+                .reader
+                .pending_transactions(group, limit)
+                .iter()
+                .map(|r| transaction_info(r, now))
+                .collect(),
             pending_total: self.reader.pending_transaction_count() as u64,
         }
     }
@@ -148,21 +196,38 @@ impl TxnService {
     }
 
     /// Opens a check channel: only on the leader (see the proto for the redirect).
-    pub async fn check_channel(&self, request: Request<Streaming<pb::CheckerMessage>>) -> Result<Response<CheckStream>, Status> {
+    pub async fn check_channel(
+        &self,
+        request: Request<Streaming<pb::CheckerMessage>>,
+    ) -> Result<Response<CheckStream>, Status> {
         if !self.raft.is_leader() {
             return Err(self.not_leader().await);
         }
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(REGISTER_TIMEOUT, inbound.next())
             .await
-            .map_err(|_| Status::deadline_exceeded("the first message of a check channel must register a producer group"))?;
+            .map_err(|_| {
+                Status::deadline_exceeded(
+                    "the first message of a check channel must register a producer group",
+                )
+            })?;
         let register = match first {
-            Some(Ok(pb::CheckerMessage { kind: Some(pb::checker_message::Kind::Register(r)) })) => r,
+            Some(Ok(pb::CheckerMessage {
+                kind: Some(pb::checker_message::Kind::Register(r)),
+            })) => r,
             Some(Err(s)) => return Err(s),
-            _ => return Err(Status::invalid_argument("the first message of a check channel must register a producer group")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message of a check channel must register a producer group",
+                ));
+            }
         };
-        limits::validate_name("producer group", &register.group).map_err(Status::invalid_argument)?;
-        let (key, checks) = self.checkers.register(&register.group).map_err(|e| Status::resource_exhausted(e.to_string()))?;
+        limits::validate_name("producer group", &register.group)
+            .map_err(Status::invalid_argument)?;
+        let (key, checks) = self
+            .checkers
+            .register(&register.group)
+            .map_err(|e| Status::resource_exhausted(e.to_string()))?;
         tracing::info!(group = %register.group, instance = %register.instance_id, "checker connected");
         let service = self.clone();
         tokio::spawn(async move {
@@ -177,20 +242,36 @@ impl TxnService {
     /// Turns answers into decisions (source `check`) until the instance disconnects.
     async fn read_answers(&self, group: &str, inbound: &mut Streaming<pb::CheckerMessage>) {
         while let Some(Ok(message)) = inbound.next().await {
-            let Some(pb::checker_message::Kind::Answer(answer)) = message.kind else { continue };
-            let Ok(decision) = decision_from_pb(answer.decision) else { continue };
+            let Some(pb::checker_message::Kind::Answer(answer)) = message.kind else {
+                continue;
+            };
+            let Ok(decision) = decision_from_pb(answer.decision) else {
+                continue;
+            };
             // An instance answers only for its own group; the state machine enforces it too.
-            let outcome = self.decide(answer.transaction_id.clone(), group.to_string(), decision, DecisionSource::Check).await;
+            let outcome = self
+                .decide(
+                    answer.transaction_id.clone(),
+                    group.to_string(),
+                    decision,
+                    DecisionSource::Check,
+                )
+                .await;
             match outcome {
-                Ok(o) => tracing::info!(txn = %o.transaction_id, state = %o.state, "check answered"),
-                Err(s) => tracing::info!(txn = %answer.transaction_id, "check answer not applied: {}", s.message()),
+                Ok(o) => {
+                    tracing::info!(txn = %o.transaction_id, state = %o.state, "check answered")
+                }
+                Err(s) => {
+                    tracing::info!(txn = %answer.transaction_id, "check answer not applied: {}", s.message())
+                }
             }
         }
     }
 
     /// UNAVAILABLE with the leader's client address, so the client can reconnect there.
     async fn not_leader(&self) -> Status {
-        let mut status = Status::unavailable("check channels are served by the leader; reconnect to it");
+        let mut status =
+            Status::unavailable("check channels are served by the leader; reconnect to it");
         if let Some(addr) = crate::status::leader_client_addr(&self.raft).await
             && let Ok(value) = addr.parse()
         {

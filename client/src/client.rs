@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
 use txmq_proto::client::txmq_client::TxmqClient;
 use txmq_proto::client::{
-    AddNodeRequest, ClusterStatusRequest, EndTransactionRequest, EndTransactionResponse, GetTransactionRequest,
-    ListTransactionsRequest, ListTransactionsResponse, SendHalfRequest, SendHalfResponse, TransactionInfo, ClusterStatusResponse, CreateTopicRequest,
-    DescribeTopicRequest, ListTopicsRequest, Message, ReadRequest, RemoveNodeRequest, SendRequest,
-    SendResponse, TopicInfo, TopicType,
+    AddNodeRequest, ClusterStatusRequest, ClusterStatusResponse, CreateTopicRequest,
+    DescribeTopicRequest, EndTransactionRequest, EndTransactionResponse, GetTransactionRequest,
+    ListTopicsRequest, ListTransactionsRequest, ListTransactionsResponse, Message, ReadRequest,
+    RemoveNodeRequest, SendHalfRequest, SendHalfResponse, SendRequest, SendResponse, TopicInfo,
+    TopicType, TransactionInfo,
 };
 
 use crate::error::ClientError;
@@ -109,9 +110,18 @@ impl Client {
         if let Some(i) = self.endpoints.iter().position(|e| e == addr) {
             return Ok(self.grpc(i));
         }
-        let uri = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
+        let uri = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
         let channel = Endpoint::from_shared(uri)
-            .map_err(|e| ClientError::new("invalid_argument", format!("'{addr}' is not an address: {e}")))?
+            .map_err(|e| {
+                ClientError::new(
+                    "invalid_argument",
+                    format!("'{addr}' is not an address: {e}"),
+                )
+            })?
             .connect_timeout(Duration::from_secs(2))
             .connect_lazy();
         Ok(TxmqClient::new(channel)
@@ -251,7 +261,10 @@ impl Client {
     }
 
     /// Decides a transaction. Safe to retry: a repeated decision is an idempotent success.
-    pub async fn end_transaction(&self, req: EndTransactionRequest) -> Result<EndTransactionResponse, ClientError> {
+    pub async fn end_transaction(
+        &self,
+        req: EndTransactionRequest,
+    ) -> Result<EndTransactionResponse, ClientError> {
         let resp = self
             .retrying(|mut c, t| {
                 let mut r = tonic::Request::new(req.clone());
@@ -262,10 +275,17 @@ impl Client {
         Ok(resp.into_inner())
     }
 
-    pub async fn list_transactions(&self, group: &str, limit: u32) -> Result<ListTransactionsResponse, ClientError> {
+    pub async fn list_transactions(
+        &self,
+        group: &str,
+        limit: u32,
+    ) -> Result<ListTransactionsResponse, ClientError> {
         let resp = self
             .retrying(|mut c, _| {
-                let r = ListTransactionsRequest { group: group.into(), limit };
+                let r = ListTransactionsRequest {
+                    group: group.into(),
+                    limit,
+                };
                 async move { c.list_transactions(r).await }
             })
             .await?;
@@ -275,7 +295,9 @@ impl Client {
     pub async fn get_transaction(&self, id: &str) -> Result<TransactionInfo, ClientError> {
         let resp = self
             .retrying(|mut c, _| {
-                let r = GetTransactionRequest { transaction_id: id.into() };
+                let r = GetTransactionRequest {
+                    transaction_id: id.into(),
+                };
                 async move { c.get_transaction(r).await }
             })
             .await?;

@@ -20,12 +20,15 @@ mod transaction;
 
 pub use client::{Client, ClientOptions};
 pub use error::ClientError;
-pub use transaction::{CheckerHandle, LocalTransactionState, TransactionChecker, TransactionProducer, TransactionResult};
+pub use transaction::{
+    CheckerHandle, LocalTransactionState, TransactionChecker, TransactionProducer,
+    TransactionResult,
+};
 pub use txmq_proto::client::{
-    CheckRequest, EndTransactionRequest, EndTransactionResponse, ListTransactionsResponse, SendHalfRequest,
-    SendHalfResponse, TransactionEvent, TransactionInfo,
-    AddNodeRequest, ClusterStatusResponse, Message, NodeStatus, QueueInfo, ReadRequest,
-    SendRequest, SendResponse, TopicInfo, TopicType,
+    AddNodeRequest, CheckRequest, ClusterStatusResponse, EndTransactionRequest,
+    EndTransactionResponse, ListTransactionsResponse, Message, NodeStatus, QueueInfo, ReadRequest,
+    SendHalfRequest, SendHalfResponse, SendRequest, SendResponse, TopicInfo, TopicType,
+    TransactionEvent, TransactionInfo,
 };
 
 /// Convenience constructors for requests.

@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use txmq_proto::client::{
-    CheckAnswer, CheckRequest, CheckerMessage, CheckerRegister, Decision, EndTransactionRequest, EndTransactionResponse,
-    SendHalfRequest, SendHalfResponse, checker_message,
+    CheckAnswer, CheckRequest, CheckerMessage, CheckerRegister, Decision, EndTransactionRequest,
+    EndTransactionResponse, SendHalfRequest, SendHalfResponse, checker_message,
 };
 
 use crate::{Client, ClientError};
@@ -64,7 +64,10 @@ pub struct TransactionProducer {
 
 impl TransactionProducer {
     pub fn new(client: Client, group: impl Into<String>) -> Self {
-        Self { client, group: group.into() }
+        Self {
+            client,
+            group: group.into(),
+        }
     }
 
     pub fn group(&self) -> &str {
@@ -73,14 +76,22 @@ impl TransactionProducer {
 
     /// Stores a half message. `check_delay` asks for a later first check than the server's
     /// default (capped at 1h by the server).
-    pub async fn send_half(&self, mut request: SendHalfRequest, check_delay: Option<Duration>) -> Result<SendHalfResponse, ClientError> {
+    pub async fn send_half(
+        &self,
+        mut request: SendHalfRequest,
+        check_delay: Option<Duration>,
+    ) -> Result<SendHalfResponse, ClientError> {
         request.group = self.group.clone();
         request.check_delay_ms = check_delay.map(|d| d.as_millis() as u64).unwrap_or(0);
         self.client.send_half(request).await
     }
 
     /// Decides a transaction of this group.
-    pub async fn end(&self, transaction_id: &str, state: LocalTransactionState) -> Result<EndTransactionResponse, ClientError> {
+    pub async fn end(
+        &self,
+        transaction_id: &str,
+        state: LocalTransactionState,
+    ) -> Result<EndTransactionResponse, ClientError> {
         let request = EndTransactionRequest {
             transaction_id: transaction_id.into(),
             group: self.group.clone(),
@@ -93,7 +104,11 @@ impl TransactionProducer {
     /// Half message → `local_transaction` → decision. If the decision cannot be delivered the
     /// error is logged and the broker's check-back finishes the job; the half message is never
     /// lost and never delivered unless committed.
-    pub async fn send_in_transaction<F, Fut>(&self, request: SendHalfRequest, local_transaction: F) -> Result<TransactionResult, ClientError>
+    pub async fn send_in_transaction<F, Fut>(
+        &self,
+        request: SendHalfRequest,
+        local_transaction: F,
+    ) -> Result<TransactionResult, ClientError>
     where
         F: FnOnce(SendHalfResponse) -> Fut,
         Fut: Future<Output = LocalTransactionState>,
@@ -110,13 +125,26 @@ impl TransactionProducer {
                 }
             },
         };
-        Ok(TransactionResult { half, local_state, end })
+        Ok(TransactionResult {
+            half,
+            local_state,
+            end,
+        })
     }
 
     /// Starts answering check-backs for this group in the background until the handle is
     /// dropped or stopped.
-    pub fn start_checker<C: TransactionChecker>(&self, checker: Arc<C>, instance_id: impl Into<String>) -> CheckerHandle {
-        let task = tokio::spawn(run_checker(self.client.clone(), self.group.clone(), instance_id.into(), checker));
+    pub fn start_checker<C: TransactionChecker>(
+        &self,
+        checker: Arc<C>,
+        instance_id: impl Into<String>,
+    ) -> CheckerHandle {
+        let task = tokio::spawn(run_checker(
+            self.client.clone(),
+            self.group.clone(),
+            instance_id.into(),
+            checker,
+        ));
         CheckerHandle { task }
     }
 }
@@ -136,7 +164,12 @@ impl Drop for CheckerHandle {
     }
 }
 
-async fn run_checker<C: TransactionChecker>(client: Client, group: String, instance_id: String, checker: Arc<C>) {
+async fn run_checker<C: TransactionChecker>(
+    client: Client,
+    group: String,
+    instance_id: String,
+    checker: Arc<C>,
+) {
     let mut leader_hint: Option<String> = None;
     let mut attempt = 0usize;
     loop {
@@ -172,11 +205,21 @@ async fn serve_checks<C: TransactionChecker>(
 ) -> Result<(), tonic::Status> {
     let (tx, rx) = mpsc::channel::<CheckerMessage>(64);
     let register = CheckerMessage {
-        kind: Some(checker_message::Kind::Register(CheckerRegister { group: group.into(), instance_id: instance_id.into() })),
+        kind: Some(checker_message::Kind::Register(CheckerRegister {
+            group: group.into(),
+            instance_id: instance_id.into(),
+        })),
     };
-    tx.send(register).await.map_err(|_| tonic::Status::internal("check channel closed"))?;
-    let mut grpc = client.grpc_for(target).map_err(|e| tonic::Status::invalid_argument(e.message))?;
-    let mut checks = grpc.check_channel(ReceiverStream::new(rx)).await?.into_inner();
+    tx.send(register)
+        .await
+        .map_err(|_| tonic::Status::internal("check channel closed"))?;
+    let mut grpc = client
+        .grpc_for(target)
+        .map_err(|e| tonic::Status::invalid_argument(e.message))?;
+    let mut checks = grpc
+        .check_channel(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
     tracing::info!(%target, %group, "check channel open");
     while let Some(request) = checks.next().await {
         let request = request?;

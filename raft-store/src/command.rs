@@ -26,12 +26,32 @@ impl fmt::Display for Command {
                 write!(f, "publish({topic}, {} messages)", messages.len())
             }
             Operation::RetireNode { id } => write!(f, "retire_node({id})"),
-            Operation::HalfMessage { topic, group, .. } => write!(f, "half_message({topic}, {group})"),
-            Operation::EndTransaction { txn_id, decision, source, .. } => {
-                write!(f, "end_transaction({txn_id}, {}, {})", decision.as_str(), source.as_str())
+            Operation::HalfMessage { topic, group, .. } => {
+                write!(f, "half_message({topic}, {group})")
             }
-            Operation::TxnTimers { checks, expirations } => {
-                write!(f, "txn_timers({} checks, {} expirations)", checks.len(), expirations.len())
+            Operation::EndTransaction {
+                txn_id,
+                decision,
+                source,
+                ..
+            } => {
+                write!(
+                    f,
+                    "end_transaction({txn_id}, {}, {})",
+                    decision.as_str(),
+                    source.as_str()
+                )
+            }
+            Operation::TxnTimers {
+                checks,
+                expirations,
+            } => {
+                write!(
+                    f,
+                    "txn_timers({} checks, {} expirations)",
+                    checks.len(),
+                    expirations.len()
+                )
             }
         }
     }

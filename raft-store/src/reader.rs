@@ -83,7 +83,13 @@ impl StateReader {
 
     /// Pending transactions due at `now_ms` (the scheduler's input; cost ∝ number due).
     pub fn due_transactions(&self, now_ms: u64, limit: usize) -> Vec<TxnRecord> {
-        self.shared.read_state().transactions.due(now_ms, limit).into_iter().cloned().collect()
+        self.shared
+            .read_state()
+            .transactions
+            .due(now_ms, limit)
+            .into_iter()
+            .cloned()
+            .collect()
     }
 
     pub fn is_retired(&self, node_id: u64) -> bool {

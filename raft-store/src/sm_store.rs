@@ -288,7 +288,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_log_id: last,
             last_membership: self.applied.membership.clone(),
         };
-        let header = SnapshotHeader { format_version: FORMAT_VERSION, meta: meta.clone(), applied: self.applied.clone() };
+        let header = SnapshotHeader {
+            format_version: FORMAT_VERSION,
+            meta: meta.clone(),
+            applied: self.applied.clone(),
+        };
         let tree = self.shared.tree.clone();
         let dir = self.snapshot_dir.clone();
         let state = std::mem::take(&mut self.state);

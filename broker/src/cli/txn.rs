@@ -5,8 +5,8 @@ use std::sync::Arc;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 use txmq_client::{
-    CheckRequest, Client, ClientError, EndTransactionRequest, LocalTransactionState, SendHalfRequest, TransactionChecker,
-    TransactionInfo, TransactionProducer,
+    CheckRequest, Client, ClientError, EndTransactionRequest, LocalTransactionState,
+    SendHalfRequest, TransactionChecker, TransactionInfo, TransactionProducer,
 };
 
 use super::Output;
@@ -120,7 +120,13 @@ pub async fn run(client: &Client, cmd: TxnCommand, out: Output) -> Result<(), Cl
                 for t in &list.transactions {
                     s.push_str(&format!(
                         "\n{}\t{}\t{}\t{}\tchecks {}/{}\tage {:.1}s",
-                        t.transaction_id, t.group, t.topic, t.state, t.check_count, t.max_checks, t.age_seconds
+                        t.transaction_id,
+                        t.group,
+                        t.topic,
+                        t.state,
+                        t.check_count,
+                        t.max_checks,
+                        t.age_seconds
                     ));
                 }
                 s
@@ -130,7 +136,10 @@ pub async fn run(client: &Client, cmd: TxnCommand, out: Output) -> Result<(), Cl
         TxnCommand::Show { transaction_id } => {
             let t = client.get_transaction(&transaction_id).await?;
             out.print(&txn_json(&t), || {
-                let mut s = format!("{} {} ({}) group {} topic {}", t.transaction_id, t.state, t.reason, t.group, t.topic);
+                let mut s = format!(
+                    "{} {} ({}) group {} topic {}",
+                    t.transaction_id, t.state, t.reason, t.group, t.topic
+                );
                 for e in &t.history {
                     s.push_str(&format!("\n  {} {}", e.at_ms, e.description));
                 }
@@ -173,7 +182,9 @@ async fn send(client: &Client, args: TxnSendArgs, out: Output) -> Result<(), Cli
         properties: args.properties.into_iter().collect(),
         ..Default::default()
     };
-    let half = producer.send_half(request, args.check_delay.map(|d| d.0)).await?;
+    let half = producer
+        .send_half(request, args.check_delay.map(|d| d.0))
+        .await?;
     let decision = match args.decide {
         DecideArg::Commit => Some(LocalTransactionState::Commit),
         DecideArg::Rollback => Some(LocalTransactionState::Rollback),
@@ -184,7 +195,10 @@ async fn send(client: &Client, args: TxnSendArgs, out: Output) -> Result<(), Cli
         Some(d) => Some(producer.end(&half.transaction_id, d).await?),
         None => None,
     };
-    let state = end.as_ref().map(|e| e.state.clone()).unwrap_or_else(|| "pending".into());
+    let state = end
+        .as_ref()
+        .map(|e| e.state.clone())
+        .unwrap_or_else(|| "pending".into());
     let doc = json!({
         "transaction_id": half.transaction_id,
         "message_id": half.message_id,
@@ -193,7 +207,12 @@ async fn send(client: &Client, args: TxnSendArgs, out: Output) -> Result<(), Cli
         "queue": end.as_ref().and_then(|e| e.queue),
         "offset": end.as_ref().and_then(|e| e.offset),
     });
-    out.print(&doc, || format!("transaction {} ({}) is {state}", half.transaction_id, half.message_id));
+    out.print(&doc, || {
+        format!(
+            "transaction {} ({}) is {state}",
+            half.transaction_id, half.message_id
+        )
+    });
     Ok(())
 }
 
@@ -218,8 +237,14 @@ async fn end(client: &Client, args: TxnEndArgs, out: Output) -> Result<(), Clien
         "queue": r.queue,
         "offset": r.offset,
     });
-    let again = if r.repeated { " (already decided so)" } else { "" };
-    out.print(&doc, || format!("transaction {} is {}{again}", r.transaction_id, r.state));
+    let again = if r.repeated {
+        " (already decided so)"
+    } else {
+        ""
+    };
+    out.print(&doc, || {
+        format!("transaction {} is {}{again}", r.transaction_id, r.state)
+    });
     Ok(())
 }
 
@@ -237,7 +262,12 @@ impl TransactionChecker for FixedAnswer {
             LocalTransactionState::Unknown => "unknown",
         };
         let doc = json!({"transaction_id": request.transaction_id, "answer": answer, "attempt": request.attempt});
-        self.out.print(&doc, || format!("check {} of {}: answered {answer}", request.attempt, request.transaction_id));
+        self.out.print(&doc, || {
+            format!(
+                "check {} of {}: answered {answer}",
+                request.attempt, request.transaction_id
+            )
+        });
         self.answer
     }
 }

@@ -43,15 +43,38 @@ impl BrokerState {
             Operation::Publish { topic, messages } => {
                 self.publish(log_index, command.time_ms, topic, messages, batch)?
             }
-            Operation::HalfMessage { topic, group, message, timing } => {
-                self.half_message(log_index, command.time_ms, topic, group, message, *timing, batch)?
-            }
-            Operation::EndTransaction { txn_id, group, decision, source } => {
-                self.end_transaction(log_index, command.time_ms, txn_id, group, *decision, *source, batch)?
-            }
-            Operation::TxnTimers { checks, expirations } => {
-                self.txn_timers(log_index, command.time_ms, checks, expirations, batch)?
-            }
+            Operation::HalfMessage {
+                topic,
+                group,
+                message,
+                timing,
+            } => self.half_message(
+                log_index,
+                command.time_ms,
+                topic,
+                group,
+                message,
+                *timing,
+                batch,
+            )?,
+            Operation::EndTransaction {
+                txn_id,
+                group,
+                decision,
+                source,
+            } => self.end_transaction(
+                log_index,
+                command.time_ms,
+                txn_id,
+                group,
+                *decision,
+                *source,
+                batch,
+            )?,
+            Operation::TxnTimers {
+                checks,
+                expirations,
+            } => self.txn_timers(log_index, command.time_ms, checks, expirations, batch)?,
             Operation::RetireNode { id } => {
                 self.retired_nodes.insert(*id);
                 batch.put(keys::retired_key(*id), Vec::new());
@@ -159,7 +182,11 @@ impl BrokerState {
         for id in &self.retired_nodes {
             rows.push((keys::retired_key(*id).to_vec(), Vec::new()));
         }
-        for record in self.transactions.pending().chain(self.transactions.decided()) {
+        for record in self
+            .transactions
+            .pending()
+            .chain(self.transactions.decided())
+        {
             rows.push((keys::txn_key(&record.id), codec::encode(record)?));
         }
         Ok(rows)
@@ -168,8 +195,9 @@ impl BrokerState {
     /// Restores transactions from their rows (any order): decided ones are re-ordered by the
     /// log index of their decision so the bounded window is the same as on every replica.
     pub fn restore_transactions(&mut self, records: Vec<TxnRecord>) {
-        let (pending, mut decided): (Vec<_>, Vec<_>) =
-            records.into_iter().partition(|r| r.state == super::TxnState::Pending);
+        let (pending, mut decided): (Vec<_>, Vec<_>) = records
+            .into_iter()
+            .partition(|r| r.state == super::TxnState::Pending);
         decided.sort_by_key(|r| r.decided_index);
         for r in pending {
             self.transactions.insert_pending(r);

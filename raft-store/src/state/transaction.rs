@@ -92,9 +92,17 @@ pub struct TxnTiming {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnEventKind {
     HalfStored,
-    CheckSent { attempt: u32 },
-    Answered { decision: Decision, source: DecisionSource },
-    Decided { state: TxnState, source: DecisionSource },
+    CheckSent {
+        attempt: u32,
+    },
+    Answered {
+        decision: Decision,
+        source: DecisionSource,
+    },
+    Decided {
+        state: TxnState,
+        source: DecisionSource,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,7 +130,9 @@ impl TxnEvent {
             TxnEventKind::Answered { decision, source } => {
                 format!("{} answered {}", source.as_str(), decision.as_str())
             }
-            TxnEventKind::Decided { state, source } => format!("{} by {}", state.as_str(), source.as_str()),
+            TxnEventKind::Decided { state, source } => {
+                format!("{} by {}", state.as_str(), source.as_str())
+            }
         }
     }
 }
@@ -173,16 +183,32 @@ impl TxnRecord {
     /// Invariants of a record.
     pub fn check_invariants(&self) {
         assert!(self.history.len() <= MAX_HISTORY, "txn {}", self.id);
-        assert!(self.check_count <= self.timing.max_checks, "txn {}: too many checks", self.id);
+        assert!(
+            self.check_count <= self.timing.max_checks,
+            "txn {}: too many checks",
+            self.id
+        );
         match self.state {
             TxnState::Pending => {
-                assert!(self.message.is_some() && self.reason.is_none() && self.position.is_none(), "txn {}", self.id)
+                assert!(
+                    self.message.is_some() && self.reason.is_none() && self.position.is_none(),
+                    "txn {}",
+                    self.id
+                )
             }
             TxnState::Committed => {
-                assert!(self.message.is_none() && self.reason.is_some() && self.position.is_some(), "txn {}", self.id)
+                assert!(
+                    self.message.is_none() && self.reason.is_some() && self.position.is_some(),
+                    "txn {}",
+                    self.id
+                )
             }
             TxnState::RolledBack => {
-                assert!(self.message.is_none() && self.reason.is_some() && self.position.is_none(), "txn {}", self.id)
+                assert!(
+                    self.message.is_none() && self.reason.is_some() && self.position.is_none(),
+                    "txn {}",
+                    self.id
+                )
             }
         }
     }

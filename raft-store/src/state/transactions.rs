@@ -56,7 +56,11 @@ impl Transactions {
     }
 
     /// Changes a pending transaction, keeping the deadline index right.
-    pub fn update_pending<R>(&mut self, id: &str, change: impl FnOnce(&mut TxnRecord) -> R) -> Option<R> {
+    pub fn update_pending<R>(
+        &mut self,
+        id: &str,
+        change: impl FnOnce(&mut TxnRecord) -> R,
+    ) -> Option<R> {
         let record = self.pending.get_mut(id)?;
         self.due.remove(&(record.due_ms(), record.id.clone()));
         let out = change(record);
@@ -86,9 +90,16 @@ impl Transactions {
 
     /// Invariants: the index holds exactly the pending ids at their due times.
     pub fn check_invariants(&self) {
-        assert_eq!(self.due.len(), self.pending.len(), "deadline index out of step");
+        assert_eq!(
+            self.due.len(),
+            self.pending.len(),
+            "deadline index out of step"
+        );
         for (at, id) in &self.due {
-            let record = self.pending.get(id).expect("indexed transaction is pending");
+            let record = self
+                .pending
+                .get(id)
+                .expect("indexed transaction is pending");
             assert_eq!(*at, record.due_ms(), "txn {id} indexed at the wrong time");
         }
         assert_eq!(self.decided.len(), self.decided_order.len());

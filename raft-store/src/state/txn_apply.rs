@@ -13,7 +13,9 @@ use super::message::{StoredMessage, message_id};
 use super::transaction::{Decision, DecisionSource, TxnEventKind, TxnRecord, TxnState, TxnTiming};
 use super::{BrokerState, WriteBatch};
 use crate::codec::{self, CodecError};
-use crate::command::{CommandResult, MessagePosition, NewMessage, Rejection, TopicKind, TxnOutcome};
+use crate::command::{
+    CommandResult, MessagePosition, NewMessage, Rejection, TopicKind, TxnOutcome,
+};
 use crate::keys;
 use crate::limits;
 
@@ -37,10 +39,14 @@ impl BrokerState {
             return Ok(CommandResult::Rejected(Rejection::Invalid(why)));
         }
         if timing.max_checks == 0 || timing.check_interval_ms == 0 {
-            return Ok(CommandResult::Rejected(Rejection::Invalid("invalid transaction timing".into())));
+            return Ok(CommandResult::Rejected(Rejection::Invalid(
+                "invalid transaction timing".into(),
+            )));
         }
         let Some(meta) = self.topics.get(topic) else {
-            return Ok(CommandResult::Rejected(Rejection::UnknownTopic(topic.to_string())));
+            return Ok(CommandResult::Rejected(Rejection::UnknownTopic(
+                topic.to_string(),
+            )));
         };
         if meta.kind != TopicKind::Transaction {
             return Ok(CommandResult::Rejected(Rejection::WrongTopicType {
@@ -69,7 +75,10 @@ impl BrokerState {
         };
         record.record(now_ms, TxnEventKind::HalfStored);
         batch.put(keys::txn_key(&record.id), codec::encode(&record)?);
-        let result = CommandResult::HalfAccepted { txn_id: record.id.clone(), message_id: record.message_id.clone() };
+        let result = CommandResult::HalfAccepted {
+            txn_id: record.id.clone(),
+            message_id: record.message_id.clone(),
+        };
         self.transactions.insert_pending(record);
         Ok(result)
     }
@@ -85,7 +94,9 @@ impl BrokerState {
         batch: &mut WriteBatch,
     ) -> Result<CommandResult, CodecError> {
         let Some(record) = self.transactions.get(txn_id) else {
-            return Ok(CommandResult::Rejected(Rejection::UnknownTransaction(txn_id.to_string())));
+            return Ok(CommandResult::Rejected(Rejection::UnknownTransaction(
+                txn_id.to_string(),
+            )));
         };
         if record.group != group {
             return Ok(CommandResult::Rejected(Rejection::WrongGroup {
@@ -99,12 +110,28 @@ impl BrokerState {
         }
         match decision {
             Decision::Unknown => {
-                self.transactions.update_pending(txn_id, |r| r.record(now_ms, TxnEventKind::Answered { decision, source }));
+                self.transactions.update_pending(txn_id, |r| {
+                    r.record(now_ms, TxnEventKind::Answered { decision, source })
+                });
                 self.write_txn(txn_id, batch)?;
                 Ok(CommandResult::TxnDecided(self.outcome(txn_id, false)))
             }
-            Decision::Commit => self.decide(log_index, now_ms, txn_id, TxnState::Committed, source, batch),
-            Decision::Rollback => self.decide(log_index, now_ms, txn_id, TxnState::RolledBack, source, batch),
+            Decision::Commit => self.decide(
+                log_index,
+                now_ms,
+                txn_id,
+                TxnState::Committed,
+                source,
+                batch,
+            ),
+            Decision::Rollback => self.decide(
+                log_index,
+                now_ms,
+                txn_id,
+                TxnState::RolledBack,
+                source,
+                batch,
+            ),
         }
     }
 
@@ -120,13 +147,20 @@ impl BrokerState {
         let mut recorded = Vec::new();
         for id in checks {
             let attempt = self.transactions.update_pending(id, |r| {
-                let due = r.next_check_ms <= now_ms && r.check_count < r.timing.max_checks && now_ms < r.deadline_ms;
+                let due = r.next_check_ms <= now_ms
+                    && r.check_count < r.timing.max_checks
+                    && now_ms < r.deadline_ms;
                 if !due {
                     return None;
                 }
                 r.check_count += 1;
                 r.next_check_ms = now_ms.saturating_add(r.timing.check_interval_ms);
-                r.record(now_ms, TxnEventKind::CheckSent { attempt: r.check_count });
+                r.record(
+                    now_ms,
+                    TxnEventKind::CheckSent {
+                        attempt: r.check_count,
+                    },
+                );
                 Some(r.check_count)
             });
             if let Some(Some(attempt)) = attempt {
@@ -136,12 +170,18 @@ impl BrokerState {
         }
         let mut rolled_back = Vec::new();
         for id in expirations {
-            let Some(record) = self.transactions.get(id).filter(|r| r.state == TxnState::Pending) else {
+            let Some(record) = self
+                .transactions
+                .get(id)
+                .filter(|r| r.state == TxnState::Pending)
+            else {
                 continue;
             };
             let reason = if now_ms >= record.deadline_ms {
                 DecisionSource::Timeout
-            } else if record.check_count >= record.timing.max_checks && now_ms >= record.next_check_ms {
+            } else if record.check_count >= record.timing.max_checks
+                && now_ms >= record.next_check_ms
+            {
                 DecisionSource::CheckExhausted
             } else {
                 continue; // not expired at this entry's time: a stale proposal does nothing
@@ -149,7 +189,10 @@ impl BrokerState {
             self.decide(log_index, now_ms, id, TxnState::RolledBack, reason, batch)?;
             rolled_back.push((id.clone(), reason));
         }
-        Ok(CommandResult::TimersApplied { checks: recorded, rolled_back })
+        Ok(CommandResult::TimersApplied {
+            checks: recorded,
+            rolled_back,
+        })
     }
 
     fn decide(
@@ -170,11 +213,14 @@ impl BrokerState {
             (r.message.take(), r.topic.clone(), r.message_id.clone())
         });
         let Some((message, topic, message_id)) = taken else {
-            return Ok(CommandResult::Rejected(Rejection::UnknownTransaction(txn_id.to_string())));
+            return Ok(CommandResult::Rejected(Rejection::UnknownTransaction(
+                txn_id.to_string(),
+            )));
         };
         if state == TxnState::Committed {
             let position = self.append_committed(now_ms, &topic, message_id, message, batch)?;
-            self.transactions.update_pending(txn_id, |r| r.position = Some(position));
+            self.transactions
+                .update_pending(txn_id, |r| r.position = Some(position));
         }
         self.write_txn(txn_id, batch)?;
         if let Some(evicted) = self.transactions.mark_decided(txn_id) {
@@ -194,7 +240,10 @@ impl BrokerState {
     ) -> Result<MessagePosition, CodecError> {
         // The topic cannot disappear (topics are never deleted) and the message is present
         // while pending (record invariant); both are asserted rather than guessed around.
-        let meta = self.topics.get_mut(topic).expect("transaction topic exists");
+        let meta = self
+            .topics
+            .get_mut(topic)
+            .expect("transaction topic exists");
         let message = message.expect("a pending transaction holds its half message");
         let queue = meta.pick_queue(&message.key);
         let offset = meta.take_offset(queue);
@@ -206,9 +255,16 @@ impl BrokerState {
             properties: message.properties,
             born_at_ms: now_ms,
         };
-        batch.put(keys::message_key(meta.id, queue, offset), codec::encode(&stored)?);
+        batch.put(
+            keys::message_key(meta.id, queue, offset),
+            codec::encode(&stored)?,
+        );
         batch.put(keys::topic_key(topic), codec::encode(meta)?);
-        Ok(MessagePosition { message_id, queue, offset })
+        Ok(MessagePosition {
+            message_id,
+            queue,
+            offset,
+        })
     }
 
     fn write_txn(&self, txn_id: &str, batch: &mut WriteBatch) -> Result<(), CodecError> {
@@ -249,7 +305,11 @@ fn repeat_or_conflict(record: &TxnRecord, decision: Decision) -> CommandResult {
     CommandResult::Rejected(Rejection::ConflictingDecision {
         txn_id: record.id.clone(),
         existing: record.state,
-        reason: record.reason.map(|r| r.as_str()).unwrap_or("unknown").to_string(),
+        reason: record
+            .reason
+            .map(|r| r.as_str())
+            .unwrap_or("unknown")
+            .to_string(),
         requested: decision.as_str().to_string(),
     })
 }
