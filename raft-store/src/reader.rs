@@ -166,6 +166,7 @@ impl StateReader {
             keys::TOPIC_PREFIX,
             keys::MESSAGE_PREFIX,
             keys::RETIRED_PREFIX,
+            keys::TXN_PREFIX,
         ] {
             for item in self.shared.tree.scan_prefix([prefix]) {
                 let (k, v) = item.map_err(io::Error::other)?;

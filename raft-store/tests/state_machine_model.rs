@@ -63,7 +63,8 @@ impl Model {
                 }
                 CommandResult::Published(Vec::new())
             }
-            Operation::RetireNode { .. } => CommandResult::Nothing,
+            // Transactions have their own model (transaction_model.rs); not generated here.
+            _ => CommandResult::Nothing,
         }
     }
 }

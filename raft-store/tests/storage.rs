@@ -9,6 +9,7 @@ use openraft::storage::{RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::type_config::TypeConfigExt;
 use openraft::{EntryPayload, StorageError};
+use txmq_raft_store::state::{Decision, DecisionSource, TxnTiming};
 use txmq_raft_store::types::alias::Entry;
 use txmq_raft_store::{
     Command, LogStore, NewMessage, Operation, StateMachineStore, Storage, StorageConfig, TopicKind,
@@ -78,8 +79,52 @@ fn workload() -> Vec<Entry> {
             },
         ));
     }
+    // Transactions: three half messages, one committed, one rolled back, one left pending.
+    let spec = TopicSpec {
+        name: "pay".into(),
+        kind: TopicKind::Transaction,
+        queues: 2,
+        retention_ms: 1,
+        retention_bytes: 0,
+    };
+    entries.push(entry(202, Operation::CreateTopic(spec)));
+    let timing = TxnTiming {
+        first_check_delay_ms: 1000,
+        check_interval_ms: 1000,
+        max_checks: 3,
+        max_lifetime_ms: 100_000,
+    };
+    for i in 0..3u64 {
+        let message = NewMessage {
+            key: String::new(),
+            tag: String::new(),
+            body: vec![i as u8; 10],
+            properties: BTreeMap::new(),
+        };
+        entries.push(entry(
+            203 + i,
+            Operation::HalfMessage {
+                topic: "pay".into(),
+                group: "g".into(),
+                message,
+                timing,
+            },
+        ));
+    }
+    for (i, decision) in [(0u64, Decision::Commit), (1, Decision::Rollback)] {
+        let txn_id = format!("T{:016X}", 203 + i);
+        let op = Operation::EndTransaction {
+            txn_id,
+            group: "g".into(),
+            decision,
+            source: DecisionSource::Producer,
+        };
+        entries.push(entry(206 + i, op));
+    }
     entries
 }
+
+const LAST_INDEX: u64 = 207;
 
 async fn apply_all(sm: &mut StateMachineStore, entries: Vec<Entry>) -> Result<()> {
     let stream = futures::stream::iter(entries.into_iter().map(|e| Ok((e, None))));
@@ -104,6 +149,18 @@ async fn replaying_the_same_log_gives_the_same_state() -> Result<()> {
     let mut s3 = open(d3.path())?;
     let mut other = workload();
     other.truncate(150);
+    let mut undecided = workload();
+    undecided.pop();
+    let d4 = tempfile::tempdir()?;
+    let mut s4 = open(d4.path())?;
+    apply_all(&mut s4.state_machine, undecided).await?;
+    let t204 = format!("T{:016X}", 204u64);
+    ensure!(
+        s1.reader.content_digest()? != s4.reader.content_digest()?,
+        "a decision must change the digest: {:?} vs {:?}",
+        s1.reader.transaction(&t204).map(|t| t.state),
+        s4.reader.transaction(&t204).map(|t| t.state)
+    );
     apply_all(&mut s3.state_machine, other).await?;
     ensure!(s1.reader.content_digest()? != s3.reader.content_digest()?);
     Ok(())
@@ -116,7 +173,7 @@ async fn snapshot_round_trip_reproduces_the_state() -> Result<()> {
     apply_all(&mut source.state_machine, workload()).await?;
     let mut builder = source.state_machine.get_snapshot_builder().await;
     let snapshot = builder.build_snapshot().await?;
-    ensure!(snapshot.meta.last_log_id.map(|l| l.index) == Some(201));
+    ensure!(snapshot.meta.last_log_id.map(|l| l.index) == Some(LAST_INDEX));
 
     // Install into a node that has some unrelated state, which must be replaced entirely.
     let mut target = open(d2.path())?;
@@ -130,10 +187,24 @@ async fn snapshot_round_trip_reproduces_the_state() -> Result<()> {
     ensure!(source.reader.content_digest()? == target.reader.content_digest()?);
     ensure!(source.reader.topics() == target.reader.topics());
     let (applied, _) = target.state_machine.applied_state().await?;
-    ensure!(applied.map(|l| l.index) == Some(201));
+    ensure!(applied.map(|l| l.index) == Some(LAST_INDEX));
     let a = source.reader.read("a", Some(1), 0, 1000)?;
     let b = target.reader.read("a", Some(1), 0, 1000)?;
     ensure!(!a.is_empty() && a == b);
+    // Transactions travel in the snapshot too: the pending one is still pending and due.
+    let pending = target.reader.pending_transactions(None, 10);
+    ensure!(
+        pending.len() == 1 && pending[0].id == format!("T{:016X}", 205u64),
+        "{pending:?}"
+    );
+    ensure!(target.reader.due_transactions(u64::MAX, 10).len() == 1);
+    ensure!(
+        target
+            .reader
+            .transaction(&format!("T{:016X}", 203u64))
+            .is_some_and(|t| t.position.is_some())
+    );
+    ensure!(target.reader.read("pay", None, 0, 10)?.len() == 1);
 
     // The installed snapshot is kept and can be served onwards.
     let current = target.state_machine.get_current_snapshot().await?;
@@ -157,8 +228,12 @@ async fn state_and_log_survive_reopening() -> Result<()> {
     };
     let mut s = open(dir.path())?;
     ensure!(s.reader.content_digest()? == digest);
+    ensure!(
+        s.reader.pending_transactions(None, 10).len() == 1,
+        "pending transaction lost on reopen"
+    );
     let state = s.log.get_log_state().await?;
-    ensure!(state.last_log_id.map(|l| l.index) == Some(201));
+    ensure!(state.last_log_id.map(|l| l.index) == Some(LAST_INDEX));
     Ok(())
 }
 
