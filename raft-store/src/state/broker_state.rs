@@ -36,6 +36,10 @@ impl BrokerState {
         command: &Command,
         batch: &mut WriteBatch,
     ) -> Result<CommandResult, CodecError> {
+        let at = super::txn_apply::At {
+            index: log_index,
+            now_ms: command.time_ms,
+        };
         let result = match &command.op {
             Operation::CreateTopic(spec) => {
                 self.create_topic(log_index, command.time_ms, spec, batch)?
@@ -48,33 +52,17 @@ impl BrokerState {
                 group,
                 message,
                 timing,
-            } => self.half_message(
-                log_index,
-                command.time_ms,
-                topic,
-                group,
-                message,
-                *timing,
-                batch,
-            )?,
+            } => self.half_message(at, topic, group, message, *timing, batch)?,
             Operation::EndTransaction {
                 txn_id,
                 group,
                 decision,
                 source,
-            } => self.end_transaction(
-                log_index,
-                command.time_ms,
-                txn_id,
-                group,
-                *decision,
-                *source,
-                batch,
-            )?,
+            } => self.end_transaction(at, txn_id, group, *decision, *source, batch)?,
             Operation::TxnTimers {
                 checks,
                 expirations,
-            } => self.txn_timers(log_index, command.time_ms, checks, expirations, batch)?,
+            } => self.txn_timers(at, checks, expirations, batch)?,
             Operation::RetireNode { id } => {
                 self.retired_nodes.insert(*id);
                 batch.put(keys::retired_key(*id), Vec::new());

@@ -19,6 +19,13 @@ use crate::command::{
 use crate::keys;
 use crate::limits;
 
+/// Where and when an entry applies: its log index and the leader's time stamped into it.
+#[derive(Debug, Clone, Copy)]
+pub struct At {
+    pub index: u64,
+    pub now_ms: u64,
+}
+
 /// A transaction id: the log index of its half message, as hex with a `T` prefix.
 pub fn txn_id(log_index: u64) -> String {
     format!("T{log_index:016X}")
@@ -27,14 +34,17 @@ pub fn txn_id(log_index: u64) -> String {
 impl BrokerState {
     pub(super) fn half_message(
         &mut self,
-        log_index: u64,
-        now_ms: u64,
+        at: At,
         topic: &str,
         group: &str,
         message: &NewMessage,
         timing: TxnTiming,
         batch: &mut WriteBatch,
     ) -> Result<CommandResult, CodecError> {
+        let At {
+            index: log_index,
+            now_ms,
+        } = at;
         if let Err(why) = limits::validate_name("producer group", group) {
             return Ok(CommandResult::Rejected(Rejection::Invalid(why)));
         }
@@ -85,14 +95,14 @@ impl BrokerState {
 
     pub(super) fn end_transaction(
         &mut self,
-        log_index: u64,
-        now_ms: u64,
+        at: At,
         txn_id: &str,
         group: &str,
         decision: Decision,
         source: DecisionSource,
         batch: &mut WriteBatch,
     ) -> Result<CommandResult, CodecError> {
+        let now_ms = at.now_ms;
         let Some(record) = self.transactions.get(txn_id) else {
             return Ok(CommandResult::Rejected(Rejection::UnknownTransaction(
                 txn_id.to_string(),
@@ -116,34 +126,20 @@ impl BrokerState {
                 self.write_txn(txn_id, batch)?;
                 Ok(CommandResult::TxnDecided(self.outcome(txn_id, false)))
             }
-            Decision::Commit => self.decide(
-                log_index,
-                now_ms,
-                txn_id,
-                TxnState::Committed,
-                source,
-                batch,
-            ),
-            Decision::Rollback => self.decide(
-                log_index,
-                now_ms,
-                txn_id,
-                TxnState::RolledBack,
-                source,
-                batch,
-            ),
+            Decision::Commit => self.decide(at, txn_id, TxnState::Committed, source, batch),
+            Decision::Rollback => self.decide(at, txn_id, TxnState::RolledBack, source, batch),
         }
     }
 
     /// Applies the scheduler's proposal. Each item is re-validated against `now_ms`.
     pub(super) fn txn_timers(
         &mut self,
-        log_index: u64,
-        now_ms: u64,
+        at: At,
         checks: &[String],
         expirations: &[String],
         batch: &mut WriteBatch,
     ) -> Result<CommandResult, CodecError> {
+        let now_ms = at.now_ms;
         let mut recorded = Vec::new();
         for id in checks {
             let attempt = self.transactions.update_pending(id, |r| {
@@ -186,7 +182,7 @@ impl BrokerState {
             } else {
                 continue; // not expired at this entry's time: a stale proposal does nothing
             };
-            self.decide(log_index, now_ms, id, TxnState::RolledBack, reason, batch)?;
+            self.decide(at, id, TxnState::RolledBack, reason, batch)?;
             rolled_back.push((id.clone(), reason));
         }
         Ok(CommandResult::TimersApplied {
@@ -197,13 +193,16 @@ impl BrokerState {
 
     fn decide(
         &mut self,
-        log_index: u64,
-        now_ms: u64,
+        at: At,
         txn_id: &str,
         state: TxnState,
         source: DecisionSource,
         batch: &mut WriteBatch,
     ) -> Result<CommandResult, CodecError> {
+        let At {
+            index: log_index,
+            now_ms,
+        } = at;
         let taken = self.transactions.update_pending(txn_id, |r| {
             r.state = state;
             r.reason = Some(source);
