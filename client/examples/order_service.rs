@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use txmq_client::{
-    CheckRequest, Client, LocalTransactionState, SendHalfRequest, TransactionChecker, TransactionProducer,
+    CheckRequest, Client, LocalTransactionState, SendHalfRequest, TransactionChecker,
+    TransactionProducer,
 };
 
 /// The order service's own database.
@@ -52,7 +53,13 @@ struct Checker(Arc<OrderDb>);
 impl TransactionChecker for Checker {
     async fn check(&self, request: &CheckRequest) -> LocalTransactionState {
         let id = &request.transaction_id;
-        if self.0.in_flight.lock().unwrap_or_else(|p| p.into_inner()).contains(id) {
+        if self
+            .0
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id)
+        {
             // The local transaction has not finished yet: never guess.
             return LocalTransactionState::Unknown;
         }
@@ -67,7 +74,9 @@ impl TransactionChecker for Checker {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let endpoints = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9870".into());
+    let endpoints = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:9870".into());
     let client = Client::new(endpoints.split(','))?;
     let dir = tempfile_dir();
     let db = sled::open(&dir)?;
@@ -85,18 +94,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let request = SendHalfRequest {
             topic: "order-events".into(),
             key: order_id.clone(),
-            body: format!("{{\"order\":\"{order_id}\",\"status\":\"paid\"}}").into_bytes().into(),
+            body: format!("{{\"order\":\"{order_id}\",\"status\":\"paid\"}}")
+                .into_bytes()
+                .into(),
             ..Default::default()
         };
         let db = orders.clone();
         let result = producer
             .send_in_transaction(request, |half| async move {
-                db.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(half.transaction_id.clone());
+                db.in_flight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(half.transaction_id.clone());
                 let outcome = match db.mark_paid(&order_id, &half.transaction_id) {
                     Ok(()) => LocalTransactionState::Commit,
                     Err(_) => LocalTransactionState::Rollback,
                 };
-                db.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&half.transaction_id);
+                db.in_flight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&half.transaction_id);
                 outcome
             })
             .await?;
@@ -104,7 +121,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "{}: local {:?}, broker says {}",
             result.half.transaction_id,
             result.local_state,
-            result.end.map(|e| e.state).unwrap_or_else(|| "pending (will be checked)".into())
+            result
+                .end
+                .map(|e| e.state)
+                .unwrap_or_else(|| "pending (will be checked)".into())
         );
     }
     // Give the checker a moment in case any decision was lost on the way.

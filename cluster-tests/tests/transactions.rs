@@ -444,3 +444,123 @@ async fn a_new_leader_continues_the_check_count_and_loses_no_decision() -> Resul
     ensure!(visible_ids(&client, "pay").await? == vec![committed.message_id.clone()]);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn txn_cli_commands_print_the_documented_json() -> Result<()> {
+    let cluster = Cluster::start(3, options("500ms", "500ms", 5, "1h")).await?;
+    let endpoints = cluster
+        .nodes
+        .values()
+        .map(|n| n.client_addr.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let run = |args: &[&str]| -> Result<serde_json::Value> {
+        let mut full = args.to_vec();
+        full.extend(["--endpoints", endpoints.as_str(), "--output", "json"]);
+        let (ok, out) = cluster.cli(&full)?;
+        ensure!(ok, "{args:?} failed: {out}");
+        Ok(serde_json::from_str(out.trim())?)
+    };
+    run(&["topic", "create", "pay", "--type", "transaction"])?;
+
+    // txn send: the documented fields and states.
+    let committed = run(&["txn", "send", "pay", "--group", "cli", "--body", "one"])?;
+    for field in ["transaction_id", "message_id", "topic", "state"] {
+        ensure!(
+            !committed[field].is_null(),
+            "txn send lacks {field}: {committed}"
+        );
+    }
+    ensure!(committed["state"] == "committed");
+    let pending = run(&[
+        "txn", "send", "pay", "--group", "cli", "--body", "two", "--decide", "none",
+    ])?;
+    ensure!(pending["state"] == "pending");
+    let id = pending["transaction_id"]
+        .as_str()
+        .context("id")?
+        .to_string();
+
+    // txn list and show.
+    let list = run(&["txn", "list"])?;
+    let first = &list["transactions"][0];
+    for field in [
+        "transaction_id",
+        "group",
+        "topic",
+        "state",
+        "check_count",
+        "age_seconds",
+    ] {
+        ensure!(!first[field].is_null(), "txn list lacks {field}: {list}");
+    }
+    ensure!(first["transaction_id"] == id.as_str() && first["state"] == "pending");
+
+    // txn checker: one JSON object per answered check.
+    let mut checker = std::process::Command::new(&cluster.bin)
+        .args([
+            "txn",
+            "checker",
+            "--group",
+            "cli",
+            "--answer",
+            "rollback",
+            "--output",
+            "json",
+            "--endpoints",
+            &endpoints,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = checker.stdout.take().context("checker stdout")?;
+    let line = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout).lines().next()
+    });
+    let line = tokio::time::timeout(Duration::from_secs(15), line).await;
+    let _ = checker.kill();
+    let _ = checker.wait();
+    let line = line
+        .context("no check answered in time")??
+        .context("checker printed nothing")??;
+    let answered: serde_json::Value = serde_json::from_str(&line)?;
+    ensure!(
+        answered["transaction_id"] == id.as_str() && answered["answer"] == "rollback",
+        "{answered}"
+    );
+
+    let shown = wait_for("the rollback by check", Duration::from_secs(10), || {
+        let out = run(&["txn", "show", &id]).ok();
+        async move { out.filter(|v| v["state"] == "rolled_back") }
+    })
+    .await?;
+    ensure!(
+        shown["reason"] == "check" && shown["history"].as_array().is_some_and(|h| h.len() >= 3),
+        "{shown}"
+    );
+
+    // txn end: a repeated decision reports the original outcome; a conflicting one fails in JSON.
+    let cid = committed["transaction_id"].as_str().context("id")?;
+    let again = run(&["txn", "end", cid, "--group", "cli", "commit"])?;
+    ensure!(
+        again["state"] == "committed" && again["repeated"] == true,
+        "{again}"
+    );
+    let (ok, out) = cluster.cli(&[
+        "txn",
+        "end",
+        cid,
+        "--group",
+        "cli",
+        "rollback",
+        "--output",
+        "json",
+        "--endpoints",
+        &endpoints,
+    ])?;
+    ensure!(
+        !ok && out.contains("failed_precondition") && out.contains("committed"),
+        "{out}"
+    );
+    Ok(())
+}
