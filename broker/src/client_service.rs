@@ -5,6 +5,7 @@ use txmq_proto::client as pb;
 use txmq_proto::client::txmq_server::Txmq;
 use txmq_raft_store::{CommandResult, NodeInfo, Operation, Raft, StateReader};
 
+use crate::consume_service::ConsumeService;
 use crate::convert;
 use crate::forward::LeaderOp;
 use crate::proposer::Proposer;
@@ -22,11 +23,72 @@ pub struct ClientService {
     pub client_addr: String,
     pub peer_addr: String,
     pub txn: TxnService,
+    pub consume: ConsumeService,
 }
 
 #[tonic::async_trait]
 impl Txmq for ClientService {
     type CheckChannelStream = CheckStream;
+
+    async fn receive(
+        &self,
+        request: Request<pb::ReceiveRequest>,
+    ) -> Result<Response<pb::ReceiveResponse>, Status> {
+        Ok(Response::new(
+            self.consume.receive(request.into_inner()).await?,
+        ))
+    }
+
+    async fn ack(
+        &self,
+        request: Request<pb::AckRequest>,
+    ) -> Result<Response<pb::AckResponse>, Status> {
+        Ok(Response::new(self.consume.ack(request.into_inner()).await?))
+    }
+
+    async fn change_invisible_duration(
+        &self,
+        request: Request<pb::ChangeInvisibleDurationRequest>,
+    ) -> Result<Response<pb::ChangeInvisibleDurationResponse>, Status> {
+        Ok(Response::new(
+            self.consume.change_invisible(request.into_inner()).await?,
+        ))
+    }
+
+    async fn reset_group(
+        &self,
+        request: Request<pb::ResetGroupRequest>,
+    ) -> Result<Response<pb::GroupInfo>, Status> {
+        Ok(Response::new(
+            self.consume.reset(request.into_inner()).await?,
+        ))
+    }
+
+    async fn configure_group(
+        &self,
+        request: Request<pb::ConfigureGroupRequest>,
+    ) -> Result<Response<pb::GroupInfo>, Status> {
+        Ok(Response::new(
+            self.consume.configure(request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_groups(
+        &self,
+        _request: Request<pb::ListGroupsRequest>,
+    ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        Ok(Response::new(self.consume.list()))
+    }
+
+    async fn describe_group(
+        &self,
+        request: Request<pb::DescribeGroupRequest>,
+    ) -> Result<Response<pb::GroupInfo>, Status> {
+        let req = request.into_inner();
+        Ok(Response::new(
+            self.consume.describe(&req.group, &req.topic)?,
+        ))
+    }
 
     async fn send_half(
         &self,

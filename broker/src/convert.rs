@@ -37,7 +37,7 @@ pub fn topic_info(meta: &TopicMeta) -> pb::TopicInfo {
 
 /// Validates and defaults a topic creation request.
 pub fn topic_spec(req: pb::CreateTopicRequest) -> Result<TopicSpec, Status> {
-    limits::validate_name("topic", &req.name).map_err(Status::invalid_argument)?;
+    limits::validate_new_topic_name(&req.name).map_err(Status::invalid_argument)?;
     let kind = match pb::TopicType::try_from(req.r#type) {
         Ok(pb::TopicType::Normal) => TopicKind::Normal,
         Ok(pb::TopicType::Transaction) => TopicKind::Transaction,
@@ -95,6 +95,8 @@ pub fn rejection_status(r: Rejection) -> Status {
         Rejection::UnknownTransaction(_) => Status::not_found(msg),
         Rejection::WrongGroup { .. } => Status::permission_denied(msg),
         Rejection::ConflictingDecision { .. } => Status::failed_precondition(msg),
+        Rejection::InvalidReceipt(_) => Status::invalid_argument(msg),
+        Rejection::StaleReceipt(_) => Status::failed_precondition(msg),
     }
 }
 
@@ -126,5 +128,6 @@ pub fn message_to_pb(m: ReadMessage) -> pb::Message {
         properties: m.message.properties.into_iter().collect(),
         born_at_ms: m.message.born_at_ms,
         delivery_attempt: 0,
+        receipt_handle: String::new(),
     }
 }

@@ -22,7 +22,12 @@ pub enum LeaderOp {
 /// The outcome of a [`LeaderOp`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum LeaderOutcome {
-    Written(CommandResult),
+    /// The committed result and the log index of its entry (a follower waits until it has
+    /// applied that index before reading what the entry made visible).
+    Written {
+        result: CommandResult,
+        index: u64,
+    },
     MembershipChanged,
 }
 

@@ -10,6 +10,7 @@ pub mod checkers;
 pub mod cli;
 pub mod client_service;
 pub mod config;
+pub mod consume_service;
 pub mod convert;
 pub mod forward;
 pub mod health;

@@ -13,6 +13,7 @@ use txmq_raft_store::{NodeInfo, Raft, Storage, StorageConfig};
 use crate::checkers::CheckerRegistry;
 use crate::client_service::ClientService;
 use crate::config::ServeConfig;
+use crate::consume_service::ConsumeService;
 use crate::network::{MAX_PEER_MESSAGE, PeerNetworkFactory};
 use crate::peer_service::PeerService;
 use crate::proposer::Proposer;
@@ -131,10 +132,15 @@ pub async fn run(
         settings: config.txn,
         max_message_bytes: config.max_message_bytes,
     };
+    let consume = ConsumeService {
+        proposer: proposer.clone(),
+        reader: reader.clone(),
+    };
     let client_service = ClientService {
         raft: raft.clone(),
         proposer: proposer.clone(),
         txn,
+        consume,
         reader,
         max_message_bytes: config.max_message_bytes,
         client_addr: client_addr.clone(),

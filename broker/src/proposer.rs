@@ -51,9 +51,14 @@ impl Proposer {
 
     /// Proposes a command and returns its committed result.
     pub async fn write(&self, op: Operation) -> Result<CommandResult, OpError> {
+        Ok(self.write_indexed(op).await?.0)
+    }
+
+    /// Proposes a command; returns its committed result and its log index.
+    pub async fn write_indexed(&self, op: Operation) -> Result<(CommandResult, u64), OpError> {
         let command = Command { time_ms: 0, op };
         match self.execute(LeaderOp::Write(command)).await? {
-            LeaderOutcome::Written(result) => Ok(result),
+            LeaderOutcome::Written { result, index } => Ok((result, index)),
             LeaderOutcome::MembershipChanged => {
                 Err(OpError::Internal("unexpected outcome of a write".into()))
             }
@@ -182,7 +187,10 @@ impl Proposer {
     async fn write_local(&self, mut command: Command) -> Result<LeaderOutcome, OpError> {
         command.time_ms = now_ms();
         let resp = self.raft.client_write(command).await.map_err(write_error)?;
-        Ok(LeaderOutcome::Written(resp.data))
+        Ok(LeaderOutcome::Written {
+            result: resp.data,
+            index: resp.log_id.index,
+        })
     }
 
     async fn add_node(

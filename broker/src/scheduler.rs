@@ -1,5 +1,6 @@
-//! The leader-only transaction scheduler: sends due check-backs and rolls back transactions
-//! whose checks are exhausted or whose lifetime is over.
+//! The leader-only scheduler: sends due check-backs and rolls back transactions whose checks
+//! are exhausted or whose lifetime is over; moves messages that used up their deliveries to
+//! dead-letter topics; trims messages past their topic's retention.
 //!
 //! It runs while this node is the leader (started and stopped by openraft's leader-change
 //! hooks). Everything it decides goes through Raft as one fenced `TxnTimers` entry per tick:
@@ -21,6 +22,12 @@ use crate::proposer::{Proposer, now_ms};
 pub const TICK: Duration = Duration::from_millis(200);
 /// The most transactions handled per tick (bounds one entry's size).
 pub const MAX_PER_TICK: usize = 512;
+/// Dead-lettering and retention run every this many ticks.
+const HOUSEKEEPING_EVERY: u64 = 5;
+/// The most messages dead-lettered per housekeeping round.
+const MAX_DEAD_LETTER: usize = 256;
+/// The most rows examined per queue per retention round.
+const MAX_TRIM_ROWS: usize = 2048;
 
 pub struct Scheduler {
     pub proposer: Proposer,
@@ -34,10 +41,18 @@ impl Scheduler {
         tracing::info!(?leader, "transaction scheduler started");
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        for round in 0u64.. {
             tick.tick().await;
             if let Err(e) = self.tick(leader).await {
                 tracing::warn!("transaction scheduler: {e}");
+            }
+            if round % HOUSEKEEPING_EVERY == 0 {
+                if let Err(e) = self.dead_letter(leader).await {
+                    tracing::warn!("dead-lettering: {e}");
+                }
+                if let Err(e) = self.retention(leader).await {
+                    tracing::warn!("retention: {e}");
+                }
             }
         }
     }
@@ -77,6 +92,45 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Moves expired leases that used up their deliveries to the group's dead-letter topic.
+    async fn dead_letter(&self, leader: CommittedLeaderId) -> Result<(), crate::forward::OpError> {
+        let found = self
+            .reader
+            .dead_letter_candidates(now_ms(), MAX_DEAD_LETTER)
+            .map_err(internal)?;
+        for (group, topic, items) in found {
+            let op = Operation::DeadLetter {
+                group: group.clone(),
+                topic: topic.clone(),
+                items,
+            };
+            if let CommandResult::DeadLettered(n) = self.proposer.write_fenced(op, leader).await?
+                && n > 0
+            {
+                tracing::info!(%group, %topic, messages = n, "moved to the dead-letter topic");
+            }
+        }
+        Ok(())
+    }
+
+    /// Trims messages past their topic's retention time or size.
+    async fn retention(&self, leader: CommittedLeaderId) -> Result<(), crate::forward::OpError> {
+        let trims = self
+            .reader
+            .retention_trims(now_ms(), MAX_TRIM_ROWS)
+            .map_err(internal)?;
+        for (topic, trims) in trims {
+            let op = Operation::Trim {
+                topic: topic.clone(),
+                trims,
+            };
+            if let CommandResult::Trimmed(n) = self.proposer.write_fenced(op, leader).await? {
+                tracing::debug!(%topic, messages = n, "retention trimmed");
+            }
+        }
+        Ok(())
+    }
+
     fn send_check(&self, id: &str, attempt: u32) {
         let Some(record) = self.reader.transaction(id) else {
             return;
@@ -98,4 +152,8 @@ impl Scheduler {
         let delivered = self.checkers.send(request);
         tracing::info!(txn = %id, group = %record.group, attempt, delivered, "check-back sent");
     }
+}
+
+fn internal(e: impl std::fmt::Display) -> crate::forward::OpError {
+    crate::forward::OpError::Internal(e.to_string())
 }

@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
 use txmq_proto::client::txmq_client::TxmqClient;
 use txmq_proto::client::{
-    AddNodeRequest, ClusterStatusRequest, ClusterStatusResponse, CreateTopicRequest,
+    AckRequest, AckResult, AddNodeRequest, ChangeInvisibleDurationRequest, ClusterStatusRequest,
+    ClusterStatusResponse, ConfigureGroupRequest, CreateTopicRequest, DescribeGroupRequest,
     DescribeTopicRequest, EndTransactionRequest, EndTransactionResponse, GetTransactionRequest,
-    ListTopicsRequest, ListTransactionsRequest, ListTransactionsResponse, Message, ReadRequest,
-    RemoveNodeRequest, SendHalfRequest, SendHalfResponse, SendRequest, SendResponse, TopicInfo,
+    GroupInfo, ListGroupsRequest, ListTopicsRequest, ListTransactionsRequest,
+    ListTransactionsResponse, Message, ReadRequest, ReceiveRequest, RemoveNodeRequest,
+    ResetGroupRequest, SendHalfRequest, SendHalfResponse, SendRequest, SendResponse, TopicInfo,
     TopicType, TransactionInfo,
 };
 
@@ -299,6 +301,114 @@ impl Client {
                     transaction_id: id.into(),
                 };
                 async move { c.get_transaction(r).await }
+            })
+            .await?;
+        Ok(resp.into_inner())
+    }
+
+    /// Receives up to `req.max` messages for a consumer group (long-polling `req.wait_ms`).
+    pub async fn receive(&self, req: ReceiveRequest) -> Result<Vec<Message>, ClientError> {
+        let wait = Duration::from_millis(req.wait_ms);
+        let resp = self
+            .retrying(|mut c, t| {
+                let mut r = tonic::Request::new(req.clone());
+                r.set_timeout(t + wait);
+                async move { c.receive(r).await }
+            })
+            .await?;
+        Ok(resp.into_inner().messages)
+    }
+
+    /// Acknowledges received messages; one outcome per receipt handle.
+    pub async fn ack(
+        &self,
+        group: &str,
+        topic: &str,
+        receipt_handles: Vec<String>,
+    ) -> Result<Vec<AckResult>, ClientError> {
+        let req = AckRequest {
+            group: group.into(),
+            topic: topic.into(),
+            receipt_handles,
+        };
+        let resp = self
+            .retrying(|mut c, t| {
+                let mut r = tonic::Request::new(req.clone());
+                r.set_timeout(t);
+                async move { c.ack(r).await }
+            })
+            .await?;
+        Ok(resp.into_inner().results)
+    }
+
+    /// Extends (or shortens) a received message's invisibility; returns its new receipt handle.
+    pub async fn change_invisible_duration(
+        &self,
+        group: &str,
+        topic: &str,
+        receipt_handle: &str,
+        invisible: Duration,
+    ) -> Result<String, ClientError> {
+        let req = ChangeInvisibleDurationRequest {
+            group: group.into(),
+            topic: topic.into(),
+            receipt_handle: receipt_handle.into(),
+            invisible_ms: invisible.as_millis() as u64,
+        };
+        let resp = self
+            .retrying(|mut c, _| {
+                let r = req.clone();
+                async move { c.change_invisible_duration(r).await }
+            })
+            .await?;
+        Ok(resp.into_inner().receipt_handle)
+    }
+
+    pub async fn reset_group(&self, req: ResetGroupRequest) -> Result<GroupInfo, ClientError> {
+        let resp = self
+            .retrying(|mut c, _| {
+                let r = req.clone();
+                async move { c.reset_group(r).await }
+            })
+            .await?;
+        Ok(resp.into_inner())
+    }
+
+    pub async fn configure_group(
+        &self,
+        group: &str,
+        topic: &str,
+        max_delivery_attempts: u32,
+    ) -> Result<GroupInfo, ClientError> {
+        let req = ConfigureGroupRequest {
+            group: group.into(),
+            topic: topic.into(),
+            max_delivery_attempts,
+        };
+        let resp = self
+            .retrying(|mut c, _| {
+                let r = req.clone();
+                async move { c.configure_group(r).await }
+            })
+            .await?;
+        Ok(resp.into_inner())
+    }
+
+    pub async fn list_groups(&self) -> Result<Vec<GroupInfo>, ClientError> {
+        let resp = self
+            .retrying(|mut c, _| async move { c.list_groups(ListGroupsRequest {}).await })
+            .await?;
+        Ok(resp.into_inner().groups)
+    }
+
+    pub async fn describe_group(&self, group: &str, topic: &str) -> Result<GroupInfo, ClientError> {
+        let resp = self
+            .retrying(|mut c, _| {
+                let r = DescribeGroupRequest {
+                    group: group.into(),
+                    topic: topic.into(),
+                };
+                async move { c.describe_group(r).await }
             })
             .await?;
         Ok(resp.into_inner())

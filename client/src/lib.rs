@@ -15,20 +15,23 @@
 //! ```
 
 mod client;
+mod consumer;
 mod error;
 mod transaction;
 
 pub use client::{Client, ClientOptions};
+pub use consumer::{ConsumeResult, PushConsumer, PushOptions};
 pub use error::ClientError;
 pub use transaction::{
     CheckerHandle, LocalTransactionState, TransactionChecker, TransactionProducer,
     TransactionResult,
 };
 pub use txmq_proto::client::{
-    AddNodeRequest, CheckRequest, ClusterStatusResponse, EndTransactionRequest,
-    EndTransactionResponse, ListTransactionsResponse, Message, NodeStatus, QueueInfo, ReadRequest,
-    SendHalfRequest, SendHalfResponse, SendRequest, SendResponse, TopicInfo, TopicType,
-    TransactionEvent, TransactionInfo,
+    AckResult, AddNodeRequest, CheckRequest, ClusterStatusResponse, EndTransactionRequest,
+    EndTransactionResponse, GroupInfo, GroupQueueInfo, ListTransactionsResponse, Message,
+    NodeStatus, QueueInfo, ReadRequest, ReceiveRequest, ResetGroupRequest, SendHalfRequest,
+    SendHalfResponse, SendRequest, SendResponse, TopicInfo, TopicType, TransactionEvent,
+    TransactionInfo, reset_group_request,
 };
 
 /// Convenience constructors for requests.

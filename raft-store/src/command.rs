@@ -42,6 +42,31 @@ impl fmt::Display for Command {
                     source.as_str()
                 )
             }
+            Operation::Receive {
+                group, topic, max, ..
+            } => write!(f, "receive({group}, {topic}, {max})"),
+            Operation::Ack {
+                group,
+                topic,
+                receipts,
+            } => write!(f, "ack({group}, {topic}, {})", receipts.len()),
+            Operation::ChangeInvisible { group, topic, .. } => {
+                write!(f, "change_invisible({group}, {topic})")
+            }
+            Operation::ResetGroup { group, topic, .. } => {
+                write!(f, "reset_group({group}, {topic})")
+            }
+            Operation::ConfigureGroup { group, topic, .. } => {
+                write!(f, "configure_group({group}, {topic})")
+            }
+            Operation::DeadLetter {
+                group,
+                topic,
+                items,
+            } => {
+                write!(f, "dead_letter({group}, {topic}, {})", items.len())
+            }
+            Operation::Trim { topic, trims } => write!(f, "trim({topic}, {} queues)", trims.len()),
             Operation::TxnTimers {
                 checks,
                 expirations,
@@ -91,6 +116,101 @@ pub enum Operation {
         checks: Vec<String>,
         expirations: Vec<String>,
     },
+    /// A receive for a consumer group: lease up to `max` messages (redeliveries first) and
+    /// make them invisible to the group for `invisible_ms`.
+    Receive {
+        group: String,
+        topic: String,
+        max: u32,
+        invisible_ms: u64,
+    },
+    /// Acknowledge received messages by their receipt handles.
+    Ack {
+        group: String,
+        topic: String,
+        receipts: Vec<String>,
+    },
+    /// Extend (or shorten) the invisibility of a received message; returns a new receipt.
+    ChangeInvisible {
+        group: String,
+        topic: String,
+        receipt: String,
+        invisible_ms: u64,
+    },
+    /// Move a group's position.
+    ResetGroup {
+        group: String,
+        topic: String,
+        to: ResetTarget,
+    },
+    /// Create a group or change its settings.
+    ConfigureGroup {
+        group: String,
+        topic: String,
+        max_delivery_attempts: u32,
+    },
+    /// The leader moves messages that used up their deliveries to the group's dead-letter
+    /// topic. The bodies travel in the entry (read by the leader from immutable rows); each item
+    /// is re-validated at apply time.
+    DeadLetter {
+        group: String,
+        topic: String,
+        items: Vec<DeadLetterItem>,
+    },
+    /// Retention: drop each listed queue's offsets below `new_low`.
+    Trim {
+        topic: String,
+        trims: Vec<QueueTrim>,
+    },
+}
+
+/// Where a reset moves a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResetTarget {
+    Earliest,
+    Latest,
+    /// One offset per queue (clamped to what is retained).
+    Offsets(Vec<u64>),
+}
+
+/// One message to dead-letter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterItem {
+    pub queue: u32,
+    pub offset: u64,
+    pub lease_index: u64,
+    pub message: crate::state::StoredMessage,
+}
+
+/// One queue's retention trim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueTrim {
+    pub queue: u32,
+    pub new_low: u64,
+    /// Body bytes of the trimmed messages (computed by the leader from the immutable rows).
+    pub bytes: u64,
+}
+
+/// One leased message of a receive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub queue: u32,
+    pub offset: u64,
+    pub attempt: u32,
+    pub receipt: String,
+}
+
+/// The outcome of acknowledging one receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AckOutcome {
+    Acked,
+    /// Already acknowledged (a repeat): nothing changes.
+    AlreadyAcked,
+    /// The message was delivered again since this receipt was issued; the newer delivery
+    /// must be acknowledged with its own receipt.
+    Stale,
+    /// Not a receipt of this group and topic.
+    Invalid,
 }
 
 /// The message type of a topic, fixed at creation.
@@ -158,6 +278,14 @@ pub enum CommandResult {
         message_id: String,
     },
     TxnDecided(TxnOutcome),
+    Leased(Vec<Delivery>),
+    Acked(Vec<AckOutcome>),
+    InvisibilityChanged {
+        receipt: String,
+    },
+    GroupChanged,
+    DeadLettered(u64),
+    Trimmed(u64),
     TimersApplied {
         /// (transaction id, attempt number) of each check recorded.
         checks: Vec<(String, u32)>,
@@ -195,6 +323,12 @@ pub enum Rejection {
     },
     #[error("invalid request: {0}")]
     Invalid(String),
+    #[error("receipt '{0}' is not a receipt handle of this group and topic")]
+    InvalidReceipt(String),
+    #[error(
+        "receipt '{0}' is stale: the message was delivered again since; use the newest receipt"
+    )]
+    StaleReceipt(String),
     #[error(
         "transaction '{0}' is unknown: it never existed, or it was decided long ago and forgotten"
     )]

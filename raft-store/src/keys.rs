@@ -5,6 +5,7 @@
 //! * `M` + topic id (u64 BE) + queue (u32 BE) + offset (u64 BE) → [`crate::state::StoredMessage`]
 //! * `R` + node id (u64 BE) → empty: a retired node id
 //! * `X` + transaction id → [`crate::state::TxnRecord`] (pending and recently decided)
+//! * `G` + group + 0 + topic → [`crate::state::GroupState`]
 //! * `S` → [`crate::sm_store::AppliedState`] (last applied log id, membership)
 //!
 //! Big-endian integers make sled's byte order equal to numeric order, so a queue is a range.
@@ -14,6 +15,17 @@ pub const MESSAGE_PREFIX: u8 = b'M';
 pub const APPLIED_KEY: &[u8] = b"S";
 pub const RETIRED_PREFIX: u8 = b'R';
 pub const TXN_PREFIX: u8 = b'X';
+pub const GROUP_PREFIX: u8 = b'G';
+
+/// `G` + group + 0 + topic (names never contain a zero byte).
+pub fn group_key(group: &str, topic: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + group.len() + topic.len());
+    k.push(GROUP_PREFIX);
+    k.extend_from_slice(group.as_bytes());
+    k.push(0);
+    k.extend_from_slice(topic.as_bytes());
+    k
+}
 
 pub fn txn_key(id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + id.len());

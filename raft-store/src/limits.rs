@@ -47,6 +47,18 @@ pub fn validate_name(what: &str, name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks the name of a topic a user creates: a valid name outside the reserved prefixes.
+pub fn validate_new_topic_name(name: &str) -> Result<(), String> {
+    validate_name("topic", name)?;
+    if name.starts_with(crate::state::DLQ_PREFIX) {
+        return Err(format!(
+            "topic names starting with '{}' are reserved for dead-letter topics",
+            crate::state::DLQ_PREFIX
+        ));
+    }
+    Ok(())
+}
+
 /// Checks the number of queues of a new topic.
 pub fn validate_queues(queues: u32) -> Result<(), String> {
     if queues == 0 || queues > MAX_QUEUES {

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::codec;
+use crate::command::{DeadLetterItem, QueueTrim};
 use crate::keys;
 use crate::sm_store::{AppliedState, Shared};
-use crate::state::{StoredMessage, TopicMeta, TxnRecord};
+use crate::state::{GroupState, StoredMessage, TopicMeta, TxnRecord};
 
 /// The most messages one read returns.
 pub const MAX_READ: usize = 1000;
@@ -55,6 +56,170 @@ impl StateReader {
 
     pub fn topic(&self, name: &str) -> Option<TopicMeta> {
         self.shared.read_state().topic(name).cloned()
+    }
+
+    /// A consumer group's progress on a topic.
+    pub fn group(&self, group: &str, topic: &str) -> Option<GroupState> {
+        self.shared
+            .read_state()
+            .groups
+            .get(&(group.to_string(), topic.to_string()))
+            .cloned()
+    }
+
+    /// Every consumer group, sorted by (group, topic).
+    pub fn groups(&self) -> Vec<GroupState> {
+        self.shared.read_state().groups.values().cloned().collect()
+    }
+
+    /// Whether a receive for the group could lease something now, judged from this node's
+    /// applied state; and otherwise, the earliest time a lease expires (to wake a long poll).
+    pub fn group_work(&self, group: &str, topic: &str, now_ms: u64) -> (bool, Option<u64>) {
+        let state = self.shared.read_state();
+        let Some(meta) = state.topic(topic) else {
+            return (false, None);
+        };
+        let Some(g) = state.groups.get(&(group.to_string(), topic.to_string())) else {
+            let any = meta
+                .low_offsets
+                .iter()
+                .zip(&meta.next_offsets)
+                .any(|(l, n)| l < n);
+            return (any, None);
+        };
+        let mut wake: Option<u64> = None;
+        for (q, p) in g.queues.iter().enumerate() {
+            if p.next_offset < meta.next_offsets[q] || p.ack_offset < meta.low_offsets[q] {
+                return (true, None);
+            }
+            for lease in p
+                .leases
+                .values()
+                .filter(|l| l.attempt < g.max_delivery_attempts)
+            {
+                if lease.visible_at_ms <= now_ms {
+                    return (true, None);
+                }
+                wake = Some(wake.map_or(lease.visible_at_ms, |w| w.min(lease.visible_at_ms)));
+            }
+        }
+        (false, wake)
+    }
+
+    /// One message by position, if retained.
+    pub fn message_at(
+        &self,
+        topic: &str,
+        queue: u32,
+        offset: u64,
+    ) -> Result<Option<ReadMessage>, ReadError> {
+        let Some(meta) = self.topic(topic) else {
+            return Ok(None);
+        };
+        let key = keys::message_key(meta.id, queue, offset);
+        let Some(value) = self.shared.tree.get(key).map_err(io::Error::other)? else {
+            return Ok(None);
+        };
+        let message: StoredMessage = codec::decode(&value)?;
+        Ok(Some(ReadMessage {
+            topic: topic.to_string(),
+            queue,
+            offset,
+            message,
+        }))
+    }
+
+    /// Leases that used up their deliveries and expired: (group, topic, items), at most `limit`
+    /// items in all, with their messages (for the leader's dead-letter step).
+    pub fn dead_letter_candidates(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(String, String, Vec<DeadLetterItem>)>, ReadError> {
+        let mut found = Vec::new();
+        {
+            let state = self.shared.read_state();
+            for g in state.groups.values() {
+                for (q, p) in g.queues.iter().enumerate() {
+                    for (offset, lease) in &p.leases {
+                        if found.len() == limit {
+                            break;
+                        }
+                        if lease.visible_at_ms <= now_ms && lease.attempt >= g.max_delivery_attempts
+                        {
+                            found.push((
+                                g.group.clone(),
+                                g.topic.clone(),
+                                q as u32,
+                                *offset,
+                                lease.lease_index,
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        let mut out: Vec<(String, String, Vec<DeadLetterItem>)> = Vec::new();
+        for (group, topic, queue, offset, lease_index) in found {
+            let Some(m) = self.message_at(&topic, queue, offset)? else {
+                continue;
+            };
+            let item = DeadLetterItem {
+                queue,
+                offset,
+                lease_index,
+                message: m.message,
+            };
+            match out.last_mut() {
+                Some((g, t, items)) if *g == group && *t == topic => items.push(item),
+                _ => out.push((group, topic, vec![item])),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Retention trims due at `now_ms`: per topic, per queue, the new low offset and the bytes
+    /// removed — by age (`retention_ms`) and by size (`retention_bytes`). Examines at most
+    /// `max_rows` rows per queue.
+    pub fn retention_trims(
+        &self,
+        now_ms: u64,
+        max_rows: usize,
+    ) -> Result<Vec<(String, Vec<QueueTrim>)>, ReadError> {
+        let mut out = Vec::new();
+        for meta in self.topics() {
+            let mut trims = Vec::new();
+            for q in 0..meta.queues {
+                let qi = q as usize;
+                let (low, end) = (meta.low_offsets[qi], meta.next_offsets[qi]);
+                let mut retained = meta.retained_bytes[qi];
+                let (mut new_low, mut bytes) = (low, 0u64);
+                let range = keys::message_key(meta.id, q, low)..keys::message_key(meta.id, q, end);
+                for item in self.shared.tree.range(range).take(max_rows) {
+                    let (_, value) = item.map_err(io::Error::other)?;
+                    let m: StoredMessage = codec::decode(&value)?;
+                    let too_old = m.born_at_ms.saturating_add(meta.retention_ms) <= now_ms;
+                    let too_big = meta.retention_bytes > 0 && retained > meta.retention_bytes;
+                    if !too_old && !too_big {
+                        break;
+                    }
+                    new_low += 1;
+                    bytes += m.body.len() as u64;
+                    retained = retained.saturating_sub(m.body.len() as u64);
+                }
+                if new_low > low {
+                    trims.push(QueueTrim {
+                        queue: q,
+                        new_low,
+                        bytes,
+                    });
+                }
+            }
+            if !trims.is_empty() {
+                out.push((meta.name.clone(), trims));
+            }
+        }
+        Ok(out)
     }
 
     /// One transaction (pending or recently decided).
@@ -167,6 +332,7 @@ impl StateReader {
             keys::MESSAGE_PREFIX,
             keys::RETIRED_PREFIX,
             keys::TXN_PREFIX,
+            keys::GROUP_PREFIX,
         ] {
             for item in self.shared.tree.scan_prefix([prefix]) {
                 let (k, v) = item.map_err(io::Error::other)?;

@@ -143,6 +143,11 @@ fn load(tree: &sled::Tree) -> io::Result<(BrokerState, AppliedState)> {
             })?;
         state.retired_nodes.insert(id);
     }
+    for item in tree.scan_prefix([keys::GROUP_PREFIX]) {
+        let (_, bytes) = item.map_err(io_err)?;
+        let g: crate::state::GroupState = codec::decode(&bytes)?;
+        state.groups.insert((g.group.clone(), g.topic.clone()), g);
+    }
     let mut records = Vec::new();
     for item in tree.scan_prefix([keys::TXN_PREFIX]) {
         let (_, bytes) = item.map_err(io_err)?;

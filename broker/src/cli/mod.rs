@@ -2,6 +2,7 @@
 
 mod commands;
 mod dev;
+mod group;
 mod output;
 mod serve;
 mod txn;
@@ -53,6 +54,11 @@ pub enum Command {
     Topic(commands::TopicCommand),
     /// Publish a message to a normal topic.
     Send(commands::SendArgs),
+    /// Receive (and acknowledge) messages as a consumer group; one JSON object per message.
+    Consume(group::ConsumeArgs),
+    /// Consumer groups: list, describe, reset, config.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
     /// Read committed messages by offset from the node asked.
     Read(commands::ReadArgs),
     /// Transactional messages: send, decide, answer check-backs, inspect.

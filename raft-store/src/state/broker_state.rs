@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::message::{StoredMessage, message_id};
-use super::{TopicMeta, Transactions, TxnRecord, WriteBatch};
+use super::{GroupState, TopicMeta, Transactions, TxnRecord, WriteBatch};
 use crate::codec::{self, CodecError};
 use crate::command::{
     Command, CommandResult, MessagePosition, NewMessage, Operation, Rejection, TopicKind, TopicSpec,
@@ -22,6 +22,9 @@ pub struct BrokerState {
     pub topics: BTreeMap<String, TopicMeta>,
     /// Node ids that were removed from the cluster; never handed out again.
     pub retired_nodes: BTreeSet<u64>,
+    /// Consumer groups' progress by (group, topic); stored as rows, rebuilt on load.
+    #[serde(skip)]
+    pub groups: BTreeMap<(String, String), GroupState>,
     /// Transactions; stored as rows, rebuilt from them on load (not part of serialization).
     #[serde(skip)]
     pub transactions: Transactions,
@@ -63,6 +66,37 @@ impl BrokerState {
                 checks,
                 expirations,
             } => self.txn_timers(at, checks, expirations, batch)?,
+            Operation::Receive {
+                group,
+                topic,
+                max,
+                invisible_ms,
+            } => self.receive(at, group, topic, *max, *invisible_ms, batch)?,
+            Operation::Ack {
+                group,
+                topic,
+                receipts,
+            } => self.ack(group, topic, receipts, batch)?,
+            Operation::ChangeInvisible {
+                group,
+                topic,
+                receipt,
+                invisible_ms,
+            } => self.change_invisible(at, group, topic, receipt, *invisible_ms, batch)?,
+            Operation::ResetGroup { group, topic, to } => {
+                self.reset_group(at, group, topic, to, batch)?
+            }
+            Operation::ConfigureGroup {
+                group,
+                topic,
+                max_delivery_attempts,
+            } => self.configure_group(at, group, topic, *max_delivery_attempts, batch)?,
+            Operation::DeadLetter {
+                group,
+                topic,
+                items,
+            } => self.dead_letter(at, group, topic, items, batch)?,
+            Operation::Trim { topic, trims } => self.trim(topic, trims, batch)?,
             Operation::RetireNode { id } => {
                 self.retired_nodes.insert(*id);
                 batch.put(keys::retired_key(*id), Vec::new());
@@ -83,7 +117,7 @@ impl BrokerState {
         batch: &mut WriteBatch,
     ) -> Result<CommandResult, CodecError> {
         if let Err(why) =
-            limits::validate_name("topic", &spec.name).and(limits::validate_queues(spec.queues))
+            limits::validate_new_topic_name(&spec.name).and(limits::validate_queues(spec.queues))
         {
             return Ok(CommandResult::Rejected(Rejection::Invalid(why)));
         }
@@ -104,6 +138,7 @@ impl BrokerState {
             round_robin: 0,
             next_offsets: vec![0; queues],
             low_offsets: vec![0; queues],
+            retained_bytes: vec![0; queues],
         };
         batch.put(keys::topic_key(&meta.name), codec::encode(&meta)?);
         self.topics.insert(meta.name.clone(), meta.clone());
@@ -132,8 +167,6 @@ impl BrokerState {
         }
         let mut positions = Vec::with_capacity(messages.len());
         for (i, msg) in messages.iter().enumerate() {
-            let queue = meta.pick_queue(&msg.key);
-            let offset = meta.take_offset(queue);
             let stored = StoredMessage {
                 message_id: message_id(log_index, i),
                 key: msg.key.clone(),
@@ -142,10 +175,7 @@ impl BrokerState {
                 properties: msg.properties.clone(),
                 born_at_ms: now_ms,
             };
-            batch.put(
-                keys::message_key(meta.id, queue, offset),
-                codec::encode(&stored)?,
-            );
+            let (queue, offset) = meta.append(&stored, batch)?;
             positions.push(MessagePosition {
                 message_id: stored.message_id,
                 queue,
@@ -169,6 +199,9 @@ impl BrokerState {
         }
         for id in &self.retired_nodes {
             rows.push((keys::retired_key(*id).to_vec(), Vec::new()));
+        }
+        for g in self.groups.values() {
+            rows.push((keys::group_key(&g.group, &g.topic), codec::encode(g)?));
         }
         for record in self
             .transactions
@@ -204,5 +237,17 @@ impl BrokerState {
             meta.check_invariants();
         }
         self.transactions.check_invariants();
+        for ((group, topic), g) in &self.groups {
+            assert!(g.group == *group && g.topic == *topic);
+            let meta = self.topics.get(topic).expect("a group's topic exists");
+            assert_eq!(g.queues.len(), meta.queues as usize);
+            for (q, p) in g.queues.iter().enumerate() {
+                assert!(
+                    p.next_offset <= meta.next_offsets[q],
+                    "group {group} delivered past the end of {topic}"
+                );
+            }
+            g.check_invariants();
+        }
     }
 }

@@ -6,6 +6,8 @@
 //! replay-determinism test).
 
 mod broker_state;
+mod group;
+mod group_apply;
 mod message;
 mod topic;
 mod transaction;
@@ -14,6 +16,11 @@ mod txn_apply;
 mod write_batch;
 
 pub use broker_state::BrokerState;
+pub use group::{
+    DEFAULT_MAX_DELIVERY_ATTEMPTS, DLQ_PREFIX, GroupState, Lease, MAX_DELIVERY_ATTEMPTS,
+    MAX_IN_FLIGHT_PER_QUEUE, QueueProgress,
+};
+pub use group_apply::{parse_receipt, receipt};
 pub use message::StoredMessage;
 pub use topic::TopicMeta;
 pub use transaction::{

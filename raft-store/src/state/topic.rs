@@ -2,7 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::{StoredMessage, WriteBatch};
 use crate::command::TopicKind;
+use crate::keys;
 
 /// A topic and its per-queue offset range.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,6 +25,9 @@ pub struct TopicMeta {
     pub next_offsets: Vec<u64>,
     /// Per queue: the oldest retained offset.
     pub low_offsets: Vec<u64>,
+    /// Per queue: body bytes of the retained messages (for size-based retention).
+    #[serde(default)]
+    pub retained_bytes: Vec<u64>,
 }
 
 impl TopicMeta {
@@ -35,6 +40,38 @@ impl TopicMeta {
         } else {
             crc32fast::hash(key.as_bytes()) % self.queues
         }
+    }
+
+    /// Appends a message: picks its queue, takes the next offset, writes its row. Used by plain
+    /// publishes, transaction commits and dead-lettering alike.
+    pub fn append(
+        &mut self,
+        message: &StoredMessage,
+        batch: &mut WriteBatch,
+    ) -> Result<(u32, u64), crate::codec::CodecError> {
+        let queue = self.pick_queue(&message.key);
+        let offset = self.take_offset(queue);
+        self.retained_bytes[queue as usize] += message.body.len() as u64;
+        batch.put(
+            keys::message_key(self.id, queue, offset),
+            crate::codec::encode(message)?,
+        );
+        Ok((queue, offset))
+    }
+
+    /// Drops `queue`'s offsets below `new_low` (retention): their rows are deleted.
+    pub fn trim(&mut self, queue: u32, new_low: u64, bytes: u64, batch: &mut WriteBatch) -> u64 {
+        let q = queue as usize;
+        let new_low = new_low.min(self.next_offsets[q]);
+        let old_low = self.low_offsets[q];
+        for offset in old_low..new_low {
+            batch.delete(keys::message_key(self.id, queue, offset).to_vec());
+        }
+        if new_low > old_low {
+            self.low_offsets[q] = new_low;
+            self.retained_bytes[q] = self.retained_bytes[q].saturating_sub(bytes);
+        }
+        new_low.saturating_sub(old_low)
     }
 
     /// Reserves the next offset of `queue`.

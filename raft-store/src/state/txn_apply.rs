@@ -244,8 +244,6 @@ impl BrokerState {
             .get_mut(topic)
             .expect("transaction topic exists");
         let message = message.expect("a pending transaction holds its half message");
-        let queue = meta.pick_queue(&message.key);
-        let offset = meta.take_offset(queue);
         let stored = StoredMessage {
             message_id: message_id.clone(),
             key: message.key,
@@ -254,10 +252,7 @@ impl BrokerState {
             properties: message.properties,
             born_at_ms: now_ms,
         };
-        batch.put(
-            keys::message_key(meta.id, queue, offset),
-            codec::encode(&stored)?,
-        );
+        let (queue, offset) = meta.append(&stored, batch)?;
         batch.put(keys::topic_key(topic), codec::encode(meta)?);
         Ok(MessagePosition {
             message_id,

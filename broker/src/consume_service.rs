@@ -1,0 +1,325 @@
+//! The consumer-group part of the client service: receive (with long polling), ack, change
+//! invisibility, reset, configure, list and describe. Thin: validate, propose or read, convert.
+//!
+//! A receive is one Raft entry that leases the offsets (so each message goes to one consumer of
+//! the group at a time, cluster-wide); the payloads are then read from *this* node's applied
+//! rows once it has applied that entry, so followers carry the read load.
+
+use std::time::Duration;
+
+use tonic::Status;
+use txmq_proto::client as pb;
+use txmq_raft_store::command::{AckOutcome, ResetTarget};
+use txmq_raft_store::state::{GroupState, TopicMeta};
+use txmq_raft_store::{CommandResult, Operation, StateReader, limits};
+
+use crate::convert;
+use crate::proposer::{Proposer, now_ms};
+
+/// Defaults and bounds of a receive.
+pub const DEFAULT_MAX: u32 = 32;
+pub const DEFAULT_INVISIBLE: Duration = Duration::from_secs(30);
+pub const MAX_INVISIBLE: Duration = Duration::from_secs(12 * 3600);
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+/// How long a follower waits to apply the entry of its own receive before giving up.
+const APPLY_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct ConsumeService {
+    pub proposer: Proposer,
+    pub reader: StateReader,
+}
+
+fn validate(group: &str, topic: &str) -> Result<(), Status> {
+    limits::validate_name("consumer group", group).map_err(Status::invalid_argument)?;
+    limits::validate_name("topic", topic).map_err(Status::invalid_argument)
+}
+
+fn invisible(ms: u64) -> Result<u64, Status> {
+    let d = if ms == 0 {
+        DEFAULT_INVISIBLE
+    } else {
+        Duration::from_millis(ms)
+    };
+    if d > MAX_INVISIBLE {
+        return Err(Status::invalid_argument(format!(
+            "invisible duration may be at most {}h",
+            MAX_INVISIBLE.as_secs() / 3600
+        )));
+    }
+    Ok(d.as_millis() as u64)
+}
+
+pub fn group_info(g: &GroupState, meta: Option<&TopicMeta>) -> pb::GroupInfo {
+    let queues: Vec<pb::GroupQueueInfo> = g
+        .queues
+        .iter()
+        .enumerate()
+        .map(|(q, p)| {
+            let (low, end) = meta
+                .map(|m| (m.low_offsets[q], m.next_offsets[q]))
+                .unwrap_or((0, 0));
+            pb::GroupQueueInfo {
+                queue: q as u32,
+                ack_offset: p.ack_offset,
+                next_offset: p.next_offset,
+                low_offset: low,
+                end_offset: end,
+                lag: p.lag(end),
+                in_flight: p.leases.len() as u64,
+                behind_retention: low.saturating_sub(p.ack_offset),
+            }
+        })
+        .collect();
+    pb::GroupInfo {
+        group: g.group.clone(),
+        topic: g.topic.clone(),
+        max_delivery_attempts: g.max_delivery_attempts,
+        lag: queues.iter().map(|q| q.lag).sum(),
+        in_flight: queues.iter().map(|q| q.in_flight).sum(),
+        queues,
+        skipped_by_retention: g.skipped_by_retention,
+        dead_lettered: g.dead_lettered,
+        dead_letter_topic: GroupState::dlq_topic(&g.group),
+    }
+}
+
+impl ConsumeService {
+    pub async fn receive(&self, req: pb::ReceiveRequest) -> Result<pb::ReceiveResponse, Status> {
+        validate(&req.group, &req.topic)?;
+        let max = if req.max == 0 {
+            DEFAULT_MAX
+        } else {
+            req.max.min(1000)
+        };
+        let invisible_ms = invisible(req.invisible_ms)?;
+        let wait = Duration::from_millis(req.wait_ms).min(MAX_WAIT);
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut applied = self.reader.watch_applied_index();
+        let mut first = true;
+        loop {
+            let (work, wake_at) = self.reader.group_work(&req.group, &req.topic, now_ms());
+            // The first attempt always goes through (this node may lag; the leader knows).
+            if work || first {
+                first = false;
+                let op = Operation::Receive {
+                    group: req.group.clone(),
+                    topic: req.topic.clone(),
+                    max,
+                    invisible_ms,
+                };
+                let (result, index) = self.proposer.write_indexed(op).await?;
+                let deliveries = match result {
+                    CommandResult::Leased(d) => d,
+                    other => return Err(convert::unexpected(other)),
+                };
+                if !deliveries.is_empty() {
+                    return self.read_leased(&req.topic, deliveries, index).await;
+                }
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(pb::ReceiveResponse {
+                    messages: Vec::new(),
+                });
+            }
+            // Sleep until something changes here, a lease expires, or the wait is over.
+            let until_wake = wake_at
+                .map(|w| Duration::from_millis(w.saturating_sub(now_ms())))
+                .unwrap_or(wait);
+            let nap = until_wake.min(deadline - now).min(Duration::from_secs(1));
+            let _ = tokio::time::timeout(nap, applied.changed()).await;
+        }
+    }
+
+    /// Waits until this node applied the lease entry, then reads the leased payloads locally.
+    async fn read_leased(
+        &self,
+        topic: &str,
+        deliveries: Vec<txmq_raft_store::command::Delivery>,
+        index: u64,
+    ) -> Result<pb::ReceiveResponse, Status> {
+        let mut applied = self.reader.watch_applied_index();
+        let caught_up = tokio::time::timeout(APPLY_WAIT, applied.wait_for(|i| *i >= index)).await;
+        if !matches!(caught_up, Ok(Ok(_))) {
+            return Err(Status::unavailable(
+                "this node is too far behind to serve the received messages; they will be redelivered after their invisible duration",
+            ));
+        }
+        let mut messages = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            // A message retention removed in between is skipped (the group moves past it).
+            let Some(m) = self
+                .reader
+                .message_at(topic, d.queue, d.offset)
+                .map_err(convert::read_status)?
+            else {
+                continue;
+            };
+            let mut pb = convert::message_to_pb(m);
+            pb.delivery_attempt = d.attempt;
+            pb.receipt_handle = d.receipt;
+            messages.push(pb);
+        }
+        Ok(pb::ReceiveResponse { messages })
+    }
+
+    pub async fn ack(&self, req: pb::AckRequest) -> Result<pb::AckResponse, Status> {
+        validate(&req.group, &req.topic)?;
+        if req.receipt_handles.is_empty() || req.receipt_handles.len() > 1000 {
+            return Err(Status::invalid_argument(
+                "ack 1 to 1000 receipt handles at a time",
+            ));
+        }
+        let op = Operation::Ack {
+            group: req.group,
+            topic: req.topic,
+            receipts: req.receipt_handles.clone(),
+        };
+        let outcomes = match self.proposer.write(op).await? {
+            CommandResult::Acked(o) => o,
+            other => return Err(convert::unexpected(other)),
+        };
+        let results = req
+            .receipt_handles
+            .into_iter()
+            .zip(outcomes)
+            .map(|(receipt_handle, o)| pb::AckResult {
+                receipt_handle,
+                outcome: match o {
+                    AckOutcome::Acked => "acked",
+                    AckOutcome::AlreadyAcked => "already_acked",
+                    AckOutcome::Stale => "stale",
+                    AckOutcome::Invalid => "invalid",
+                }
+                .into(),
+            })
+            .collect();
+        Ok(pb::AckResponse { results })
+    }
+
+    pub async fn change_invisible(
+        &self,
+        req: pb::ChangeInvisibleDurationRequest,
+    ) -> Result<pb::ChangeInvisibleDurationResponse, Status> {
+        validate(&req.group, &req.topic)?;
+        let invisible_ms = invisible(req.invisible_ms)?;
+        let op = Operation::ChangeInvisible {
+            group: req.group,
+            topic: req.topic,
+            receipt: req.receipt_handle,
+            invisible_ms,
+        };
+        match self.proposer.write(op).await? {
+            CommandResult::InvisibilityChanged { receipt } => {
+                Ok(pb::ChangeInvisibleDurationResponse {
+                    receipt_handle: receipt,
+                })
+            }
+            other => Err(convert::unexpected(other)),
+        }
+    }
+
+    pub async fn reset(&self, req: pb::ResetGroupRequest) -> Result<pb::GroupInfo, Status> {
+        validate(&req.group, &req.topic)?;
+        use pb::reset_group_request::To;
+        let to = match req.to {
+            Some(To::Earliest(_)) => ResetTarget::Earliest,
+            Some(To::Latest(_)) => ResetTarget::Latest,
+            Some(To::Offset(o)) => {
+                let meta = self.topic(&req.topic)?;
+                ResetTarget::Offsets(vec![o; meta.queues as usize])
+            }
+            Some(To::TimestampMs(t)) => ResetTarget::Offsets(self.offsets_at_time(&req.topic, t)?),
+            None => {
+                return Err(Status::invalid_argument(
+                    "say where to reset to: earliest, latest, an offset or a time",
+                ));
+            }
+        };
+        self.change_group(
+            Operation::ResetGroup {
+                group: req.group.clone(),
+                topic: req.topic.clone(),
+                to,
+            },
+            &req.group,
+            &req.topic,
+        )
+        .await
+    }
+
+    pub async fn configure(&self, req: pb::ConfigureGroupRequest) -> Result<pb::GroupInfo, Status> {
+        validate(&req.group, &req.topic)?;
+        let op = Operation::ConfigureGroup {
+            group: req.group.clone(),
+            topic: req.topic.clone(),
+            max_delivery_attempts: req.max_delivery_attempts,
+        };
+        self.change_group(op, &req.group, &req.topic).await
+    }
+
+    async fn change_group(
+        &self,
+        op: Operation,
+        group: &str,
+        topic: &str,
+    ) -> Result<pb::GroupInfo, Status> {
+        let (result, index) = self.proposer.write_indexed(op).await?;
+        if !matches!(result, CommandResult::GroupChanged) {
+            return Err(convert::unexpected(result));
+        }
+        let mut applied = self.reader.watch_applied_index();
+        let _ = tokio::time::timeout(APPLY_WAIT, applied.wait_for(|i| *i >= index)).await;
+        self.describe(group, topic)
+    }
+
+    pub fn describe(&self, group: &str, topic: &str) -> Result<pb::GroupInfo, Status> {
+        let g = self.reader.group(group, topic).ok_or_else(|| {
+            Status::not_found(format!(
+                "consumer group '{group}' has not consumed topic '{topic}' (on this node)"
+            ))
+        })?;
+        Ok(group_info(&g, self.reader.topic(topic).as_ref()))
+    }
+
+    pub fn list(&self) -> pb::ListGroupsResponse {
+        let groups = self
+            .reader
+            .groups()
+            .iter()
+            .map(|g| group_info(g, self.reader.topic(&g.topic).as_ref()))
+            .collect();
+        pb::ListGroupsResponse { groups }
+    }
+
+    fn topic(&self, topic: &str) -> Result<TopicMeta, Status> {
+        self.reader
+            .topic(topic)
+            .ok_or_else(|| Status::not_found(format!("topic '{topic}' does not exist")))
+    }
+
+    /// Per queue, the first retained offset whose message was born at or after `time_ms`.
+    fn offsets_at_time(&self, topic: &str, time_ms: u64) -> Result<Vec<u64>, Status> {
+        let meta = self.topic(topic)?;
+        let mut offsets = Vec::with_capacity(meta.queues as usize);
+        for q in 0..meta.queues {
+            let (mut lo, mut hi) = (meta.low_offsets[q as usize], meta.next_offsets[q as usize]);
+            // Born times grow with offsets within a queue: binary search.
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                let born = self
+                    .reader
+                    .message_at(topic, q, mid)
+                    .map_err(convert::read_status)?
+                    .map(|m| m.message.born_at_ms);
+                match born {
+                    Some(b) if b < time_ms => lo = mid + 1,
+                    _ => hi = mid,
+                }
+            }
+            offsets.push(lo);
+        }
+        Ok(offsets)
+    }
+}
