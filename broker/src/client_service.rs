@@ -173,6 +173,7 @@ impl Txmq for ClientService {
         request: Request<pb::SendRequest>,
     ) -> Result<Response<pb::SendResponse>, Status> {
         let (topic, message) = convert::new_message(request.into_inner(), self.max_message_bytes)?;
+        let body_len = message.body.len() as u64;
         let op = Operation::Publish {
             topic: topic.clone(),
             messages: vec![message],
@@ -180,6 +181,8 @@ impl Txmq for ClientService {
         match self.proposer.write(op).await? {
             CommandResult::Published(mut positions) if positions.len() == 1 => {
                 let p = positions.remove(0);
+                metrics::counter!("txmq_messages_produced_total", "type" => "normal").increment(1);
+                metrics::counter!("txmq_messages_produced_bytes_total").increment(body_len);
                 Ok(Response::new(pb::SendResponse {
                     message_id: p.message_id,
                     topic,

@@ -156,6 +156,12 @@ impl ConsumeService {
             else {
                 continue;
             };
+            metrics::counter!("txmq_messages_delivered_total").increment(1);
+            metrics::counter!("txmq_messages_delivered_bytes_total")
+                .increment(m.message.body.len() as u64);
+            if d.attempt > 1 {
+                metrics::counter!("txmq_messages_redelivered_total").increment(1);
+            }
             let mut pb = convert::message_to_pb(m);
             pb.delivery_attempt = d.attempt;
             pb.receipt_handle = d.receipt;
@@ -180,6 +186,8 @@ impl ConsumeService {
             CommandResult::Acked(o) => o,
             other => return Err(convert::unexpected(other)),
         };
+        let acked = outcomes.iter().filter(|o| **o == AckOutcome::Acked).count() as u64;
+        metrics::counter!("txmq_messages_acked_total").increment(acked);
         let results = req
             .receipt_handles
             .into_iter()

@@ -1,4 +1,5 @@
-//! gRPC health (`grpc.health.v1`) on the client port: SERVING while this node knows a leader.
+//! gRPC health (`grpc.health.v1`) on the client port: SERVING while this node is ready (knows a
+//! leader and has caught up), the same rule as `/readyz`.
 
 use openraft::async_runtime::WatchReceiver;
 use std::time::Duration;
@@ -14,7 +15,8 @@ pub async fn track_readiness(raft: Raft, reporter: HealthReporter) {
     let mut metrics = raft.metrics();
     let mut last = None;
     loop {
-        let ready = metrics.borrow_and_update().current_leader.is_some();
+        metrics.borrow_and_update();
+        let ready = crate::http::readiness(&raft).is_ok();
         if last != Some(ready) {
             let status = if ready {
                 ServingStatus::Serving

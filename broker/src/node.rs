@@ -43,6 +43,7 @@ pub enum NodeError {
 pub struct Listeners {
     pub client: TcpListener,
     pub peer: TcpListener,
+    pub metrics: TcpListener,
 }
 
 impl Listeners {
@@ -55,6 +56,7 @@ impl Listeners {
         Ok(Listeners {
             client: bind(config.client_addr.clone(), "client API").await?,
             peer: bind(config.peer_addr.clone(), "peer API").await?,
+            metrics: bind(config.metrics_addr.clone(), "metrics/health HTTP").await?,
         })
     }
 }
@@ -102,7 +104,9 @@ pub async fn run(
     let mut storage_config = StorageConfig::new(&config.data_dir);
     storage_config.cache_bytes = config.cache_bytes;
     let storage = Storage::open(&storage_config)?;
+    let metrics_handle = crate::telemetry::install();
     let db = storage.db.clone();
+    let log_for_metrics = storage.log.clone();
     let reader = storage.reader.clone();
     let raft = Raft::new(
         config.node_id,
@@ -123,6 +127,14 @@ pub async fn run(
         health_reporter,
     ));
     let checkers = Arc::new(CheckerRegistry::default());
+    let raft_metrics_task = tokio::spawn(crate::telemetry::track_raft(raft.clone()));
+    let refresh_task = tokio::spawn(crate::telemetry::refresh_periodically(
+        metrics_handle.clone(),
+        reader.clone(),
+        db.clone(),
+        move || log_for_metrics.entry_count(),
+        checkers.clone(),
+    ));
     let _leader_watch = start_scheduler_on_leadership(&raft, &proposer, &reader, &checkers);
     let txn = TxnService {
         raft: raft.clone(),
@@ -159,7 +171,19 @@ pub async fn run(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let http_server = crate::http::serve(
+        listeners.metrics,
+        metrics_handle,
+        raft.clone(),
+        stopped(stop_rx.clone()),
+    );
+    let http_task = tokio::spawn(async move {
+        if let Err(e) = http_server.await {
+            tracing::error!("metrics/health HTTP server failed: {e}");
+        }
+    });
     let client_server = tonic::transport::Server::builder()
+        .layer(crate::grpc_metrics::GrpcMetricsLayer)
         .add_service(health_service)
         .add_service(
             TxmqServer::new(client_service)
@@ -188,6 +212,9 @@ pub async fn run(
         }
     };
     health_task.abort();
+    raft_metrics_task.abort();
+    refresh_task.abort();
+    let _ = http_task.await;
     if let Err(e) = raft.shutdown().await {
         tracing::warn!("raft shutdown: {e}");
     }

@@ -186,7 +186,9 @@ impl Proposer {
 
     async fn write_local(&self, mut command: Command) -> Result<LeaderOutcome, OpError> {
         command.time_ms = now_ms();
-        let resp = self.raft.client_write(command).await.map_err(write_error)?;
+        let resp = self.raft.client_write(command).await.map_err(write_error);
+        count_proposal(resp.is_ok());
+        let resp = resp?;
         Ok(LeaderOutcome::Written {
             result: resp.data,
             index: resp.log_id.index,
@@ -296,4 +298,9 @@ fn write_error(
         RaftError::APIError(ClientWriteError::PreconditionFailed(e)) => OpError::FailedPrecondition(e.to_string()),
         RaftError::Fatal(f) => OpError::Unavailable(format!("this node's Raft stopped: {f}")),
     }
+}
+
+fn count_proposal(committed: bool) {
+    let outcome = if committed { "committed" } else { "failed" };
+    metrics::counter!("txmq_raft_proposals_total", "outcome" => outcome).increment(1);
 }

@@ -85,6 +85,7 @@ impl Scheduler {
         };
         for (id, reason) in &rolled_back {
             tracing::info!(txn = %id, reason = reason.as_str(), "transaction rolled back by the broker");
+            crate::txn_service::record_decision(&self.reader, id, "rolled_back", reason.as_str());
         }
         for (id, attempt) in checks {
             self.send_check(&id, attempt);
@@ -108,6 +109,7 @@ impl Scheduler {
                 && n > 0
             {
                 tracing::info!(%group, %topic, messages = n, "moved to the dead-letter topic");
+                metrics::counter!("txmq_messages_dead_lettered_total").increment(n);
             }
         }
         Ok(())
@@ -150,6 +152,11 @@ impl Scheduler {
             attempt,
         };
         let delivered = self.checkers.send(request);
+        if delivered {
+            metrics::counter!("txmq_txn_checks_sent_total").increment(1);
+        } else {
+            metrics::counter!("txmq_txn_checks_undeliverable_total").increment(1);
+        }
         tracing::info!(txn = %id, group = %record.group, attempt, delivered, "check-back sent");
     }
 }

@@ -107,11 +107,14 @@ impl TxnService {
             timing,
         };
         match self.proposer.write(op).await? {
-            CommandResult::HalfAccepted { txn_id, message_id } => Ok(pb::SendHalfResponse {
-                transaction_id: txn_id,
-                message_id,
-                topic,
-            }),
+            CommandResult::HalfAccepted { txn_id, message_id } => {
+                metrics::counter!("txmq_txn_half_messages_total").increment(1);
+                Ok(pb::SendHalfResponse {
+                    transaction_id: txn_id,
+                    message_id,
+                    topic,
+                })
+            }
             other => Err(convert::unexpected(other)),
         }
     }
@@ -149,6 +152,9 @@ impl TxnService {
         };
         match self.proposer.write(op).await? {
             CommandResult::TxnDecided(o) => {
+                if !o.repeated {
+                    self.record_decision(&o.txn_id, o.state.as_str(), source.as_str());
+                }
                 let message_id = o
                     .position
                     .as_ref()
@@ -166,6 +172,10 @@ impl TxnService {
             }
             other => Err(convert::unexpected(other)),
         }
+    }
+
+    fn record_decision(&self, txn_id: &str, state: &'static str, source: &'static str) {
+        record_decision(&self.reader, txn_id, state, source);
     }
 
     pub fn list(&self, req: pb::ListTransactionsRequest) -> pb::ListTransactionsResponse {
@@ -248,6 +258,8 @@ impl TxnService {
             let Ok(decision) = decision_from_pb(answer.decision) else {
                 continue;
             };
+            metrics::counter!("txmq_txn_checks_answered_total", "answer" => decision.as_str())
+                .increment(1);
             // An instance answers only for its own group; the state machine enforces it too.
             let outcome = self
                 .decide(
@@ -278,5 +290,26 @@ impl TxnService {
             status.metadata_mut().insert("txmq-leader", value);
         }
         status
+    }
+}
+
+/// Counts a decision and, once final, observes the time from half message to decision.
+pub fn record_decision(
+    reader: &StateReader,
+    txn_id: &str,
+    state: &'static str,
+    source: &'static str,
+) {
+    metrics::counter!("txmq_txn_decisions_total", "outcome" => state, "source" => source)
+        .increment(1);
+    if state == "pending" {
+        return;
+    }
+    if state == "committed" {
+        metrics::counter!("txmq_messages_produced_total", "type" => "transaction").increment(1);
+    }
+    if let Some(record) = reader.transaction(txn_id) {
+        let seconds = now_ms().saturating_sub(record.created_ms) as f64 / 1000.0;
+        metrics::histogram!("txmq_txn_time_to_decision_seconds").record(seconds);
     }
 }

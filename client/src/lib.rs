@@ -21,7 +21,7 @@ mod transaction;
 
 pub use client::{Client, ClientOptions};
 pub use consumer::{ConsumeResult, PushConsumer, PushOptions};
-pub use error::ClientError;
+pub use error::{ClientError, code_name as error_code_name};
 pub use transaction::{
     CheckerHandle, LocalTransactionState, TransactionChecker, TransactionProducer,
     TransactionResult,

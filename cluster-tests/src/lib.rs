@@ -61,6 +61,7 @@ pub struct Node {
     pub id: u64,
     pub client_addr: String,
     pub peer_addr: String,
+    pub metrics_addr: String,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     args: Vec<String>,
@@ -167,7 +168,7 @@ impl Cluster {
         let data_dir = self.dir.path().join(format!("node-{id}"));
         let client_addr = format!("127.0.0.1:{client}");
         let peer_addr = format!("127.0.0.1:{peer}");
-        let metrics_port = free_port()?;
+        let metrics_addr = format!("127.0.0.1:{}", free_port()?);
         let mut args: Vec<String> = vec![
             "serve".into(),
             "--node-id".into(),
@@ -179,7 +180,7 @@ impl Cluster {
             "--peer-addr".into(),
             peer_addr.clone(),
             "--metrics-addr".into(),
-            format!("127.0.0.1:{metrics_port}"),
+            metrics_addr.clone(),
         ];
         if let Some(initial) = initial {
             args.push("--initial-cluster".into());
@@ -190,6 +191,7 @@ impl Cluster {
             id,
             client_addr,
             peer_addr,
+            metrics_addr,
             log_path: self.dir.path().join(format!("node-{id}.log")),
             data_dir,
             args,
@@ -288,4 +290,53 @@ impl Cluster {
 fn tail(s: &str, lines: usize) -> String {
     let all: Vec<&str> = s.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A plain HTTP GET on loopback (tests only): returns (status code, body).
+pub async fn http_get(addr: &str, path_and_query: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream =
+        tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+            .await??;
+    let request =
+        format!("GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw)).await??;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no HTTP status")?;
+    Ok((status, body.to_string()))
+}
+
+/// Percent-encodes a query parameter value.
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Finds a tool on PATH, failing loudly (never skipping) when it is missing.
+pub fn required_tool(name: &str) -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "`{name}` is not installed: run ./scripts/test.sh, which installs Debian's `prometheus` package (it provides prometheus and promtool)"
+    )
 }

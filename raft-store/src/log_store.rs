@@ -146,14 +146,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let started = std::time::Instant::now();
         let mut batch = sled::Batch::default();
+        let mut count = 0u64;
         for entry in entries {
             batch.insert(&index_key(entry.log_id.index), codec::encode(&entry)?);
+            count += 1;
         }
         self.log.apply_batch(batch).map_err(io_err)?;
         // Group commit: one fsync covers every entry of this append (openraft hands us all the
         // entries that queued up while the previous flush ran).
+        let fsync_started = std::time::Instant::now();
         let result = self.flush().await;
+        metrics::histogram!("txmq_raft_log_fsync_duration_seconds")
+            .record(fsync_started.elapsed().as_secs_f64());
+        metrics::histogram!("txmq_raft_log_append_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!("txmq_raft_log_entries_appended_total").increment(count);
         callback.io_completed(
             result
                 .as_ref()

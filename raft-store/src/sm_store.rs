@@ -211,6 +211,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 .map_err(io::Error::other)??;
         *self.shared.write_state() = state;
         self.shared.set_applied(applied);
+        metrics::counter!("txmq_raft_snapshots_installed_total").increment(1);
         Ok(())
     }
 
@@ -288,6 +289,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = tokio::fs::File;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let started = std::time::Instant::now();
         let last = self.applied.last_applied;
         let meta = SnapshotMeta {
             last_log_id: last,
@@ -305,6 +307,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .await
             .map_err(io::Error::other)??;
         let file = tokio::fs::File::open(path).await?;
+        metrics::counter!("txmq_raft_snapshots_built_total").increment(1);
+        metrics::histogram!("txmq_raft_snapshot_build_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
         Ok(Snapshot {
             meta,
             snapshot: file,
