@@ -23,6 +23,7 @@ pub struct ClientService {
     pub client_addr: String,
     pub peer_addr: String,
     pub txn: TxnService,
+    pub routes: std::sync::Arc<crate::network::PeerRoutes>,
     pub consume: ConsumeService,
 }
 
@@ -219,8 +220,24 @@ impl Txmq for ClientService {
         _request: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
         Ok(Response::new(
-            cluster_status(&self.raft, &self.client_addr, &self.peer_addr).await,
+            cluster_status(&self.raft, &self.routes, &self.client_addr, &self.peer_addr).await,
         ))
+    }
+
+    async fn state_digest(
+        &self,
+        _request: Request<pb::StateDigestRequest>,
+    ) -> Result<Response<pb::StateDigestResponse>, Status> {
+        let (applied_index, digest) = self
+            .reader
+            .applied_digest()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let node_id = *self.raft.node_id();
+        Ok(Response::new(pb::StateDigestResponse {
+            node_id,
+            applied_index,
+            digest,
+        }))
     }
 
     async fn add_node(
@@ -244,7 +261,8 @@ impl Txmq for ClientService {
                 learner_only: req.learner_only,
             })
             .await?;
-        let status = cluster_status(&self.raft, &self.client_addr, &self.peer_addr).await;
+        let status =
+            cluster_status(&self.raft, &self.routes, &self.client_addr, &self.peer_addr).await;
         Ok(Response::new(pb::AddNodeResponse {
             status: Some(status),
         }))
@@ -256,7 +274,8 @@ impl Txmq for ClientService {
     ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
         let id = request.into_inner().id;
         self.proposer.execute(LeaderOp::RemoveNode { id }).await?;
-        let status = cluster_status(&self.raft, &self.client_addr, &self.peer_addr).await;
+        let status =
+            cluster_status(&self.raft, &self.routes, &self.client_addr, &self.peer_addr).await;
         Ok(Response::new(pb::RemoveNodeResponse {
             status: Some(status),
         }))

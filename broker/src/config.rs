@@ -59,6 +59,10 @@ pub struct ServeArgs {
     /// Ignored once the data dir holds a cluster.
     #[arg(long, env = "TXMQ_INITIAL_CLUSTER")]
     pub initial_cluster: Option<String>,
+    /// Dial these peers at other addresses than the membership says: `2=host:port,3=host:port`
+    /// (NAT, sidecars; the chaos tests route peer links through fault-injecting proxies).
+    #[arg(long, env = "TXMQ_PEER_OVERRIDE")]
+    pub peer_override: Option<String>,
     /// The client address other nodes and clients should use (default: the listen address).
     #[arg(long, env = "TXMQ_ADVERTISE_CLIENT_ADDR")]
     pub advertise_client_addr: Option<String>,
@@ -112,6 +116,7 @@ pub struct ServeConfig {
     pub peer_addr: String,
     pub metrics_addr: String,
     pub initial_cluster: BTreeMap<u64, String>,
+    pub peer_overrides: BTreeMap<u64, String>,
     pub advertise_client_addr: Option<String>,
     pub advertise_peer_addr: Option<String>,
     pub max_message_bytes: usize,
@@ -170,6 +175,7 @@ impl ServeArgs {
             peer_addr,
             metrics_addr,
             initial_cluster,
+            peer_override,
             advertise_client_addr,
             advertise_peer_addr,
             max_message_bytes,
@@ -214,6 +220,15 @@ impl ServeArgs {
             Some(s) => parse_initial_cluster(s)?,
             None => BTreeMap::new(),
         };
+        let peer_overrides = match &args.peer_override {
+            Some(s) => parse_initial_cluster(s).map_err(|e| {
+                ConfigError::Invalid(
+                    e.to_string()
+                        .replace("--initial-cluster", "--peer-override"),
+                )
+            })?,
+            None => BTreeMap::new(),
+        };
         let log_format = match args.log_format.as_deref().unwrap_or("human") {
             "human" | "text" => LogFormat::Human,
             "json" => LogFormat::Json,
@@ -233,6 +248,7 @@ impl ServeArgs {
             peer_addr: args.peer_addr.unwrap_or_else(|| "127.0.0.1:9871".into()),
             metrics_addr: args.metrics_addr.unwrap_or_else(|| "127.0.0.1:9872".into()),
             initial_cluster,
+            peer_overrides,
             advertise_client_addr: args.advertise_client_addr,
             advertise_peer_addr: args.advertise_peer_addr,
             max_message_bytes: args

@@ -30,6 +30,7 @@ const METHODS: &[&str] = &[
     "ClusterStatus",
     "AddNode",
     "RemoveNode",
+    "StateDigest",
 ];
 
 fn method_label(path: &str) -> &'static str {

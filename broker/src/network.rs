@@ -40,9 +40,33 @@ pub fn peer_client(channel: Channel) -> PeerClient<Channel> {
         .max_encoding_message_size(MAX_PEER_MESSAGE)
 }
 
+/// Where to reach each peer: the address in the membership, unless this node was told to use
+/// another one for that peer (`--peer-override ID=HOST:PORT`: NAT, a sidecar, or the chaos
+/// tests' fault-injecting proxies).
+#[derive(Debug, Clone, Default)]
+pub struct PeerRoutes {
+    overrides: std::collections::BTreeMap<NodeId, String>,
+}
+
+impl PeerRoutes {
+    pub fn new(overrides: std::collections::BTreeMap<NodeId, String>) -> Self {
+        Self { overrides }
+    }
+
+    /// The address to dial for node `id` whose membership address is `addr`.
+    pub fn resolve(&self, id: NodeId, addr: &str) -> String {
+        self.overrides
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| addr.to_string())
+    }
+}
+
 /// Creates one connection per target peer.
 #[derive(Clone, Default)]
-pub struct PeerNetworkFactory;
+pub struct PeerNetworkFactory {
+    pub routes: std::sync::Arc<PeerRoutes>,
+}
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
     type Network = PeerConnection;
@@ -50,7 +74,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerConnection {
         PeerConnection {
             target,
-            addr: node.peer_addr.clone(),
+            addr: self.routes.resolve(target, &node.peer_addr),
             client: None,
         }
     }

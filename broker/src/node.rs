@@ -108,10 +108,16 @@ pub async fn run(
     let db = storage.db.clone();
     let log_for_metrics = storage.log.clone();
     let reader = storage.reader.clone();
+    let routes = Arc::new(crate::network::PeerRoutes::new(
+        config.peer_overrides.clone(),
+    ));
+    let network = PeerNetworkFactory {
+        routes: routes.clone(),
+    };
     let raft = Raft::new(
         config.node_id,
         raft_config(&config)?,
-        PeerNetworkFactory,
+        network,
         storage.log,
         storage.state_machine,
     )
@@ -120,7 +126,7 @@ pub async fn run(
     bootstrap(&raft, &config).await?;
     tracing::info!(node = config.node_id, %client_addr, %peer_addr, data_dir = %config.data_dir.display(), "txmq node started");
 
-    let proposer = Proposer::new(config.node_id, raft.clone(), reader.clone());
+    let proposer = Proposer::new(config.node_id, raft.clone(), reader.clone(), routes.clone());
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let health_task = tokio::spawn(crate::health::track_readiness(
         raft.clone(),
@@ -142,6 +148,7 @@ pub async fn run(
         reader: reader.clone(),
         checkers,
         settings: config.txn,
+        routes: routes.clone(),
         max_message_bytes: config.max_message_bytes,
     };
     let consume = ConsumeService {
@@ -149,6 +156,7 @@ pub async fn run(
         reader: reader.clone(),
     };
     let client_service = ClientService {
+        routes,
         raft: raft.clone(),
         proposer: proposer.clone(),
         txn,

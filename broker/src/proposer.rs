@@ -37,15 +37,22 @@ pub struct Proposer {
     raft: Raft,
     reader: StateReader,
     peers: Arc<Mutex<HashMap<String, PeerClient<Channel>>>>,
+    routes: Arc<crate::network::PeerRoutes>,
 }
 
 impl Proposer {
-    pub fn new(id: NodeId, raft: Raft, reader: StateReader) -> Self {
+    pub fn new(
+        id: NodeId,
+        raft: Raft,
+        reader: StateReader,
+        routes: Arc<crate::network::PeerRoutes>,
+    ) -> Self {
         Self {
             id,
             raft,
             reader,
             peers: Arc::default(),
+            routes,
         }
     }
 
@@ -102,7 +109,7 @@ impl Proposer {
                     m.membership_config
                         .membership()
                         .get_node(&l)
-                        .map(|n| n.peer_addr.clone())
+                        .map(|n| self.routes.resolve(l, &n.peer_addr))
                 });
                 (m.current_leader, addr)
             };

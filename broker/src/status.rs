@@ -8,7 +8,7 @@ use txmq_proto::client::{ClusterStatusResponse, NodeStatus};
 use txmq_proto::peer::{NodeStatusRequest, NodeStatusResponse};
 use txmq_raft_store::Raft;
 
-use crate::network::{peer_channel, peer_client};
+use crate::network::{PeerRoutes, peer_channel, peer_client};
 
 fn role_name(state: ServerState, is_voter: bool) -> &'static str {
     match state {
@@ -40,6 +40,7 @@ pub fn local_status(raft: &Raft, client_addr: &str, peer_addr: &str) -> NodeStat
 /// Asks every member for its status (in parallel, with a short timeout each).
 pub async fn cluster_status(
     raft: &Raft,
+    routes: &PeerRoutes,
     client_addr: &str,
     peer_addr: &str,
 ) -> ClusterStatusResponse {
@@ -58,7 +59,7 @@ pub async fn cluster_status(
             let status = if id == me.id {
                 Some(me)
             } else {
-                ask_peer(&info.peer_addr).await
+                ask_peer(&routes.resolve(id, &info.peer_addr)).await
             };
             match status {
                 Some(s) => NodeStatus {
@@ -99,12 +100,14 @@ async fn ask_peer(addr: &str) -> Option<NodeStatusResponse> {
 }
 
 /// The leader's advertised client address, asking it over the peer API.
-pub async fn leader_client_addr(raft: &Raft) -> Option<String> {
+pub async fn leader_client_addr(raft: &Raft, routes: &PeerRoutes) -> Option<String> {
     let m = raft.metrics().borrow_watched().clone();
     let leader = m.current_leader?;
     let node = m.membership_config.membership().get_node(&leader)?.clone();
     if !node.client_addr.is_empty() {
         return Some(node.client_addr);
     }
-    ask_peer(&node.peer_addr).await.map(|s| s.client_addr)
+    ask_peer(&routes.resolve(leader, &node.peer_addr))
+        .await
+        .map(|s| s.client_addr)
 }

@@ -31,6 +31,7 @@ pub struct TxnService {
     pub reader: StateReader,
     pub checkers: Arc<CheckerRegistry>,
     pub settings: TxnSettings,
+    pub routes: Arc<crate::network::PeerRoutes>,
     pub max_message_bytes: usize,
 }
 
@@ -284,7 +285,7 @@ impl TxnService {
     async fn not_leader(&self) -> Status {
         let mut status =
             Status::unavailable("check channels are served by the leader; reconnect to it");
-        if let Some(addr) = crate::status::leader_client_addr(&self.raft).await
+        if let Some(addr) = crate::status::leader_client_addr(&self.raft, &self.routes).await
             && let Ok(value) = addr.parse()
         {
             status.metadata_mut().insert("txmq-leader", value);

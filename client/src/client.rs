@@ -434,6 +434,19 @@ impl Client {
             .into_inner())
     }
 
+    /// The state digest of one endpoint (no failover): for comparing replicas.
+    pub async fn state_digest_from(
+        &self,
+        endpoint: usize,
+    ) -> Result<txmq_proto::client::StateDigestResponse, ClientError> {
+        let i = endpoint % self.endpoints.len();
+        Ok(self
+            .grpc(i)
+            .state_digest(txmq_proto::client::StateDigestRequest {})
+            .await?
+            .into_inner())
+    }
+
     pub async fn add_node(
         &self,
         req: AddNodeRequest,

@@ -325,7 +325,14 @@ impl StateReader {
     /// A digest of every replicated row (topics and messages), equal on replicas that applied
     /// the same log prefix. Used by tests and the chaos checker to compare replicas.
     pub fn content_digest(&self) -> Result<u32, io::Error> {
+        Ok(self.applied_digest()?.1)
+    }
+
+    /// The applied log index and the digest of the state at exactly that index (applies wait
+    /// while the digest is computed).
+    pub fn applied_digest(&self) -> Result<(u64, u32), io::Error> {
         let _state = self.shared.read_state();
+        let applied = *self.shared.applied_index.borrow();
         let mut hasher = crc32fast::Hasher::new();
         for prefix in [
             keys::TOPIC_PREFIX,
@@ -342,6 +349,6 @@ impl StateReader {
                 hasher.update(&v);
             }
         }
-        Ok(hasher.finalize())
+        Ok((applied, hasher.finalize()))
     }
 }
