@@ -12,18 +12,26 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use txmq_client::{Client, ClientOptions};
 
+pub mod chaos;
+pub mod proxy;
+
+pub use proxy::LinkProxy;
+
 /// The `txmq` binary under test: `$TXMQ_BIN`, or `txmq` in the target directory of this test.
 pub fn txmq_binary() -> Result<PathBuf> {
     if let Ok(p) = std::env::var("TXMQ_BIN") {
         return Ok(PathBuf::from(p));
     }
-    // Test executables live in target/<profile>/deps/.
+    // Test executables live in target/<profile>/deps/, binaries in target/<profile>/.
     let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test executable has no target dir")?;
-    let bin = profile_dir.join("txmq");
+    let dir = exe.parent().context("executable has no directory")?;
+    let bin = [
+        dir.join("txmq"),
+        dir.parent().map(|p| p.join("txmq")).unwrap_or_default(),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+    .unwrap_or_else(|| dir.join("txmq"));
     if !bin.exists() {
         bail!(
             "{} does not exist: build it first with `cargo build -p txmq-broker --bin txmq` (the test command does)",
@@ -100,6 +108,25 @@ impl Node {
         Ok(())
     }
 
+    /// SIGSTOP: the process freezes (a long GC pause, a stalled VM).
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Node::pause`].
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on our own child's pid with a valid signal has no memory effects.
+            unsafe {
+                libc::kill(c.id() as i32, signal);
+            }
+        }
+    }
+
     /// Deletes the node's data directory (the process must be stopped).
     pub fn wipe(&mut self) -> Result<()> {
         self.kill();
@@ -116,6 +143,7 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        self.resume();
         self.kill();
     }
 }
@@ -124,11 +152,16 @@ impl Drop for Node {
 #[derive(Debug, Clone, Default)]
 pub struct ClusterOptions {
     pub extra_args: Vec<String>,
+    /// Route every peer link (each direction separately) through a [`LinkProxy`], so tests can
+    /// partition the cluster.
+    pub proxied_links: bool,
 }
 
 /// A cluster of real processes.
 pub struct Cluster {
     pub nodes: BTreeMap<u64, Node>,
+    /// (from, to) → the proxy node `from` dials to reach `to` (only with `proxied_links`).
+    pub links: BTreeMap<(u64, u64), LinkProxy>,
     pub bin: PathBuf,
     dir: tempfile::TempDir,
     options: ClusterOptions,
@@ -141,6 +174,7 @@ impl Cluster {
         let dir = tempfile::Builder::new().prefix("txmq-cluster-").tempdir()?;
         let mut cluster = Cluster {
             nodes: BTreeMap::new(),
+            links: BTreeMap::new(),
             bin,
             dir,
             options,
@@ -153,8 +187,28 @@ impl Cluster {
             .iter()
             .map(|(id, _, p)| format!("{id}=127.0.0.1:{p}"))
             .collect();
+        if cluster.options.proxied_links {
+            for (from, _, _) in &planned {
+                for (to, _, peer) in &planned {
+                    if from != to {
+                        let proxy = LinkProxy::start(format!("127.0.0.1:{peer}")).await?;
+                        cluster.links.insert((*from, *to), proxy);
+                    }
+                }
+            }
+        }
         for (id, client, peer) in planned {
-            let node = cluster.make_node(id, client, peer, Some(initial.join(",")))?;
+            let mut node = cluster.make_node(id, client, peer, Some(initial.join(",")))?;
+            let overrides: Vec<String> = cluster
+                .links
+                .iter()
+                .filter(|((f, _), _)| *f == id)
+                .map(|((_, t), p)| format!("{t}={}", p.addr))
+                .collect();
+            if !overrides.is_empty() {
+                node.args.push("--peer-override".into());
+                node.args.push(overrides.join(","));
+            }
             cluster.nodes.insert(id, node);
         }
         for node in cluster.nodes.values_mut() {
@@ -262,6 +316,37 @@ impl Cluster {
             }
         })
         .await
+    }
+
+    /// Cuts the link `from` → `to` (one way).
+    pub fn cut(&self, from: u64, to: u64) {
+        if let Some(p) = self.links.get(&(from, to)) {
+            p.cut();
+        }
+    }
+
+    /// Cuts every link to and from `node`.
+    pub fn isolate(&self, node: u64) {
+        for ((f, t), p) in &self.links {
+            if *f == node || *t == node {
+                p.cut();
+            }
+        }
+    }
+
+    /// Cuts every link between `side` and the other nodes, both ways.
+    pub fn split(&self, side: &[u64]) {
+        for ((f, t), p) in &self.links {
+            if side.contains(f) != side.contains(t) {
+                p.cut();
+            }
+        }
+    }
+
+    pub fn heal_links(&self) {
+        for p in self.links.values() {
+            p.heal();
+        }
     }
 
     pub fn dir(&self) -> &Path {

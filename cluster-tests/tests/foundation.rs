@@ -194,6 +194,7 @@ async fn wiped_node_replaced_under_a_new_id_catches_up_through_a_snapshot() -> R
         extra_args: ["--snapshot-logs", "20", "--logs-to-keep", "5"]
             .map(String::from)
             .to_vec(),
+        ..Default::default()
     };
     let mut cluster = Cluster::start(3, options).await?;
     let client = cluster.client()?;
@@ -271,6 +272,7 @@ async fn wiped_node_replaced_under_a_new_id_catches_up_through_a_snapshot() -> R
 async fn bad_input_gets_a_clear_error_and_changes_nothing() -> Result<()> {
     let options = ClusterOptions {
         extra_args: ["--max-message-bytes", "1024"].map(String::from).to_vec(),
+        ..Default::default()
     };
     let mut cluster = Cluster::start(3, options).await?;
     let client = cluster.client()?;

@@ -131,6 +131,7 @@ async fn health_metrics_and_a_real_prometheus_scrape() -> Result<()> {
         ]
         .map(String::from)
         .to_vec(),
+        ..Default::default()
     };
     let mut cluster = Cluster::start(3, options).await?;
 

@@ -26,6 +26,7 @@ fn options(first: &str, interval: &str, max_checks: u32, lifetime: &str) -> Clus
             "--txn-max-lifetime".into(),
             lifetime.into(),
         ],
+        ..Default::default()
     }
 }
 

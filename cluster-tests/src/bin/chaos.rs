@@ -1,0 +1,77 @@
+//! `chaos`: the long chaos run on demand.
+//!
+//!     cargo build -p txmq-broker --bin txmq
+//!     cargo run -p txmq-cluster-tests --bin chaos -- --duration 10m --seed 42 --report chaos.json
+//!
+//! Exits non-zero when a guarantee was broken; the report says which, and how to reproduce.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use txmq_cluster_tests::chaos::{ChaosConfig, run};
+
+#[derive(Parser)]
+#[command(
+    about = "Runs a transactional workload against a real txmq cluster under node kills, pauses and partitions"
+)]
+struct Args {
+    /// How long the nemesis injects faults (then the run heals, drains and checks).
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    duration: std::time::Duration,
+    /// The seed of the fault schedule and workload (random when absent).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Cluster size.
+    #[arg(long, default_value_t = 3)]
+    nodes: u64,
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "chaos-report.json")]
+    report: std::path::PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    });
+    let mut config = ChaosConfig::new(seed, args.duration);
+    config.nodes = args.nodes;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(&config)) {
+        Ok(report) => {
+            let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+            if let Err(e) = std::fs::write(&args.report, &json) {
+                eprintln!("cannot write {}: {e}", args.report.display());
+            }
+            println!("{}", report.summary());
+            if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                for v in &report.violations {
+                    println!("  {}: {}", v.rule, v.detail);
+                }
+                println!("reproduce with: {}", report.reproduce);
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            println!(
+                "chaos run failed (seed {seed}): {e:#}\nreproduce with: {}",
+                config.reproduce_command()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
