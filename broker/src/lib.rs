@@ -6,6 +6,7 @@
 //! [`proposer`] runs leader-only operations locally or forwards them; [`network`] is
 //! openraft's transport; [`config`] resolves `txmq serve` settings; [`cli`] is the `txmq` binary.
 
+pub mod batcher;
 pub mod checkers;
 pub mod cli;
 pub mod client_service;

@@ -38,6 +38,7 @@ pub struct Proposer {
     reader: StateReader,
     peers: Arc<Mutex<HashMap<String, PeerClient<Channel>>>>,
     routes: Arc<crate::network::PeerRoutes>,
+    batcher: crate::batcher::WriteBatcher,
 }
 
 impl Proposer {
@@ -49,6 +50,7 @@ impl Proposer {
     ) -> Self {
         Self {
             id,
+            batcher: crate::batcher::WriteBatcher::start(raft.clone()),
             raft,
             reader,
             peers: Arc::default(),
@@ -192,6 +194,10 @@ impl Proposer {
     }
 
     async fn write_local(&self, mut command: Command) -> Result<LeaderOutcome, OpError> {
+        if crate::batcher::batchable(&command.op) {
+            let (result, index) = self.batcher.submit(command.op).await?;
+            return Ok(LeaderOutcome::Written { result, index });
+        }
         command.time_ms = now_ms();
         let resp = self.raft.client_write(command).await.map_err(write_error);
         count_proposal(resp.is_ok());
@@ -293,7 +299,7 @@ impl Proposer {
     }
 }
 
-fn write_error(
+pub fn write_error(
     e: RaftError<txmq_raft_store::TypeConfig, ClientWriteError<txmq_raft_store::TypeConfig>>,
 ) -> OpError {
     match e {

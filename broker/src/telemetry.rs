@@ -25,6 +25,8 @@ const FSYNC_BUCKETS: &[f64] = &[
 const DECISION_BUCKETS: &[f64] = &[
     0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0,
 ];
+/// Buckets for the number of operations per batched entry.
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 /// At most this many (group, topic) series for the consumer gauges.
 pub const MAX_GROUP_SERIES: usize = 1000;
 
@@ -51,6 +53,9 @@ pub fn install() -> Option<PrometheusHandle> {
                 DECISION_BUCKETS,
             )
         })
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Full("txmq_batch_operations".into()), BATCH_BUCKETS)
+        })
         .ok()?;
     let handle = builder.install_recorder().ok()?;
     describe();
@@ -64,6 +69,10 @@ fn describe() {
         "Build information; the value is always 1."
     );
     // Raft.
+    describe_histogram!(
+        "txmq_batch_operations",
+        "Client operations packed into one Raft entry by the leader's batcher."
+    );
     describe_gauge!("txmq_raft_has_leader", "1 when this node knows a leader.");
     describe_gauge!("txmq_raft_is_leader", "1 when this node is the leader.");
     describe_gauge!("txmq_raft_term", "The current Raft term.");

@@ -66,6 +66,7 @@ impl fmt::Display for Command {
             } => {
                 write!(f, "dead_letter({group}, {topic}, {})", items.len())
             }
+            Operation::Batch(ops) => write!(f, "batch({} operations)", ops.len()),
             Operation::Trim { topic, trims } => write!(f, "trim({topic}, {} queues)", trims.len()),
             Operation::TxnTimers {
                 checks,
@@ -158,6 +159,9 @@ pub enum Operation {
         items: Vec<DeadLetterItem>,
     },
     /// Retention: drop each listed queue's offsets below `new_low`.
+    /// Several client operations packed into one entry (one append, one fsync, one apply) by
+    /// the leader's write batcher. Results come back in the same order.
+    Batch(Vec<Operation>),
     Trim {
         topic: String,
         trims: Vec<QueueTrim>,
@@ -278,6 +282,7 @@ pub enum CommandResult {
         message_id: String,
     },
     TxnDecided(TxnOutcome),
+    Batch(Vec<CommandResult>),
     Leased(Vec<Delivery>),
     Acked(Vec<AckOutcome>),
     InvisibilityChanged {

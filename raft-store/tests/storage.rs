@@ -112,7 +112,7 @@ fn workload() -> Vec<Entry> {
         ));
     }
     for (i, decision) in [(0u64, Decision::Commit), (1, Decision::Rollback)] {
-        let txn_id = format!("T{:016X}", 203 + i);
+        let txn_id = format!("T{:016X}00000000", 203 + i);
         let op = Operation::EndTransaction {
             txn_id,
             group: "g".into(),
@@ -154,7 +154,7 @@ async fn replaying_the_same_log_gives_the_same_state() -> Result<()> {
     let d4 = tempfile::tempdir()?;
     let mut s4 = open(d4.path())?;
     apply_all(&mut s4.state_machine, undecided).await?;
-    let t204 = format!("T{:016X}", 204u64);
+    let t204 = format!("T{:016X}00000000", 204u64);
     ensure!(
         s1.reader.content_digest()? != s4.reader.content_digest()?,
         "a decision must change the digest: {:?} vs {:?}",
@@ -194,14 +194,14 @@ async fn snapshot_round_trip_reproduces_the_state() -> Result<()> {
     // Transactions travel in the snapshot too: the pending one is still pending and due.
     let pending = target.reader.pending_transactions(None, 10);
     ensure!(
-        pending.len() == 1 && pending[0].id == format!("T{:016X}", 205u64),
+        pending.len() == 1 && pending[0].id == format!("T{:016X}00000000", 205u64),
         "{pending:?}"
     );
     ensure!(target.reader.due_transactions(u64::MAX, 10).len() == 1);
     ensure!(
         target
             .reader
-            .transaction(&format!("T{:016X}", 203u64))
+            .transaction(&format!("T{:016X}00000000", 203u64))
             .is_some_and(|t| t.position.is_some())
     );
     ensure!(target.reader.read("pay", None, 0, 10)?.len() == 1);

@@ -120,6 +120,7 @@ pub async fn run(command: super::Command, endpoints: &[String], out: Output) -> 
         super::Command::Read(args) => read(&client, args, out).await,
         super::Command::Cluster(cmd) => cluster(&client, cmd, out).await,
         super::Command::Txn(cmd) => super::txn::run(&client, cmd, out).await,
+        super::Command::Bench(args) => super::bench::bench(&client, args, out).await,
         super::Command::Consume(args) => super::group::consume(&client, args, out).await,
         super::Command::Group(cmd) => super::group::group(&client, cmd, out).await,
         super::Command::Serve(_) | super::Command::Dev(_) => unreachable!("handled by cli::main"),

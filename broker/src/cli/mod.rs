@@ -1,5 +1,6 @@
 //! The `txmq` command line: `serve`, `dev`, and the client commands.
 
+mod bench;
 mod commands;
 mod dev;
 mod group;
@@ -64,6 +65,8 @@ pub enum Command {
     /// Transactional messages: send, decide, answer check-backs, inspect.
     #[command(subcommand)]
     Txn(txn::TxnCommand),
+    /// Load generator: publish, txn or consume, with a latency/throughput summary.
+    Bench(bench::BenchArgs),
     /// Cluster status and membership.
     #[command(subcommand)]
     Cluster(commands::ClusterCommand),

@@ -25,9 +25,9 @@ fn violation(out: &mut Vec<Violation>, rule: &'static str, detail: String) {
     }
 }
 
-/// The transaction id of a transactional message id (both come from the half's log index).
+/// The transaction id of a transactional message id (`T` + the message id).
 fn txn_of(message_id: &str) -> String {
-    format!("T{}", &message_id[..message_id.len().min(16)])
+    format!("T{message_id}")
 }
 
 pub async fn check(cluster: &mut Cluster, config: &ChaosConfig, truth: Truth) -> Result<Report> {

@@ -42,14 +42,60 @@ impl BrokerState {
         let at = super::txn_apply::At {
             index: log_index,
             now_ms: command.time_ms,
+            sub: 0,
         };
         let result = match &command.op {
-            Operation::CreateTopic(spec) => {
-                self.create_topic(log_index, command.time_ms, spec, batch)?
+            Operation::Batch(ops) => self.apply_batch(at, ops, batch)?,
+            op => self.apply_op(at, op, batch)?,
+        };
+        if cfg!(debug_assertions) {
+            self.check_invariants();
+        }
+        Ok(result)
+    }
+
+    /// Applies the operations of one entry in order. Ids derived from the log index stay unique:
+    /// each operation gets `sub` = the number of message ids the earlier ones took.
+    fn apply_batch(
+        &mut self,
+        at: super::txn_apply::At,
+        ops: &[Operation],
+        batch: &mut WriteBatch,
+    ) -> Result<CommandResult, CodecError> {
+        let mut results = Vec::with_capacity(ops.len());
+        let mut sub = 0u64;
+        for op in ops {
+            let result = match op {
+                Operation::Batch(_) | Operation::CreateTopic(_) | Operation::DeadLetter { .. } => {
+                    CommandResult::Rejected(Rejection::Invalid(
+                        "this operation cannot be batched".into(),
+                    ))
+                }
+                op => self.apply_op(super::txn_apply::At { sub, ..at }, op, batch)?,
+            };
+            sub += match op {
+                Operation::Publish { messages, .. } => messages.len() as u64,
+                Operation::HalfMessage { .. } => 1,
+                _ => 0,
+            };
+            results.push(result);
+        }
+        Ok(CommandResult::Batch(results))
+    }
+
+    fn apply_op(
+        &mut self,
+        at: super::txn_apply::At,
+        op: &Operation,
+        batch: &mut WriteBatch,
+    ) -> Result<CommandResult, CodecError> {
+        Ok(match op {
+            Operation::Batch(_) => {
+                CommandResult::Rejected(Rejection::Invalid("batches do not nest".into()))
             }
-            Operation::Publish { topic, messages } => {
-                self.publish(log_index, command.time_ms, topic, messages, batch)?
-            }
+
+            Operation::CreateTopic(spec) => self.create_topic(at.index, at.now_ms, spec, batch)?,
+            Operation::Publish { topic, messages } => self.publish(at, topic, messages, batch)?,
             Operation::HalfMessage {
                 topic,
                 group,
@@ -102,11 +148,7 @@ impl BrokerState {
                 batch.put(keys::retired_key(*id), Vec::new());
                 CommandResult::Nothing
             }
-        };
-        if cfg!(debug_assertions) {
-            self.check_invariants();
-        }
-        Ok(result)
+        })
     }
 
     fn create_topic(
@@ -147,8 +189,7 @@ impl BrokerState {
 
     fn publish(
         &mut self,
-        log_index: u64,
-        now_ms: u64,
+        at: super::txn_apply::At,
         topic: &str,
         messages: &[NewMessage],
         batch: &mut WriteBatch,
@@ -168,12 +209,12 @@ impl BrokerState {
         let mut positions = Vec::with_capacity(messages.len());
         for (i, msg) in messages.iter().enumerate() {
             let stored = StoredMessage {
-                message_id: message_id(log_index, i),
+                message_id: message_id(at.index, at.sub as usize + i),
                 key: msg.key.clone(),
                 tag: msg.tag.clone(),
                 body: msg.body.clone(),
                 properties: msg.properties.clone(),
-                born_at_ms: now_ms,
+                born_at_ms: at.now_ms,
             };
             let (queue, offset) = meta.append(&stored, batch)?;
             positions.push(MessagePosition {

@@ -24,11 +24,14 @@ use crate::limits;
 pub struct At {
     pub index: u64,
     pub now_ms: u64,
+    /// For an operation inside a batched entry: how many message ids the operations before it
+    /// in the same entry took (0 otherwise).
+    pub sub: u64,
 }
 
-/// A transaction id: the log index of its half message, as hex with a `T` prefix.
-pub fn txn_id(log_index: u64) -> String {
-    format!("T{log_index:016X}")
+/// A transaction id: `T` + the id of its message (unique: message ids never repeat).
+pub fn txn_id(message_id: &str) -> String {
+    format!("T{message_id}")
 }
 
 impl BrokerState {
@@ -41,10 +44,7 @@ impl BrokerState {
         timing: TxnTiming,
         batch: &mut WriteBatch,
     ) -> Result<CommandResult, CodecError> {
-        let At {
-            index: log_index,
-            now_ms,
-        } = at;
+        let now_ms = at.now_ms;
         if let Err(why) = limits::validate_name("producer group", group) {
             return Ok(CommandResult::Rejected(Rejection::Invalid(why)));
         }
@@ -66,10 +66,10 @@ impl BrokerState {
             }));
         }
         let mut record = TxnRecord {
-            id: txn_id(log_index),
+            id: txn_id(&message_id(at.index, at.sub as usize)),
             group: group.to_string(),
             topic: topic.to_string(),
-            message_id: message_id(log_index, 0),
+            message_id: message_id(at.index, at.sub as usize),
             state: TxnState::Pending,
             reason: None,
             message: Some(message.clone()),
@@ -202,6 +202,7 @@ impl BrokerState {
         let At {
             index: log_index,
             now_ms,
+            ..
         } = at;
         let taken = self.transactions.update_pending(txn_id, |r| {
             r.state = state;

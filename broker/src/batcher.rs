@@ -1,0 +1,161 @@
+//! The leader's write batcher: packs concurrent client operations into one Raft entry, so many
+//! sends, half messages, decisions, receives and acks share one append, one fsync per replica
+//! and one apply — the per-entry cost dominates, not the per-message cost.
+//!
+//! Up to [`MAX_IN_FLIGHT`] entries are in flight at once (openraft pipelines them and groups
+//! their fsyncs); while they are, new operations queue up and go out together in the next
+//! entry. Nothing waits on a timer: under light load every operation gets its own entry at
+//! once, under heavy load entries grow up to [`MAX_OPS`] operations or [`MAX_BYTES`].
+
+use std::sync::Arc;
+
+use openraft::errors::{ClientWriteError, RaftError};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use txmq_raft_store::{Command, CommandResult, Operation, Raft, TypeConfig};
+
+use crate::forward::OpError;
+use crate::proposer::now_ms;
+
+/// Entries proposed and not yet applied, at most.
+pub const MAX_IN_FLIGHT: usize = 8;
+/// Operations per entry, at most.
+pub const MAX_OPS: usize = 512;
+/// Approximate payload bytes per entry, at most.
+pub const MAX_BYTES: usize = 4 * 1024 * 1024;
+/// Operations waiting for an entry, at most (then submitters wait: back-pressure).
+pub const QUEUE: usize = 8192;
+
+type Reply = Result<(CommandResult, u64), OpError>;
+
+struct Pending {
+    op: Operation,
+    size: usize,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// Whether an operation may share an entry with others (its ids derive from the entry's index
+/// and its position, see `BrokerState::apply_batch`).
+pub fn batchable(op: &Operation) -> bool {
+    matches!(
+        op,
+        Operation::Publish { .. }
+            | Operation::HalfMessage { .. }
+            | Operation::EndTransaction { .. }
+            | Operation::Receive { .. }
+            | Operation::Ack { .. }
+            | Operation::ChangeInvisible { .. }
+    )
+}
+
+fn approximate_size(op: &Operation) -> usize {
+    match op {
+        Operation::Publish { messages, .. } => messages.iter().map(|m| m.body.len() + 64).sum(),
+        Operation::HalfMessage { message, .. } => message.body.len() + 128,
+        Operation::Ack { receipts, .. } => receipts.len() * 32,
+        _ => 128,
+    }
+}
+
+#[derive(Clone)]
+pub struct WriteBatcher {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl WriteBatcher {
+    pub fn start(raft: Raft) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(raft, rx));
+        Self { tx }
+    }
+
+    /// Proposes `op` in the next entry; returns its committed result and the entry's index.
+    pub async fn submit(&self, op: Operation) -> Reply {
+        let (reply, rx) = oneshot::channel();
+        let size = approximate_size(&op);
+        self.tx
+            .send(Pending { op, size, reply })
+            .await
+            .map_err(|_| OpError::Unavailable("this node is shutting down".into()))?;
+        rx.await.map_err(|_| {
+            OpError::Unavailable("the proposal was dropped (node shutting down?)".into())
+        })?
+    }
+}
+
+async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        // Everything that queued while we waited for a free slot goes into this entry.
+        let mut items = vec![first];
+        let mut bytes = items[0].size;
+        while items.len() < MAX_OPS && bytes < MAX_BYTES {
+            match rx.try_recv() {
+                Ok(p) => {
+                    bytes += p.size;
+                    items.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            propose(&raft, items).await;
+        });
+    }
+}
+
+async fn propose(raft: &Raft, mut items: Vec<Pending>) {
+    let single = items.len() == 1;
+    let op = if single {
+        std::mem::replace(&mut items[0].op, Operation::Batch(Vec::new()))
+    } else {
+        Operation::Batch(
+            items
+                .iter_mut()
+                .map(|p| std::mem::replace(&mut p.op, Operation::Batch(Vec::new())))
+                .collect(),
+        )
+    };
+    let result = raft
+        .client_write(Command {
+            time_ms: now_ms(),
+            op,
+        })
+        .await;
+    metrics::counter!("txmq_raft_proposals_total", "outcome" => if result.is_ok() { "committed" } else { "failed" })
+        .increment(1);
+    metrics::histogram!("txmq_batch_operations").record(items.len() as f64);
+    match result {
+        Ok(resp) => {
+            let index = resp.log_id.index;
+            let results = match (single, resp.data) {
+                (true, r) => vec![r],
+                (false, CommandResult::Batch(rs)) if rs.len() == items.len() => rs,
+                (false, other) => {
+                    let e = OpError::Internal(format!(
+                        "a batch applied to an unexpected result: {other:?}"
+                    ));
+                    return fail_all(items, e);
+                }
+            };
+            for (p, r) in items.into_iter().zip(results) {
+                let _ = p.reply.send(Ok((r, index)));
+            }
+        }
+        Err(e) => fail_all(items, to_op_error(e)),
+    }
+}
+
+fn fail_all(items: Vec<Pending>, e: OpError) {
+    for p in items {
+        let _ = p.reply.send(Err(e.clone()));
+    }
+}
+
+fn to_op_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> OpError {
+    crate::proposer::write_error(e)
+}

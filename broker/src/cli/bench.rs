@@ -1,0 +1,259 @@
+//! `txmq bench publish|txn|consume`: a load generator with a progress bar and a latency and
+//! throughput summary (HdrHistogram), against any running cluster.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use serde_json::json;
+use txmq_client::{
+    Client, ClientError, LocalTransactionState, ReceiveRequest, SendHalfRequest, SendRequest,
+    TopicType, TransactionProducer,
+};
+
+use super::Output;
+use crate::config::HumanDuration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// Plain sends; counts acknowledged sends.
+    Publish,
+    /// Half message + decision; counts committed transactions.
+    Txn,
+    /// Receive + ack as one consumer group; counts received-and-acked messages.
+    Consume,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[arg(value_enum)]
+    pub scenario: Scenario,
+    /// The topic (created when missing: normal, or transaction for `txn`).
+    #[arg(long, default_value = "bench")]
+    pub topic: String,
+    #[arg(long, default_value = "30s")]
+    pub duration: HumanDuration,
+    /// Concurrent requests in flight.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Body size in bytes.
+    #[arg(long, default_value_t = 256)]
+    pub size: usize,
+    /// `txn`: the share of transactions rolled back instead of committed.
+    #[arg(long, default_value_t = 0.0)]
+    pub rollback_ratio: f64,
+    /// `consume`: the consumer group (default: a new group reading from the oldest message).
+    #[arg(long)]
+    pub group: Option<String>,
+}
+
+struct Tally {
+    ok: AtomicU64,
+    errors: AtomicU64,
+    counted: AtomicU64,
+}
+
+pub async fn bench(client: &Client, args: BenchArgs, out: Output) -> Result<(), ClientError> {
+    if args.concurrency == 0 || args.concurrency > 10_000 {
+        return Err(ClientError::new(
+            "invalid_argument",
+            "--concurrency must be 1 to 10000",
+        ));
+    }
+    if !(0.0..=1.0).contains(&args.rollback_ratio) {
+        return Err(ClientError::new(
+            "invalid_argument",
+            "--rollback-ratio must be between 0 and 1",
+        ));
+    }
+    let kind = if args.scenario == Scenario::Txn {
+        TopicType::Transaction
+    } else {
+        TopicType::Normal
+    };
+    match client.create_topic(&args.topic, kind, 4).await {
+        Ok(_) => {}
+        Err(e) if e.code == "already_exists" => {}
+        Err(e) => return Err(e),
+    }
+    let group = args
+        .group
+        .clone()
+        .unwrap_or_else(|| format!("bench-{}", crate::proposer::now_ms()));
+    let tally = Arc::new(Tally {
+        ok: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        counted: AtomicU64::new(0),
+    });
+    let started = Instant::now();
+    let deadline = started + args.duration.0;
+    let progress = progress_bar(args.duration.0);
+    let mut tasks = Vec::with_capacity(args.concurrency);
+    for worker in 0..args.concurrency {
+        let (client, tally, topic, group) = (
+            client.clone(),
+            tally.clone(),
+            args.topic.clone(),
+            group.clone(),
+        );
+        let (scenario, size, ratio) = (args.scenario, args.size, args.rollback_ratio);
+        tasks.push(tokio::spawn(async move {
+            worker_loop(
+                client, scenario, topic, group, size, ratio, worker, deadline, tally,
+            )
+            .await
+        }));
+    }
+    let ticker = {
+        let (tally, progress) = (tally.clone(), progress.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                progress.set_position(started.elapsed().as_millis() as u64);
+                progress.set_message(format!(
+                    "{} ok, {} errors",
+                    tally.ok.load(Ordering::Relaxed),
+                    tally.errors.load(Ordering::Relaxed)
+                ));
+            }
+        })
+    };
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+        .map_err(|e| ClientError::new("internal", e.to_string()))?;
+    for t in tasks {
+        if let Ok(h) = t.await {
+            let _ = latency.add(h);
+        }
+    }
+    ticker.abort();
+    progress.finish_and_clear();
+    let elapsed = started.elapsed().as_secs_f64();
+    let counted = tally.counted.load(Ordering::Relaxed);
+    let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
+    let doc = json!({
+        "scenario": format!("{:?}", args.scenario).to_lowercase(),
+        "duration_s": elapsed,
+        "ok": tally.ok.load(Ordering::Relaxed),
+        "errors": tally.errors.load(Ordering::Relaxed),
+        "throughput_per_s": counted as f64 / elapsed,
+        "concurrency": args.concurrency,
+        "size": args.size,
+        "latency_ms": {"p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "p999": ms(0.999), "max": latency.max() as f64 / 1000.0},
+    });
+    out.print(&doc, || {
+        format!(
+            "{:?}: {:.0}/s over {:.1}s ({} ok, {} errors), latency ms p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}",
+            args.scenario,
+            counted as f64 / elapsed,
+            elapsed,
+            tally.ok.load(Ordering::Relaxed),
+            tally.errors.load(Ordering::Relaxed),
+            ms(0.5),
+            ms(0.9),
+            ms(0.99),
+            ms(0.999),
+            latency.max() as f64 / 1000.0
+        )
+    });
+    Ok(())
+}
+
+fn progress_bar(duration: Duration) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(duration.as_millis() as u64);
+    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {msg}")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn worker_loop(
+    client: Client,
+    scenario: Scenario,
+    topic: String,
+    group: String,
+    size: usize,
+    rollback_ratio: f64,
+    worker: usize,
+    deadline: Instant,
+    tally: Arc<Tally>,
+) -> Histogram<u64> {
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+        .expect("static histogram bounds are valid");
+    let producer = TransactionProducer::new(client.clone(), "bench-producer");
+    let body = vec![b'x'; size];
+    let mut n = worker as u64;
+    while Instant::now() < deadline {
+        n += 1;
+        let started = Instant::now();
+        let result: Result<u64, ClientError> = match scenario {
+            Scenario::Publish => {
+                let req = SendRequest {
+                    topic: topic.clone(),
+                    body: body.clone().into(),
+                    ..Default::default()
+                };
+                client.send(req).await.map(|_| 1)
+            }
+            Scenario::Txn => {
+                // A deterministic spread: this share of every 1000 transactions rolls back.
+                let rollback = (n % 1000) < (rollback_ratio * 1000.0) as u64;
+                let req = SendHalfRequest {
+                    topic: topic.clone(),
+                    body: body.clone().into(),
+                    ..Default::default()
+                };
+                match producer.send_half(req, None).await {
+                    Ok(half) => {
+                        let decision = if rollback {
+                            LocalTransactionState::Rollback
+                        } else {
+                            LocalTransactionState::Commit
+                        };
+                        producer
+                            .end(&half.transaction_id, decision)
+                            .await
+                            .map(|r| u64::from(r.state == "committed"))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Scenario::Consume => {
+                let req = ReceiveRequest {
+                    group: group.clone(),
+                    topic: topic.clone(),
+                    max: 32,
+                    invisible_ms: 30_000,
+                    wait_ms: 1_000,
+                };
+                match client.receive(req).await {
+                    Ok(messages) if messages.is_empty() => Ok(0),
+                    Ok(messages) => {
+                        let receipts = messages.iter().map(|m| m.receipt_handle.clone()).collect();
+                        client
+                            .ack(&group, &topic, receipts)
+                            .await
+                            .map(|r| r.iter().filter(|a| a.outcome == "acked").count() as u64)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        match result {
+            Ok(counted) => {
+                let _ = latency.record(started.elapsed().as_micros().max(1) as u64);
+                tally.ok.fetch_add(1, Ordering::Relaxed);
+                tally.counted.fetch_add(counted, Ordering::Relaxed);
+            }
+            Err(_) => {
+                tally.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    latency
+}
