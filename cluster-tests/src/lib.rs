@@ -91,6 +91,30 @@ impl Node {
 
     /// Starts (or restarts) the process with the same arguments and data dir.
     pub fn start(&mut self, bin: &Path) -> Result<()> {
+        // A restarted node's old port can be taken for a moment as the source port of some
+        // outgoing connection (ports the OS picks come from the ephemeral range); retry while
+        // the node fails to bind, up to a deadline.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            self.spawn(bin)?;
+            let settle = Instant::now() + Duration::from_millis(400);
+            while Instant::now() < settle && self.is_running() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let bind_failed = !self.is_running()
+                && self
+                    .log()
+                    .lines()
+                    .last()
+                    .is_some_and(|l| l.contains("cannot listen"));
+            if !bind_failed || Instant::now() >= deadline {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn spawn(&mut self, bin: &Path) -> Result<()> {
         self.kill();
         let log = std::fs::OpenOptions::new()
             .create(true)

@@ -217,7 +217,7 @@ async fn compare_replicas(cluster: &mut Cluster, v: &mut Vec<Violation>) -> Resu
         .map(|id| cluster.client_of(*id))
         .collect::<Result<_>>()?;
     // Quiesce: every node at the same applied index.
-    let digests = wait_for(
+    let quiesced = wait_for(
         "replicas to reach the same applied index",
         Duration::from_secs(60),
         || {
@@ -232,7 +232,21 @@ async fn compare_replicas(cluster: &mut Cluster, v: &mut Vec<Violation>) -> Resu
             }
         },
     )
-    .await?;
+    .await;
+    let digests = match quiesced {
+        Ok(d) => d,
+        Err(e) => {
+            // Say which node is where, for the report.
+            let mut seen = Vec::new();
+            for (c, id) in clients.iter().zip(&ids) {
+                match c.state_digest_from(0).await {
+                    Ok(d) => seen.push(format!("node {id}: applied {}", d.applied_index)),
+                    Err(err) => seen.push(format!("node {id}: {}", err.message)),
+                }
+            }
+            return Err(e.context(seen.join(", ")));
+        }
+    };
     let distinct: BTreeSet<u32> = digests.iter().map(|d| d.digest).collect();
     if distinct.len() != 1 {
         let detail = digests

@@ -126,13 +126,20 @@ pub async fn run(config: &ChaosConfig) -> Result<Report> {
         proxied_links: true,
     };
     let mut cluster = crate::Cluster::start(config.nodes, options).await?;
-    let workload = workload::Workload::start(&mut cluster, config).await?;
-    let faults = nemesis::run(&mut cluster, config).await?;
-    nemesis::heal_everything(&mut cluster).await?;
-    let truth = workload
-        .stop_producers_and_settle(&mut cluster, config)
-        .await?;
-    let mut report = checker::check(&mut cluster, config, truth).await?;
+    let result = async {
+        let workload = workload::Workload::start(&mut cluster, config).await?;
+        let faults = nemesis::run(&mut cluster, config).await?;
+        nemesis::heal_everything(&mut cluster).await?;
+        let truth = workload
+            .stop_producers_and_settle(&mut cluster, config)
+            .await?;
+        let report = checker::check(&mut cluster, config, truth).await?;
+        anyhow::Ok((faults, report))
+    }
+    .await;
+    // On failure, the nodes' logs say what happened (the cluster's temp dir goes away).
+    let (faults, mut report) =
+        result.map_err(|e| e.context(format!("node logs:\n{}", cluster.logs())))?;
     report.faults = faults;
     report.seed = config.seed;
     report.duration_s = config.duration.as_secs();
