@@ -87,6 +87,10 @@ pub struct ServeArgs {
     /// sled page cache size in bytes.
     #[arg(long, env = "TXMQ_CACHE_BYTES")]
     pub cache_bytes: Option<u64>,
+    /// When the data volume is fuller than this fraction, the oldest messages across topics are
+    /// trimmed (decided by the leader, replicated) instead of writes failing.
+    #[arg(long, env = "TXMQ_DISK_HIGH_WATER")]
+    pub disk_high_water: Option<f64>,
     /// Transactions: delay before the first check-back.
     #[arg(long, env = "TXMQ_TXN_FIRST_CHECK_DELAY")]
     pub txn_first_check_delay: Option<HumanDuration>,
@@ -125,6 +129,7 @@ pub struct ServeConfig {
     pub snapshot_logs: u64,
     pub logs_to_keep: u64,
     pub cache_bytes: u64,
+    pub disk_high_water: f64,
     pub txn: TxnSettings,
     pub log_format: LogFormat,
     pub log_level: String,
@@ -184,6 +189,7 @@ impl ServeArgs {
             snapshot_logs,
             logs_to_keep,
             cache_bytes,
+            disk_high_water,
             txn_first_check_delay,
             txn_check_interval,
             txn_max_checks,
@@ -259,6 +265,7 @@ impl ServeArgs {
             snapshot_logs: args.snapshot_logs.unwrap_or(20_000),
             logs_to_keep: args.logs_to_keep.unwrap_or(5_000),
             cache_bytes: args.cache_bytes.unwrap_or(64 * 1024 * 1024),
+            disk_high_water: args.disk_high_water.unwrap_or(0.85),
             txn: TxnSettings {
                 first_check_delay: d(args.txn_first_check_delay, Duration::from_secs(6)),
                 check_interval: d(args.txn_check_interval, Duration::from_secs(30)),
@@ -282,6 +289,11 @@ impl ServeConfig {
         if self.heartbeat_interval.is_zero() || self.election_timeout < self.heartbeat_interval * 3
         {
             return bad("--election-timeout must be at least three heartbeat intervals".into());
+        }
+        if !(self.disk_high_water > 0.0 && self.disk_high_water <= 1.0) {
+            return bad(
+                "--disk-high-water must be a fraction above 0 and at most 1, e.g. 0.85".into(),
+            );
         }
         if self.snapshot_logs == 0 {
             return bad("--snapshot-logs must be 1 or more".into());

@@ -141,7 +141,8 @@ pub async fn run(
         move || log_for_metrics.entry_count(),
         checkers.clone(),
     ));
-    let _leader_watch = start_scheduler_on_leadership(&raft, &proposer, &reader, &checkers);
+    let _leader_watch =
+        start_scheduler_on_leadership(&raft, &proposer, &reader, &checkers, &config);
     let txn = TxnService {
         raft: raft.clone(),
         proposer: proposer.clone(),
@@ -240,7 +241,9 @@ fn start_scheduler_on_leadership(
     proposer: &Proposer,
     reader: &txmq_raft_store::StateReader,
     checkers: &Arc<CheckerRegistry>,
+    config: &ServeConfig,
 ) -> openraft::WatchChangeHandle<txmq_raft_store::TypeConfig> {
+    let (data_dir, disk_high_water) = (config.data_dir.clone(), config.disk_high_water);
     use openraft::vote::RaftLeaderId;
     let task: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>> = Arc::default();
     let (start_task, stop_task) = (task.clone(), task);
@@ -253,6 +256,8 @@ fn start_scheduler_on_leadership(
     raft.on_leader_change(
         move |leader_id| {
             let scheduler = Scheduler {
+                data_dir: data_dir.clone(),
+                disk_high_water,
                 proposer: proposer.clone(),
                 reader: reader.clone(),
                 checkers: start_checkers.clone(),

@@ -30,6 +30,9 @@ const MAX_DEAD_LETTER: usize = 256;
 const MAX_TRIM_ROWS: usize = 2048;
 
 pub struct Scheduler {
+    /// The data directory whose volume the disk high-water mark watches.
+    pub data_dir: std::path::PathBuf,
+    pub disk_high_water: f64,
     pub proposer: Proposer,
     pub reader: StateReader,
     pub checkers: Arc<CheckerRegistry>,
@@ -52,6 +55,9 @@ impl Scheduler {
                 }
                 if let Err(e) = self.retention(leader).await {
                     tracing::warn!("retention: {e}");
+                }
+                if let Err(e) = self.disk_pressure(leader).await {
+                    tracing::warn!("disk high-water trim: {e}");
                 }
             }
         }
@@ -133,6 +139,39 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Above the disk high-water mark, trims the oldest messages across topics (up to
+    /// [`MAX_TRIM_ROWS`] per round) rather than letting writes fail on a full disk.
+    async fn disk_pressure(
+        &self,
+        leader: CommittedLeaderId,
+    ) -> Result<(), crate::forward::OpError> {
+        let Some(used) = disk_used_fraction(&self.data_dir) else {
+            return Ok(());
+        };
+        if used <= self.disk_high_water {
+            return Ok(());
+        }
+        let Some((topic, trim)) = self
+            .reader
+            .oldest_first_trim(MAX_TRIM_ROWS as u64)
+            .map_err(internal)?
+        else {
+            return Ok(());
+        };
+        tracing::warn!(used, high_water = self.disk_high_water, %topic, queue = trim.queue, up_to = trim.new_low, "disk above the high-water mark: trimming the oldest messages");
+        metrics::counter!("txmq_storage_high_water_trims_total").increment(1);
+        self.proposer
+            .write_fenced(
+                Operation::Trim {
+                    topic,
+                    trims: vec![trim],
+                },
+                leader,
+            )
+            .await?;
+        Ok(())
+    }
+
     fn send_check(&self, id: &str, attempt: u32) {
         let Some(record) = self.reader.transaction(id) else {
             return;
@@ -163,4 +202,16 @@ impl Scheduler {
 
 fn internal(e: impl std::fmt::Display) -> crate::forward::OpError {
     crate::forward::OpError::Internal(e.to_string())
+}
+
+/// The used fraction of the volume holding `dir` (`None` when it cannot be read).
+pub fn disk_used_fraction(dir: &std::path::Path) -> Option<f64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs writes into the zeroed struct we own; the path is a valid C string.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 || stat.f_blocks == 0 {
+        return None;
+    }
+    Some(1.0 - stat.f_bavail as f64 / stat.f_blocks as f64)
 }

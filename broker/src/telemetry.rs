@@ -219,6 +219,10 @@ fn describe() {
         "txmq_storage_log_entries",
         "Entries held in this node's Raft log."
     );
+    describe_counter!(
+        "txmq_storage_high_water_trims_total",
+        "Trims of the oldest messages because the disk passed the high-water mark (leader)."
+    );
 }
 
 /// Follows Raft's metrics: gauges, leader changes (counted and logged), peer lag.

@@ -424,3 +424,32 @@ fn txmq_broker_time_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn above_the_disk_high_water_mark_the_oldest_messages_are_trimmed() -> Result<()> {
+    // Any real volume is fuller than 0.01%: the leader must trim, oldest first, everywhere.
+    let options = ClusterOptions {
+        extra_args: ["--disk-high-water", "0.0001"].map(String::from).to_vec(),
+        ..Default::default()
+    };
+    let mut cluster = Cluster::start(3, options).await?;
+    let client = cluster.client()?;
+    client.create_topic("old", TopicType::Normal, 1).await?;
+    send_n(&client, "old", 20, "first").await?;
+    for id in [1, 2, 3] {
+        let c = cluster.client_of(id)?;
+        wait_for(
+            "the high-water trim on every node",
+            Duration::from_secs(20),
+            || {
+                let c = c.clone();
+                async move {
+                    let t = c.describe_topic("old").await.ok()?;
+                    (t.queue_info[0].low_offset == 20).then_some(())
+                }
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}

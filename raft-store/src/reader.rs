@@ -222,6 +222,57 @@ impl StateReader {
         Ok(out)
     }
 
+    /// Disk pressure: trims of up to `max_messages` from the queue whose oldest retained message
+    /// is the oldest of all (across topics), so the oldest data goes first.
+    pub fn oldest_first_trim(
+        &self,
+        max_messages: u64,
+    ) -> Result<Option<(String, QueueTrim)>, ReadError> {
+        let mut oldest: Option<(u64, String, u32)> = None;
+        for meta in self.topics() {
+            for q in 0..meta.queues {
+                let low = meta.low_offsets[q as usize];
+                if low >= meta.next_offsets[q as usize] {
+                    continue;
+                }
+                let Some(m) = self.message_at(&meta.name, q, low)? else {
+                    continue;
+                };
+                if oldest
+                    .as_ref()
+                    .is_none_or(|(born, _, _)| m.message.born_at_ms < *born)
+                {
+                    oldest = Some((m.message.born_at_ms, meta.name.clone(), q));
+                }
+            }
+        }
+        let Some((_, topic, queue)) = oldest else {
+            return Ok(None);
+        };
+        let meta = self
+            .topic(&topic)
+            .ok_or_else(|| ReadError::UnknownTopic(topic.clone()))?;
+        let (low, end) = (
+            meta.low_offsets[queue as usize],
+            meta.next_offsets[queue as usize],
+        );
+        let new_low = end.min(low + max_messages);
+        let mut bytes = 0;
+        for offset in low..new_low {
+            if let Some(m) = self.message_at(&topic, queue, offset)? {
+                bytes += m.message.body.len() as u64;
+            }
+        }
+        Ok(Some((
+            topic,
+            QueueTrim {
+                queue,
+                new_low,
+                bytes,
+            },
+        )))
+    }
+
     /// One transaction (pending or recently decided).
     pub fn transaction(&self, id: &str) -> Option<TxnRecord> {
         self.shared.read_state().transactions.get(id).cloned()

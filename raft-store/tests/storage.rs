@@ -263,3 +263,34 @@ async fn a_corrupt_snapshot_is_an_error_not_a_smaller_state() -> Result<()> {
     ensure!(result.is_err(), "a truncated snapshot was accepted");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_pressure_trims_the_globally_oldest_queue_first() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut s = open(dir.path())?;
+    apply_all(&mut s.state_machine, workload()).await?;
+    // Topic "a" was written first (earlier entry times), so its oldest queue goes first.
+    let (topic, trim) = s
+        .reader
+        .oldest_first_trim(10)?
+        .ok_or_else(|| anyhow::anyhow!("nothing to trim"))?;
+    ensure!(topic == "a", "trimmed {topic}");
+    let meta = s
+        .reader
+        .topic("a")
+        .ok_or_else(|| anyhow::anyhow!("no topic"))?;
+    let first = s
+        .reader
+        .message_at("a", trim.queue, 0)?
+        .ok_or_else(|| anyhow::anyhow!("no message"))?;
+    for q in 0..meta.queues {
+        if let Some(m) = s.reader.message_at("a", q, 0)? {
+            ensure!(
+                first.message.born_at_ms <= m.message.born_at_ms,
+                "queue {q} is older"
+            );
+        }
+    }
+    ensure!(trim.new_low == 10 && trim.bytes > 0, "{trim:?}");
+    Ok(())
+}

@@ -45,9 +45,9 @@ pub struct TopicCreateArgs {
     pub retention_bytes: Option<u64>,
 }
 
+/// A message's content, shared by `send` and `txn send`.
 #[derive(Debug, Args)]
-pub struct SendArgs {
-    pub topic: String,
+pub struct MessageArgs {
     #[arg(long)]
     pub body: String,
     /// Messages with the same key go to the same queue.
@@ -58,6 +58,32 @@ pub struct SendArgs {
     /// A property as k=v; repeat for several.
     #[arg(long = "property", value_parser = parse_property)]
     pub properties: Vec<(String, String)>,
+}
+
+impl MessageArgs {
+    /// (body, key, tag, properties) in the form the requests take.
+    pub fn into_parts(
+        self,
+    ) -> (
+        tonic::codegen::Bytes,
+        String,
+        String,
+        std::collections::HashMap<String, String>,
+    ) {
+        (
+            self.body.into_bytes().into(),
+            self.key,
+            self.tag,
+            self.properties.into_iter().collect(),
+        )
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    pub topic: String,
+    #[command(flatten)]
+    pub message: MessageArgs,
 }
 
 #[derive(Debug, Args)]
@@ -212,12 +238,13 @@ async fn topic(client: &Client, cmd: TopicCommand, out: Output) -> CmdResult {
 }
 
 async fn send(client: &Client, args: SendArgs, out: Output) -> CmdResult {
+    let (body, key, tag, properties) = args.message.into_parts();
     let req = SendRequest {
         topic: args.topic,
-        body: args.body.into_bytes().into(),
-        key: args.key,
-        tag: args.tag,
-        properties: args.properties.into_iter().collect(),
+        body,
+        key,
+        tag,
+        properties,
     };
     let r = client.send(req).await?;
     let doc =

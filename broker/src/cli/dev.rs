@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
+use super::client_runtime;
+
 #[derive(Debug, Args)]
 pub struct DevArgs {
     /// Where the nodes keep their data and logs.
@@ -44,11 +46,7 @@ fn plan(args: &DevArgs) -> Vec<DevNode> {
 }
 
 pub fn dev(args: DevArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match client_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("txmq dev: cannot start the async runtime: {e}");

@@ -84,11 +84,7 @@ pub fn main() -> ExitCode {
         Command::Dev(args) => dev::dev(args),
         command => {
             let out = Output::new(cli.output);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
+            let runtime = match client_runtime() {
                 Ok(rt) => rt,
                 Err(e) => {
                     return out.fail("internal", &format!("cannot start the async runtime: {e}"));
@@ -97,4 +93,12 @@ pub fn main() -> ExitCode {
             runtime.block_on(commands::run(command, &cli.endpoints, out))
         }
     }
+}
+
+/// The small runtime of the client commands and `txmq dev` (two worker threads are plenty).
+pub(crate) fn client_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
 }

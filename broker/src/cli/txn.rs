@@ -10,7 +10,6 @@ use txmq_client::{
 };
 
 use super::Output;
-use super::commands::parse_property;
 
 #[derive(Debug, Subcommand)]
 pub enum TxnCommand {
@@ -54,14 +53,8 @@ pub struct TxnSendArgs {
     /// The producer group that owns the transaction.
     #[arg(long)]
     pub group: String,
-    #[arg(long)]
-    pub body: String,
-    #[arg(long, default_value = "")]
-    pub key: String,
-    #[arg(long, default_value = "")]
-    pub tag: String,
-    #[arg(long = "property", value_parser = parse_property)]
-    pub properties: Vec<(String, String)>,
+    #[command(flatten)]
+    pub message: super::commands::MessageArgs,
     /// The decision to send after the half message.
     #[arg(long, value_enum, default_value = "commit")]
     pub decide: DecideArg,
@@ -174,12 +167,13 @@ pub fn txn_json(t: &TransactionInfo) -> Value {
 
 async fn send(client: &Client, args: TxnSendArgs, out: Output) -> Result<(), ClientError> {
     let producer = TransactionProducer::new(client.clone(), args.group);
+    let (body, key, tag, properties) = args.message.into_parts();
     let request = SendHalfRequest {
         topic: args.topic,
-        body: args.body.into_bytes().into(),
-        key: args.key,
-        tag: args.tag,
-        properties: args.properties.into_iter().collect(),
+        body,
+        key,
+        tag,
+        properties,
         ..Default::default()
     };
     let half = producer

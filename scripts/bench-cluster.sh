@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Starts an N-node txmq cluster from the release build on loopback, runs `txmq bench` scenarios
+# against it, and prints one JSON line per scenario plus each node's RSS and disk use.
+#
+#   ./scripts/bench-cluster.sh                       # 3 nodes, the default scenarios
+#   NODES=5 DURATION=20s ./scripts/bench-cluster.sh
+#   SCENARIOS="publish:256:256 txn:256:256" ./scripts/bench-cluster.sh   # scenario:concurrency:size
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NODES="${NODES:-3}"
+DURATION="${DURATION:-20s}"
+SCENARIOS="${SCENARIOS:-publish:1:256 publish:16:256 publish:64:256 publish:256:256 publish:256:4096 txn:256:256 consume:64:256}"
+BASE="${BASE_PORT:-19870}"
+
+cargo build --release -p txmq-broker --bin txmq >&2
+BIN="$PWD/target/release/txmq"
+DIR="$(mktemp -d -t txmq-bench-XXXXXX)"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DIR"; }
+trap cleanup EXIT
+
+initial=""
+for i in $(seq 1 "$NODES"); do initial+="${initial:+,}$i=127.0.0.1:$((BASE + 10 * i + 1))"; done
+endpoints=""
+for i in $(seq 1 "$NODES"); do
+  c=$((BASE + 10 * i)); endpoints+="${endpoints:+,}127.0.0.1:$c"
+  "$BIN" serve --node-id "$i" --data-dir "$DIR/n$i" --client-addr "127.0.0.1:$c" \
+    --peer-addr "127.0.0.1:$((c + 1))" --metrics-addr "127.0.0.1:$((c + 2))" \
+    --initial-cluster "$initial" --log-level warn >"$DIR/n$i.log" 2>&1 &
+  pids+=("$!")
+done
+export TXMQ_ENDPOINTS="$endpoints"
+for _ in $(seq 1 100); do "$BIN" cluster status --output json 2>/dev/null | grep -q '"leader_id":[1-9]' && break; sleep 0.2; done
+
+for s in $SCENARIOS; do
+  IFS=: read -r scenario concurrency size <<<"$s"
+  topic="bench-$scenario-$size"
+  [ "$scenario" = consume ] && topic="bench-publish-$size"
+  "$BIN" bench "$scenario" --topic "$topic" --duration "$DURATION" --concurrency "$concurrency" --size "$size" --output json 2>/dev/null
+done
+for i in $(seq 1 "$NODES"); do
+  rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/${pids[$((i - 1))]}/status")
+  disk_kb=$(du -sk "$DIR/n$i" | cut -f1)
+  echo "{\"node\": $i, \"rss_mib\": $((rss_kb / 1024)), \"disk_mib\": $((disk_kb / 1024))}"
+done
