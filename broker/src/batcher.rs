@@ -17,7 +17,7 @@ use crate::forward::OpError;
 use crate::proposer::now_ms;
 
 /// Entries proposed and not yet applied, at most.
-pub const MAX_IN_FLIGHT: usize = 8;
+pub const MAX_IN_FLIGHT: usize = 2;
 /// Operations per entry, at most.
 pub const MAX_OPS: usize = 512;
 /// Approximate payload bytes per entry, at most.

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tonic::transport::{Channel, Endpoint};
@@ -47,6 +47,9 @@ pub struct Client {
     channels: Arc<Vec<Channel>>,
     /// The endpoint that worked last; requests start there.
     current: Arc<AtomicUsize>,
+    /// Whether `current` was pointed at the leader since the last failure: requests then skip
+    /// the follower-to-leader forwarding hop.
+    leader_located: Arc<AtomicBool>,
     options: ClientOptions,
 }
 
@@ -98,6 +101,7 @@ impl Client {
             endpoints: Arc::new(endpoints),
             channels: Arc::new(channels),
             current: Arc::new(AtomicUsize::new(0)),
+            leader_located: Arc::new(AtomicBool::new(false)),
             options,
         })
     }
@@ -145,6 +149,9 @@ impl Client {
     {
         let deadline = Instant::now() + self.options.retry_deadline;
         let n = self.endpoints.len();
+        if n > 1 && !self.leader_located.swap(true, Ordering::Relaxed) {
+            self.locate_leader().await;
+        }
         let mut attempt = 0usize;
         loop {
             let i = (self.current.load(Ordering::Relaxed) + attempt) % n;
@@ -159,6 +166,7 @@ impl Client {
                         return Err(err);
                     }
                     tracing::debug!(endpoint = %self.endpoints[i], "retrying elsewhere: {}", err.message);
+                    self.leader_located.store(false, Ordering::Relaxed);
                 }
             }
             attempt += 1;
@@ -166,6 +174,28 @@ impl Client {
             if attempt.is_multiple_of(n) {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
+        }
+    }
+
+    /// Points `current` at the leader's endpoint when the leader is among the endpoints (best
+    /// effort: any node accepts any request, this only saves the forwarding hop).
+    async fn locate_leader(&self) {
+        let i = self.current.load(Ordering::Relaxed) % self.endpoints.len();
+        let mut request = tonic::Request::new(ClusterStatusRequest {});
+        request.set_timeout(Duration::from_secs(2));
+        let Ok(status) = self
+            .grpc(i)
+            .cluster_status(request)
+            .await
+            .map(|r| r.into_inner())
+        else {
+            return;
+        };
+        let Some(leader) = status.nodes.iter().find(|n| n.id == status.leader_id) else {
+            return;
+        };
+        if let Some(j) = self.endpoints.iter().position(|e| *e == leader.client_addr) {
+            self.current.store(j, Ordering::Relaxed);
         }
     }
 
