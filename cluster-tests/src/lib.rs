@@ -41,9 +41,45 @@ pub fn txmq_binary() -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// A port the OS just handed out (bound then released).
+/// A free port for a node to listen on, confirmed free by the OS (we bind it, then release it).
+///
+/// Why not port 0: ports the OS hands out for port 0 come from the ephemeral range, which is
+/// also where the source ports of outgoing connections come from. While a node is down (killed
+/// by a test), a peer or proxy dialing its port can be given that very port as its source port:
+/// the socket connects to itself and holds the port, and the node can never listen again. So
+/// listening ports are taken below the ephemeral range, and never handed out twice in one
+/// process (tests run in parallel).
 pub fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    use std::sync::Mutex;
+    static HANDED_OUT: Mutex<std::collections::BTreeSet<u16>> =
+        Mutex::new(std::collections::BTreeSet::new());
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+        })
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_500) - 1);
+    let span = u32::from(high - low);
+    let seed = std::process::id().wrapping_mul(7919)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+    for i in 0..span {
+        let port = low + ((seed.wrapping_add(i)) % span) as u16;
+        if handed_out.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.insert(port);
+            return Ok(port);
+        }
+    }
+    bail!("no free port between {low} and {high}")
 }
 
 /// Waits until `check` returns `Some`, polling every 100 ms, or fails after `timeout`.

@@ -73,6 +73,11 @@ async fn accept_loop(
             let Ok(mut outbound) = TcpStream::connect(&upstream).await else {
                 return;
             };
+            // Loopback self-connect (source port = destination port while nothing listens):
+            // never forward into ourselves.
+            if outbound.local_addr().ok() == outbound.peer_addr().ok() {
+                return;
+            }
             let _ = inbound.set_nodelay(true);
             let _ = outbound.set_nodelay(true);
             tokio::select! {
