@@ -485,3 +485,31 @@ pub fn required_tool(name: &str) -> Result<PathBuf> {
         "`{name}` is not installed: run ./scripts/test.sh, which installs Debian's `prometheus` package (it provides prometheus and promtool)"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (found by the chaos run): node ports must never come from the ephemeral range
+    /// (a dead node's port could be taken by a self-connected socket) nor repeat in a process.
+    #[test]
+    fn free_ports_are_unique_and_below_the_ephemeral_range() {
+        let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| {
+                s.split_whitespace()
+                    .next()
+                    .and_then(|p| p.parse::<u16>().ok())
+            })
+            .unwrap_or(32768);
+        let ports: Vec<u16> = (0..200)
+            .map(|_| free_port().expect("a free port"))
+            .collect();
+        let unique: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(unique.len(), ports.len(), "a port was handed out twice");
+        assert!(
+            ports.iter().all(|p| *p < low),
+            "a port came from the ephemeral range"
+        );
+    }
+}
