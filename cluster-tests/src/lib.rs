@@ -41,6 +41,18 @@ pub fn txmq_binary() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// The lowest port of the kernel's ephemeral range (source ports of outgoing connections).
+pub fn ephemeral_port_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+        })
+        .unwrap_or(32768)
+}
+
 /// A free port for a node to listen on, confirmed free by the OS (we bind it, then release it).
 ///
 /// Why not port 0: ports the OS hands out for port 0 come from the ephemeral range, which is
@@ -53,14 +65,7 @@ pub fn free_port() -> Result<u16> {
     use std::sync::Mutex;
     static HANDED_OUT: Mutex<std::collections::BTreeSet<u16>> =
         Mutex::new(std::collections::BTreeSet::new());
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .next()
-                .and_then(|p| p.parse::<u16>().ok())
-        })
-        .unwrap_or(32768);
+    let ephemeral_low = ephemeral_port_low();
     let (low, high) = (10_000u16, ephemeral_low.max(10_500) - 1);
     let span = u32::from(high - low);
     let seed = std::process::id().wrapping_mul(7919)
@@ -422,6 +427,15 @@ impl Cluster {
         ))
     }
 
+    /// Every node's client address, comma separated (for `--endpoints`).
+    pub fn endpoints_csv(&self) -> String {
+        self.nodes
+            .values()
+            .map(|n| n.client_addr.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// Every node's log, for failure messages.
     pub fn logs(&self) -> String {
         self.nodes
@@ -494,14 +508,7 @@ mod tests {
     /// (a dead node's port could be taken by a self-connected socket) nor repeat in a process.
     #[test]
     fn free_ports_are_unique_and_below_the_ephemeral_range() {
-        let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-            .ok()
-            .and_then(|s| {
-                s.split_whitespace()
-                    .next()
-                    .and_then(|p| p.parse::<u16>().ok())
-            })
-            .unwrap_or(32768);
+        let low = ephemeral_port_low();
         let ports: Vec<u16> = (0..200)
             .map(|_| free_port().expect("a free port"))
             .collect();

@@ -359,12 +359,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() -> Result<()> {
     );
 
     // Malformed CLI flags: a JSON error and a failing exit status.
-    let endpoints = cluster
-        .nodes
-        .values()
-        .map(|n| n.client_addr.clone())
-        .collect::<Vec<_>>()
-        .join(",");
+    let endpoints = cluster.endpoints_csv();
     for args in [
         vec![
             "topic", "create", "x", "--type", "bogus", "--output", "json",
@@ -413,12 +408,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_json_output_has_the_documented_fields() -> Result<()> {
     let cluster = Cluster::start(3, ClusterOptions::default()).await?;
-    let endpoints = cluster
-        .nodes
-        .values()
-        .map(|n| n.client_addr.clone())
-        .collect::<Vec<_>>()
-        .join(",");
+    let endpoints = cluster.endpoints_csv();
     let run = |args: &[&str]| -> Result<String> {
         let mut full = args.to_vec();
         full.extend(["--endpoints", endpoints.as_str(), "--output", "json"]);

@@ -250,12 +250,7 @@ async fn a_producer_that_dies_after_the_half_message_is_committed_by_check_back(
     client
         .create_topic("pay", TopicType::Transaction, 2)
         .await?;
-    let endpoints = cluster
-        .nodes
-        .values()
-        .map(|n| n.client_addr.clone())
-        .collect::<Vec<_>>()
-        .join(",");
+    let endpoints = cluster.endpoints_csv();
 
     // Phase 1: a producer process sends the half message and exits without deciding.
     let (ok, out) = cluster.cli(&[
@@ -449,12 +444,7 @@ async fn a_new_leader_continues_the_check_count_and_loses_no_decision() -> Resul
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn txn_cli_commands_print_the_documented_json() -> Result<()> {
     let cluster = Cluster::start(3, options("500ms", "500ms", 5, "1h")).await?;
-    let endpoints = cluster
-        .nodes
-        .values()
-        .map(|n| n.client_addr.clone())
-        .collect::<Vec<_>>()
-        .join(",");
+    let endpoints = cluster.endpoints_csv();
     let run = |args: &[&str]| -> Result<serde_json::Value> {
         let mut full = args.to_vec();
         full.extend(["--endpoints", endpoints.as_str(), "--output", "json"]);
