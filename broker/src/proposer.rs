@@ -224,12 +224,7 @@ impl Proposer {
                 "node id {id} was removed from this cluster before and is retired; give the new node a new id"
             )));
         }
-        let membership = self
-            .raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .clone();
+        let membership = self.membership();
         if membership.voter_ids().any(|v| v == id) {
             return Err(OpError::FailedPrecondition(format!(
                 "node {id} is already a voter"
@@ -260,13 +255,17 @@ impl Proposer {
         Ok(LeaderOutcome::MembershipChanged)
     }
 
-    async fn remove_node(&self, id: NodeId) -> Result<LeaderOutcome, OpError> {
-        let membership = self
-            .raft
+    /// This node's view of the current membership.
+    fn membership(&self) -> Arc<txmq_raft_store::types::alias::StoredMembership> {
+        self.raft
             .metrics()
             .borrow_watched()
             .membership_config
-            .clone();
+            .clone()
+    }
+
+    async fn remove_node(&self, id: NodeId) -> Result<LeaderOutcome, OpError> {
+        let membership = self.membership();
         if membership.get_node(&id).is_none() {
             return Err(OpError::FailedPrecondition(format!(
                 "node {id} is not a member of this cluster"

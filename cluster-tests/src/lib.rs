@@ -105,6 +105,26 @@ where
     }
 }
 
+/// Waits until a transaction reaches `state` (as seen through `client`) and returns it.
+pub async fn wait_for_transaction(
+    client: &Client,
+    id: &str,
+    state: &str,
+    timeout: Duration,
+) -> Result<txmq_client::TransactionInfo> {
+    wait_for(&format!("transaction {id} to be {state}"), timeout, || {
+        let client = client.clone();
+        async move {
+            client
+                .get_transaction(id)
+                .await
+                .ok()
+                .filter(|t| t.state == state)
+        }
+    })
+    .await
+}
+
 /// One node process.
 pub struct Node {
     pub id: u64,

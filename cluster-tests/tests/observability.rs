@@ -14,6 +14,7 @@ use txmq_client::{
 };
 use txmq_cluster_tests::{
     Cluster, ClusterOptions, free_port, http_get, required_tool, url_encode, wait_for,
+    wait_for_transaction,
 };
 
 /// Families the brief asks for; each must appear in the cluster's exposition.
@@ -218,18 +219,7 @@ async fn health_metrics_and_a_real_prometheus_scrape() -> Result<()> {
         )
         .await?;
     for id in &pending {
-        let client = client.clone();
-        wait_for("check-back commits", Duration::from_secs(15), || {
-            let client = client.clone();
-            async move {
-                client
-                    .get_transaction(id)
-                    .await
-                    .ok()
-                    .filter(|t| t.state == "committed")
-            }
-        })
-        .await?;
+        wait_for_transaction(&client, id, "committed", Duration::from_secs(15)).await?;
     }
     tokio::time::sleep(Duration::from_millis(2500)).await; // one refresh of the computed gauges
 

@@ -9,10 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use txmq_client::{
     CheckRequest, Client, EndTransactionRequest, LocalTransactionState, ReadRequest,
-    SendHalfRequest, SendRequest, TopicType, TransactionChecker, TransactionInfo,
-    TransactionProducer,
+    SendHalfRequest, SendRequest, TopicType, TransactionChecker, TransactionProducer,
 };
-use txmq_cluster_tests::{Cluster, ClusterOptions, wait_for};
+use txmq_cluster_tests::{Cluster, ClusterOptions, wait_for, wait_for_transaction};
 
 fn options(first: &str, interval: &str, max_checks: u32, lifetime: &str) -> ClusterOptions {
     ClusterOptions {
@@ -57,26 +56,6 @@ async fn visible_ids(client: &Client, topic: &str) -> Result<Vec<String>> {
         })
         .await?;
     Ok(messages.into_iter().map(|m| m.message_id).collect())
-}
-
-/// Waits until a transaction reaches `state` (as seen through `client`) and returns it.
-async fn wait_state(
-    client: &Client,
-    id: &str,
-    state: &str,
-    timeout: Duration,
-) -> Result<TransactionInfo> {
-    wait_for(&format!("transaction {id} to be {state}"), timeout, || {
-        let client = client.clone();
-        async move {
-            client
-                .get_transaction(id)
-                .await
-                .ok()
-                .filter(|t| t.state == state)
-        }
-    })
-    .await
 }
 
 /// A checker whose answer is fixed, counting the checks it answered per transaction.
@@ -280,7 +259,7 @@ async fn a_producer_that_dies_after_the_half_message_is_committed_by_check_back(
     let checker = CountingChecker::new(LocalTransactionState::Commit);
     let _handle =
         TransactionProducer::new(client.clone(), "shop").start_checker(checker.clone(), "survivor");
-    let t = wait_state(&client, &id, "committed", Duration::from_secs(15))
+    let t = wait_for_transaction(&client, &id, "committed", Duration::from_secs(15))
         .await
         .with_context(|| cluster.logs())?;
     ensure!(t.reason == "check" && t.check_count == 1, "{t:?}");
@@ -330,7 +309,7 @@ async fn without_a_checker_no_attempt_is_used_and_the_lifetime_rolls_back() -> R
     ensure!(t.state == "pending" && t.check_count == 0, "{t:?}");
 
     // Phase 2: at the maximum lifetime the leader rolls it back, reason `timeout`.
-    let t = wait_state(
+    let t = wait_for_transaction(
         &client,
         &a.transaction_id,
         "rolled_back",
@@ -357,7 +336,7 @@ async fn unknown_answers_exhaust_the_checks_and_roll_back() -> Result<()> {
         .send_half(half("pay", "still running"), None)
         .await?;
 
-    let t = wait_state(
+    let t = wait_for_transaction(
         &client,
         &a.transaction_id,
         "rolled_back",
@@ -418,7 +397,7 @@ async fn a_new_leader_continues_the_check_count_and_loses_no_decision() -> Resul
 
     // Phase 3: the new leader continues the count: exactly max_checks in total, then rollback.
     let client = cluster.client()?;
-    let t = wait_state(
+    let t = wait_for_transaction(
         &client,
         &a.transaction_id,
         "rolled_back",
