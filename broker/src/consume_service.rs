@@ -96,12 +96,13 @@ impl ConsumeService {
         let wait = Duration::from_millis(req.wait_ms).min(MAX_WAIT);
         let deadline = tokio::time::Instant::now() + wait;
         let mut applied = self.reader.watch_applied_index();
-        let mut first = true;
         loop {
             let (work, wake_at) = self.reader.group_work(&req.group, &req.topic, now_ms());
-            // The first attempt always goes through (this node may lag; the leader knows).
-            if work || first {
-                first = false;
+            // Propose a lease only when this node's applied state shows something to lease (a
+            // lagging node sees it as soon as it applies it), or when it does not know the topic
+            // (the leader then answers, e.g. with "unknown topic"). Idle long polls cost no entry.
+            let unknown_topic = self.reader.topic(&req.topic).is_none();
+            if work || unknown_topic {
                 let op = Operation::Receive {
                     group: req.group.clone(),
                     topic: req.topic.clone(),
