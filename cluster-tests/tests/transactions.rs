@@ -483,13 +483,13 @@ async fn txn_cli_commands_print_the_documented_json() -> Result<()> {
         .stdout(std::process::Stdio::piped())
         .spawn()?;
     let stdout = checker.stdout.take().context("checker stdout")?;
+    // Killed however this test ends.
+    let mut checker = KillOnDrop(checker);
     let line = tokio::task::spawn_blocking(move || {
         use std::io::BufRead;
         std::io::BufReader::new(stdout).lines().next()
     });
     let line = tokio::time::timeout(Duration::from_secs(15), line).await;
-    let _ = checker.kill();
-    let _ = checker.wait();
     let line = line
         .context("no check answered in time")??
         .context("checker printed nothing")??;
@@ -503,7 +503,10 @@ async fn txn_cli_commands_print_the_documented_json() -> Result<()> {
         let out = run(&["txn", "show", &id]).ok();
         async move { out.filter(|v| v["state"] == "rolled_back") }
     })
-    .await?;
+    .await;
+    // Only now stop the checker: the answer it printed may still have been on its way.
+    checker.stop();
+    let shown = shown?;
     ensure!(
         shown["reason"] == "check" && shown["history"].as_array().is_some_and(|h| h.len() >= 3),
         "{shown}"
@@ -533,4 +536,20 @@ async fn txn_cli_commands_print_the_documented_json() -> Result<()> {
         "{out}"
     );
     Ok(())
+}
+
+/// A child process killed when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl KillOnDrop {
+    fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
