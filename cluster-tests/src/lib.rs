@@ -434,10 +434,6 @@ impl Cluster {
         }
     }
 
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
     /// Runs the `txmq` binary with `args` and returns (exit success, stdout).
     pub fn cli(&self, args: &[&str]) -> Result<(bool, String)> {
         let out = Command::new(&self.bin).args(args).output()?;

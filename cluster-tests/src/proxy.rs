@@ -40,10 +40,6 @@ impl LinkProxy {
     pub fn heal(&self) {
         self.cut.store(false, Ordering::SeqCst);
     }
-
-    pub fn is_cut(&self) -> bool {
-        self.cut.load(Ordering::SeqCst)
-    }
 }
 
 impl Drop for LinkProxy {

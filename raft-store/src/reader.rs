@@ -281,15 +281,14 @@ impl StateReader {
     /// Pending transactions, oldest first, optionally of one group, at most `limit`.
     pub fn pending_transactions(&self, group: Option<&str>, limit: usize) -> Vec<TxnRecord> {
         let state = self.shared.read_state();
-        let mut out: Vec<TxnRecord> = state
+        // Sort references and clone only what is returned: pending records hold their bodies.
+        let mut refs: Vec<&TxnRecord> = state
             .transactions
             .pending()
             .filter(|r| group.is_none_or(|g| r.group == g))
-            .cloned()
             .collect();
-        out.sort_by_key(|r| r.created_ms);
-        out.truncate(limit);
-        out
+        refs.sort_by_key(|r| r.created_ms);
+        refs.into_iter().take(limit).cloned().collect()
     }
 
     /// The number of pending transactions.
