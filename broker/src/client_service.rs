@@ -259,6 +259,7 @@ impl Txmq for ClientService {
                 id: req.id,
                 info,
                 learner_only: req.learner_only,
+                fresh: false,
             })
             .await?;
         let status =

@@ -43,6 +43,10 @@ pub struct ServeArgs {
     /// This node's id (1 or more; never reuse the id of a removed node).
     #[arg(long, env = "TXMQ_NODE_ID")]
     pub node_id: Option<u64>,
+    /// Derive the node id from a StatefulSet pod name instead: ordinal + 1 (`txmq-0` → 1,
+    /// `txmq-2` → 3). The Helm chart passes the pod's own name here.
+    #[arg(long, env = "TXMQ_NODE_ID_FROM_POD_NAME", conflicts_with = "node_id")]
+    pub node_id_from_pod_name: Option<String>,
     /// Where this node keeps its log, state and snapshots.
     #[arg(long, env = "TXMQ_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -175,6 +179,7 @@ impl ServeArgs {
         }
         pick!(
             node_id,
+            node_id_from_pod_name,
             data_dir,
             client_addr,
             peer_addr,
@@ -216,9 +221,20 @@ impl ServeArgs {
             }
             None => self,
         };
-        let node_id = args.node_id.ok_or_else(|| {
-            ConfigError::Invalid("--node-id is required (a number of 1 or more)".into())
-        })?;
+        let node_id = match (args.node_id, &args.node_id_from_pod_name) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "give either --node-id or --node-id-from-pod-name, not both".into(),
+                ));
+            }
+            (Some(id), None) => id,
+            (None, Some(pod)) => node_id_from_pod_name(pod)?,
+            (None, None) => {
+                return Err(ConfigError::Invalid(
+                    "--node-id is required (a number of 1 or more)".into(),
+                ));
+            }
+        };
         if node_id == 0 {
             return Err(ConfigError::Invalid("--node-id must be 1 or more".into()));
         }
@@ -329,6 +345,18 @@ impl ServeConfig {
     }
 }
 
+/// A StatefulSet names its pods `<name>-<ordinal>`; node ids start at 1, ordinals at 0.
+pub fn node_id_from_pod_name(pod: &str) -> Result<u64, ConfigError> {
+    pod.rsplit_once('-')
+        .and_then(|(_, ordinal)| ordinal.parse::<u64>().ok())
+        .and_then(|ordinal| ordinal.checked_add(1))
+        .ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "--node-id-from-pod-name '{pod}' does not end in -<ordinal> like a StatefulSet pod (txmq-0)"
+            ))
+        })
+}
+
 /// Parses `1=host:port,2=host:port`.
 pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<u64, String>, ConfigError> {
     let mut out = BTreeMap::new();
@@ -379,6 +407,25 @@ mod tests {
         assert!(parse_initial_cluster("x=a:1").is_err());
         assert!(parse_initial_cluster("1=a:1,1=b:2").is_err());
         assert!(parse_initial_cluster("0=a:1").is_err());
+    }
+
+    #[test]
+    fn pod_names_give_ordinal_plus_one() {
+        assert_eq!(node_id_from_pod_name("txmq-0").unwrap(), 1);
+        assert_eq!(node_id_from_pod_name("my-release-txmq-12").unwrap(), 13);
+        assert!(node_id_from_pod_name("txmq").is_err());
+        assert!(node_id_from_pod_name("txmq-x").is_err());
+        let both = ServeArgs {
+            node_id: Some(1),
+            node_id_from_pod_name: Some("txmq-0".into()),
+            ..Default::default()
+        };
+        assert!(both.resolve().unwrap_err().to_string().contains("not both"));
+        let from_pod = ServeArgs {
+            node_id_from_pod_name: Some("txmq-2".into()),
+            ..Default::default()
+        };
+        assert_eq!(from_pod.resolve().unwrap().node_id, 3);
     }
 
     #[test]

@@ -14,6 +14,11 @@ pub enum LeaderOp {
         id: NodeId,
         info: NodeInfo,
         learner_only: bool,
+        /// Sent by a node joining on its own with an empty data dir (see `bootstrap.rs`): it
+        /// may take a retired id (nothing stale can come back under it) and an id that is a
+        /// voter already at the same address is success, so the join can be retried.
+        #[serde(default)]
+        fresh: bool,
     },
     /// Remove a node from the voters and from the membership; retire its id.
     RemoveNode { id: NodeId },

@@ -7,6 +7,7 @@
 //! openraft's transport; [`config`] resolves `txmq serve` settings; [`cli`] is the `txmq` binary.
 
 pub mod batcher;
+pub mod bootstrap;
 pub mod checkers;
 pub mod cli;
 pub mod client_service;

@@ -1,6 +1,5 @@
 //! One txmq node: storage, Raft, the client and peer gRPC servers, until shutdown.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -123,7 +122,21 @@ pub async fn run(
     )
     .await
     .map_err(|e| NodeError::Raft(e.to_string()))?;
-    bootstrap(&raft, &config).await?;
+    // Runs beside the servers: a fresh node learns from its peers' answers whether to found a
+    // cluster or join one, and those peers must be able to ask it the same.
+    let bootstrap_task = tokio::spawn(
+        crate::bootstrap::Bootstrap {
+            raft: raft.clone(),
+            node_id: config.node_id,
+            initial_cluster: config.initial_cluster.clone(),
+            routes: routes.clone(),
+            me: NodeInfo {
+                peer_addr: peer_addr.clone(),
+                client_addr: client_addr.clone(),
+            },
+        }
+        .run(),
+    );
     tracing::info!(node = config.node_id, %client_addr, %peer_addr, data_dir = %config.data_dir.display(), "txmq node started");
 
     let proposer = Proposer::new(config.node_id, raft.clone(), reader.clone(), routes.clone());
@@ -220,6 +233,7 @@ pub async fn run(
             servers.await.map(|_| ())
         }
     };
+    bootstrap_task.abort();
     health_task.abort();
     raft_metrics_task.abort();
     refresh_task.abort();
@@ -281,41 +295,4 @@ fn start_scheduler_on_leadership(
             async {}
         },
     )
-}
-
-/// Initializes a brand-new cluster from `--initial-cluster`. Every bootstrap voter does this
-/// with the *same* membership, so the first entry is identical everywhere; a node whose data
-/// dir already holds a cluster skips it.
-async fn bootstrap(raft: &Raft, config: &ServeConfig) -> Result<(), NodeError> {
-    if config.initial_cluster.is_empty() {
-        return Ok(());
-    }
-    let initialized = raft
-        .is_initialized()
-        .await
-        .map_err(|e| NodeError::Raft(e.to_string()))?;
-    if initialized {
-        return Ok(());
-    }
-    let members: BTreeMap<u64, NodeInfo> = config
-        .initial_cluster
-        .iter()
-        .map(|(id, addr)| {
-            (
-                *id,
-                NodeInfo {
-                    peer_addr: addr.clone(),
-                    client_addr: String::new(),
-                },
-            )
-        })
-        .collect();
-    match raft.initialize(members).await {
-        Ok(()) => {
-            tracing::info!(voters = ?config.initial_cluster.keys().collect::<Vec<_>>(), "bootstrapped a new cluster")
-        }
-        // Another voter's leader reached us first: the cluster exists already.
-        Err(e) => tracing::info!("not bootstrapping: {e}"),
-    }
-    Ok(())
 }

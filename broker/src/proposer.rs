@@ -188,7 +188,8 @@ impl Proposer {
                 id,
                 info,
                 learner_only,
-            } => self.add_node(id, info, learner_only).await,
+                fresh,
+            } => self.add_node(id, info, learner_only, fresh).await,
             LeaderOp::RemoveNode { id } => self.remove_node(id).await,
         }
     }
@@ -213,18 +214,25 @@ impl Proposer {
         id: NodeId,
         info: txmq_raft_store::NodeInfo,
         learner_only: bool,
+        fresh: bool,
     ) -> Result<LeaderOutcome, OpError> {
         if id == 0 {
             return Err(OpError::InvalidArgument(
                 "node id 0 is reserved; use 1 or more".into(),
             ));
         }
-        if self.reader.is_retired(id) {
+        if !fresh && self.reader.is_retired(id) {
             return Err(OpError::FailedPrecondition(format!(
                 "node id {id} was removed from this cluster before and is retired; give the new node a new id"
             )));
         }
         let membership = self.membership();
+        let same_address = membership
+            .get_node(&id)
+            .is_some_and(|n| n.peer_addr == info.peer_addr);
+        if fresh && same_address && membership.voter_ids().any(|v| v == id) {
+            return Ok(LeaderOutcome::MembershipChanged);
+        }
         if membership.voter_ids().any(|v| v == id) {
             return Err(OpError::FailedPrecondition(format!(
                 "node {id} is already a voter"

@@ -34,6 +34,7 @@ pub fn local_status(raft: &Raft, client_addr: &str, peer_addr: &str) -> NodeStat
         commit_index: m.local_committed.map(|c| c.index).unwrap_or(0),
         applied_index: m.last_applied.map(|c| c.index).unwrap_or(0),
         leader_id: m.current_leader.unwrap_or(0),
+        initialized: m.membership_config.voter_ids().next().is_some(),
     }
 }
 

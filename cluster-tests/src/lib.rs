@@ -346,6 +346,24 @@ impl Cluster {
         self.nodes.get_mut(&id).context("just inserted")
     }
 
+    /// Starts a fresh node whose `--initial-cluster` lists every node of this cluster and
+    /// itself, as a StatefulSet scale-up renders it: it must find the running cluster and join
+    /// it on its own (learner, catch up, voter).
+    pub fn spawn_listed_joiner(&mut self, id: u64) -> Result<&mut Node> {
+        let peer = free_port()?;
+        let mut initial: Vec<String> = self
+            .nodes
+            .values()
+            .filter(|n| n.id != id)
+            .map(|n| format!("{}={}", n.id, n.peer_addr))
+            .collect();
+        initial.push(format!("{id}=127.0.0.1:{peer}"));
+        let mut node = self.make_node(id, free_port()?, peer, Some(initial.join(",")))?;
+        node.start(&self.bin)?;
+        self.nodes.insert(id, node);
+        self.nodes.get_mut(&id).context("just inserted")
+    }
+
     pub fn node(&mut self, id: u64) -> &mut Node {
         self.nodes
             .get_mut(&id)

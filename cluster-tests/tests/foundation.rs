@@ -487,3 +487,68 @@ async fn cli_json_output_has_the_documented_fields() -> Result<()> {
     );
     Ok(())
 }
+
+/// The StatefulSet way of growing and shrinking: a fresh node listed in `--initial-cluster`
+/// next to a running cluster joins it by itself and becomes a voter that commits need; after
+/// `remove-node` and losing its volume it can come back under the same (retired) id, because
+/// it arrives empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listed_fresh_node_joins_the_running_cluster_by_itself() -> Result<()> {
+    let mut cluster = Cluster::start(3, ClusterOptions::default()).await?;
+    let bin = cluster.bin.clone();
+    let client = cluster.client()?;
+    client.create_topic("grow", TopicType::Normal, 2).await?;
+    let mut acknowledged = BTreeSet::new();
+    for i in 0..50 {
+        acknowledged.insert(
+            client
+                .send(msg("grow", format!("m{i}"), ""))
+                .await?
+                .message_id,
+        );
+    }
+
+    cluster.spawn_listed_joiner(4)?;
+    wait_for_voter(&client, 4, true).await?;
+    wait_until_node_serves(&cluster, 4, "grow", &acknowledged).await?;
+    // Four voters need three for a commit: with node 1 down, node 4 must take part.
+    cluster.node(1).kill();
+    cluster.wait_for_leader(Duration::from_secs(10)).await?;
+    let client = cluster.client()?;
+    acknowledged.insert(
+        client
+            .send(msg("grow", "with 4 voting".into(), ""))
+            .await?
+            .message_id,
+    );
+    cluster.node(1).start(&bin)?;
+
+    // Scale down: remove it, stop it, drop its volume; then scale up again under the same id.
+    client.remove_node(4).await?;
+    cluster.node(4).kill();
+    cluster.node(4).wipe()?;
+    wait_for_voter(&client, 4, false).await?;
+    acknowledged.insert(
+        client
+            .send(msg("grow", "after removal".into(), ""))
+            .await?
+            .message_id,
+    );
+    cluster.node(4).start(&bin)?;
+    wait_for_voter(&client, 4, true).await?;
+    wait_until_node_serves(&cluster, 4, "grow", &acknowledged).await?;
+    Ok(())
+}
+
+async fn wait_for_voter(client: &Client, id: u64, voter: bool) -> Result<()> {
+    wait_for(
+        &format!("node {id} voter = {voter}"),
+        Duration::from_secs(30),
+        || async {
+            let status = client.cluster_status().await.ok()?;
+            let is_voter = status.nodes.iter().any(|n| n.id == id && n.voter);
+            (is_voter == voter).then_some(())
+        },
+    )
+    .await
+}
