@@ -490,7 +490,7 @@ async fn cli_json_output_has_the_documented_fields() -> Result<()> {
 
 /// The StatefulSet way of growing and shrinking: a fresh node listed in `--initial-cluster`
 /// next to a running cluster joins it by itself and becomes a voter that commits need; after
-/// `remove-node` and losing its volume it can come back under the same (retired) id, because
+/// `cluster remove-above` and losing its volume it can come back under the same (retired) id, because
 /// it arrives empty.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listed_fresh_node_joins_the_running_cluster_by_itself() -> Result<()> {
@@ -524,7 +524,27 @@ async fn a_listed_fresh_node_joins_the_running_cluster_by_itself() -> Result<()>
     cluster.node(1).start(&bin)?;
 
     // Scale down: remove it, stop it, drop its volume; then scale up again under the same id.
-    client.remove_node(4).await?;
+    // (The Helm chart's pre-upgrade hook runs the same command.)
+    let endpoints = cluster.endpoints_csv();
+    let (ok, out) = cluster.cli(&[
+        "cluster",
+        "remove-above",
+        "--keep",
+        "3",
+        "--output",
+        "json",
+        "--endpoints",
+        &endpoints,
+    ])?;
+    ensure!(ok, "remove-above failed: {out}");
+    let status: serde_json::Value = serde_json::from_str(out.trim()).context(out.clone())?;
+    let ids: Vec<u64> = status["nodes"]
+        .as_array()
+        .context("no nodes")?
+        .iter()
+        .filter_map(|n| n["id"].as_u64())
+        .collect();
+    ensure!(ids == [1, 2, 3], "members after remove-above: {ids:?}");
     cluster.node(4).kill();
     cluster.node(4).wipe()?;
     wait_for_voter(&client, 4, false).await?;

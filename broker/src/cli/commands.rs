@@ -111,6 +111,14 @@ pub enum ClusterCommand {
         #[arg(long)]
         id: u64,
     },
+    /// Remove every member whose id is above N, highest first (nothing when there is none).
+    /// For clusters whose ids are StatefulSet ordinal + 1: the Helm chart runs this before a
+    /// scale-down, so the pods that go away have left the membership first.
+    RemoveAbove {
+        /// The number of nodes to keep (ids 1..=N stay).
+        #[arg(long)]
+        keep: u64,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -349,7 +357,34 @@ async fn cluster(client: &Client, cmd: ClusterCommand, out: Output) -> CmdResult
             client.add_node(req).await?
         }
         ClusterCommand::RemoveNode { id } => client.remove_node(id).await?,
+        ClusterCommand::RemoveAbove { keep } => remove_above(client, keep).await?,
     };
     out.print(&status_json(&status), || status_text(&status));
     Ok(())
+}
+
+/// Removes members with ids above `keep`, one at a time from the highest, so each step is a
+/// single, quorum-checked membership change.
+async fn remove_above(
+    client: &Client,
+    keep: u64,
+) -> Result<ClusterStatusResponse, txmq_client::ClientError> {
+    if keep == 0 {
+        return Err(txmq_client::ClientError {
+            code: "invalid_argument".into(),
+            message: "--keep must be 1 or more (a cluster needs a voter)".into(),
+        });
+    }
+    let mut status = client.cluster_status().await?;
+    let mut doomed: Vec<u64> = status
+        .nodes
+        .iter()
+        .map(|n| n.id)
+        .filter(|id| *id > keep)
+        .collect();
+    doomed.sort_unstable_by(|a, b| b.cmp(a));
+    for id in doomed {
+        status = client.remove_node(id).await?;
+    }
+    Ok(status)
 }
