@@ -40,7 +40,7 @@ if command -v prometheus >/dev/null; then
   proot="$work/rootfs-prometheus"
   stage "$(command -v prometheus)" "$proot" /bin/prometheus
   install -D -m 0644 deploy/compose/prometheus.yml "$proot/etc/prometheus/prometheus.yml"
-  install -D -m 0644 deploy/prometheus/alerts.yaml "$proot/etc/prometheus/alerts.yaml"
+  install -D -m 0644 helm/txmq/files/alerts.yaml "$proot/etc/prometheus/alerts.yaml"
   mkdir -p "$proot/prometheus"
   chown -R 65534:65534 "$proot/prometheus"
   tar --numeric-owner -C "$proot" -cf "$work/rootfs-prometheus.tar" .

@@ -510,6 +510,23 @@ async fn a_listed_fresh_node_joins_the_running_cluster_by_itself() -> Result<()>
 
     cluster.spawn_listed_joiner(4)?;
     wait_for_voter(&client, 4, true).await?;
+    // `cluster check` (the Helm test pod's command) sees four answering voters and a
+    // transaction committed and read back.
+    let endpoints = cluster.endpoints_csv();
+    let (ok, out) = cluster.cli(&[
+        "cluster",
+        "check",
+        "--output",
+        "json",
+        "--endpoints",
+        &endpoints,
+    ])?;
+    ensure!(ok, "cluster check failed: {out}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).context(out.clone())?;
+    ensure!(
+        report["voters"] == 4 && report["offset"].is_u64(),
+        "{report}"
+    );
     wait_until_node_serves(&cluster, 4, "grow", &acknowledged).await?;
     // Four voters need three for a commit: with node 1 down, node 4 must take part.
     cluster.node(1).kill();

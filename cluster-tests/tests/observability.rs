@@ -299,7 +299,7 @@ async fn health_metrics_and_a_real_prometheus_scrape() -> Result<()> {
     // Phase 5: the shipped alert rules are valid and their unit tests pass.
     let deploy = deploy_dir().join("prometheus");
     for args in [
-        vec!["check", "rules", "alerts.yaml"],
+        vec!["check", "rules", "../../helm/txmq/files/alerts.yaml"],
         vec!["test", "rules", "alerts_test.yaml"],
     ] {
         let out = Command::new(&promtool)

@@ -111,6 +111,9 @@ pub enum ClusterCommand {
         #[arg(long)]
         id: u64,
     },
+    /// Check that the cluster serves transactions now: a leader, every voter answering, and
+    /// one transaction committed and read back. Exits non-zero when not (after --timeout).
+    Check(super::check::CheckArgs),
     /// Remove every member whose id is above N, highest first (nothing when there is none).
     /// For clusters whose ids are StatefulSet ordinal + 1: the Helm chart runs this before a
     /// scale-down, so the pods that go away have left the membership first.
@@ -346,6 +349,7 @@ fn status_text(s: &ClusterStatusResponse) -> String {
 
 async fn cluster(client: &Client, cmd: ClusterCommand, out: Output) -> CmdResult {
     let status = match cmd {
+        ClusterCommand::Check(args) => return super::check::check(client, args, out).await,
         ClusterCommand::Status => client.cluster_status().await?,
         ClusterCommand::AddNode(a) => {
             let req = AddNodeRequest {

@@ -1,6 +1,7 @@
 //! The `txmq` command line: `serve`, `dev`, and the client commands.
 
 mod bench;
+mod check;
 mod commands;
 mod dev;
 mod group;

@@ -1,0 +1,133 @@
+//! `txmq cluster check`: is this cluster able to serve a transaction right now? The Helm
+//! chart's test pod and the container tests run it; operators run it after a change.
+
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde_json::{Value, json};
+use txmq_client::{
+    Client, ClientError, ClusterStatusResponse, EndTransactionRequest, LocalTransactionState,
+    ReadRequest, SendHalfRequest, TopicType,
+};
+
+use super::Output;
+use crate::config::HumanDuration;
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The transaction topic the check writes one committed message to (created if missing).
+    #[arg(long, default_value = "txmq-check")]
+    pub topic: String,
+    /// Keep trying for this long (a cluster that is still forming passes once it formed).
+    #[arg(long, default_value = "60s")]
+    pub timeout: HumanDuration,
+}
+
+const GROUP: &str = "txmq-check";
+
+pub async fn check(client: &Client, args: CheckArgs, out: Output) -> Result<(), ClientError> {
+    let deadline = Instant::now() + args.timeout.0;
+    loop {
+        match check_once(client, &args.topic).await {
+            Ok(report) => {
+                out.print(&report, || {
+                    format!(
+                        "ok: leader {}, {} voters answering, transaction {} committed and read back at {}:{}",
+                        report["leader_id"],
+                        report["voters"],
+                        report["transaction_id"].as_str().unwrap_or_default(),
+                        report["queue"],
+                        report["offset"]
+                    )
+                });
+                return Ok(());
+            }
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(e) => {
+                tracing::debug!("cluster check not passing yet: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+async fn check_once(client: &Client, topic: &str) -> Result<Value, ClientError> {
+    let status = client.cluster_status().await?;
+    let voters = healthy_voters(&status)?;
+    match client.create_topic(topic, TopicType::Transaction, 1).await {
+        Ok(_) => {}
+        Err(e) if e.code == "already_exists" => {}
+        Err(e) => return Err(e),
+    }
+    let half = client
+        .send_half(SendHalfRequest {
+            topic: topic.into(),
+            group: GROUP.into(),
+            body: format!("txmq cluster check, leader {}", status.leader_id)
+                .into_bytes()
+                .into(),
+            ..Default::default()
+        })
+        .await?;
+    let end = client
+        .end_transaction(EndTransactionRequest {
+            transaction_id: half.transaction_id.clone(),
+            group: GROUP.into(),
+            decision: LocalTransactionState::Commit.to_pb() as i32,
+            operator: false,
+        })
+        .await?;
+    let (Some(queue), Some(offset)) = (end.queue, end.offset) else {
+        return Err(failed(format!(
+            "transaction {} ended {} without a position",
+            end.transaction_id, end.state
+        )));
+    };
+    if end.state != "committed" {
+        return Err(failed(format!(
+            "transaction {} is {}, not committed",
+            end.transaction_id, end.state
+        )));
+    }
+    let read = client
+        .read(ReadRequest {
+            topic: topic.into(),
+            queue: Some(queue),
+            from_offset: offset,
+            max: 1,
+        })
+        .await?;
+    if read.first().map(|m| m.message_id.as_str()) != Some(end.message_id.as_str()) {
+        return Err(failed(format!(
+            "committed message {} not readable at {queue}:{offset}",
+            end.message_id
+        )));
+    }
+    Ok(json!({
+        "leader_id": status.leader_id,
+        "voters": voters,
+        "transaction_id": end.transaction_id,
+        "message_id": end.message_id,
+        "queue": queue,
+        "offset": offset,
+    }))
+}
+
+/// A leader is known and every voter answers as leader or follower.
+fn healthy_voters(status: &ClusterStatusResponse) -> Result<usize, ClientError> {
+    if status.leader_id == 0 {
+        return Err(failed("no leader is known".into()));
+    }
+    let voters: Vec<_> = status.nodes.iter().filter(|n| n.voter).collect();
+    if let Some(n) = voters
+        .iter()
+        .find(|n| n.role != "leader" && n.role != "follower")
+    {
+        return Err(failed(format!("voter {} is {}", n.id, n.role)));
+    }
+    Ok(voters.len())
+}
+
+fn failed(message: String) -> ClientError {
+    ClientError::new("failed_precondition", message)
+}
