@@ -5,13 +5,20 @@
 #
 #   ./scripts/build-image.sh            # both images
 #   TAG=txmq:1.0 ./scripts/build-image.sh
+#   PROFILE=debug TAG=txmq:test PROM_TAG= ./scripts/build-image.sh   # what the test suite does:
+#                                       # the debug build it already has, no Prometheus image
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TAG="${TAG:-txmq:dev}"
-PROM_TAG="${PROM_TAG:-txmq-prometheus:dev}"
+PROM_TAG="${PROM_TAG-txmq-prometheus:dev}"
+PROFILE="${PROFILE:-release}"
 command -v docker >/dev/null || { echo "error: docker is not installed" >&2; exit 1; }
 
-cargo build --release -p txmq-broker --bin txmq
+case "$PROFILE" in
+  release) cargo build --release -p txmq-broker --bin txmq ;;
+  debug) cargo build -p txmq-broker --bin txmq ;;
+  *) echo "error: PROFILE must be release or debug" >&2; exit 1 ;;
+esac
 work="$(mktemp -d -t txmq-image-XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 cp deploy/image/Dockerfile deploy/image/Dockerfile.prometheus "$work/"
@@ -26,7 +33,7 @@ stage() {
 }
 
 root="$work/rootfs"
-stage target/release/txmq "$root" /usr/local/bin/txmq
+stage "target/$PROFILE/txmq" "$root" /usr/local/bin/txmq
 mkdir -p "$root/etc" "$root/data" "$root/tmp"
 printf 'root:x:0:0:root:/:/sbin/nologin\ntxmq:x:10001:10001:txmq:/data:/sbin/nologin\n' >"$root/etc/passwd"
 printf 'root:x:0:\ntxmq:x:10001:\n' >"$root/etc/group"
@@ -36,7 +43,9 @@ tar --numeric-owner -C "$root" -cf "$work/rootfs.tar" .
 docker build -q -t "$TAG" -f "$work/Dockerfile" "$work" >/dev/null
 echo "built $TAG ($(docker image inspect -f '{{.Size}}' "$TAG" | awk '{printf "%.1f MB", $1/1e6}'))"
 
-if command -v prometheus >/dev/null; then
+if [ -z "$PROM_TAG" ]; then
+  exit 0
+elif command -v prometheus >/dev/null; then
   proot="$work/rootfs-prometheus"
   stage "$(command -v prometheus)" "$proot" /bin/prometheus
   install -D -m 0644 deploy/compose/prometheus.yml "$proot/etc/prometheus/prometheus.yml"
