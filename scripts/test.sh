@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The complete test suite of txmq, runnable on a fresh machine with only the Rust toolchain:
 # formatting, lints, the build, unit and property tests, storage conformance tests, and the
-# multi-process cluster tests (real `txmq serve` processes on loopback ports the OS picks).
+# multi-process cluster tests (real `txmq serve` processes on loopback ports the OS picks), and
+# the Helm chart and container tests (scripts/test-chart.sh: needs Docker).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
@@ -31,3 +32,6 @@ cargo build --workspace --bins
 
 step "tests (unit, property, storage, cluster)"
 cargo test --workspace --no-fail-fast
+
+step "Helm chart and container tests (lint, schemas, render-and-run in Docker, container chaos)"
+./scripts/test-chart.sh

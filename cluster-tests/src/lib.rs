@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use txmq_client::{Client, ClientOptions};
 
 pub mod chaos;
+pub mod docker;
 pub mod proxy;
 
 pub use proxy::LinkProxy;
@@ -135,15 +136,23 @@ pub struct Node {
     pub log_path: PathBuf,
     args: Vec<String>,
     child: Option<Child>,
+    /// Set when this node is a Docker container rather than a child process.
+    container: Option<docker::Container>,
 }
 
 impl Node {
     pub fn is_running(&mut self) -> bool {
+        if let Some(c) = &self.container {
+            return c.is_running();
+        }
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
     /// SIGKILL: no chance to flush or say goodbye.
     pub fn kill(&mut self) {
+        if let Some(c) = &self.container {
+            return c.kill();
+        }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -152,6 +161,9 @@ impl Node {
 
     /// Starts (or restarts) the process with the same arguments and data dir.
     pub fn start(&mut self, bin: &Path) -> Result<()> {
+        if let Some(c) = &self.container {
+            return c.start();
+        }
         // A restarted node's old port can be taken for a moment as the source port of some
         // outgoing connection (ports the OS picks come from the ephemeral range); retry while
         // the node fails to bind, up to a deadline.
@@ -195,11 +207,17 @@ impl Node {
 
     /// SIGSTOP: the process freezes (a long GC pause, a stalled VM).
     pub fn pause(&self) {
+        if let Some(c) = &self.container {
+            return c.pause();
+        }
         self.signal(libc::SIGSTOP);
     }
 
     /// SIGCONT after [`Node::pause`].
     pub fn resume(&self) {
+        if let Some(c) = &self.container {
+            return c.resume();
+        }
         self.signal(libc::SIGCONT);
     }
 
@@ -214,6 +232,9 @@ impl Node {
 
     /// Deletes the node's data directory (the process must be stopped).
     pub fn wipe(&mut self) -> Result<()> {
+        if self.container.is_some() {
+            bail!("wiping a container's volume is not supported by the harness");
+        }
         self.kill();
         if self.data_dir.exists() {
             std::fs::remove_dir_all(&self.data_dir)?;
@@ -222,6 +243,9 @@ impl Node {
     }
 
     pub fn log(&self) -> String {
+        if let Some(c) = &self.container {
+            return c.log();
+        }
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 }
@@ -229,6 +253,10 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.resume();
+        if self.container.is_some() {
+            // The containers belong to whoever started them (the chart test removes them).
+            return;
+        }
         self.kill();
     }
 }
@@ -335,7 +363,49 @@ impl Cluster {
             data_dir,
             args,
             child: None,
+            container: None,
         })
+    }
+
+    /// The cluster of containers a [`docker::DockerPlan`] describes (already running).
+    pub fn attach_docker(plan: &docker::DockerPlan) -> Result<Cluster> {
+        let dir = tempfile::Builder::new()
+            .prefix("txmq-containers-")
+            .tempdir()?;
+        let mut nodes = BTreeMap::new();
+        for n in &plan.nodes {
+            let node = Node {
+                id: n.id,
+                client_addr: n.client_addr.clone(),
+                peer_addr: String::new(),
+                metrics_addr: n.metrics_addr.clone(),
+                data_dir: dir.path().join(format!("node-{}", n.id)),
+                log_path: dir.path().join(format!("node-{}.log", n.id)),
+                args: Vec::new(),
+                child: None,
+                container: Some(docker::Container {
+                    name: n.container.clone(),
+                    network: plan.network.clone(),
+                    aliases: n.aliases.clone(),
+                }),
+            };
+            nodes.insert(n.id, node);
+        }
+        if nodes.is_empty() {
+            bail!("the docker plan lists no node");
+        }
+        Ok(Cluster {
+            nodes,
+            links: BTreeMap::new(),
+            bin: txmq_binary()?,
+            dir,
+            options: ClusterOptions::default(),
+        })
+    }
+
+    /// Containers can be cut off the network only as a whole (no one-way link cuts).
+    pub fn is_containers(&self) -> bool {
+        self.nodes.values().any(|n| n.container.is_some())
     }
 
     /// Starts a fresh node that is not (yet) a member; join it with `add_node`.
@@ -430,6 +500,9 @@ impl Cluster {
 
     /// Cuts every link to and from `node`.
     pub fn isolate(&self, node: u64) {
+        if let Some(c) = self.nodes.get(&node).and_then(|n| n.container.as_ref()) {
+            return c.disconnect();
+        }
         for ((f, t), p) in &self.links {
             if *f == node || *t == node {
                 p.cut();
@@ -439,6 +512,13 @@ impl Cluster {
 
     /// Cuts every link between `side` and the other nodes, both ways.
     pub fn split(&self, side: &[u64]) {
+        if self.is_containers() {
+            // Off the network, the side's containers reach nobody: a minority partition.
+            for id in side {
+                self.isolate(*id);
+            }
+            return;
+        }
         for ((f, t), p) in &self.links {
             if side.contains(f) != side.contains(t) {
                 p.cut();
@@ -447,6 +527,9 @@ impl Cluster {
     }
 
     pub fn heal_links(&self) {
+        for c in self.nodes.values().filter_map(|n| n.container.as_ref()) {
+            c.reconnect();
+        }
         for p in self.links.values() {
             p.heal();
         }

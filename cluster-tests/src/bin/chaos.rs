@@ -24,6 +24,11 @@ struct Args {
     /// Cluster size.
     #[arg(long, default_value_t = 3)]
     nodes: u64,
+    /// Run against the containers this plan lists (written by the Helm chart's container test)
+    /// instead of starting local processes; the nemesis uses docker kill, pause and network
+    /// disconnect.
+    #[arg(long)]
+    docker_plan: Option<std::path::PathBuf>,
     /// Where to write the JSON report.
     #[arg(long, default_value = "chaos-report.json")]
     report: std::path::PathBuf,
@@ -37,8 +42,20 @@ fn main() -> ExitCode {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1)
     });
-    let mut config = ChaosConfig::new(seed, args.duration);
-    config.nodes = args.nodes;
+    let config = match &args.docker_plan {
+        Some(path) => match txmq_cluster_tests::docker::DockerPlan::load(path) {
+            Ok(plan) => ChaosConfig::for_containers(seed, args.duration, plan),
+            Err(e) => {
+                eprintln!("{e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => {
+            let mut config = ChaosConfig::new(seed, args.duration);
+            config.nodes = args.nodes;
+            config
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

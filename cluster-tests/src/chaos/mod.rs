@@ -26,6 +26,8 @@ pub struct ChaosConfig {
     pub check_interval: Duration,
     pub max_checks: u32,
     pub max_lifetime: Duration,
+    /// Run against these already running containers instead of starting processes.
+    pub docker_plan: Option<crate::docker::DockerPlan>,
 }
 
 impl ChaosConfig {
@@ -38,11 +40,34 @@ impl ChaosConfig {
             check_interval: Duration::from_secs(1),
             max_checks: 8,
             max_lifetime: Duration::from_secs(30),
+            docker_plan: None,
+        }
+    }
+
+    /// A run against the containers of `plan`, with the transaction timing they were given.
+    pub fn for_containers(seed: u64, duration: Duration, plan: crate::docker::DockerPlan) -> Self {
+        let t = plan.txn;
+        Self {
+            seed,
+            duration,
+            nodes: plan.nodes.len() as u64,
+            first_check_delay: Duration::from_millis(t.first_check_delay_ms),
+            check_interval: Duration::from_millis(t.check_interval_ms),
+            max_checks: t.max_checks,
+            max_lifetime: Duration::from_millis(t.max_lifetime_ms),
+            docker_plan: Some(plan),
         }
     }
 
     /// The command that reproduces this run.
     pub fn reproduce_command(&self) -> String {
+        if self.docker_plan.is_some() {
+            return format!(
+                "CHAOS_SEED={} CHAOS_DURATION={}s ./scripts/test-chart.sh",
+                self.seed,
+                self.duration.as_secs()
+            );
+        }
         format!(
             "cargo build -p txmq-broker --bin txmq && cargo run -p txmq-cluster-tests --bin chaos -- --seed {} --duration {}s --nodes {}",
             self.seed,
@@ -125,7 +150,10 @@ pub async fn run(config: &ChaosConfig) -> Result<Report> {
         ],
         proxied_links: true,
     };
-    let mut cluster = crate::Cluster::start(config.nodes, options).await?;
+    let mut cluster = match &config.docker_plan {
+        Some(plan) => crate::Cluster::attach_docker(plan)?,
+        None => crate::Cluster::start(config.nodes, options).await?,
+    };
     let result = async {
         let workload = workload::Workload::start(&mut cluster, config).await?;
         let faults = nemesis::run(&mut cluster, config).await?;

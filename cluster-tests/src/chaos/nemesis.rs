@@ -46,10 +46,21 @@ pub async fn run(cluster: &mut Cluster, config: &ChaosConfig) -> Result<Vec<Stri
     let started = tokio::time::Instant::now();
     let mut log = Vec::new();
     let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+    // Containers leave the network as a whole: no one-way cuts there.
+    let containers = cluster.is_containers();
+    let faults: Vec<Fault> = FAULTS
+        .into_iter()
+        .filter(|f| !(containers && matches!(f, Fault::OneWayCut)))
+        .collect();
+    let (kill, pause, cut_off) = if containers {
+        ("docker kill", "docker pause", "docker network disconnect")
+    } else {
+        ("kill -9", "SIGSTOP", "isolate")
+    };
     while started.elapsed() < config.duration {
         // Calm between faults.
         tokio::time::sleep(Duration::from_millis(rng.random_range(1_000..3_000))).await;
-        let fault = FAULTS[rng.random_range(0..FAULTS.len())];
+        let fault = faults[rng.random_range(0..faults.len())];
         let hold = Duration::from_millis(rng.random_range(1_500..4_000));
         let at = started.elapsed().as_secs_f64();
         let what = match fault {
@@ -62,7 +73,7 @@ pub async fn run(cluster: &mut Cluster, config: &ChaosConfig) -> Result<Vec<Stri
                 tokio::time::sleep(hold).await;
                 let bin = cluster.bin.clone();
                 cluster.node(victim).start(&bin)?;
-                format!("kill -9 node {victim}, restart after {hold:?}")
+                format!("{kill} node {victim}, restart after {hold:?}")
             }
             Fault::PauseRandom | Fault::PauseLeader => {
                 let victim = match fault {
@@ -72,21 +83,21 @@ pub async fn run(cluster: &mut Cluster, config: &ChaosConfig) -> Result<Vec<Stri
                 cluster.node(victim).pause();
                 tokio::time::sleep(hold).await;
                 cluster.node(victim).resume();
-                format!("SIGSTOP node {victim} for {hold:?}")
+                format!("{pause} node {victim} for {hold:?}")
             }
             Fault::IsolateLeader => {
                 let victim = leader_or_any(cluster, &mut rng).await;
                 cluster.isolate(victim);
                 tokio::time::sleep(hold).await;
                 cluster.heal_links();
-                format!("isolate leader {victim} for {hold:?}")
+                format!("{cut_off} leader {victim} for {hold:?}")
             }
             Fault::MajorityMinority => {
                 let minority = ids[rng.random_range(0..ids.len())];
                 cluster.split(&[minority]);
                 tokio::time::sleep(hold).await;
                 cluster.heal_links();
-                format!("partition {{{minority}}} from the rest for {hold:?}")
+                format!("{cut_off} {{{minority}}} from the rest for {hold:?}")
             }
             Fault::OneWayCut => {
                 let from = ids[rng.random_range(0..ids.len())];

@@ -58,11 +58,28 @@ struct Shared {
 }
 
 impl Shared {
-    fn set_local(&self, id: &str, state: Local) {
-        self.db
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_string(), state);
+    /// The local transaction starts, unless a check-back already found no trace of it and
+    /// recorded it as rolled back (the check can outrun the half message's response when the
+    /// leader stalls after committing it). Like a real producer's unique insert: false = abort.
+    fn begin(&self, id: &str) -> bool {
+        let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        match db.get(id) {
+            Some(Local::RolledBack) => false,
+            _ => {
+                db.insert(id.to_string(), Local::Running);
+                true
+            }
+        }
+    }
+
+    /// The local transaction ends with `outcome` if it is still running; returns its state.
+    fn finish(&self, id: &str, outcome: Local) -> Local {
+        let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        let state = db.entry(id.to_string()).or_insert(Local::Running);
+        if *state == Local::Running {
+            *state = outcome;
+        }
+        *state
     }
 }
 
@@ -78,17 +95,17 @@ impl TransactionChecker for Checker {
             .checks
             .entry(request.transaction_id.clone())
             .or_default() += 1;
-        match self
-            .0
-            .db
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&request.transaction_id)
-        {
-            Some(Local::Committed) => LocalTransactionState::Commit,
-            Some(Local::Running) => LocalTransactionState::Unknown,
-            // Rolled back, or a half message whose send looked failed: never happened locally.
-            Some(Local::RolledBack) | None => LocalTransactionState::Rollback,
+        let mut db = self.0.db.lock().unwrap_or_else(|p| p.into_inner());
+        // No trace of it: the producer never began it (its send looked failed) or has not yet
+        // heard that the half message was stored. Record the rollback, so that the local
+        // transaction can no longer begin (see `Shared::begin`).
+        let state = db
+            .entry(request.transaction_id.clone())
+            .or_insert(Local::RolledBack);
+        match state {
+            Local::Committed => LocalTransactionState::Commit,
+            Local::Running => LocalTransactionState::Unknown,
+            Local::RolledBack => LocalTransactionState::Rollback,
         }
     }
 }
@@ -262,21 +279,25 @@ async fn txn_producer(client: Client, shared: Arc<Shared>, seed: u64, stop: watc
             }
         };
         let id = half.transaction_id.clone();
-        shared.set_local(&id, Local::Running);
+        let began = shared.begin(&id);
         shared
             .truth
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .txns
             .insert(id.clone(), (half.message_id, Local::Running));
+        if !began {
+            let _ = producer.end(&id, LocalTransactionState::Rollback).await;
+            continue;
+        }
         match rng.random_range(0..10) {
             // Decide right away (the decision may be lost: then check-back decides).
             0..=3 => {
-                shared.set_local(&id, Local::Committed);
+                shared.finish(&id, Local::Committed);
                 let _ = producer.end(&id, LocalTransactionState::Commit).await;
             }
             4..=5 => {
-                shared.set_local(&id, Local::RolledBack);
+                shared.finish(&id, Local::RolledBack);
                 let _ = producer.end(&id, LocalTransactionState::Rollback).await;
             }
             // Never send a decision: the local transaction finishes later; check-back decides.
@@ -290,7 +311,7 @@ async fn txn_producer(client: Client, shared: Arc<Shared>, seed: u64, stop: watc
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
-                    shared.set_local(&id, outcome);
+                    shared.finish(&id, outcome);
                 });
             }
             // Answer unknown now, commit locally a bit later.
@@ -300,7 +321,7 @@ async fn txn_producer(client: Client, shared: Arc<Shared>, seed: u64, stop: watc
                 let delay = Duration::from_millis(rng.random_range(0..2_000));
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
-                    shared.set_local(&id, Local::Committed);
+                    shared.finish(&id, Local::Committed);
                 });
             }
             // The producer "crashes" mid-transaction: its local transaction never finishes.
