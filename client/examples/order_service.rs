@@ -2,9 +2,11 @@
 //! company, consistently, with a transactional message.
 //!
 //! The "database" is an embedded sled tree (any database with transactions works the same).
-//! The rule that keeps both sides consistent: the local transaction records the broker's
+//! The rules that keep both sides consistent: the local transaction records the broker's
 //! transaction id next to the order change, in the same local commit. The checker answers
-//! check-backs from that record alone.
+//! check-backs from that record alone, and when it answers "rollback" for an id it has never
+//! seen it records that too, so the local transaction can no longer commit under that id (a
+//! check can arrive before the producer even heard that its half message was stored).
 //!
 //! Run against `txmq dev` (after `txmq topic create order-events --type transaction`):
 //!
@@ -24,19 +26,27 @@ use txmq_client::{
 struct OrderDb {
     /// order id → status
     orders: sled::Tree,
-    /// broker transaction id → order id, written in the same local transaction as the order.
+    /// broker transaction id → order id, written in the same local transaction as the order;
+    /// or [`ROLLED_BACK`] when a check-back found no trace of it first.
     txns: sled::Tree,
     /// transaction ids whose local transaction is still running.
     in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
+/// The mark of a transaction the checker answered "rollback" for before it was ever seen.
+const ROLLED_BACK: &[u8] = b"\0rolled-back";
+
 impl OrderDb {
     /// The local transaction: mark the order paid and remember which broker transaction it
-    /// belongs to, atomically.
+    /// belongs to, atomically. Fails when the checker already rolled the id back.
     fn mark_paid(&self, order_id: &str, txn_id: &str) -> Result<(), String> {
         use sled::Transactional;
+        use sled::transaction::ConflictableTransactionError;
         (&self.orders, &self.txns)
             .transaction(|(orders, txns)| {
+                if txns.get(txn_id.as_bytes())?.is_some() {
+                    return Err(ConflictableTransactionError::Abort(()));
+                }
                 orders.insert(order_id.as_bytes(), b"paid".as_slice())?;
                 txns.insert(txn_id.as_bytes(), order_id.as_bytes())?;
                 Ok(())
@@ -63,11 +73,22 @@ impl TransactionChecker for Checker {
             // The local transaction has not finished yet: never guess.
             return LocalTransactionState::Unknown;
         }
-        match self.0.txns.get(id.as_bytes()) {
-            Ok(Some(_)) => LocalTransactionState::Commit,
-            Ok(None) => LocalTransactionState::Rollback,
+        // Read, and mark an unseen id rolled back, in one local transaction.
+        let seen = self.0.txns.transaction(|txns| {
+            let value = txns.get(id.as_bytes())?;
+            if value.is_none() {
+                txns.insert(id.as_bytes(), ROLLED_BACK)?;
+            }
+            Ok(value)
+        });
+        match seen {
+            Ok(Some(v)) if v.as_ref() != ROLLED_BACK => LocalTransactionState::Commit,
+            Ok(_) => LocalTransactionState::Rollback,
             // Cannot read our own database right now: ask again later.
-            Err(_) => LocalTransactionState::Unknown,
+            Err(sled::transaction::TransactionError::<()>::Abort(()))
+            | Err(sled::transaction::TransactionError::Storage(_)) => {
+                LocalTransactionState::Unknown
+            }
         }
     }
 }
