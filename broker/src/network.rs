@@ -7,10 +7,12 @@ use std::future::Future;
 use std::time::Duration;
 
 use openraft::OptionalSend;
+use openraft::base::BoxFuture;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{Backoff, RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, VoteRequest,
+    VoteResponse,
 };
 use tokio::io::AsyncReadExt;
 use tonic::transport::{Channel, Endpoint};
@@ -19,6 +21,10 @@ use txmq_proto::peer::{RaftMessage, SnapshotChunk, snapshot_chunk};
 use txmq_raft_store::codec;
 use txmq_raft_store::types::alias::{Snapshot, Vote};
 use txmq_raft_store::{NodeId, NodeInfo, TypeConfig};
+
+/// A replication stream whose oldest unanswered request waited this long (or the heartbeat
+/// interval, if longer) is declared stalled: openraft then ends the session and starts another.
+const STREAM_STALL: Duration = Duration::from_secs(1);
 
 /// Snapshot chunk size on the wire.
 const SNAPSHOT_CHUNK: usize = 512 * 1024;
@@ -227,7 +233,144 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
             .map_err(|e| StreamingError::Network(NetworkError::new(&e)))
     }
 
+    /// Pipelined replication over one bidirectional gRPC stream: requests go out as openraft
+    /// produces them, without waiting for the previous answer; the follower answers each in
+    /// order (see `PeerService::stream_append`). This replaces openraft's default, which waits
+    /// for each AppendEntries response before sending the next request.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<
+            futures::stream::BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RpcErr>>,
+            RpcErr,
+        >,
+    >
+    where
+        S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>>
+            + OptionalSend
+            + Unpin
+            + 'static,
+    {
+        Box::pin(async move {
+            let stall = option.soft_ttl().max(STREAM_STALL);
+            let unanswered = SendTimes::default();
+            let requests = encoded_appends(input, unanswered.clone());
+            let mut client = self.client()?;
+            let opened = tokio::time::timeout(stall, client.stream_append(requests))
+                .await
+                .map_err(|_| stalled(self.target))?;
+            let responses = match opened {
+                Ok(r) => r.into_inner(),
+                Err(status) => {
+                    self.client = None;
+                    return Err(status_to_rpc_error(status));
+                }
+            };
+            let results = futures::stream::unfold(
+                Some((responses, unanswered, self.target)),
+                move |state| async move {
+                    let (responses, unanswered, target) = state?;
+                    next_append_result(responses, unanswered, target, stall).await
+                },
+            );
+            Ok(Box::pin(results) as futures::stream::BoxStream<'s, _>)
+        })
+    }
+
     fn backoff(&self) -> Option<Backoff> {
         Some(Backoff::new(std::iter::repeat(Duration::from_millis(100))))
     }
+}
+
+/// When each not yet answered request of a replication stream was sent, oldest first.
+#[derive(Clone, Default)]
+struct SendTimes(std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<std::time::Instant>>>);
+
+impl SendTimes {
+    fn sent(&self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(std::time::Instant::now());
+    }
+
+    fn answered(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+    }
+
+    /// Whether the oldest unanswered request has waited `limit` or longer.
+    fn waited(&self, limit: Duration) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .front()
+            .is_some_and(|t| t.elapsed() >= limit)
+    }
+}
+
+/// The requests as peer messages. An unencodable request (not expected) ends the stream: the
+/// answers to those before it still arrive, and openraft resends from there.
+fn encoded_appends<S>(
+    input: S,
+    unanswered: SendTimes,
+) -> impl futures::Stream<Item = RaftMessage> + Send + 'static
+where
+    S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+{
+    use futures::StreamExt;
+    futures::stream::unfold((input, unanswered), |(mut input, unanswered)| async move {
+        let request = input.next().await?;
+        match codec::encode(&request) {
+            Ok(data) => {
+                unanswered.sent();
+                Some((RaftMessage { data: data.into() }, (input, unanswered)))
+            }
+            Err(e) => {
+                tracing::error!("cannot encode an AppendEntries request: {e}");
+                None
+            }
+        }
+    })
+}
+
+type ResponseState = Option<(tonic::Streaming<RaftMessage>, SendTimes, NodeId)>;
+
+/// The next answer of the follower, or a stall error when an answer is overdue. An idle stream
+/// (nothing unanswered) may stay quiet for as long as openraft sends nothing.
+async fn next_append_result(
+    mut responses: tonic::Streaming<RaftMessage>,
+    unanswered: SendTimes,
+    target: NodeId,
+    stall: Duration,
+) -> Option<(
+    Result<StreamAppendResult<TypeConfig>, RpcErr>,
+    ResponseState,
+)> {
+    use futures::StreamExt;
+    loop {
+        match tokio::time::timeout(stall, responses.next()).await {
+            Ok(None) => return None,
+            Ok(Some(Ok(message))) => {
+                unanswered.answered();
+                return match codec::decode::<StreamAppendResult<TypeConfig>>(&message.data) {
+                    Ok(result) => Some((Ok(result), Some((responses, unanswered, target)))),
+                    Err(e) => Some((Err(decode_err(e)), None)),
+                };
+            }
+            Ok(Some(Err(status))) => return Some((Err(status_to_rpc_error(status)), None)),
+            Err(_) if unanswered.waited(stall) => return Some((Err(stalled(target)), None)),
+            Err(_) => {}
+        }
+    }
+}
+
+fn stalled(target: NodeId) -> RpcErr {
+    let e = std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("replication stream to node {target} made no progress"),
+    );
+    RPCError::Unreachable(Unreachable::new(&e))
 }

@@ -61,6 +61,22 @@ fn reply<T: serde::Serialize>(value: &T) -> Result<Response<RaftMessage>, Status
 
 #[tonic::async_trait]
 impl Peer for PeerService {
+    type StreamAppendStream = futures::stream::BoxStream<'static, Result<RaftMessage, Status>>;
+
+    async fn stream_append(
+        &self,
+        request: Request<Streaming<RaftMessage>>,
+    ) -> Result<Response<Self::StreamAppendStream>, Status> {
+        let requests = decoded_appends(request.into_inner());
+        let results = self.raft.stream_append(requests).map(|item| match item {
+            Ok(result) => codec::encode(&result)
+                .map(|data| RaftMessage { data: data.into() })
+                .map_err(|e| Status::internal(e.to_string())),
+            Err(fatal) => Err(stopped(fatal)),
+        });
+        Ok(Response::new(Box::pin(results)))
+    }
+
     async fn append_entries(
         &self,
         request: Request<RaftMessage>,
@@ -128,6 +144,28 @@ impl Peer for PeerService {
             &self.peer_addr,
         )))
     }
+}
+
+/// The leader's AppendEntries requests as they arrive. The stream ends at the first transport
+/// error or undecodable message; the leader's replication session then ends and restarts.
+fn decoded_appends(
+    incoming: Streaming<RaftMessage>,
+) -> impl futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + 'static {
+    futures::stream::unfold(incoming, |mut incoming| async move {
+        match incoming.next().await? {
+            Ok(message) => match codec::decode(&message.data) {
+                Ok(request) => Some((request, incoming)),
+                Err(e) => {
+                    tracing::warn!("undecodable AppendEntries in a replication stream: {e}");
+                    None
+                }
+            },
+            Err(status) => {
+                tracing::debug!("replication stream from the leader ended: {status}");
+                None
+            }
+        }
+    })
 }
 
 /// Writes the streamed snapshot to a file (never to memory) and hands it to Raft.
