@@ -5,6 +5,7 @@
 #   ./scripts/bench-cluster.sh                       # 3 nodes, the default scenarios
 #   NODES=5 DURATION=20s ./scripts/bench-cluster.sh
 #   SCENARIOS="publish:256:256 txn:256:256" ./scripts/bench-cluster.sh   # scenario:concurrency:size
+#   SCENARIOS="publish:256:256:batching" ./scripts/bench-cluster.sh     # a 4th field: a bench flag
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NODES="${NODES:-3}"
@@ -33,10 +34,10 @@ export TXMQ_ENDPOINTS="$endpoints"
 for _ in $(seq 1 100); do "$BIN" cluster status --output json 2>/dev/null | grep -q '"leader_id":[1-9]' && break; sleep 0.2; done
 
 for s in $SCENARIOS; do
-  IFS=: read -r scenario concurrency size <<<"$s"
+  IFS=: read -r scenario concurrency size flag <<<"$s"
   topic="bench-$scenario-$size"
   [ "$scenario" = consume ] && topic="bench-publish-$size"
-  "$BIN" bench "$scenario" --topic "$topic" --duration "$DURATION" --concurrency "$concurrency" --size "$size" --output json 2>/dev/null
+  "$BIN" bench "$scenario" --topic "$topic" --duration "$DURATION" --concurrency "$concurrency" --size "$size" ${flag:+--$flag} --output json 2>/dev/null
 done
 for i in $(seq 1 "$NODES"); do
   rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/${pids[$((i - 1))]}/status")

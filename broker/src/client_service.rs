@@ -195,6 +195,40 @@ impl Txmq for ClientService {
         }
     }
 
+    async fn send_batch(
+        &self,
+        request: Request<pb::SendBatchRequest>,
+    ) -> Result<Response<pb::SendBatchResponse>, Status> {
+        let (topic, messages) = convert::new_batch(request.into_inner(), self.max_message_bytes)?;
+        let (count, bytes) = (
+            messages.len(),
+            messages.iter().map(|m| m.body.len() as u64).sum::<u64>(),
+        );
+        let op = Operation::Publish {
+            topic: topic.clone(),
+            messages,
+        };
+        match self.proposer.write(op).await? {
+            CommandResult::Published(positions) if positions.len() == count => {
+                metrics::counter!("txmq_messages_produced_total", "type" => "normal")
+                    .increment(count as u64);
+                metrics::counter!("txmq_messages_produced_bytes_total").increment(bytes);
+                Ok(Response::new(pb::SendBatchResponse {
+                    topic,
+                    positions: positions
+                        .into_iter()
+                        .map(|p| pb::MessagePosition {
+                            message_id: p.message_id,
+                            queue: p.queue,
+                            offset: p.offset,
+                        })
+                        .collect(),
+                }))
+            }
+            other => Err(convert::unexpected(other)),
+        }
+    }
+
     async fn read(
         &self,
         request: Request<pb::ReadRequest>,

@@ -84,6 +84,43 @@ pub fn new_message(req: pb::SendRequest, max_body: usize) -> Result<(String, New
     ))
 }
 
+/// Most messages in one `SendBatch`.
+pub const MAX_BATCH_MESSAGES: usize = 1000;
+
+/// Validates a batch: every message as in `Send`, at most [`MAX_BATCH_MESSAGES`], and bodies
+/// that together fit in `max_body` (one request must fit the node's message size limit).
+pub fn new_batch(
+    req: pb::SendBatchRequest,
+    max_body: usize,
+) -> Result<(String, Vec<NewMessage>), Status> {
+    limits::validate_name("topic", &req.topic).map_err(Status::invalid_argument)?;
+    if req.messages.is_empty() || req.messages.len() > MAX_BATCH_MESSAGES {
+        return Err(Status::invalid_argument(format!(
+            "a batch holds 1 to {MAX_BATCH_MESSAGES} messages, not {}",
+            req.messages.len()
+        )));
+    }
+    let total: usize = req.messages.iter().map(|m| m.body.len()).sum();
+    if total > max_body {
+        return Err(Status::invalid_argument(format!(
+            "the bodies of a batch total {total} bytes; the maximum is {max_body} (--max-message-bytes)"
+        )));
+    }
+    let mut messages = Vec::with_capacity(req.messages.len());
+    for (i, m) in req.messages.into_iter().enumerate() {
+        let properties: BTreeMap<String, String> = m.properties.into_iter().collect();
+        limits::validate_message(&m.key, &m.tag, &properties, m.body.len(), max_body)
+            .map_err(|e| Status::invalid_argument(format!("message {i} of the batch: {e}")))?;
+        messages.push(NewMessage {
+            key: m.key,
+            tag: m.tag,
+            body: m.body.to_vec(),
+            properties,
+        });
+    }
+    Ok((req.topic, messages))
+}
+
 /// Maps a business rejection to the gRPC status a client acts on.
 pub fn rejection_status(r: Rejection) -> Status {
     let msg = r.to_string();

@@ -13,8 +13,8 @@ use txmq_proto::client::{
     DescribeTopicRequest, EndTransactionRequest, EndTransactionResponse, GetTransactionRequest,
     GroupInfo, ListGroupsRequest, ListTopicsRequest, ListTransactionsRequest,
     ListTransactionsResponse, Message, ReadRequest, ReceiveRequest, RemoveNodeRequest,
-    ResetGroupRequest, SendHalfRequest, SendHalfResponse, SendRequest, SendResponse, TopicInfo,
-    TopicType, TransactionInfo,
+    ResetGroupRequest, SendBatchRequest, SendBatchResponse, SendHalfRequest, SendHalfResponse,
+    SendRequest, SendResponse, TopicInfo, TopicType, TransactionInfo,
 };
 
 use crate::error::ClientError;
@@ -254,6 +254,22 @@ impl Client {
                 let mut r = tonic::Request::new(req.clone());
                 r.set_timeout(t);
                 async move { c.send(r).await }
+            })
+            .await?;
+        Ok(resp.into_inner())
+    }
+
+    /// Sends several messages to one topic in one request: all stored (positions in the order
+    /// sent) or none. See [`crate::Publisher`] for batching concurrent sends automatically.
+    pub async fn send_batch(
+        &self,
+        req: SendBatchRequest,
+    ) -> Result<SendBatchResponse, ClientError> {
+        let resp = self
+            .retrying(|mut c, t| {
+                let mut r = tonic::Request::new(req.clone());
+                r.set_timeout(t);
+                async move { c.send_batch(r).await }
             })
             .await?;
         Ok(resp.into_inner())

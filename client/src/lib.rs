@@ -17,21 +17,24 @@
 mod client;
 mod consumer;
 mod error;
+mod publisher;
 mod transaction;
 
 pub use client::{Client, ClientOptions};
 pub use consumer::{ConsumeResult, PushConsumer, PushOptions};
 pub use error::{ClientError, code_name as error_code_name};
+pub use publisher::{Publisher, PublisherOptions};
 pub use transaction::{
     CheckerHandle, LocalTransactionState, TransactionChecker, TransactionProducer,
     TransactionResult,
 };
 pub use txmq_proto::client::{
-    AckResult, AddNodeRequest, CheckRequest, ClusterStatusResponse, EndTransactionRequest,
-    EndTransactionResponse, GroupInfo, GroupQueueInfo, ListTransactionsResponse, Message,
-    NodeStatus, QueueInfo, ReadRequest, ReceiveRequest, ResetGroupRequest, SendHalfRequest,
-    SendHalfResponse, SendRequest, SendResponse, TopicInfo, TopicType, TransactionEvent,
-    TransactionInfo, reset_group_request,
+    AckResult, AddNodeRequest, BatchMessage, CheckRequest, ClusterStatusResponse,
+    EndTransactionRequest, EndTransactionResponse, GroupInfo, GroupQueueInfo,
+    ListTransactionsResponse, Message, NodeStatus, QueueInfo, ReadRequest, ReceiveRequest,
+    ResetGroupRequest, SendBatchRequest, SendBatchResponse, SendHalfRequest, SendHalfResponse,
+    SendRequest, SendResponse, TopicInfo, TopicType, TransactionEvent, TransactionInfo,
+    reset_group_request,
 };
 
 /// Convenience constructors for requests.

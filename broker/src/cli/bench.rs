@@ -9,8 +9,8 @@ use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use serde_json::json;
 use txmq_client::{
-    Client, ClientError, LocalTransactionState, ReceiveRequest, SendHalfRequest, SendRequest,
-    TopicType, TransactionProducer,
+    Client, ClientError, LocalTransactionState, Publisher, PublisherOptions, ReceiveRequest,
+    SendHalfRequest, SendRequest, TopicType, TransactionProducer,
 };
 
 use super::Output;
@@ -47,6 +47,10 @@ pub struct BenchArgs {
     /// `consume`: the consumer group (default: a new group reading from the oldest message).
     #[arg(long)]
     pub group: Option<String>,
+    /// `publish`: send through one `Publisher`, which carries the concurrent sends in batched
+    /// requests (each send still waits for its own position), instead of one request each.
+    #[arg(long)]
+    pub batching: bool,
 }
 
 struct Tally {
@@ -90,18 +94,26 @@ pub async fn bench(client: &Client, args: BenchArgs, out: Output) -> Result<(), 
     let started = Instant::now();
     let deadline = started + args.duration.0;
     let progress = progress_bar(args.duration.0);
+    let publisher = (args.batching && args.scenario == Scenario::Publish).then(|| {
+        Publisher::new(
+            client.clone(),
+            args.topic.clone(),
+            PublisherOptions::default(),
+        )
+    });
     let mut tasks = Vec::with_capacity(args.concurrency);
     for worker in 0..args.concurrency {
-        let (client, tally, topic, group) = (
+        let (client, tally, topic, group, publisher) = (
             client.clone(),
             tally.clone(),
             args.topic.clone(),
             group.clone(),
+            publisher.clone(),
         );
         let (scenario, size, ratio) = (args.scenario, args.size, args.rollback_ratio);
         tasks.push(tokio::spawn(async move {
             worker_loop(
-                client, scenario, topic, group, size, ratio, worker, deadline, tally,
+                client, publisher, scenario, topic, group, size, ratio, worker, deadline, tally,
             )
             .await
         }));
@@ -140,6 +152,7 @@ pub async fn bench(client: &Client, args: BenchArgs, out: Output) -> Result<(), 
         "throughput_per_s": counted as f64 / elapsed,
         "concurrency": args.concurrency,
         "size": args.size,
+        "batching": args.batching,
         "latency_ms": {"p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "p999": ms(0.999), "max": latency.max() as f64 / 1000.0},
     });
     out.print(&doc, || {
@@ -174,6 +187,7 @@ fn progress_bar(duration: Duration) -> indicatif::ProgressBar {
 #[allow(clippy::too_many_arguments)]
 async fn worker_loop(
     client: Client,
+    publisher: Option<Publisher>,
     scenario: Scenario,
     topic: String,
     group: String,
@@ -198,7 +212,10 @@ async fn worker_loop(
                     body: body.clone().into(),
                     ..Default::default()
                 };
-                client.send(req).await.map(|_| 1)
+                match &publisher {
+                    Some(p) => p.send(req).await.map(|_| 1),
+                    None => client.send(req).await.map(|_| 1),
+                }
             }
             Scenario::Txn => {
                 // A deterministic spread: this share of every 1000 transactions rolls back.
