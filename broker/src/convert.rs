@@ -100,12 +100,6 @@ pub fn new_batch(
             req.messages.len()
         )));
     }
-    let total: usize = req.messages.iter().map(|m| m.body.len()).sum();
-    if total > max_body {
-        return Err(Status::invalid_argument(format!(
-            "the bodies of a batch total {total} bytes; the maximum is {max_body} (--max-message-bytes)"
-        )));
-    }
     let mut messages = Vec::with_capacity(req.messages.len());
     for (i, m) in req.messages.into_iter().enumerate() {
         let properties: BTreeMap<String, String> = m.properties.into_iter().collect();
@@ -117,6 +111,12 @@ pub fn new_batch(
             body: m.body.to_vec(),
             properties,
         });
+    }
+    let total: usize = messages.iter().map(|m| m.body.len()).sum();
+    if total > max_body {
+        return Err(Status::invalid_argument(format!(
+            "the bodies of a batch total {total} bytes; the maximum is {max_body} (--max-message-bytes)"
+        )));
     }
     Ok((req.topic, messages))
 }

@@ -589,3 +589,133 @@ async fn wait_for_voter(client: &Client, id: u64, voter: bool) -> Result<()> {
     )
     .await
 }
+
+/// `SendBatch` stores all of a batch in order or nothing (a bad message is named), and a
+/// `Publisher` carries many concurrent sends in few requests, each send getting its own
+/// position, every message readable exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_sends_are_all_or_nothing_and_the_publisher_loses_nothing() -> Result<()> {
+    use txmq_client::{BatchMessage, Publisher, PublisherOptions, SendBatchRequest};
+    let options = ClusterOptions {
+        extra_args: ["--max-message-bytes", "4096"].map(String::from).to_vec(),
+        ..Default::default()
+    };
+    let mut cluster = Cluster::start(3, options).await?;
+    let client = cluster.client()?;
+    client.create_topic("batched", TopicType::Normal, 2).await?;
+    let message = |body: &str, key: &str| BatchMessage {
+        body: body.as_bytes().to_vec().into(),
+        key: key.into(),
+        ..Default::default()
+    };
+
+    let sent = client
+        .send_batch(SendBatchRequest {
+            topic: "batched".into(),
+            messages: (0..10)
+                .map(|i| message(&format!("b{i}"), "same-key"))
+                .collect(),
+        })
+        .await?;
+    ensure!(sent.positions.len() == 10, "{sent:?}");
+    // One key, one queue: consecutive offsets in the order sent.
+    let first = sent.positions[0].clone();
+    for (i, p) in sent.positions.iter().enumerate() {
+        ensure!(
+            p.queue == first.queue && p.offset == first.offset + i as u64,
+            "{sent:?}"
+        );
+    }
+    let read = client
+        .read(ReadRequest {
+            topic: "batched".into(),
+            queue: Some(first.queue),
+            from_offset: first.offset,
+            max: 10,
+        })
+        .await?;
+    let bodies: Vec<String> = read
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+        .collect();
+    ensure!(
+        bodies == (0..10).map(|i| format!("b{i}")).collect::<Vec<_>>(),
+        "{bodies:?}"
+    );
+
+    // A bad message rejects the whole batch, and says which one; nothing is stored.
+    let before = client.describe_topic("batched").await?;
+    let too_big = "x".repeat(5000);
+    let e = client
+        .send_batch(SendBatchRequest {
+            topic: "batched".into(),
+            messages: vec![message("ok", ""), message(&too_big, "")],
+        })
+        .await
+        .expect_err("an oversized message was accepted");
+    ensure!(
+        e.code == "invalid_argument" && e.message.contains("message 1"),
+        "{e:?}"
+    );
+    let e = client
+        .send_batch(SendBatchRequest {
+            topic: "batched".into(),
+            messages: (0..3).map(|_| message(&"y".repeat(2000), "")).collect(),
+        })
+        .await
+        .expect_err("a batch over --max-message-bytes was accepted");
+    ensure!(
+        e.code == "invalid_argument" && e.message.contains("total"),
+        "{e:?}"
+    );
+    let e = client
+        .send_batch(SendBatchRequest {
+            topic: "missing".into(),
+            messages: vec![message("m", "")],
+        })
+        .await
+        .expect_err("a batch to an unknown topic was accepted");
+    ensure!(e.code == "not_found", "{e:?}");
+    ensure!(
+        client.describe_topic("batched").await? == before,
+        "a rejected batch changed the topic"
+    );
+
+    // 200 concurrent sends through one publisher: every one acknowledged with its own position.
+    let publisher = Publisher::new(client.clone(), "batched", PublisherOptions::default());
+    let sends = (0..200).map(|i| {
+        let publisher = publisher.clone();
+        tokio::spawn(async move {
+            publisher
+                .send(SendRequest {
+                    topic: "batched".into(),
+                    body: format!("p{i}").into_bytes().into(),
+                    ..Default::default()
+                })
+                .await
+        })
+    });
+    let mut ids = BTreeSet::new();
+    for s in sends {
+        ids.insert(s.await??.message_id);
+    }
+    ensure!(ids.len() == 200, "duplicate or missing ids: {}", ids.len());
+    let served = ids_served_by(&client, "batched")
+        .await
+        .context("read back")?;
+    ensure!(ids.is_subset(&served), "a published message is missing");
+    ensure!(
+        served.len() == 210,
+        "expected 210 messages, found {}",
+        served.len()
+    );
+    let wrong = publisher
+        .send(SendRequest {
+            topic: "other".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a publisher sent to another topic");
+    ensure!(wrong.code == "invalid_argument", "{wrong:?}");
+    Ok(())
+}
