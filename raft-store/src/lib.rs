@@ -16,6 +16,7 @@ pub mod keys;
 pub mod limits;
 pub mod log_store;
 pub mod reader;
+pub mod segment;
 pub mod sm_store;
 pub mod snapshot;
 pub mod state;

@@ -116,17 +116,64 @@ impl StateReader {
         let Some(meta) = self.topic(topic) else {
             return Ok(None);
         };
-        let key = keys::message_key(meta.id, queue, offset);
-        let Some(value) = self.shared.tree.get(key).map_err(io::Error::other)? else {
+        let q = queue as usize;
+        if queue >= meta.queues || offset < meta.low_offsets[q] || offset >= meta.next_offsets[q] {
             return Ok(None);
-        };
-        let message: StoredMessage = codec::decode(&value)?;
-        Ok(Some(ReadMessage {
+        }
+        let mut found = None;
+        self.for_each_message(meta.id, queue, offset, offset + 1, |_, message| {
+            found = Some(message);
+            false
+        })?;
+        Ok(found.map(|message| ReadMessage {
             topic: topic.to_string(),
             queue,
             offset,
             message,
         }))
+    }
+
+    /// Calls `f(offset, message)` for the stored messages of one queue with offsets in
+    /// `[from, end)`, in order, until it returns false. Reads the segment rows (see
+    /// [`crate::segment`]) from the one holding `from`.
+    pub fn for_each_message(
+        &self,
+        topic_id: u64,
+        queue: u32,
+        from: u64,
+        end: u64,
+        mut f: impl FnMut(u64, StoredMessage) -> bool,
+    ) -> Result<(), ReadError> {
+        if from >= end {
+            return Ok(());
+        }
+        let tree = &self.shared.tree;
+        let from_key = keys::message_key(topic_id, queue, from);
+        let start = tree
+            .range(keys::message_key(topic_id, queue, 0)..=from_key)
+            .next_back()
+            .transpose()
+            .map_err(io::Error::other)?
+            .map_or(from_key.to_vec(), |(k, _)| k.to_vec());
+        let to = keys::message_key(topic_id, queue, end);
+        for item in tree.range(start.as_slice()..to.as_slice()) {
+            let (key, value) = item.map_err(io::Error::other)?;
+            let Some((_, _, first)) = keys::parse_message_key(&key) else {
+                continue;
+            };
+            for (offset, bytes) in crate::segment::decode(first, &value)? {
+                if offset < from {
+                    continue;
+                }
+                if offset >= end {
+                    return Ok(());
+                }
+                if !f(offset, codec::decode(bytes)?) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Leases that used up their deliveries and expired: (group, topic, items), at most `limit`
@@ -194,19 +241,19 @@ impl StateReader {
                 let (low, end) = (meta.low_offsets[qi], meta.next_offsets[qi]);
                 let mut retained = meta.retained_bytes[qi];
                 let (mut new_low, mut bytes) = (low, 0u64);
-                let range = keys::message_key(meta.id, q, low)..keys::message_key(meta.id, q, end);
-                for item in self.shared.tree.range(range).take(max_rows) {
-                    let (_, value) = item.map_err(io::Error::other)?;
-                    let m: StoredMessage = codec::decode(&value)?;
+                let mut examined = 0;
+                self.for_each_message(meta.id, q, low, end, |_, m| {
                     let too_old = m.born_at_ms.saturating_add(meta.retention_ms) <= now_ms;
                     let too_big = meta.retention_bytes > 0 && retained > meta.retention_bytes;
                     if !too_old && !too_big {
-                        break;
+                        return false;
                     }
                     new_low += 1;
                     bytes += m.body.len() as u64;
                     retained = retained.saturating_sub(m.body.len() as u64);
-                }
+                    examined += 1;
+                    examined < max_rows
+                })?;
                 if new_low > low {
                     trims.push(QueueTrim {
                         queue: q,
@@ -258,11 +305,10 @@ impl StateReader {
         );
         let new_low = end.min(low + max_messages);
         let mut bytes = 0;
-        for offset in low..new_low {
-            if let Some(m) = self.message_at(&topic, queue, offset)? {
-                bytes += m.message.body.len() as u64;
-            }
-        }
+        self.for_each_message(meta.id, queue, low, new_low, |_, m| {
+            bytes += m.body.len() as u64;
+            true
+        })?;
         Ok(Some((
             topic,
             QueueTrim {
@@ -351,23 +397,18 @@ impl StateReader {
             if start >= end {
                 continue;
             }
-            let range = keys::message_key(meta.id, q, start)..keys::message_key(meta.id, q, end);
-            for item in self.shared.tree.range(range) {
-                if out.len() == max {
-                    return Ok(out);
-                }
-                let (key, value) = item.map_err(io::Error::other)?;
-                let Some((_, _, offset)) = keys::parse_message_key(&key) else {
-                    continue;
-                };
-                let message: StoredMessage = codec::decode(&value)?;
+            if out.len() == max {
+                return Ok(out);
+            }
+            self.for_each_message(meta.id, q, start, end, |offset, message| {
                 out.push(ReadMessage {
                     topic: topic.to_string(),
                     queue: q,
                     offset,
                     message,
                 });
-            }
+                out.len() < max
+            })?;
         }
         Ok(out)
     }

@@ -116,7 +116,7 @@ impl StateMachineStore {
         batch.put(keys::APPLIED_KEY, codec::encode(&applied)?);
         self.shared
             .tree
-            .apply_batch(batch.to_sled())
+            .apply_batch(batch.to_sled(&self.shared.tree)?)
             .map_err(io_err)?;
         drop(state);
         self.shared.set_applied(applied);
@@ -333,9 +333,16 @@ fn write_snapshot(
     for topic in state.topics.values() {
         for queue in 0..topic.queues {
             let q = queue as usize;
-            let from = keys::message_key(topic.id, queue, topic.low_offsets[q]);
+            // From the segment that holds the low offset (it may start below it).
+            let low = keys::message_key(topic.id, queue, topic.low_offsets[q]);
+            let from = tree
+                .range(keys::message_key(topic.id, queue, 0)..=low)
+                .next_back()
+                .transpose()
+                .map_err(io_err)?
+                .map_or(low.to_vec(), |(k, _)| k.to_vec());
             let to = keys::message_key(topic.id, queue, topic.next_offsets[q]);
-            for item in tree.range(from..to) {
+            for item in tree.range(from.as_slice()..to.as_slice()) {
                 let (key, value) = item.map_err(io_err)?;
                 writer.row(&key, &value)?;
             }

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use txmq_raft_store::keys;
-use txmq_raft_store::state::{BrokerState, StoredMessage, WriteBatch, WriteOp};
+use txmq_raft_store::segment;
+use txmq_raft_store::state::{BrokerState, StoredMessage, WriteBatch};
 use txmq_raft_store::{
     Command, CommandResult, NewMessage, Operation, Rejection, TopicKind, TopicSpec, codec,
 };
@@ -135,10 +136,14 @@ proptest! {
             if matches!(got, CommandResult::Rejected(_)) {
                 prop_assert!(batch.is_empty(), "a rejection wrote rows");
             }
-            for w in batch.ops {
-                match w {
-                    WriteOp::Put(k, v) => { rows.insert(k, v); }
-                    WriteOp::Delete(k) => { rows.remove(&k); }
+            let snapshot = rows.clone();
+            let mut range = |from: &[u8], to: &[u8]| -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+                Ok(snapshot.range(from.to_vec()..to.to_vec()).map(|(k, v)| (k.clone(), v.clone())).collect())
+            };
+            for (k, v) in batch.row_changes(&mut range).unwrap() {
+                match v {
+                    Some(v) => { rows.insert(k, v); }
+                    None => { rows.remove(&k); }
                 }
             }
         }
@@ -149,16 +154,31 @@ proptest! {
             prop_assert_eq!(meta.kind, *kind);
             for (q, expected) in queues.iter().enumerate() {
                 prop_assert_eq!(meta.next_offsets[q], expected.len() as u64);
-                for (offset, (key, body)) in expected.iter().enumerate() {
-                    let row = rows.get(keys::message_key(meta.id, q as u32, offset as u64).as_slice()).unwrap();
-                    let stored: StoredMessage = codec::decode(row).unwrap();
-                    prop_assert_eq!(&stored.key, key);
-                    prop_assert_eq!(&stored.body, body);
+                // The queue's segment rows hold exactly its messages, at dense offsets from 0.
+                let from = keys::message_key(meta.id, q as u32, 0).to_vec();
+                let to = keys::message_key(meta.id, q as u32, u64::MAX).to_vec();
+                let mut stored = Vec::new();
+                for (k, v) in rows.range(from..to) {
+                    let (_, _, first) = keys::parse_message_key(k).unwrap();
+                    prop_assert_eq!(first, stored.len() as u64, "segments not contiguous");
+                    for (offset, bytes) in segment::decode(first, v).unwrap() {
+                        prop_assert_eq!(offset, stored.len() as u64);
+                        stored.push(codec::decode::<StoredMessage>(bytes).unwrap());
+                    }
+                }
+                prop_assert_eq!(stored.len(), expected.len());
+                for (m, (key, body)) in stored.iter().zip(expected) {
+                    prop_assert_eq!(&m.key, key);
+                    prop_assert_eq!(&m.body, body);
                 }
             }
         }
-        let message_rows = rows.keys().filter(|k| k[0] == keys::MESSAGE_PREFIX).count();
+        let message_count: u64 = rows
+            .iter()
+            .filter(|(k, _)| k[0] == keys::MESSAGE_PREFIX)
+            .map(|(_, v)| segment::count(v).unwrap())
+            .sum();
         let model_messages: usize = model.topics.values().map(|(_, q, _)| q.iter().map(Vec::len).sum::<usize>()).sum();
-        prop_assert_eq!(message_rows, model_messages);
+        prop_assert_eq!(message_count, model_messages as u64);
     }
 }

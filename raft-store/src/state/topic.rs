@@ -4,7 +4,6 @@ use serde::{Deserialize, Serialize};
 
 use super::{StoredMessage, WriteBatch};
 use crate::command::TopicKind;
-use crate::keys;
 
 /// A topic and its per-queue offset range.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,22 +51,18 @@ impl TopicMeta {
         let queue = self.pick_queue(&message.key);
         let offset = self.take_offset(queue);
         self.retained_bytes[queue as usize] += message.body.len() as u64;
-        batch.put(
-            keys::message_key(self.id, queue, offset),
-            crate::codec::encode(message)?,
-        );
+        batch.append_message(self.id, queue, offset, crate::codec::encode(message)?);
         Ok((queue, offset))
     }
 
-    /// Drops `queue`'s offsets below `new_low` (retention): their rows are deleted.
+    /// Drops `queue`'s offsets below `new_low` (retention): the segments wholly below it are
+    /// deleted, readers skip the rest.
     pub fn trim(&mut self, queue: u32, new_low: u64, bytes: u64, batch: &mut WriteBatch) -> u64 {
         let q = queue as usize;
         let new_low = new_low.min(self.next_offsets[q]);
         let old_low = self.low_offsets[q];
-        for offset in old_low..new_low {
-            batch.delete(keys::message_key(self.id, queue, offset).to_vec());
-        }
         if new_low > old_low {
+            batch.trim_below(self.id, queue, new_low);
             self.low_offsets[q] = new_low;
             self.retained_bytes[q] = self.retained_bytes[q].saturating_sub(bytes);
         }

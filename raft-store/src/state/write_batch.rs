@@ -1,17 +1,41 @@
 //! The rows an apply changes, written atomically by the store.
 
+use std::collections::HashMap;
+use std::io;
+
+use crate::{keys, segment};
+
 /// One row change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOp {
     Put(Vec<u8>, Vec<u8>),
     Delete(Vec<u8>),
+    /// Messages appended to one queue, `messages[i]` at offset `first + i`: one segment row.
+    Append {
+        topic: u64,
+        queue: u32,
+        first: u64,
+        messages: Vec<Vec<u8>>,
+    },
+    /// Retention: delete the queue's segments that lie wholly below `below` (which segments
+    /// those are is read from the rows when the batch is written).
+    TrimBelow {
+        topic: u64,
+        queue: u32,
+        below: u64,
+    },
 }
 
 /// The row changes of one or more applied entries, in order.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct WriteBatch {
     pub ops: Vec<WriteOp>,
+    /// (topic, queue) → the index in `ops` of its latest `Append`, to extend it.
+    open_appends: HashMap<(u64, u32), usize>,
 }
+
+/// Reads the rows with keys in `[from, to)`, in key order.
+pub type RangeReader<'a> = dyn FnMut(&[u8], &[u8]) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> + 'a;
 
 impl WriteBatch {
     pub fn put(&mut self, key: impl Into<Vec<u8>>, value: Vec<u8>) {
@@ -22,19 +46,98 @@ impl WriteBatch {
         self.ops.push(WriteOp::Delete(key.into()));
     }
 
+    /// Appends one encoded message at `offset` of a queue; consecutive appends to the same queue
+    /// share a segment row.
+    pub fn append_message(&mut self, topic: u64, queue: u32, offset: u64, message: Vec<u8>) {
+        if let Some(&i) = self.open_appends.get(&(topic, queue))
+            && let Some(WriteOp::Append {
+                first, messages, ..
+            }) = self.ops.get_mut(i)
+            && *first + messages.len() as u64 == offset
+        {
+            messages.push(message);
+            return;
+        }
+        self.open_appends.insert((topic, queue), self.ops.len());
+        self.ops.push(WriteOp::Append {
+            topic,
+            queue,
+            first: offset,
+            messages: vec![message],
+        });
+    }
+
+    /// Retention moved a queue's low offset to `below`.
+    pub fn trim_below(&mut self, topic: u64, queue: u32, below: u64) {
+        self.open_appends.remove(&(topic, queue));
+        self.ops.push(WriteOp::TrimBelow {
+            topic,
+            queue,
+            below,
+        });
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
 
-    /// Converts into a sled batch (applied atomically by `Tree::apply_batch`).
-    pub fn to_sled(&self) -> sled::Batch {
-        let mut batch = sled::Batch::default();
+    /// The row changes, in order: `(key, Some(value))` to write, `(key, None)` to delete.
+    /// `range` reads existing rows (to find the segments a trim removes).
+    pub fn row_changes(
+        &self,
+        range: &mut RangeReader<'_>,
+    ) -> io::Result<Vec<(Vec<u8>, Option<Vec<u8>>)>> {
+        let mut out = Vec::with_capacity(self.ops.len());
         for op in &self.ops {
             match op {
-                WriteOp::Put(k, v) => batch.insert(k.as_slice(), v.as_slice()),
-                WriteOp::Delete(k) => batch.remove(k.as_slice()),
+                WriteOp::Put(k, v) => out.push((k.clone(), Some(v.clone()))),
+                WriteOp::Delete(k) => out.push((k.clone(), None)),
+                WriteOp::Append {
+                    topic,
+                    queue,
+                    first,
+                    messages,
+                } => out.push((
+                    keys::message_key(*topic, *queue, *first).to_vec(),
+                    Some(segment::encode(messages)),
+                )),
+                WriteOp::TrimBelow {
+                    topic,
+                    queue,
+                    below,
+                } => {
+                    let from = keys::message_key(*topic, *queue, 0);
+                    let to = keys::message_key(*topic, *queue, *below);
+                    let rows = range(&from, &to)?;
+                    let segments = rows.iter().filter_map(|(k, v)| {
+                        keys::parse_message_key(k).map(|(_, _, first)| (first, v.as_slice()))
+                    });
+                    for first in segment::wholly_below(segments, *below)? {
+                        out.push((keys::message_key(*topic, *queue, first).to_vec(), None));
+                    }
+                }
             }
         }
-        batch
+        Ok(out)
+    }
+
+    /// Converts into a sled batch (applied atomically by `Tree::apply_batch`).
+    pub fn to_sled(&self, tree: &sled::Tree) -> io::Result<sled::Batch> {
+        let mut range = |from: &[u8], to: &[u8]| -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+            tree.range(from..to)
+                .map(|item| {
+                    item.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                        .map_err(io::Error::other)
+                })
+                .collect()
+        };
+        let mut batch = sled::Batch::default();
+        for (key, value) in self.row_changes(&mut range)? {
+            match value {
+                Some(v) => batch.insert(key, v),
+                None => batch.remove(key),
+            }
+        }
+        Ok(batch)
     }
 }
