@@ -34,6 +34,9 @@ pub struct WriteBatch {
     open_appends: HashMap<(u64, u32), usize>,
 }
 
+/// A row change: `(key, Some(value))` writes, `(key, None)` deletes.
+pub type RowChange = (Vec<u8>, Option<Vec<u8>>);
+
 /// Reads the rows with keys in `[from, to)`, in key order.
 pub type RangeReader<'a> = dyn FnMut(&[u8], &[u8]) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> + 'a;
 
