@@ -86,10 +86,7 @@ impl WriteBatch {
 
     /// The row changes, in order: `(key, Some(value))` to write, `(key, None)` to delete.
     /// `range` reads existing rows (to find the segments a trim removes).
-    pub fn row_changes(
-        &self,
-        range: &mut RangeReader<'_>,
-    ) -> io::Result<Vec<(Vec<u8>, Option<Vec<u8>>)>> {
+    pub fn row_changes(&self, range: &mut RangeReader<'_>) -> io::Result<Vec<RowChange>> {
         let mut out = Vec::with_capacity(self.ops.len());
         for op in &self.ops {
             match op {
