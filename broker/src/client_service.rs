@@ -109,6 +109,46 @@ impl Txmq for ClientService {
         ))
     }
 
+    async fn send_half_batch(
+        &self,
+        request: Request<pb::SendHalfBatchRequest>,
+    ) -> Result<Response<pb::SendHalfBatchResponse>, Status> {
+        let halves = request.into_inner().halves;
+        check_batch_len(halves.len())?;
+        // Concurrently: the leader's batcher packs them into as few entries as it can.
+        let outcomes = futures::future::join_all(halves.into_iter().map(|h| self.txn.send_half(h)))
+            .await
+            .into_iter()
+            .map(|r| pb::SendHalfOutcome {
+                result: Some(match r {
+                    Ok(half) => pb::send_half_outcome::Result::Half(half),
+                    Err(status) => pb::send_half_outcome::Result::Error(failure(&status)),
+                }),
+            })
+            .collect();
+        Ok(Response::new(pb::SendHalfBatchResponse { outcomes }))
+    }
+
+    async fn end_transaction_batch(
+        &self,
+        request: Request<pb::EndTransactionBatchRequest>,
+    ) -> Result<Response<pb::EndTransactionBatchResponse>, Status> {
+        let ends = request.into_inner().ends;
+        check_batch_len(ends.len())?;
+        let outcomes =
+            futures::future::join_all(ends.into_iter().map(|e| self.txn.end_transaction(e)))
+                .await
+                .into_iter()
+                .map(|r| pb::EndTransactionOutcome {
+                    result: Some(match r {
+                        Ok(end) => pb::end_transaction_outcome::Result::End(end),
+                        Err(status) => pb::end_transaction_outcome::Result::Error(failure(&status)),
+                    }),
+                })
+                .collect();
+        Ok(Response::new(pb::EndTransactionBatchResponse { outcomes }))
+    }
+
     async fn list_transactions(
         &self,
         request: Request<pb::ListTransactionsRequest>,
@@ -314,5 +354,23 @@ impl Txmq for ClientService {
         Ok(Response::new(pb::RemoveNodeResponse {
             status: Some(status),
         }))
+    }
+}
+
+fn check_batch_len(n: usize) -> Result<(), Status> {
+    if n == 0 || n > convert::MAX_BATCH_MESSAGES {
+        return Err(Status::invalid_argument(format!(
+            "a batch holds 1 to {} items, not {n}",
+            convert::MAX_BATCH_MESSAGES
+        )));
+    }
+    Ok(())
+}
+
+/// One failed item of a batch, with the same code a single request would have failed with.
+fn failure(status: &Status) -> pb::Failure {
+    pb::Failure {
+        code: txmq_client::error_code_name(status.code()).to_string(),
+        message: status.message().to_string(),
     }
 }

@@ -10,11 +10,12 @@ use txmq_proto::client::txmq_client::TxmqClient;
 use txmq_proto::client::{
     AckRequest, AckResult, AddNodeRequest, ChangeInvisibleDurationRequest, ClusterStatusRequest,
     ClusterStatusResponse, ConfigureGroupRequest, CreateTopicRequest, DescribeGroupRequest,
-    DescribeTopicRequest, EndTransactionRequest, EndTransactionResponse, GetTransactionRequest,
-    GroupInfo, ListGroupsRequest, ListTopicsRequest, ListTransactionsRequest,
-    ListTransactionsResponse, Message, ReadRequest, ReceiveRequest, RemoveNodeRequest,
-    ResetGroupRequest, SendBatchRequest, SendBatchResponse, SendHalfRequest, SendHalfResponse,
-    SendRequest, SendResponse, TopicInfo, TopicType, TransactionInfo,
+    DescribeTopicRequest, EndTransactionBatchRequest, EndTransactionRequest,
+    EndTransactionResponse, GetTransactionRequest, GroupInfo, ListGroupsRequest, ListTopicsRequest,
+    ListTransactionsRequest, ListTransactionsResponse, Message, ReadRequest, ReceiveRequest,
+    RemoveNodeRequest, ResetGroupRequest, SendBatchRequest, SendBatchResponse,
+    SendHalfBatchRequest, SendHalfRequest, SendHalfResponse, SendRequest, SendResponse, TopicInfo,
+    TopicType, TransactionInfo, end_transaction_outcome, send_half_outcome,
 };
 
 use crate::error::ClientError;
@@ -273,6 +274,66 @@ impl Client {
             })
             .await?;
         Ok(resp.into_inner())
+    }
+
+    /// Up to 1000 half messages in one request; one result per item, in order.
+    pub async fn send_half_batch(
+        &self,
+        halves: Vec<SendHalfRequest>,
+    ) -> Result<Vec<Result<SendHalfResponse, ClientError>>, ClientError> {
+        let req = SendHalfBatchRequest { halves };
+        let resp = self
+            .retrying(|mut c, t| {
+                let mut r = tonic::Request::new(req.clone());
+                r.set_timeout(t);
+                async move { c.send_half_batch(r).await }
+            })
+            .await?;
+        Ok(resp
+            .into_inner()
+            .outcomes
+            .into_iter()
+            .map(|o| match o.result {
+                Some(send_half_outcome::Result::Half(h)) => Ok(h),
+                Some(send_half_outcome::Result::Error(f)) => {
+                    Err(ClientError::new(&f.code, f.message))
+                }
+                None => Err(ClientError::new(
+                    "internal",
+                    "an empty outcome in a batch answer",
+                )),
+            })
+            .collect())
+    }
+
+    /// Up to 1000 decisions in one request; one result per item, in order.
+    pub async fn end_transaction_batch(
+        &self,
+        ends: Vec<EndTransactionRequest>,
+    ) -> Result<Vec<Result<EndTransactionResponse, ClientError>>, ClientError> {
+        let req = EndTransactionBatchRequest { ends };
+        let resp = self
+            .retrying(|mut c, t| {
+                let mut r = tonic::Request::new(req.clone());
+                r.set_timeout(t);
+                async move { c.end_transaction_batch(r).await }
+            })
+            .await?;
+        Ok(resp
+            .into_inner()
+            .outcomes
+            .into_iter()
+            .map(|o| match o.result {
+                Some(end_transaction_outcome::Result::End(e)) => Ok(e),
+                Some(end_transaction_outcome::Result::Error(f)) => {
+                    Err(ClientError::new(&f.code, f.message))
+                }
+                None => Err(ClientError::new(
+                    "internal",
+                    "an empty outcome in a batch answer",
+                )),
+            })
+            .collect())
     }
 
     /// Reads committed messages from the node this client currently talks to.

@@ -14,16 +14,18 @@
 //! # Ok(()) }
 //! ```
 
+mod batcher;
 mod client;
 mod consumer;
 mod error;
 mod publisher;
 mod transaction;
 
+pub use batcher::BatchOptions;
 pub use client::{Client, ClientOptions};
 pub use consumer::{ConsumeResult, PushConsumer, PushOptions};
 pub use error::{ClientError, code_name as error_code_name};
-pub use publisher::{Publisher, PublisherOptions};
+pub use publisher::Publisher;
 pub use transaction::{
     CheckerHandle, LocalTransactionState, TransactionChecker, TransactionProducer,
     TransactionResult,

@@ -19,6 +19,7 @@ use txmq_proto::client::{
     EndTransactionResponse, SendHalfRequest, SendHalfResponse, checker_message,
 };
 
+use crate::batcher::{BatchOptions, Batcher};
 use crate::{Client, ClientError};
 
 /// The outcome of a local transaction, or the answer to a check-back.
@@ -60,6 +61,15 @@ pub struct TransactionResult {
 pub struct TransactionProducer {
     client: Client,
     group: String,
+    /// With [`TransactionProducer::with_batching`]: concurrent half messages and decisions
+    /// travel in batched requests.
+    batching: Option<TxnBatchers>,
+}
+
+#[derive(Clone)]
+struct TxnBatchers {
+    halves: Batcher<SendHalfRequest, SendHalfResponse>,
+    ends: Batcher<EndTransactionRequest, EndTransactionResponse>,
 }
 
 impl TransactionProducer {
@@ -67,7 +77,33 @@ impl TransactionProducer {
         Self {
             client,
             group: group.into(),
+            batching: None,
         }
+    }
+
+    /// Carries the half messages and decisions of concurrent transactions (of this producer and
+    /// its clones) in batched requests; each call still waits for its own result. For
+    /// services that run many transactions at once.
+    pub fn with_batching(mut self, options: BatchOptions) -> Self {
+        let (c1, c2) = (self.client.clone(), self.client.clone());
+        let halves = Batcher::start(
+            &options,
+            |h: &SendHalfRequest| h.body.len(),
+            move |halves| {
+                let c = c1.clone();
+                async move { per_item(halves.len(), c.send_half_batch(halves).await) }
+            },
+        );
+        let ends = Batcher::start(
+            &options,
+            |_: &EndTransactionRequest| 64,
+            move |ends| {
+                let c = c2.clone();
+                async move { per_item(ends.len(), c.end_transaction_batch(ends).await) }
+            },
+        );
+        self.batching = Some(TxnBatchers { halves, ends });
+        self
     }
 
     pub fn group(&self) -> &str {
@@ -83,7 +119,10 @@ impl TransactionProducer {
     ) -> Result<SendHalfResponse, ClientError> {
         request.group = self.group.clone();
         request.check_delay_ms = check_delay.map(|d| d.as_millis() as u64).unwrap_or(0);
-        self.client.send_half(request).await
+        match &self.batching {
+            Some(b) => b.halves.submit(request).await,
+            None => self.client.send_half(request).await,
+        }
     }
 
     /// Decides a transaction of this group.
@@ -98,7 +137,10 @@ impl TransactionProducer {
             decision: state.to_pb() as i32,
             operator: false,
         };
-        self.client.end_transaction(request).await
+        match &self.batching {
+            Some(b) => b.ends.submit(request).await,
+            None => self.client.end_transaction(request).await,
+        }
     }
 
     /// Half message → `local_transaction` → decision. If the decision cannot be delivered the
@@ -236,4 +278,15 @@ async fn serve_checks<C: TransactionChecker>(
         }
     }
     Ok(())
+}
+
+/// A batch call's per-item results, or its one error for every item.
+fn per_item<T>(
+    n: usize,
+    result: Result<Vec<Result<T, ClientError>>, ClientError>,
+) -> Vec<Result<T, ClientError>> {
+    match result {
+        Ok(items) => items,
+        Err(e) => (0..n).map(|_| Err(e.clone())).collect(),
+    }
 }

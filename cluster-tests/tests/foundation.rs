@@ -595,7 +595,7 @@ async fn wait_for_voter(client: &Client, id: u64, voter: bool) -> Result<()> {
 /// position, every message readable exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batched_sends_are_all_or_nothing_and_the_publisher_loses_nothing() -> Result<()> {
-    use txmq_client::{BatchMessage, Publisher, PublisherOptions, SendBatchRequest};
+    use txmq_client::{BatchMessage, BatchOptions, Publisher, SendBatchRequest};
     let options = ClusterOptions {
         extra_args: ["--max-message-bytes", "4096"].map(String::from).to_vec(),
         ..Default::default()
@@ -682,7 +682,7 @@ async fn batched_sends_are_all_or_nothing_and_the_publisher_loses_nothing() -> R
     );
 
     // 200 concurrent sends through one publisher: every one acknowledged with its own position.
-    let publisher = Publisher::new(client.clone(), "batched", PublisherOptions::default());
+    let publisher = Publisher::new(client.clone(), "batched", BatchOptions::default());
     let sends = (0..200).map(|i| {
         let publisher = publisher.clone();
         tokio::spawn(async move {

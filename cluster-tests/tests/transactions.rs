@@ -553,3 +553,92 @@ impl Drop for KillOnDrop {
         self.stop();
     }
 }
+
+/// A batching producer: 120 concurrent transactions travel in batched requests; every one gets
+/// its own outcome (commits visible, rollbacks not), and a batch item that fails (a decision for
+/// an unknown id) fails alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_transactions_each_get_their_own_outcome() -> Result<()> {
+    let mut cluster = Cluster::start(3, ClusterOptions::default()).await?;
+    let client = cluster.client()?;
+    client.create_topic("bt", TopicType::Transaction, 2).await?;
+    let producer = TransactionProducer::new(client.clone(), "batched")
+        .with_batching(txmq_client::BatchOptions::default());
+    let runs = (0..120).map(|i| {
+        let producer = producer.clone();
+        tokio::spawn(async move {
+            let request = SendHalfRequest {
+                topic: "bt".into(),
+                body: format!("t{i}").into_bytes().into(),
+                ..Default::default()
+            };
+            let decision = if i % 3 == 0 {
+                LocalTransactionState::Rollback
+            } else {
+                LocalTransactionState::Commit
+            };
+            producer
+                .send_in_transaction(request, |_| async move { decision })
+                .await
+                .map(|r| (i, r))
+        })
+    });
+    let mut committed = 0;
+    for run in runs {
+        let (i, r) = run.await??;
+        let end = r.end.context("decision not delivered")?;
+        let want = if i % 3 == 0 {
+            "rolled_back"
+        } else {
+            "committed"
+        };
+        ensure!(end.state == want, "transaction {i}: {end:?}");
+        committed += usize::from(end.state == "committed");
+    }
+    let mut visible = 0;
+    for q in 0..2 {
+        visible += client
+            .read(ReadRequest {
+                topic: "bt".into(),
+                queue: Some(q),
+                from_offset: 0,
+                max: 1000,
+            })
+            .await?
+            .len();
+    }
+    ensure!(
+        visible == committed && committed == 80,
+        "{visible} visible, {committed} committed"
+    );
+
+    let half = producer
+        .send_half(
+            SendHalfRequest {
+                topic: "bt".into(),
+                body: b"x".to_vec().into(),
+                ..Default::default()
+            },
+            None,
+        )
+        .await?;
+    let decide = |id: &str| EndTransactionRequest {
+        transaction_id: id.into(),
+        group: "batched".into(),
+        decision: LocalTransactionState::Commit.to_pb() as i32,
+        operator: false,
+    };
+    let results = client
+        .end_transaction_batch(vec![decide("T-no-such"), decide(&half.transaction_id)])
+        .await?;
+    ensure!(results.len() == 2, "{results:?}");
+    ensure!(
+        results[0].as_ref().is_err_and(|e| e.code == "not_found"),
+        "{results:?}"
+    );
+    ensure!(
+        results[1].as_ref().is_ok_and(|r| r.state == "committed"),
+        "{results:?}"
+    );
+    Ok(())
+}

@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use serde_json::json;
 use txmq_client::{
-    Client, ClientError, LocalTransactionState, Publisher, PublisherOptions, ReceiveRequest,
+    BatchOptions, Client, ClientError, LocalTransactionState, Publisher, ReceiveRequest,
     SendHalfRequest, SendRequest, TopicType, TransactionProducer,
 };
 
@@ -47,8 +47,9 @@ pub struct BenchArgs {
     /// `consume`: the consumer group (default: a new group reading from the oldest message).
     #[arg(long)]
     pub group: Option<String>,
-    /// `publish`: send through one `Publisher`, which carries the concurrent sends in batched
-    /// requests (each send still waits for its own position), instead of one request each.
+    /// `publish`: send through one `Publisher`; `txn`: through a `TransactionProducer` with
+    /// batching. Concurrent sends (half messages, decisions) then travel in batched requests,
+    /// each still waiting for its own result, instead of one request each.
     #[arg(long)]
     pub batching: bool,
 }
@@ -94,26 +95,27 @@ pub async fn bench(client: &Client, args: BenchArgs, out: Output) -> Result<(), 
     let started = Instant::now();
     let deadline = started + args.duration.0;
     let progress = progress_bar(args.duration.0);
-    let publisher = (args.batching && args.scenario == Scenario::Publish).then(|| {
-        Publisher::new(
-            client.clone(),
-            args.topic.clone(),
-            PublisherOptions::default(),
-        )
-    });
+    let publisher = (args.batching && args.scenario == Scenario::Publish)
+        .then(|| Publisher::new(client.clone(), args.topic.clone(), BatchOptions::default()));
+    let mut producer = TransactionProducer::new(client.clone(), "bench-producer");
+    if args.batching {
+        producer = producer.with_batching(BatchOptions::default());
+    }
     let mut tasks = Vec::with_capacity(args.concurrency);
     for worker in 0..args.concurrency {
-        let (client, tally, topic, group, publisher) = (
+        let (client, tally, topic, group, publisher, producer) = (
             client.clone(),
             tally.clone(),
             args.topic.clone(),
             group.clone(),
             publisher.clone(),
+            producer.clone(),
         );
         let (scenario, size, ratio) = (args.scenario, args.size, args.rollback_ratio);
         tasks.push(tokio::spawn(async move {
             worker_loop(
-                client, publisher, scenario, topic, group, size, ratio, worker, deadline, tally,
+                client, publisher, producer, scenario, topic, group, size, ratio, worker, deadline,
+                tally,
             )
             .await
         }));
@@ -188,6 +190,7 @@ fn progress_bar(duration: Duration) -> indicatif::ProgressBar {
 async fn worker_loop(
     client: Client,
     publisher: Option<Publisher>,
+    producer: TransactionProducer,
     scenario: Scenario,
     topic: String,
     group: String,
@@ -199,7 +202,7 @@ async fn worker_loop(
 ) -> Histogram<u64> {
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
         .expect("static histogram bounds are valid");
-    let producer = TransactionProducer::new(client.clone(), "bench-producer");
+
     let body = vec![b'x'; size];
     let mut n = worker as u64;
     while Instant::now() < deadline {
