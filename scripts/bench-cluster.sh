@@ -6,6 +6,7 @@
 #   NODES=5 DURATION=20s ./scripts/bench-cluster.sh
 #   SCENARIOS="publish:256:256 txn:256:256" ./scripts/bench-cluster.sh   # scenario:concurrency:size
 #   SCENARIOS="publish:256:256:batching" ./scripts/bench-cluster.sh     # a 4th field: a bench flag
+#   SERVE_ARGS="--cache-bytes 16777216" ./scripts/bench-cluster.sh        # extra `txmq serve` flags
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NODES="${NODES:-3}"
@@ -27,7 +28,7 @@ for i in $(seq 1 "$NODES"); do
   c=$((BASE + 10 * i)); endpoints+="${endpoints:+,}127.0.0.1:$c"
   "$BIN" serve --node-id "$i" --data-dir "$DIR/n$i" --client-addr "127.0.0.1:$c" \
     --peer-addr "127.0.0.1:$((c + 1))" --metrics-addr "127.0.0.1:$((c + 2))" \
-    --initial-cluster "$initial" --log-level warn >"$DIR/n$i.log" 2>&1 &
+    --initial-cluster "$initial" --log-level warn ${SERVE_ARGS:-} >"$DIR/n$i.log" 2>&1 &
   pids+=("$!")
 done
 export TXMQ_ENDPOINTS="$endpoints"
