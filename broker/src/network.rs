@@ -14,7 +14,6 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, VoteRequest,
     VoteResponse,
 };
-use tokio::io::AsyncReadExt;
 use tonic::transport::{Channel, Endpoint};
 use txmq_proto::peer::peer_client::PeerClient;
 use txmq_proto::peer::{RaftMessage, SnapshotChunk, snapshot_chunk};
@@ -69,9 +68,11 @@ impl PeerRoutes {
 }
 
 /// Creates one connection per target peer.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct PeerNetworkFactory {
     pub routes: std::sync::Arc<PeerRoutes>,
+    /// Turns the snapshot manifest into the full snapshot a follower installs.
+    pub snapshots: txmq_raft_store::sm_store::SnapshotSource,
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
@@ -82,6 +83,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
             target,
             addr: self.routes.resolve(target, &node.peer_addr),
             client: None,
+            snapshots: self.snapshots.clone(),
         }
     }
 }
@@ -91,6 +93,7 @@ pub struct PeerConnection {
     target: NodeId,
     addr: String,
     client: Option<PeerClient<Channel>>,
+    snapshots: txmq_raft_store::sm_store::SnapshotSource,
 }
 
 type RpcErr = RPCError<TypeConfig>;
@@ -185,30 +188,25 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
             .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
         let header = codec::encode(&(vote, snapshot.meta.clone()))
             .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
-        // A bounded channel: the file is read only as fast as the peer accepts chunks.
+        // A bounded channel: the snapshot is produced only as fast as the peer accepts chunks.
         let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(4);
         let target = self.target;
-        let mut file = snapshot.snapshot;
-        let feeder = tokio::spawn(async move {
+        let file = snapshot.snapshot.into_std().await;
+        let snapshots = self.snapshots.clone();
+        let feeder = tokio::task::spawn_blocking(move || {
             let first = SnapshotChunk {
                 kind: Some(snapshot_chunk::Kind::Header(header.into())),
             };
-            if tx.send(first).await.is_err() {
+            if tx.blocking_send(first).is_err() {
                 return Ok(());
             }
-            let mut buf = vec![0u8; SNAPSHOT_CHUNK];
-            loop {
-                let n = file.read(&mut buf).await?;
-                if n == 0 {
-                    return Ok::<(), std::io::Error>(());
-                }
-                let chunk = SnapshotChunk {
-                    kind: Some(snapshot_chunk::Kind::Data(buf[..n].to_vec().into())),
-                };
-                if tx.send(chunk).await.is_err() {
-                    return Ok(());
-                }
-            }
+            // The manifest on disk becomes the full snapshot as it is sent.
+            let mut chunks = ChunkWriter {
+                tx,
+                buf: Vec::with_capacity(SNAPSHOT_CHUNK),
+            };
+            chunks = snapshots.expand(file, chunks)?;
+            chunks.flush_chunk()
         });
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         let send = client.install_snapshot(stream);
@@ -219,16 +217,18 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
             }
             r = send => r,
         };
-        match feeder.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(StreamingError::Network(NetworkError::new(&e))),
-            Err(e) => return Err(StreamingError::Network(NetworkError::new(&e))),
-        }
+        let fed = feeder.await;
+        // The peer's answer first: when it failed, the feeder only saw the stream close.
         let resp = result.map_err(|s| {
             self.client = None;
             tracing::warn!(target_node = target, "snapshot transfer failed: {s}");
             StreamingError::Network(NetworkError::new(&s))
         })?;
+        match fed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(StreamingError::Network(NetworkError::new(&e))),
+            Err(e) => return Err(StreamingError::Network(NetworkError::new(&e))),
+        }
         codec::decode(&resp.into_inner().data)
             .map_err(|e| StreamingError::Network(NetworkError::new(&e)))
     }
@@ -373,4 +373,45 @@ fn stalled(target: NodeId) -> RpcErr {
         format!("replication stream to node {target} made no progress"),
     );
     RPCError::Unreachable(Unreachable::new(&e))
+}
+
+/// Cuts a byte stream into snapshot chunks for the gRPC stream (blocking sends: it runs on a
+/// blocking thread and waits for the peer, which bounds memory to a few chunks).
+struct ChunkWriter {
+    tx: tokio::sync::mpsc::Sender<SnapshotChunk>,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn flush_chunk(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(SNAPSHOT_CHUNK));
+        let chunk = SnapshotChunk {
+            kind: Some(snapshot_chunk::Kind::Data(data.into())),
+        };
+        self.tx.blocking_send(chunk).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the snapshot transfer was cancelled",
+            )
+        })
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let room = SNAPSHOT_CHUNK - self.buf.len();
+        let n = bytes.len().min(room);
+        self.buf.extend_from_slice(&bytes[..n]);
+        if self.buf.len() == SNAPSHOT_CHUNK {
+            self.flush_chunk()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

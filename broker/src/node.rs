@@ -112,6 +112,7 @@ pub async fn run(
     ));
     let network = PeerNetworkFactory {
         routes: routes.clone(),
+        snapshots: storage.snapshots.clone(),
     };
     let raft = Raft::new(
         config.node_id,

@@ -15,7 +15,7 @@ use crate::codec;
 use crate::command::{Command, CommandResult};
 use crate::keys;
 use crate::reader::StateReader;
-use crate::snapshot::{FORMAT_VERSION, SnapshotHeader, SnapshotReader, SnapshotWriter};
+use crate::snapshot::{FORMAT_VERSION, SnapshotHeader, SnapshotReader, SnapshotWriter, write_file};
 use crate::state::{BrokerState, TopicMeta, WriteBatch};
 use crate::types::alias::{Entry, LogId, Snapshot, SnapshotMeta, StoredMembership};
 use crate::types::{NodeId, NodeInfo, TypeConfig};
@@ -189,7 +189,6 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // applied state captured here are one consistent point. Message rows are immutable, so
         // the builder may copy them later, bounded by the captured offsets.
         SnapshotBuilder {
-            shared: self.shared.clone(),
             state: self.shared.read_state().clone(),
             applied: self.shared.read_applied(),
             snapshot_dir: self.snapshot_dir.clone(),
@@ -250,6 +249,14 @@ fn install_blocking(
             "snapshot file does not match the snapshot meta it was sent with",
         ));
     }
+    if header.manifest {
+        // A manifest holds no messages: restore from this node's own segments (all of them must
+        // still be here), by expanding it into a full snapshot first.
+        file.seek(io::SeekFrom::Start(0))?;
+        let mut full = expand_snapshot(file, tree, tempfile_in(dir)?, true)?;
+        full.seek(io::SeekFrom::Start(0))?;
+        return install_blocking(tree, dir, meta, full);
+    }
     tree.clear().map_err(io_err)?;
     let mut batch = sled::Batch::default();
     let mut pending = 0usize;
@@ -267,19 +274,27 @@ fn install_blocking(
     tree.flush().map_err(io_err)?;
     // The in-memory state is rebuilt from the rows just written, exactly as after a restart.
     let (state, applied) = load(tree)?;
-    // Keep the received file as our current snapshot, so we can serve it to others.
-    file.seek(io::SeekFrom::Start(0))?;
-    let tmp = dir.join("installing.snap.tmp");
-    let mut out = std::fs::File::create(&tmp)?;
-    io::copy(&mut file, &mut out)?;
-    out.sync_all()?;
-    std::fs::rename(&tmp, dir.join(CURRENT_SNAPSHOT))?;
+    // Keep a manifest of it as our current snapshot, so we can serve it to others.
+    let manifest = SnapshotHeader {
+        manifest: true,
+        ..header
+    };
+    write_file(
+        &dir.join("installing.snap.tmp"),
+        &dir.join(CURRENT_SNAPSHOT),
+        &manifest,
+        |w| {
+            for (key, value) in state.metadata_rows()? {
+                w.row(&key, &value)?;
+            }
+            Ok(())
+        },
+    )?;
     Ok((state, applied))
 }
 
 /// Builds a snapshot file from a captured point of the state.
 pub struct SnapshotBuilder {
-    shared: Arc<Shared>,
     state: BrokerState,
     applied: AppliedState,
     snapshot_dir: PathBuf,
@@ -299,11 +314,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             format_version: FORMAT_VERSION,
             meta: meta.clone(),
             applied: self.applied.clone(),
+            manifest: true,
         };
-        let tree = self.shared.tree.clone();
         let dir = self.snapshot_dir.clone();
         let state = std::mem::take(&mut self.state);
-        let path = tokio::task::spawn_blocking(move || write_snapshot(&tree, &dir, header, &state))
+        let path = tokio::task::spawn_blocking(move || write_snapshot(&dir, header, &state))
             .await
             .map_err(io::Error::other)??;
         let file = tokio::fs::File::open(path).await?;
@@ -317,20 +332,70 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     }
 }
 
-/// Writes the captured metadata rows, then every message row inside the captured offsets.
+/// Writes the snapshot's manifest: the captured metadata rows (the topic rows hold the offsets
+/// the snapshot covers). The message segments stay in the tree (see `crate::snapshot`).
 fn write_snapshot(
-    tree: &sled::Tree,
     dir: &std::path::Path,
     header: SnapshotHeader,
     state: &BrokerState,
 ) -> io::Result<PathBuf> {
-    let tmp = dir.join("building.snap.tmp");
-    let mut writer = SnapshotWriter::create(&tmp, header)?;
-    // Metadata rows come from the captured state, not the tree, which may have moved on.
-    for (key, value) in state.metadata_rows()? {
+    let dest = dir.join(CURRENT_SNAPSHOT);
+    write_file(&dir.join("building.snap.tmp"), &dest, &header, |w| {
+        // Metadata rows come from the captured state, not the tree, which may have moved on.
+        for (key, value) in state.metadata_rows()? {
+            w.row(&key, &value)?;
+        }
+        Ok(())
+    })?;
+    Ok(dest)
+}
+
+/// What a sender needs to turn its snapshot manifest into the full snapshot a follower
+/// installs: the state tree.
+#[derive(Clone)]
+pub struct SnapshotSource {
+    pub(crate) tree: sled::Tree,
+}
+
+impl SnapshotSource {
+    /// See [`expand_snapshot`].
+    pub fn expand<W: io::Write>(&self, snapshot: std::fs::File, out: W) -> io::Result<W> {
+        expand_snapshot(snapshot, &self.tree, out, false)
+    }
+}
+
+/// Writes the full snapshot that `snapshot` (a manifest, or already full) stands for to `out`:
+/// its rows, then — for a manifest — every message segment inside the offsets its topic rows
+/// captured, read from `tree` now.
+///
+/// Segments never change once written, only retention deletes them. A segment deleted since the
+/// snapshot was taken is missing here; the receiver then applies the log after the snapshot,
+/// whose retention entries delete exactly those offsets, and ends with the same rows.
+///
+/// With `complete`, every captured offset must still be there (installing a manifest locally
+/// restores this node's own state at the snapshot point; a missing segment is an error, never
+/// a smaller state).
+pub fn expand_snapshot<W: io::Write>(
+    snapshot: std::fs::File,
+    tree: &sled::Tree,
+    out: W,
+    complete: bool,
+) -> io::Result<W> {
+    let (header, mut rows) = SnapshotReader::open(snapshot)?;
+    let manifest = header.manifest;
+    let full = SnapshotHeader {
+        manifest: false,
+        ..header
+    };
+    let mut writer = SnapshotWriter::new(out, &full)?;
+    let mut topics = Vec::new();
+    while let Some((key, value)) = rows.next_row()? {
+        if manifest && key.first() == Some(&keys::TOPIC_PREFIX) {
+            topics.push(codec::decode::<crate::state::TopicMeta>(&value)?);
+        }
         writer.row(&key, &value)?;
     }
-    for topic in state.topics.values() {
+    for topic in &topics {
         for queue in 0..topic.queues {
             let q = queue as usize;
             // From the segment that holds the low offset (it may start below it).
@@ -342,13 +407,40 @@ fn write_snapshot(
                 .map_err(io_err)?
                 .map_or(low.to_vec(), |(k, _)| k.to_vec());
             let to = keys::message_key(topic.id, queue, topic.next_offsets[q]);
+            let (low, next) = (topic.low_offsets[q], topic.next_offsets[q]);
+            let mut covered = 0u64;
             for item in tree.range(from.as_slice()..to.as_slice()) {
                 let (key, value) = item.map_err(io_err)?;
+                if let Some((_, _, first)) = keys::parse_message_key(&key) {
+                    let end = first + crate::segment::count(&value)?;
+                    covered += end.min(next).saturating_sub(first.max(low));
+                }
                 writer.row(&key, &value)?;
+            }
+            if complete && covered != next - low {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "snapshot manifest: topic {} queue {queue} covers offsets {low}..{next} but \
+                         only {covered} messages are stored here; it cannot be installed on this node",
+                        topic.name
+                    ),
+                ));
             }
         }
     }
-    let dest = dir.join(CURRENT_SNAPSHOT);
-    writer.finish(&dest)?;
-    Ok(dest)
+    writer.end()
+}
+
+/// An anonymous temporary file next to the snapshots (same disk, removed when closed).
+fn tempfile_in(dir: &std::path::Path) -> io::Result<std::fs::File> {
+    let path = dir.join(format!("expanding-{}.snap.tmp", std::process::id()));
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(file)
 }

@@ -1,12 +1,19 @@
 //! The snapshot file format: a stream of length-prefixed MessagePack frames.
 //!
 //! `Header` (snapshot meta, applied state), then one `Row` per stored row (metadata rows, then
-//! message rows), then `End` with the row count. Written and read frame by frame, so neither building, sending nor
-//! installing a snapshot ever holds the whole state in memory.
+//! message segment rows), then `End` with the row count. Written and read frame by frame, so
+//! neither building, sending nor installing a snapshot ever holds the whole state in memory.
+//!
+//! On disk a node keeps a **manifest**: the same format with `manifest: true` and only the
+//! metadata rows, whose topic rows say which offsets the snapshot covers. Message segments are
+//! immutable once written, so they are not copied into the file (that copied every retained
+//! body once more); when a follower needs the snapshot, the sender expands the manifest on the
+//! fly with the segment rows from its live tree (`sm_store::expand_snapshot`). What goes over the
+//! wire is always a full snapshot.
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -16,14 +23,18 @@ use crate::types::alias::SnapshotMeta;
 
 /// The version of this format; a reader rejects any other.
 pub const FORMAT_VERSION: u32 = 1;
-/// The largest frame a reader accepts (a row holds at most one message).
-const MAX_FRAME: usize = 64 * 1024 * 1024;
+/// The largest frame a reader accepts (a segment row holds the messages one entry appended to
+/// a queue: a few MiB, at most a little over one maximum-size message).
+const MAX_FRAME: usize = 256 * 1024 * 1024;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SnapshotHeader {
     pub format_version: u32,
     pub meta: SnapshotMeta,
     pub applied: AppliedState,
+    /// Only the metadata rows: message segments come from the tree when it is sent.
+    #[serde(default)]
+    pub manifest: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -44,26 +55,23 @@ fn invalid(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
 
-/// Writes a snapshot file to a temporary name and renames it into place when finished.
-pub struct SnapshotWriter {
-    out: BufWriter<File>,
-    tmp: PathBuf,
+/// Writes a snapshot stream: the header, rows, then the end frame.
+pub struct SnapshotWriter<W: Write> {
+    out: BufWriter<W>,
     rows: u64,
 }
 
-impl SnapshotWriter {
-    pub fn create(tmp: &Path, header: SnapshotHeader) -> io::Result<Self> {
-        let out = BufWriter::with_capacity(256 * 1024, File::create(tmp)?);
+impl<W: Write> SnapshotWriter<W> {
+    pub fn new(out: W, header: &SnapshotHeader) -> io::Result<Self> {
         let mut writer = Self {
-            out,
-            tmp: tmp.to_path_buf(),
+            out: BufWriter::with_capacity(256 * 1024, out),
             rows: 0,
         };
-        writer.frame(&Frame::Header(Box::new(header)))?;
+        writer.frame(&FrameRef::Header(header))?;
         Ok(writer)
     }
 
-    fn frame(&mut self, frame: &Frame) -> io::Result<()> {
+    fn frame(&mut self, frame: &FrameRef<'_>) -> io::Result<()> {
         let bytes = codec::encode(frame)?;
         let len = u32::try_from(bytes.len()).map_err(|_| invalid("snapshot frame too large"))?;
         self.out.write_all(&len.to_le_bytes())?;
@@ -72,21 +80,43 @@ impl SnapshotWriter {
 
     pub fn row(&mut self, key: &[u8], value: &[u8]) -> io::Result<()> {
         self.rows += 1;
-        self.frame(&Frame::Row {
-            key: key.to_vec(),
-            value: value.to_vec(),
-        })
+        self.frame(&FrameRef::Row { key, value })
     }
 
-    /// Ends the stream, fsyncs and renames the file to `dest`.
-    pub fn finish(mut self, dest: &Path) -> io::Result<()> {
+    /// Writes the end frame and hands back the flushed output.
+    pub fn end(mut self) -> io::Result<W> {
         let rows = self.rows;
-        self.frame(&Frame::End { rows })?;
-        let file = self.out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        std::fs::rename(&self.tmp, dest)?;
-        Ok(())
+        self.frame(&FrameRef::End { rows })?;
+        self.out.into_inner().map_err(|e| e.into_error())
     }
+}
+
+/// Writes a snapshot file under `tmp`, fsyncs it and renames it to `dest`.
+pub fn write_file(
+    tmp: &Path,
+    dest: &Path,
+    header: &SnapshotHeader,
+    rows: impl FnOnce(&mut SnapshotWriter<File>) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut writer = SnapshotWriter::new(File::create(tmp)?, header)?;
+    rows(&mut writer)?;
+    writer.end()?.sync_all()?;
+    std::fs::rename(tmp, dest)
+}
+
+/// [`Frame`] by reference, for writing without copying rows.
+#[derive(Serialize)]
+enum FrameRef<'a> {
+    Header(&'a SnapshotHeader),
+    Row {
+        #[serde(with = "serde_bytes")]
+        key: &'a [u8],
+        #[serde(with = "serde_bytes")]
+        value: &'a [u8],
+    },
+    End {
+        rows: u64,
+    },
 }
 
 /// Reads a snapshot file frame by frame.

@@ -47,6 +47,8 @@ pub struct Storage {
     pub log: LogStore,
     pub state_machine: StateMachineStore,
     pub reader: StateReader,
+    /// Expands snapshot manifests into the full stream sent to followers.
+    pub snapshots: crate::sm_store::SnapshotSource,
     pub db: sled::Db,
 }
 
@@ -79,6 +81,9 @@ impl Storage {
             db.open_tree("raft_meta").map_err(sled_err)?,
         );
         let sm_tree = db.open_tree("state").map_err(sled_err)?;
+        let snapshots = crate::sm_store::SnapshotSource {
+            tree: sm_tree.clone(),
+        };
         let state_machine = StateMachineStore::open(sm_tree, snapshot_dir).map_err(|source| {
             StorageError::Corrupt {
                 path: db_dir.clone(),
@@ -90,6 +95,7 @@ impl Storage {
             log,
             state_machine,
             reader,
+            snapshots,
             db,
         })
     }

@@ -136,6 +136,16 @@ fn open(dir: &std::path::Path) -> Result<Storage> {
     Ok(Storage::open(&StorageConfig::new(dir))?)
 }
 
+/// What the network sends for `snapshot` (a manifest on disk): the full snapshot, expanded with
+/// the sender's message segments into a temporary file.
+async fn full_snapshot(sender: &Storage, snapshot: tokio::fs::File) -> Result<tokio::fs::File> {
+    let out = tempfile::tempfile()?;
+    let mut full = sender.snapshots.expand(snapshot.into_std().await, out)?;
+    use std::io::Seek;
+    full.seek(std::io::SeekFrom::Start(0))?;
+    Ok(tokio::fs::File::from_std(full))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaying_the_same_log_gives_the_same_state() -> Result<()> {
     let (d1, d2) = (tempfile::tempdir()?, tempfile::tempdir()?);
@@ -180,9 +190,26 @@ async fn snapshot_round_trip_reproduces_the_state() -> Result<()> {
     let mut unrelated = workload();
     unrelated.truncate(5);
     apply_all(&mut target.state_machine, unrelated).await?;
+    // The file on disk is a manifest (no message rows): a node without those messages must
+    // refuse it rather than end up with a smaller state.
+    let manifest = source.state_machine.get_current_snapshot().await?;
+    let manifest = manifest.ok_or_else(|| anyhow::anyhow!("no current snapshot"))?;
+    let d3 = tempfile::tempdir()?;
+    let mut other = open(d3.path())?;
+    let refused = other
+        .state_machine
+        .install_snapshot(&manifest.meta, manifest.snapshot)
+        .await;
+    ensure!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("cannot be installed")),
+        "a manifest was installed without its messages: {refused:?}"
+    );
+    let full = full_snapshot(&source, snapshot.snapshot).await?;
     target
         .state_machine
-        .install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .install_snapshot(&snapshot.meta, full)
         .await?;
     ensure!(source.reader.content_digest()? == target.reader.content_digest()?);
     ensure!(source.reader.topics() == target.reader.topics());
@@ -248,11 +275,15 @@ async fn a_corrupt_snapshot_is_an_error_not_a_smaller_state() -> Result<()> {
         .await
         .build_snapshot()
         .await?;
-    // Cut the file in half.
-    let path = d1.path().join("snapshots").join("current.snap");
-    let len = std::fs::metadata(&path)?.len();
+    // Cut the full snapshot in half.
+    let mut full = full_snapshot(&source, snapshot.snapshot)
+        .await?
+        .into_std()
+        .await;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut full, &mut bytes)?;
     let cut = d1.path().join("cut.snap");
-    std::fs::write(&cut, &std::fs::read(&path)?[..(len / 2) as usize])?;
+    std::fs::write(&cut, &bytes[..bytes.len() / 2])?;
     let d2 = tempfile::tempdir()?;
     let mut target = open(d2.path())?;
     let file = tokio::fs::File::open(&cut).await?;
@@ -375,9 +406,8 @@ async fn retention_trims_inside_and_across_message_segments() -> Result<()> {
         .build_snapshot()
         .await?;
     let meta = snapshot.meta.clone();
-    s2.state_machine
-        .install_snapshot(&meta, snapshot.snapshot)
-        .await?;
+    let full = full_snapshot(&s1, snapshot.snapshot).await?;
+    s2.state_machine.install_snapshot(&meta, full).await?;
     ensure!(
         s1.reader.content_digest()? == s2.reader.content_digest()?,
         "snapshot changed the rows"
