@@ -278,7 +278,7 @@ impl ServeArgs {
                 .unwrap_or(txmq_raft_store::limits::DEFAULT_MAX_MESSAGE_BYTES),
             heartbeat_interval: d(args.heartbeat_interval, Duration::from_millis(100)),
             election_timeout: d(args.election_timeout, Duration::from_millis(500)),
-            snapshot_logs: args.snapshot_logs.unwrap_or(20_000),
+            snapshot_logs: args.snapshot_logs.unwrap_or(5_000),
             logs_to_keep: args.logs_to_keep.unwrap_or(5_000),
             cache_bytes: args.cache_bytes.unwrap_or(64 * 1024 * 1024),
             disk_high_water: args.disk_high_water.unwrap_or(0.85),
