@@ -186,8 +186,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         // Called on the state-machine task, so nothing is applied concurrently: the metadata and
-        // applied state captured here are one consistent point. Message rows are immutable, so
-        // the builder may copy them later, bounded by the captured offsets.
+        // applied state captured here are one consistent point. Message segments are immutable,
+        // so the snapshot only records the captured offsets; the sender reads the segments when
+        // it streams the snapshot (`expand_snapshot`).
         SnapshotBuilder {
             state: self.shared.read_state().clone(),
             applied: self.shared.read_applied(),
