@@ -187,10 +187,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Record the purge point first: after a crash in between, the log state still makes sense.
         self.write_meta(PURGED_KEY, &log_id)?;
         self.flush().await?;
+        // Delete by index from the first entry: iterating the range would read every purged
+        // entry's value (thousands of batched entries, hundreds of MB) just to drop it.
+        let Some((first, _)) = self.log.first().map_err(io_err)? else {
+            return Ok(());
+        };
+        let first = first
+            .as_ref()
+            .try_into()
+            .map(u64::from_be_bytes)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "malformed log key"))?;
         let mut batch = sled::Batch::default();
-        for item in self.log.range(..=index_key(log_id.index)) {
-            let (key, _) = item.map_err(io_err)?;
-            batch.remove(key);
+        for index in first..=log_id.index {
+            batch.remove(&index_key(index));
         }
         self.log.apply_batch(batch).map_err(io_err)?;
         Ok(())
