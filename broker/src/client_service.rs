@@ -114,7 +114,7 @@ impl Txmq for ClientService {
         request: Request<pb::SendHalfBatchRequest>,
     ) -> Result<Response<pb::SendHalfBatchResponse>, Status> {
         let halves = request.into_inner().halves;
-        check_batch_len(halves.len())?;
+        convert::check_batch_len(halves.len())?;
         // Concurrently: the leader's batcher packs them into as few entries as it can.
         let outcomes = futures::future::join_all(halves.into_iter().map(|h| self.txn.send_half(h)))
             .await
@@ -134,7 +134,7 @@ impl Txmq for ClientService {
         request: Request<pb::EndTransactionBatchRequest>,
     ) -> Result<Response<pb::EndTransactionBatchResponse>, Status> {
         let ends = request.into_inner().ends;
-        check_batch_len(ends.len())?;
+        convert::check_batch_len(ends.len())?;
         let outcomes =
             futures::future::join_all(ends.into_iter().map(|e| self.txn.end_transaction(e)))
                 .await
@@ -355,16 +355,6 @@ impl Txmq for ClientService {
             status: Some(status),
         }))
     }
-}
-
-fn check_batch_len(n: usize) -> Result<(), Status> {
-    if n == 0 || n > convert::MAX_BATCH_MESSAGES {
-        return Err(Status::invalid_argument(format!(
-            "a batch holds 1 to {} items, not {n}",
-            convert::MAX_BATCH_MESSAGES
-        )));
-    }
-    Ok(())
 }
 
 /// One failed item of a batch, with the same code a single request would have failed with.

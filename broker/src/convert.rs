@@ -87,6 +87,16 @@ pub fn new_message(req: pb::SendRequest, max_body: usize) -> Result<(String, New
 /// Most messages in one `SendBatch`.
 pub const MAX_BATCH_MESSAGES: usize = 1000;
 
+/// A batch request holds 1 to [`MAX_BATCH_MESSAGES`] items.
+pub fn check_batch_len(n: usize) -> Result<(), Status> {
+    if n == 0 || n > MAX_BATCH_MESSAGES {
+        return Err(Status::invalid_argument(format!(
+            "a batch holds 1 to {MAX_BATCH_MESSAGES} items, not {n}"
+        )));
+    }
+    Ok(())
+}
+
 /// Validates a batch: every message as in `Send`, at most [`MAX_BATCH_MESSAGES`], and bodies
 /// that together fit in `max_body` (one request must fit the node's message size limit).
 pub fn new_batch(
@@ -94,12 +104,7 @@ pub fn new_batch(
     max_body: usize,
 ) -> Result<(String, Vec<NewMessage>), Status> {
     limits::validate_name("topic", &req.topic).map_err(Status::invalid_argument)?;
-    if req.messages.is_empty() || req.messages.len() > MAX_BATCH_MESSAGES {
-        return Err(Status::invalid_argument(format!(
-            "a batch holds 1 to {MAX_BATCH_MESSAGES} messages, not {}",
-            req.messages.len()
-        )));
-    }
+    check_batch_len(req.messages.len())?;
     let mut messages = Vec::with_capacity(req.messages.len());
     for (i, m) in req.messages.into_iter().enumerate() {
         let properties: BTreeMap<String, String> = m.properties.into_iter().collect();

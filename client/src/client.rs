@@ -293,15 +293,11 @@ impl Client {
             .into_inner()
             .outcomes
             .into_iter()
-            .map(|o| match o.result {
-                Some(send_half_outcome::Result::Half(h)) => Ok(h),
-                Some(send_half_outcome::Result::Error(f)) => {
-                    Err(ClientError::new(&f.code, f.message))
-                }
-                None => Err(ClientError::new(
-                    "internal",
-                    "an empty outcome in a batch answer",
-                )),
+            .map(|o| {
+                batch_item(o.result.map(|r| match r {
+                    send_half_outcome::Result::Half(h) => Ok(h),
+                    send_half_outcome::Result::Error(f) => Err(f),
+                }))
             })
             .collect())
     }
@@ -323,15 +319,11 @@ impl Client {
             .into_inner()
             .outcomes
             .into_iter()
-            .map(|o| match o.result {
-                Some(end_transaction_outcome::Result::End(e)) => Ok(e),
-                Some(end_transaction_outcome::Result::Error(f)) => {
-                    Err(ClientError::new(&f.code, f.message))
-                }
-                None => Err(ClientError::new(
-                    "internal",
-                    "an empty outcome in a batch answer",
-                )),
+            .map(|o| {
+                batch_item(o.result.map(|r| match r {
+                    end_transaction_outcome::Result::End(e) => Ok(e),
+                    end_transaction_outcome::Result::Error(f) => Err(f),
+                }))
             })
             .collect())
     }
@@ -577,5 +569,20 @@ impl Client {
             })
             .await?;
         Ok(resp.into_inner().status.unwrap_or_default())
+    }
+}
+
+/// One item of a batch answer: its result, its failure (with the code a single request would
+/// have had), or an error when the broker left the outcome empty.
+fn batch_item<T>(
+    outcome: Option<Result<T, txmq_proto::client::Failure>>,
+) -> Result<T, ClientError> {
+    match outcome {
+        Some(Ok(item)) => Ok(item),
+        Some(Err(f)) => Err(ClientError::new(&f.code, f.message)),
+        None => Err(ClientError::new(
+            "internal",
+            "an empty outcome in a batch answer",
+        )),
     }
 }

@@ -147,16 +147,7 @@ impl StateReader {
         if from >= end {
             return Ok(());
         }
-        let tree = &self.shared.tree;
-        let from_key = keys::message_key(topic_id, queue, from);
-        let start = tree
-            .range(keys::message_key(topic_id, queue, 0)..=from_key)
-            .next_back()
-            .transpose()
-            .map_err(io::Error::other)?
-            .map_or(from_key.to_vec(), |(k, _)| k.to_vec());
-        let to = keys::message_key(topic_id, queue, end);
-        for item in tree.range(start.as_slice()..to.as_slice()) {
+        for item in crate::segment::queue_rows(&self.shared.tree, topic_id, queue, from, end)? {
             let (key, value) = item.map_err(io::Error::other)?;
             let Some((_, _, first)) = keys::parse_message_key(&key) else {
                 continue;

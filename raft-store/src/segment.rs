@@ -67,6 +67,26 @@ pub fn decode(first: u64, value: &[u8]) -> io::Result<Vec<(u64, &[u8])>> {
     Ok(out)
 }
 
+/// The segment rows of one queue that hold offsets in `[from, end)`, in order: from the row
+/// holding `from` (it may start below it) to the last row starting before `end`.
+pub fn queue_rows(
+    tree: &sled::Tree,
+    topic_id: u64,
+    queue: u32,
+    from: u64,
+    end: u64,
+) -> io::Result<sled::Iter> {
+    let from_key = crate::keys::message_key(topic_id, queue, from);
+    let start = tree
+        .range(crate::keys::message_key(topic_id, queue, 0)..=from_key)
+        .next_back()
+        .transpose()
+        .map_err(io::Error::other)?
+        .map_or(from_key.to_vec(), |(k, _)| k.to_vec());
+    let to = crate::keys::message_key(topic_id, queue, end);
+    Ok(tree.range(start.as_slice()..to.as_slice()))
+}
+
 /// Of one queue's segment rows `(first offset, value)` in key order, the first offsets of those
 /// that lie entirely below `below` (retention may delete them).
 pub fn wholly_below<'a>(

@@ -399,18 +399,9 @@ pub fn expand_snapshot<W: io::Write>(
     for topic in &topics {
         for queue in 0..topic.queues {
             let q = queue as usize;
-            // From the segment that holds the low offset (it may start below it).
-            let low = keys::message_key(topic.id, queue, topic.low_offsets[q]);
-            let from = tree
-                .range(keys::message_key(topic.id, queue, 0)..=low)
-                .next_back()
-                .transpose()
-                .map_err(io_err)?
-                .map_or(low.to_vec(), |(k, _)| k.to_vec());
-            let to = keys::message_key(topic.id, queue, topic.next_offsets[q]);
             let (low, next) = (topic.low_offsets[q], topic.next_offsets[q]);
             let mut covered = 0u64;
-            for item in tree.range(from.as_slice()..to.as_slice()) {
+            for item in crate::segment::queue_rows(tree, topic.id, queue, low, next)? {
                 let (key, value) = item.map_err(io_err)?;
                 if let Some((_, _, first)) = keys::parse_message_key(&key) {
                     let end = first + crate::segment::count(&value)?;

@@ -84,23 +84,26 @@ impl WriteBatch {
         self.ops.is_empty()
     }
 
-    /// The row changes, in order: `(key, Some(value))` to write, `(key, None)` to delete.
-    /// `range` reads existing rows (to find the segments a trim removes).
-    pub fn row_changes(&self, range: &mut RangeReader<'_>) -> io::Result<Vec<RowChange>> {
-        let mut out = Vec::with_capacity(self.ops.len());
+    /// Hands every row change to `change`, in order: `(key, Some(value))` writes, `(key, None)`
+    /// deletes. `range` reads existing rows (to find the segments a trim removes).
+    pub fn for_each_change(
+        &self,
+        range: &mut RangeReader<'_>,
+        mut change: impl FnMut(&[u8], Option<&[u8]>),
+    ) -> io::Result<()> {
         for op in &self.ops {
             match op {
-                WriteOp::Put(k, v) => out.push((k.clone(), Some(v.clone()))),
-                WriteOp::Delete(k) => out.push((k.clone(), None)),
+                WriteOp::Put(k, v) => change(k, Some(v)),
+                WriteOp::Delete(k) => change(k, None),
                 WriteOp::Append {
                     topic,
                     queue,
                     first,
                     messages,
-                } => out.push((
-                    keys::message_key(*topic, *queue, *first).to_vec(),
-                    Some(segment::encode(messages)),
-                )),
+                } => change(
+                    &keys::message_key(*topic, *queue, *first),
+                    Some(&segment::encode(messages)),
+                ),
                 WriteOp::TrimBelow {
                     topic,
                     queue,
@@ -113,15 +116,23 @@ impl WriteBatch {
                         keys::parse_message_key(k).map(|(_, _, first)| (first, v.as_slice()))
                     });
                     for first in segment::wholly_below(segments, *below)? {
-                        out.push((keys::message_key(*topic, *queue, first).to_vec(), None));
+                        change(&keys::message_key(*topic, *queue, first), None);
                     }
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The row changes as owned pairs (see [`WriteBatch::for_each_change`]).
+    pub fn row_changes(&self, range: &mut RangeReader<'_>) -> io::Result<Vec<RowChange>> {
+        let mut out = Vec::with_capacity(self.ops.len());
+        self.for_each_change(range, |k, v| out.push((k.to_vec(), v.map(<[u8]>::to_vec))))?;
         Ok(out)
     }
 
-    /// Converts into a sled batch (applied atomically by `Tree::apply_batch`).
+    /// Converts into a sled batch (applied atomically by `Tree::apply_batch`), copying each
+    /// row once.
     pub fn to_sled(&self, tree: &sled::Tree) -> io::Result<sled::Batch> {
         let mut range = |from: &[u8], to: &[u8]| -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
             tree.range(from..to)
@@ -132,12 +143,10 @@ impl WriteBatch {
                 .collect()
         };
         let mut batch = sled::Batch::default();
-        for (key, value) in self.row_changes(&mut range)? {
-            match value {
-                Some(v) => batch.insert(key, v),
-                None => batch.remove(key),
-            }
-        }
+        self.for_each_change(&mut range, |k, v| match v {
+            Some(v) => batch.insert(k, v),
+            None => batch.remove(k),
+        })?;
         Ok(batch)
     }
 }
