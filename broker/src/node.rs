@@ -152,7 +152,7 @@ pub async fn run(
         metrics_handle.clone(),
         reader.clone(),
         db.clone(),
-        move || log_for_metrics.entry_count(),
+        log_for_metrics,
         checkers.clone(),
     ));
     let _leader_watch =

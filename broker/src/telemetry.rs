@@ -104,12 +104,16 @@ fn describe() {
     describe_histogram!(
         "txmq_raft_log_append_duration_seconds",
         Unit::Seconds,
-        "Time to write and fsync one log append batch."
+        "From writing one log append to its fsync completing (group commit: waits for the fsync in progress, then its own)."
+    );
+    describe_histogram!(
+        "txmq_raft_log_appends_per_fsync",
+        "Log appends made durable by one fsync (group commit)."
     );
     describe_histogram!(
         "txmq_raft_log_fsync_duration_seconds",
         Unit::Seconds,
-        "Time of the fsync of one log append batch."
+        "Time of one fsync of the log's active segment file."
     );
     describe_counter!(
         "txmq_raft_snapshots_built_total",
@@ -269,7 +273,7 @@ pub async fn refresh_periodically(
     handle: Option<PrometheusHandle>,
     reader: StateReader,
     db: sled::Db,
-    log_entries: impl Fn() -> usize,
+    log: txmq_raft_store::LogStore,
     checkers: std::sync::Arc<CheckerRegistry>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
@@ -302,8 +306,8 @@ pub async fn refresh_periodically(
             gauge!("txmq_consumer_in_flight_messages", &labels).set(g.in_flight() as f64);
         }
         if let Ok(size) = db.size_on_disk() {
-            gauge!("txmq_storage_size_bytes").set(size as f64);
+            gauge!("txmq_storage_size_bytes").set((size + log.disk_bytes()) as f64);
         }
-        gauge!("txmq_storage_log_entries").set(log_entries() as f64);
+        gauge!("txmq_storage_log_entries").set(log.entry_count() as f64);
     }
 }

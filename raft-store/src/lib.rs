@@ -5,7 +5,8 @@
 //! * [`state`]: the pure, deterministic state machine. It never reads a clock, never does I/O:
 //!   `apply(command, log index)` with the leader's time inside the command, producing a
 //!   [`state::WriteBatch`] that the store writes atomically.
-//! * [`log_store`]: the sled-backed Raft log (append acknowledged only after fsync).
+//! * [`log_store`]: the Raft log: entries in append-only segment files ([`log_files`]), reported
+//!   flushed only after fsync ([`log_flusher`], group commit); vote and purge point in sled.
 //! * [`sm_store`]: the sled-backed state-machine store, snapshot build and install.
 //! * [`snapshot`]: the streaming snapshot file format.
 //! * [`reader`]: read access to committed state, shared with the gRPC services.
@@ -14,6 +15,8 @@ pub mod codec;
 pub mod command;
 pub mod keys;
 pub mod limits;
+pub mod log_files;
+pub mod log_flusher;
 pub mod log_store;
 pub mod reader;
 pub mod segment;

@@ -1,17 +1,25 @@
-//! The Raft log on sled.
+//! The Raft log: entries in segment files ([`LogFiles`]), the vote, committed and purge point in
+//! a small sled tree.
 //!
 //! Durability rule (the NATS JetStream trap): an append is reported flushed to openraft only
-//! after `flush_async` returned, which fsyncs sled's log file. The vote is flushed before
-//! `save_vote` returns, because nothing may be sent that depends on an unsaved vote.
+//! after `fdatasync` of the segment holding it returned ([`LogFlusher`]). The vote is flushed
+//! before `save_vote` returns, because nothing may be sent that depends on an unsaved vote.
+//! Entries are deleted by a purge only after the whole sled database (the state machine's rows
+//! included) has been flushed: a restarted node re-applies its log from the state it finds on
+//! disk, so the log must still hold everything that state has not durably absorbed.
 
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 
 use crate::codec;
+use crate::log_files::{LogFiles, SEGMENT_BYTES, read_located};
+use crate::log_flusher::LogFlusher;
 use crate::types::TypeConfig;
 use crate::types::alias::{Entry, LogId, Vote};
 
@@ -19,13 +27,13 @@ const VOTE_KEY: &[u8] = b"vote";
 const COMMITTED_KEY: &[u8] = b"committed";
 const PURGED_KEY: &[u8] = b"last_purged";
 
-/// The sled-backed log store. Cloning is cheap (sled handles are reference counted); the clone
-/// serves as the log reader.
+/// The log store. Cloning is cheap (shared handles); the clone serves as the log reader.
 #[derive(Clone)]
 pub struct LogStore {
     db: sled::Db,
-    log: sled::Tree,
     meta: sled::Tree,
+    files: Arc<Mutex<LogFiles>>,
+    flusher: LogFlusher,
 }
 
 fn io_err(e: sled::Error) -> io::Error {
@@ -33,15 +41,27 @@ fn io_err(e: sled::Error) -> io::Error {
 }
 
 impl LogStore {
-    pub fn new(db: sled::Db, log: sled::Tree, meta: sled::Tree) -> Self {
-        Self { db, log, meta }
+    /// Opens the log in `dir`. `db` is the node's sled database (its flush also makes the state
+    /// machine durable before a purge), `meta` the tree for the vote and purge point.
+    pub fn open(db: sled::Db, meta: sled::Tree, dir: &Path) -> io::Result<Self> {
+        let purged: Option<LogId> = read_meta_from(&meta, PURGED_KEY)?;
+        let files = LogFiles::open(dir, purged.map(|p| p.index), SEGMENT_BYTES)?;
+        Ok(Self {
+            db,
+            meta,
+            files: Arc::new(Mutex::new(files)),
+            flusher: LogFlusher::start()?,
+        })
+    }
+
+    fn files(&self) -> MutexGuard<'_, LogFiles> {
+        // A panic while holding the lock leaves the index as it was before that operation's
+        // first change at worst; openraft stops the node on the storage error that follows.
+        self.files.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
-        match self.meta.get(key).map_err(io_err)? {
-            Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
-            None => Ok(None),
-        }
+        read_meta_from(&self.meta, key)
     }
 
     fn write_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> io::Result<()> {
@@ -51,37 +71,74 @@ impl LogStore {
         Ok(())
     }
 
-    async fn flush(&self) -> io::Result<()> {
+    async fn flush_db(&self) -> io::Result<()> {
         self.db.flush_async().await.map_err(io_err)?;
         Ok(())
     }
 
-    fn last_entry_log_id(&self) -> io::Result<Option<LogId>> {
-        match self.log.last().map_err(io_err)? {
-            Some((_, bytes)) => {
-                let entry: Entry = codec::decode(&bytes)?;
-                Ok(Some(entry.log_id))
-            }
-            None => Ok(None),
-        }
-    }
-
     /// The number of entries held (for tests and metrics).
     pub fn entry_count(&self) -> usize {
-        self.log.len()
+        self.files().len()
+    }
+
+    /// Bytes of the log's segment files (for metrics).
+    pub fn disk_bytes(&self) -> u64 {
+        self.files().disk_bytes()
+    }
+
+    /// Moves the entries of a log kept in sled by earlier versions into the segment files, so an
+    /// upgraded node keeps its log. The entries are synced before the old tree is dropped.
+    pub fn migrate_from_sled_tree(&self, old: &str) -> io::Result<()> {
+        if !self.db.tree_names().iter().any(|n| n.as_ref() == old.as_bytes()) {
+            return Ok(());
+        }
+        let tree = self.db.open_tree(old).map_err(io_err)?;
+        let purged: Option<LogId> = self.read_meta(PURGED_KEY)?;
+        let mut entries: Vec<Entry> = Vec::new();
+        for item in tree.iter() {
+            let (_, bytes) = item.map_err(io_err)?;
+            let entry: Entry = codec::decode(&bytes)?;
+            if purged.is_none_or(|p| entry.log_id.index > p.index) {
+                entries.push(entry);
+            }
+        }
+        let count = entries.len();
+        if count > 0 {
+            let mut files = self.files();
+            if files.is_empty() {
+                files.append(entries)?.sync_data()?;
+            }
+        }
+        self.db.drop_tree(old).map_err(io_err)?;
+        self.db.flush().map_err(io_err)?;
+        tracing::info!(entries = count, "moved the raft log out of sled into segment files");
+        Ok(())
     }
 }
 
-fn index_key(index: u64) -> [u8; 8] {
-    index.to_be_bytes()
+fn read_meta_from<T: serde::de::DeserializeOwned>(
+    meta: &sled::Tree,
+    key: &[u8],
+) -> io::Result<Option<T>> {
+    match meta.get(key).map_err(io_err)? {
+        Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
+        None => Ok(None),
+    }
 }
 
-fn to_key_bound(bound: Bound<&u64>) -> Bound<[u8; 8]> {
-    match bound {
-        Bound::Included(i) => Bound::Included(index_key(*i)),
-        Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
-        Bound::Unbounded => Bound::Unbounded,
-    }
+/// A range of indexes as `start..end`.
+fn index_range(range: &impl RangeBounds<u64>) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(i) => *i,
+        Bound::Excluded(i) => i.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(i) => i.saturating_add(1),
+        Bound::Excluded(i) => *i,
+        Bound::Unbounded => u64::MAX,
+    };
+    (start, end)
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -89,16 +146,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
-        let range = (
-            to_key_bound(range.start_bound()),
-            to_key_bound(range.end_bound()),
-        );
-        let mut entries = Vec::new();
-        for item in self.log.range::<[u8; 8], _>(range) {
-            let (_, bytes) = item.map_err(io_err)?;
-            entries.push(codec::decode(&bytes)?);
-        }
-        Ok(entries)
+        let (start, end) = index_range(&range);
+        // Locate under the lock, read without it: appends are not held up by a reader's I/O.
+        let located = self.files().locate(start, end)?;
+        read_located(&located)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
@@ -111,7 +162,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let last_purged: Option<LogId> = self.read_meta(PURGED_KEY)?;
-        let last = self.last_entry_log_id()?.or(last_purged);
+        let last = self.files().last_log_id().or(last_purged);
         Ok(LogState {
             last_purged_log_id: last_purged,
             last_log_id: last,
@@ -124,7 +175,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         self.write_meta(VOTE_KEY, vote)?;
-        self.flush().await
+        self.flush_db().await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
@@ -146,62 +197,25 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let started = std::time::Instant::now();
-        let mut batch = sled::Batch::default();
+        // Written (readable) now; reported flushed by the fsync thread, which syncs once for
+        // all the appends that queue up meanwhile (group commit without blocking openraft).
         let mut count = 0u64;
-        for entry in entries {
-            batch.insert(&index_key(entry.log_id.index), codec::encode(&entry)?);
-            count += 1;
-        }
-        self.log.apply_batch(batch).map_err(io_err)?;
-        // Group commit: one fsync covers every entry of this append (openraft hands us all the
-        // entries that queued up while the previous flush ran).
-        let fsync_started = std::time::Instant::now();
-        let result = self.flush().await;
-        metrics::histogram!("txmq_raft_log_fsync_duration_seconds")
-            .record(fsync_started.elapsed().as_secs_f64());
-        metrics::histogram!("txmq_raft_log_append_duration_seconds")
-            .record(started.elapsed().as_secs_f64());
-        metrics::counter!("txmq_raft_log_entries_appended_total").increment(count);
-        callback.io_completed(
-            result
-                .as_ref()
-                .map(|_| ())
-                .map_err(|e| io::Error::new(e.kind(), e.to_string())),
-        );
-        result
+        let entries = entries.into_iter().inspect(|_| count += 1);
+        let file = self.files().append(entries)?;
+        self.flusher.flush(file, count, callback);
+        Ok(())
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
-        let from = last_log_id.map(|id| id.index + 1).unwrap_or(0);
-        let mut batch = sled::Batch::default();
-        for item in self.log.range(index_key(from)..) {
-            let (key, _) = item.map_err(io_err)?;
-            batch.remove(key);
-        }
-        self.log.apply_batch(batch).map_err(io_err)?;
-        self.flush().await
+        self.files().truncate_after(last_log_id.map(|id| id.index))
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        // Record the purge point first: after a crash in between, the log state still makes sense.
+        // The purge point and every state-machine row applied so far become durable before any
+        // entry is deleted (see the module comment); after a crash in between, the remaining
+        // files are cut back to the purge point when the log is opened.
         self.write_meta(PURGED_KEY, &log_id)?;
-        self.flush().await?;
-        // Delete by index from the first entry: iterating the range would read every purged
-        // entry's value (thousands of batched entries, hundreds of MB) just to drop it.
-        let Some((first, _)) = self.log.first().map_err(io_err)? else {
-            return Ok(());
-        };
-        let first = first
-            .as_ref()
-            .try_into()
-            .map(u64::from_be_bytes)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "malformed log key"))?;
-        let mut batch = sled::Batch::default();
-        for index in first..=log_id.index {
-            batch.remove(&index_key(index));
-        }
-        self.log.apply_batch(batch).map_err(io_err)?;
-        Ok(())
+        self.flush_db().await?;
+        self.files().purge(log_id.index)
     }
 }

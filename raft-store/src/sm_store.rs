@@ -190,6 +190,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // so the snapshot only records the captured offsets; the sender reads the segments when
         // it streams the snapshot (`expand_snapshot`).
         SnapshotBuilder {
+            tree: self.shared.tree.clone(),
             state: self.shared.read_state().clone(),
             applied: self.shared.read_applied(),
             snapshot_dir: self.snapshot_dir.clone(),
@@ -296,6 +297,7 @@ fn install_blocking(
 
 /// Builds a snapshot file from a captured point of the state.
 pub struct SnapshotBuilder {
+    tree: sled::Tree,
     state: BrokerState,
     applied: AppliedState,
     snapshot_dir: PathBuf,
@@ -317,6 +319,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             applied: self.applied.clone(),
             manifest: true,
         };
+        // The manifest points into the tree's segments: they must be on disk before a manifest
+        // naming them is (sled otherwise flushes on its own timer, and applied rows could be lost
+        // by a crash while a manifest covering them survives and is sent to a follower).
+        self.tree.flush_async().await.map_err(io_err)?;
         let dir = self.snapshot_dir.clone();
         let state = std::mem::take(&mut self.state);
         let path = tokio::task::spawn_blocking(move || write_snapshot(&dir, header, &state))

@@ -1,5 +1,6 @@
-//! Opening a node's on-disk storage: one sled database holding the Raft log, the Raft metadata
-//! (vote, committed, purged) and the state-machine rows; snapshot files beside it.
+//! Opening a node's on-disk storage: the Raft log's segment files (`raft-log/`), one sled
+//! database (`db/`) holding the Raft metadata (vote, committed, purged) and the state-machine
+//! rows, and snapshot files (`snapshots/`).
 
 use std::path::{Path, PathBuf};
 
@@ -75,11 +76,19 @@ impl Storage {
             path: db_dir.clone(),
             source,
         };
-        let log = LogStore::new(
+        let log_dir = dir.join("raft-log");
+        let corrupt_log = |source| StorageError::Corrupt {
+            path: log_dir.clone(),
+            source,
+        };
+        let log = LogStore::open(
             db.clone(),
-            db.open_tree("raft_log").map_err(sled_err)?,
             db.open_tree("raft_meta").map_err(sled_err)?,
-        );
+            &log_dir,
+        )
+        .map_err(corrupt_log)?;
+        log.migrate_from_sled_tree("raft_log")
+            .map_err(corrupt_log)?;
         let sm_tree = db.open_tree("state").map_err(sled_err)?;
         let snapshots = crate::sm_store::SnapshotSource {
             tree: sm_tree.clone(),

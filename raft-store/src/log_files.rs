@@ -1,0 +1,405 @@
+//! The Raft log's entries in append-only segment files.
+//!
+//! Why not sled: every entry was inserted into a sled tree and deleted again after the next
+//! snapshot; sled copied its pages on insert and rewrote them while cleaning its own log, so a
+//! node wrote ~20× the message payload to disk and kept the entries in its page cache. Here an
+//! entry is written once, read back with `pread` (recent entries come from the OS page cache,
+//! which does not count against the process), and purged by deleting whole files.
+//!
+//! Layout: `<dir>/<first index, 20 digits>.wal`, each a sequence of frames
+//! `[len: u32 LE][crc32 of payload: u32 LE][payload: the MessagePack entry]`. Only the newest
+//! file is appended to. A torn frame can only be at the end of the newest file (a crash during
+//! a write that was never reported flushed) and is cut off when the log is opened; a bad frame
+//! anywhere else is corruption and opening fails rather than losing entries silently.
+//!
+//! This type does no fsync of appended data itself: the caller hands the active file to the
+//! [`crate::log_flusher::LogFlusher`] and reports an append flushed only after that returned.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::codec;
+use crate::types::alias::{Entry, LogId};
+
+/// A new segment file is started once the active one reaches this size.
+pub const SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
+const FRAME_HEADER: usize = 8;
+/// Bigger frames are not entries we wrote: the client and peer limits keep entries far below.
+const MAX_FRAME: usize = 256 * 1024 * 1024;
+const SUFFIX: &str = ".wal";
+
+/// Where one entry lives.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    log_id: LogId,
+    /// First index of the segment file holding it.
+    segment: u64,
+    offset: u64,
+    len: u32,
+}
+
+/// The entries on disk and an in-memory index of them (one [`Slot`] per entry).
+///
+/// Invariant: `slots` holds consecutive indexes starting at `first_index`, in the order they
+/// appear in the files; every slot's segment is in `segments`.
+pub struct LogFiles {
+    dir: PathBuf,
+    /// Read (and, for the last one, write) handles by first index.
+    segments: BTreeMap<u64, Arc<File>>,
+    /// Bytes in the newest segment.
+    active_len: u64,
+    first_index: u64,
+    slots: VecDeque<Slot>,
+    segment_bytes: u64,
+}
+
+fn corrupt(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+impl LogFiles {
+    /// Opens (or creates) the log in `dir`, dropping entries at or below `purged` (deleted from
+    /// the index by a purge whose file deletion a crash interrupted).
+    pub fn open(dir: &Path, purged: Option<u64>, segment_bytes: u64) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let mut log = Self {
+            dir: dir.to_path_buf(),
+            segments: BTreeMap::new(),
+            active_len: 0,
+            first_index: 0,
+            slots: VecDeque::new(),
+            segment_bytes,
+        };
+        let names = segment_names(dir)?;
+        let count = names.len();
+        for (i, first) in names.into_iter().enumerate() {
+            log.load_segment(first, i + 1 == count, purged)?;
+        }
+        Ok(log)
+    }
+
+    /// Reads one segment's frames into the index. Only the newest segment may end in a torn
+    /// frame, which is cut off.
+    fn load_segment(&mut self, first: u64, newest: bool, purged: Option<u64>) -> io::Result<()> {
+        let path = self.segment_path(first);
+        let file = File::options().read(true).write(true).open(&path)?;
+        let bytes = std::fs::read(&path)?;
+        let mut offset = 0usize;
+        while offset < bytes.len() {
+            let Some((entry, frame_len)) = decode_frame(&bytes[offset..])? else {
+                if !newest {
+                    return Err(corrupt(format!(
+                        "raft log segment {} has a damaged frame at byte {offset} and is not the \
+                         newest segment",
+                        path.display()
+                    )));
+                }
+                tracing::warn!(path = %path.display(), offset, "cutting off a torn raft log tail");
+                file.set_len(offset as u64)?;
+                file.sync_all()?;
+                break;
+            };
+            let slot = Slot {
+                log_id: entry.log_id,
+                segment: first,
+                offset: offset as u64,
+                len: frame_len as u32,
+            };
+            offset += frame_len;
+            if purged.is_some_and(|p| slot.log_id.index <= p) {
+                continue;
+            }
+            self.push_slot(slot)?;
+        }
+        self.active_len = offset.min(bytes.len()) as u64;
+        self.segments.insert(first, Arc::new(file));
+        Ok(())
+    }
+
+    fn push_slot(&mut self, slot: Slot) -> io::Result<()> {
+        match self.last_index() {
+            Some(last) if slot.log_id.index != last + 1 => {
+                return Err(corrupt(format!(
+                    "raft log is not contiguous: entry {} follows entry {last}",
+                    slot.log_id.index
+                )));
+            }
+            None => self.first_index = slot.log_id.index,
+            Some(_) => {}
+        }
+        self.slots.push_back(slot);
+        Ok(())
+    }
+
+    fn segment_path(&self, first: u64) -> PathBuf {
+        self.dir.join(format!("{first:020}{SUFFIX}"))
+    }
+
+    pub fn last_log_id(&self) -> Option<LogId> {
+        self.slots.back().map(|s| s.log_id)
+    }
+
+    fn last_index(&self) -> Option<u64> {
+        self.slots.back().map(|s| s.log_id.index)
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Writes `entries` (consecutive, following the last entry unless the log is empty) to the
+    /// active segment and returns that segment's file, which the caller must sync before
+    /// reporting the entries flushed.
+    pub fn append(&mut self, entries: impl IntoIterator<Item = Entry>) -> io::Result<Arc<File>> {
+        let mut buf = Vec::new();
+        let mut pending = Vec::new();
+        for entry in entries {
+            if self.active_len + buf.len() as u64 >= self.segment_bytes && !buf.is_empty() {
+                self.write_pending(&mut buf, &mut pending)?;
+            }
+            let start = buf.len();
+            encode_frame(&entry, &mut buf)?;
+            pending.push((entry.log_id, start, buf.len() - start));
+        }
+        self.write_pending(&mut buf, &mut pending)?;
+        self.active_file()
+    }
+
+    /// Writes the buffered frames at the end of the active segment (starting a new one first if
+    /// the active one is full) and indexes them.
+    fn write_pending(
+        &mut self,
+        buf: &mut Vec<u8>,
+        pending: &mut Vec<(LogId, usize, usize)>,
+    ) -> io::Result<()> {
+        let Some(&(first_id, _, _)) = pending.first() else {
+            return Ok(());
+        };
+        if self.segments.is_empty() || self.active_len >= self.segment_bytes {
+            self.start_segment(first_id.index)?;
+        }
+        let (segment, file) = self.active()?;
+        file.write_all_at(buf, self.active_len)?;
+        for (log_id, start, len) in pending.drain(..) {
+            self.push_slot(Slot {
+                log_id,
+                segment,
+                offset: self.active_len + start as u64,
+                len: len as u32,
+            })?;
+        }
+        self.active_len += buf.len() as u64;
+        buf.clear();
+        Ok(())
+    }
+
+    /// Seals the active segment (synced, so every older file is durable) and starts a new one
+    /// whose first entry will be `first_index`.
+    fn start_segment(&mut self, first_index: u64) -> io::Result<()> {
+        if let Ok((_, active)) = self.active() {
+            active.sync_data()?;
+        }
+        let path = self.segment_path(first_index);
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
+        // The new name must survive a crash too, or its synced entries would be unreachable.
+        File::open(&self.dir)?.sync_all()?;
+        self.segments.insert(first_index, Arc::new(file));
+        self.active_len = 0;
+        Ok(())
+    }
+
+    fn active(&self) -> io::Result<(u64, Arc<File>)> {
+        self.segments
+            .last_key_value()
+            .map(|(first, file)| (*first, file.clone()))
+            .ok_or_else(|| io::Error::other("raft log has no segment file"))
+    }
+
+    /// The file new entries go to (created on the first append).
+    pub fn active_file(&self) -> io::Result<Arc<File>> {
+        self.active().map(|(_, file)| file)
+    }
+
+    /// Where the entries `start..end` (clamped to what the log holds) are: read them with
+    /// [`read_located`] without holding the log.
+    pub fn locate(&self, start: u64, end: u64) -> io::Result<Vec<Located>> {
+        let start = start.max(self.first_index);
+        let Some(last) = self.last_index() else {
+            return Ok(Vec::new());
+        };
+        let end = end.min(last + 1);
+        let mut out = Vec::with_capacity(end.saturating_sub(start) as usize);
+        for index in start..end {
+            let slot = self.slots[(index - self.first_index) as usize];
+            let file = self.segments.get(&slot.segment).ok_or_else(|| {
+                corrupt(format!("raft log entry {index} points at a missing segment"))
+            })?;
+            out.push(Located {
+                file: file.clone(),
+                offset: slot.offset,
+                len: slot.len,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Removes every entry after `last` (all of them with `None`) from the files, durably.
+    pub fn truncate_after(&mut self, last: Option<u64>) -> io::Result<()> {
+        let keep = match last {
+            Some(l) if l >= self.first_index => (l + 1 - self.first_index) as usize,
+            _ => 0,
+        };
+        let Some(cut) = self.slots.get(keep).copied() else {
+            return Ok(());
+        };
+        self.slots.truncate(keep);
+        // Whole segments after the cut go; the one holding the cut is shortened.
+        let later: Vec<u64> = self
+            .segments
+            .range(cut.segment + 1..)
+            .map(|(first, _)| *first)
+            .collect();
+        for first in later {
+            self.segments.remove(&first);
+            std::fs::remove_file(self.segment_path(first))?;
+        }
+        if cut.offset == 0 {
+            self.segments.remove(&cut.segment);
+            std::fs::remove_file(self.segment_path(cut.segment))?;
+            self.active_len = match self.segments.last_key_value() {
+                Some((_, file)) => file.metadata()?.len(),
+                None => 0,
+            };
+        } else {
+            let (_, file) = self.active()?;
+            file.set_len(cut.offset)?;
+            file.sync_all()?;
+            self.active_len = cut.offset;
+        }
+        File::open(&self.dir)?.sync_all()?;
+        Ok(())
+    }
+
+    /// Forgets every entry up to and including `upto` and deletes the segment files that hold
+    /// nothing newer. The caller has made the purge point durable first.
+    pub fn purge(&mut self, upto: u64) -> io::Result<()> {
+        while self
+            .slots
+            .front()
+            .is_some_and(|slot| slot.log_id.index <= upto)
+        {
+            self.slots.pop_front();
+        }
+        self.first_index = self.first_index.max(upto + 1);
+        // A segment can go when the next one starts at or below the first entry kept; the
+        // active segment always stays (new entries go there).
+        let firsts: Vec<u64> = self.segments.keys().copied().collect();
+        for pair in firsts.windows(2) {
+            if pair[1] <= upto + 1 {
+                self.segments.remove(&pair[0]);
+                std::fs::remove_file(self.segment_path(pair[0]))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes the segment files take.
+    pub fn disk_bytes(&self) -> u64 {
+        self.segments
+            .values()
+            .filter_map(|f| f.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    }
+}
+
+/// An entry's place on disk, readable without the log's lock (a segment deleted meanwhile stays
+/// readable through its open handle).
+pub struct Located {
+    file: Arc<File>,
+    offset: u64,
+    len: u32,
+}
+
+/// Reads and decodes located entries, checking each frame.
+pub fn read_located(located: &[Located]) -> io::Result<Vec<Entry>> {
+    let mut entries = Vec::with_capacity(located.len());
+    let mut buf = Vec::new();
+    for l in located {
+        buf.resize(l.len as usize, 0);
+        l.file.read_exact_at(&mut buf, l.offset)?;
+        match decode_frame(&buf)? {
+            Some((entry, _)) => entries.push(entry),
+            None => {
+                return Err(corrupt(format!(
+                    "raft log frame at byte {} does not check out",
+                    l.offset
+                )));
+            }
+        }
+    }
+    Ok(entries)
+}
+
+fn encode_frame(entry: &Entry, buf: &mut Vec<u8>) -> io::Result<()> {
+    let start = buf.len();
+    buf.extend_from_slice(&[0u8; FRAME_HEADER]);
+    rmp_serde::encode::write_named(buf, entry).map_err(crate::codec::CodecError::from)?;
+    let payload = &buf[start + FRAME_HEADER..];
+    let len = u32::try_from(payload.len())
+        .ok()
+        .filter(|l| (*l as usize) <= MAX_FRAME)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "raft entry too large"))?;
+    let crc = crc32fast::hash(payload);
+    buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+/// Decodes the frame at the start of `bytes`: `None` if it is incomplete or fails its checksum
+/// (a torn write), an error if it checks out but does not decode (a bug or foreign data).
+fn decode_frame(bytes: &[u8]) -> io::Result<Option<(Entry, usize)>> {
+    let Some(header) = bytes.get(..FRAME_HEADER) else {
+        return Ok(None);
+    };
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if len > MAX_FRAME {
+        return Ok(None);
+    }
+    let Some(payload) = bytes.get(FRAME_HEADER..FRAME_HEADER + len) else {
+        return Ok(None);
+    };
+    if crc32fast::hash(payload) != crc {
+        return Ok(None);
+    }
+    let entry: Entry = codec::decode(payload)?;
+    Ok(Some((entry, FRAME_HEADER + len)))
+}
+
+/// First indexes of the segment files in `dir`, oldest first.
+fn segment_names(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut firsts = Vec::new();
+    for item in std::fs::read_dir(dir)? {
+        let name = item?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(first) = name.strip_suffix(SUFFIX).and_then(|n| n.parse().ok()) {
+            firsts.push(first);
+        }
+    }
+    firsts.sort_unstable();
+    Ok(firsts)
+}
