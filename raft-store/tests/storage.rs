@@ -8,7 +8,7 @@ use openraft::entry::RaftEntry;
 use openraft::storage::{RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::type_config::TypeConfigExt;
-use openraft::{EntryPayload, StorageError};
+use openraft::{EntryPayload, RaftLogReader, StorageError};
 use txmq_raft_store::state::{Decision, DecisionSource, TxnTiming};
 use txmq_raft_store::types::alias::Entry;
 use txmq_raft_store::{
@@ -261,6 +261,34 @@ async fn state_and_log_survive_reopening() -> Result<()> {
     );
     let state = s.log.get_log_state().await?;
     ensure!(state.last_log_id.map(|l| l.index) == Some(LAST_INDEX));
+    Ok(())
+}
+
+/// A node upgraded from a version that kept its Raft log in a sled tree keeps that log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_kept_in_sled_by_an_earlier_version_is_moved_to_segment_files() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let entries = workload();
+    {
+        let db = sled::open(dir.path().join("db"))?;
+        let old = db.open_tree("raft_log")?;
+        for e in &entries {
+            old.insert(e.log_id.index.to_be_bytes(), txmq_raft_store::codec::encode(e)?)?;
+        }
+        db.flush()?;
+    }
+    let mut s = open(dir.path())?;
+    let state = s.log.get_log_state().await?;
+    ensure!(state.last_log_id.map(|l| l.index) == Some(LAST_INDEX));
+    let read = s.log.try_get_log_entries(0..=LAST_INDEX).await?;
+    ensure!(read == entries, "the moved log differs from the old one");
+    ensure!(
+        !s.db.tree_names().iter().any(|n| n.as_ref() == b"raft_log"),
+        "the old tree is dropped once its entries are in the files"
+    );
+    drop(s);
+    let mut s = open(dir.path())?;
+    ensure!(s.log.try_get_log_entries(0..=LAST_INDEX).await? == entries);
     Ok(())
 }
 
