@@ -11,13 +11,16 @@
 //! * [`snapshot`]: the streaming snapshot file format.
 //! * [`reader`]: read access to committed state, shared with the gRPC services.
 
+pub mod checkpoint;
 pub mod codec;
 pub mod command;
+pub mod frame;
 pub mod keys;
 pub mod limits;
 pub mod log_files;
 pub mod log_flusher;
 pub mod log_store;
+pub mod queue_files;
 pub mod reader;
 pub mod segment;
 pub mod sm_store;

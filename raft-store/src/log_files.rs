@@ -6,8 +6,8 @@
 //! entry is written once, read back with `pread` (recent entries come from the OS page cache,
 //! which does not count against the process), and purged by deleting whole files.
 //!
-//! Layout: `<dir>/<first index, 20 digits>.wal`, each a sequence of frames
-//! `[len: u32 LE][crc32 of payload: u32 LE][payload: the MessagePack entry]`. Only the newest
+//! Layout: `<dir>/<first index, 20 digits>.wal`, each a sequence of [`crate::frame`]s holding
+//! one MessagePack entry each. Only the newest
 //! file is appended to. A torn frame can only be at the end of the newest file (a crash during
 //! a write that was never reported flushed) and is cut off when the log is opened; a bad frame
 //! anywhere else is corruption and opening fails rather than losing entries silently.
@@ -22,14 +22,11 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::codec;
 use crate::types::alias::{Entry, LogId};
+use crate::{codec, frame};
 
 /// A new segment file is started once the active one reaches this size.
 pub const SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
-const FRAME_HEADER: usize = 8;
-/// Bigger frames are not entries we wrote: the client and peer limits keep entries far below.
-const MAX_FRAME: usize = 256 * 1024 * 1024;
 const SUFFIX: &str = ".wal";
 
 /// Where one entry lives.
@@ -245,7 +242,9 @@ impl LogFiles {
         for index in start..end {
             let slot = self.slots[(index - self.first_index) as usize];
             let file = self.segments.get(&slot.segment).ok_or_else(|| {
-                corrupt(format!("raft log entry {index} points at a missing segment"))
+                corrupt(format!(
+                    "raft log entry {index} points at a missing segment"
+                ))
             })?;
             out.push(Located {
                 file: file.clone(),
@@ -355,39 +354,19 @@ pub fn read_located(located: &[Located]) -> io::Result<Vec<Entry>> {
 }
 
 fn encode_frame(entry: &Entry, buf: &mut Vec<u8>) -> io::Result<()> {
-    let start = buf.len();
-    buf.extend_from_slice(&[0u8; FRAME_HEADER]);
+    let start = frame::begin(buf);
     rmp_serde::encode::write_named(buf, entry).map_err(crate::codec::CodecError::from)?;
-    let payload = &buf[start + FRAME_HEADER..];
-    let len = u32::try_from(payload.len())
-        .ok()
-        .filter(|l| (*l as usize) <= MAX_FRAME)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "raft entry too large"))?;
-    let crc = crc32fast::hash(payload);
-    buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
-    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-    Ok(())
+    frame::finish(buf, start)
 }
 
 /// Decodes the frame at the start of `bytes`: `None` if it is incomplete or fails its checksum
 /// (a torn write), an error if it checks out but does not decode (a bug or foreign data).
 fn decode_frame(bytes: &[u8]) -> io::Result<Option<(Entry, usize)>> {
-    let Some(header) = bytes.get(..FRAME_HEADER) else {
+    let Some((payload, len)) = frame::read(bytes) else {
         return Ok(None);
     };
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    if len > MAX_FRAME {
-        return Ok(None);
-    }
-    let Some(payload) = bytes.get(FRAME_HEADER..FRAME_HEADER + len) else {
-        return Ok(None);
-    };
-    if crc32fast::hash(payload) != crc {
-        return Ok(None);
-    }
     let entry: Entry = codec::decode(payload)?;
-    Ok(Some((entry, FRAME_HEADER + len)))
+    Ok(Some((entry, len)))
 }
 
 /// First indexes of the segment files in `dir`, oldest first.

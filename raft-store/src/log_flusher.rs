@@ -47,9 +47,9 @@ impl LogFlusher {
             written_at: Instant::now(),
         };
         if let Err(mpsc::SendError(request)) = self.requests.send(request) {
-            request
-                .callback
-                .io_completed(Err(io::Error::other("the raft log fsync thread has stopped")));
+            request.callback.io_completed(Err(io::Error::other(
+                "the raft log fsync thread has stopped",
+            )));
         }
     }
 }

@@ -4,9 +4,9 @@
 //! Durability rule (the NATS JetStream trap): an append is reported flushed to openraft only
 //! after `fdatasync` of the segment holding it returned ([`LogFlusher`]). The vote is flushed
 //! before `save_vote` returns, because nothing may be sent that depends on an unsaved vote.
-//! Entries are deleted by a purge only after the whole sled database (the state machine's rows
-//! included) has been flushed: a restarted node re-applies its log from the state it finds on
-//! disk, so the log must still hold everything that state has not durably absorbed.
+//! Entries are deleted by a purge only after a state-machine checkpoint and a flush of the sled
+//! database: a restarted node re-applies its log from the state it finds on disk, so the log
+//! must still hold everything that state has not durably absorbed (`crate::checkpoint`).
 
 use std::fmt::Debug;
 use std::io;
@@ -34,16 +34,26 @@ pub struct LogStore {
     meta: sled::Tree,
     files: Arc<Mutex<LogFiles>>,
     flusher: LogFlusher,
+    /// Makes the state machine's applied state durable (see the module comment).
+    checkpoint: Checkpoint,
 }
+
+/// Writes the applied state through to disk (blocking).
+pub type Checkpoint = Arc<dyn Fn() -> io::Result<()> + Send + Sync>;
 
 fn io_err(e: sled::Error) -> io::Error {
     io::Error::other(e)
 }
 
 impl LogStore {
-    /// Opens the log in `dir`. `db` is the node's sled database (its flush also makes the state
-    /// machine durable before a purge), `meta` the tree for the vote and purge point.
-    pub fn open(db: sled::Db, meta: sled::Tree, dir: &Path) -> io::Result<Self> {
+    /// Opens the log in `dir`. `db` is the node's sled database, `meta` the tree for the vote
+    /// and purge point, `checkpoint` makes the state machine durable before a purge.
+    pub fn open(
+        db: sled::Db,
+        meta: sled::Tree,
+        dir: &Path,
+        checkpoint: Checkpoint,
+    ) -> io::Result<Self> {
         let purged: Option<LogId> = read_meta_from(&meta, PURGED_KEY)?;
         let files = LogFiles::open(dir, purged.map(|p| p.index), SEGMENT_BYTES)?;
         Ok(Self {
@@ -51,6 +61,7 @@ impl LogStore {
             meta,
             files: Arc::new(Mutex::new(files)),
             flusher: LogFlusher::start()?,
+            checkpoint,
         })
     }
 
@@ -89,7 +100,12 @@ impl LogStore {
     /// Moves the entries of a log kept in sled by earlier versions into the segment files, so an
     /// upgraded node keeps its log. The entries are synced before the old tree is dropped.
     pub fn migrate_from_sled_tree(&self, old: &str) -> io::Result<()> {
-        if !self.db.tree_names().iter().any(|n| n.as_ref() == old.as_bytes()) {
+        if !self
+            .db
+            .tree_names()
+            .iter()
+            .any(|n| n.as_ref() == old.as_bytes())
+        {
             return Ok(());
         }
         let tree = self.db.open_tree(old).map_err(io_err)?;
@@ -111,7 +127,10 @@ impl LogStore {
         }
         self.db.drop_tree(old).map_err(io_err)?;
         self.db.flush().map_err(io_err)?;
-        tracing::info!(entries = count, "moved the raft log out of sled into segment files");
+        tracing::info!(
+            entries = count,
+            "moved the raft log out of sled into segment files"
+        );
         Ok(())
     }
 }
@@ -211,9 +230,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        // The purge point and every state-machine row applied so far become durable before any
+        // The purge point and the state machine's applied state become durable before any
         // entry is deleted (see the module comment); after a crash in between, the remaining
         // files are cut back to the purge point when the log is opened.
+        let checkpoint = self.checkpoint.clone();
+        tokio::task::spawn_blocking(move || checkpoint())
+            .await
+            .map_err(io::Error::other)??;
         self.write_meta(PURGED_KEY, &log_id)?;
         self.flush_db().await?;
         self.files().purge(log_id.index)

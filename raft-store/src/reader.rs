@@ -135,7 +135,7 @@ impl StateReader {
 
     /// Calls `f(offset, message)` for the stored messages of one queue with offsets in
     /// `[from, end)`, in order, until it returns false. Reads the segment rows (see
-    /// [`crate::segment`]) from the one holding `from`.
+    /// [`crate::queue_files`]).
     pub fn for_each_message(
         &self,
         topic_id: u64,
@@ -147,23 +147,11 @@ impl StateReader {
         if from >= end {
             return Ok(());
         }
-        for item in crate::segment::queue_rows(&self.shared.tree, topic_id, queue, from, end)? {
-            let (key, value) = item.map_err(io::Error::other)?;
-            let Some((_, _, first)) = keys::parse_message_key(&key) else {
-                continue;
-            };
-            for (offset, bytes) in crate::segment::decode(first, &value)? {
-                if offset < from {
-                    continue;
-                }
-                if offset >= end {
-                    return Ok(());
-                }
-                if !f(offset, codec::decode(bytes)?) {
-                    return Ok(());
-                }
-            }
-        }
+        self.shared
+            .queues
+            .read(topic_id, queue, from, end, |offset, bytes| {
+                Ok(f(offset, codec::decode(bytes)?))
+            })?;
         Ok(())
     }
 
@@ -413,24 +401,39 @@ impl StateReader {
     /// The applied log index and the digest of the state at exactly that index (applies wait
     /// while the digest is computed).
     pub fn applied_digest(&self) -> Result<(u64, u32), io::Error> {
-        let _state = self.shared.read_state();
+        let state = self.shared.read_state();
         let applied = *self.shared.applied_index.borrow();
         let mut hasher = crc32fast::Hasher::new();
-        for prefix in [
-            keys::TOPIC_PREFIX,
-            keys::MESSAGE_PREFIX,
-            keys::RETIRED_PREFIX,
-            keys::TXN_PREFIX,
-            keys::GROUP_PREFIX,
-        ] {
-            for item in self.shared.tree.scan_prefix([prefix]) {
-                let (k, v) = item.map_err(io::Error::other)?;
-                hasher.update(&(k.len() as u64).to_le_bytes());
-                hasher.update(&k);
-                hasher.update(&(v.len() as u64).to_le_bytes());
-                hasher.update(&v);
+        let mut hash = |k: &[u8], v: &[u8]| {
+            hasher.update(&(k.len() as u64).to_le_bytes());
+            hasher.update(k);
+            hasher.update(&(v.len() as u64).to_le_bytes());
+            hasher.update(v);
+        };
+        let mut rows = state.metadata_rows()?;
+        rows.sort();
+        for (k, v) in &rows {
+            hash(k, v);
+        }
+        let mut topics: Vec<_> = state.topics.values().collect();
+        topics.sort_by_key(|t| t.id);
+        for topic in topics {
+            for queue in 0..topic.queues {
+                let q = queue as usize;
+                let (low, next) = (topic.low_offsets[q], topic.next_offsets[q]);
+                self.shared
+                    .queues
+                    .read(topic.id, queue, low, next, |offset, message| {
+                        hash(&keys::message_key(topic.id, queue, offset), message);
+                        Ok(true)
+                    })?;
             }
         }
         Ok((applied, hasher.finalize()))
+    }
+
+    /// Bytes the queue files take on disk (for metrics).
+    pub fn queue_file_bytes(&self) -> u64 {
+        self.shared.queues.disk_bytes()
     }
 }

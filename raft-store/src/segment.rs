@@ -1,18 +1,13 @@
-//! Message segments: the messages one apply appended to one queue, stored as **one row** keyed
-//! by the first offset (`keys::message_key(topic, queue, first)`).
-//!
-//! Why: sled copies a leaf node on every insert, so one row per message made applying cost
-//! about 11 µs per message on every replica. A batched entry appends dozens of messages to each
-//! queue; one row per queue and entry makes that one insert.
+//! Message segments: consecutive messages of one queue as **one row** keyed by the first offset
+//! (`keys::message_key(topic, queue, first)`). This is how snapshots carry messages (and how
+//! the state machine's row model describes an apply's appends); the node itself keeps message
+//! bodies in the queue files (`crate::queue_files`), and earlier versions kept these rows in sled
+//! (moved into the files when such a node starts).
 //!
 //! Layout: `count: u32 BE`, then per message `len: u32 BE` and `len` bytes (a MessagePack
 //! [`crate::state::StoredMessage`]). The messages have the consecutive offsets
 //! `first..first + count`. Offsets are dense per queue, so the segment holding offset `o` is the
 //! row with the greatest key `<= message_key(topic, queue, o)`.
-//!
-//! Retention deletes a segment only once all its offsets are below the queue's low offset;
-//! readers skip the offsets below it. Everything here is deterministic on the rows, so replicas
-//! keep identical rows.
 
 use std::io;
 
@@ -65,26 +60,6 @@ pub fn decode(first: u64, value: &[u8]) -> io::Result<Vec<(u64, &[u8])>> {
         return Err(corrupt("trailing bytes"));
     }
     Ok(out)
-}
-
-/// The segment rows of one queue that hold offsets in `[from, end)`, in order: from the row
-/// holding `from` (it may start below it) to the last row starting before `end`.
-pub fn queue_rows(
-    tree: &sled::Tree,
-    topic_id: u64,
-    queue: u32,
-    from: u64,
-    end: u64,
-) -> io::Result<sled::Iter> {
-    let from_key = crate::keys::message_key(topic_id, queue, from);
-    let start = tree
-        .range(crate::keys::message_key(topic_id, queue, 0)..=from_key)
-        .next_back()
-        .transpose()
-        .map_err(io::Error::other)?
-        .map_or(from_key.to_vec(), |(k, _)| k.to_vec());
-    let to = crate::keys::message_key(topic_id, queue, end);
-    Ok(tree.range(start.as_slice()..to.as_slice()))
 }
 
 /// Of one queue's segment rows `(first offset, value)` in key order, the first offsets of those

@@ -1,5 +1,6 @@
-//! The state-machine store: applies committed entries to sled through the pure
-//! [`BrokerState`], builds and installs streaming snapshots.
+//! The state-machine store: applies committed entries through the pure [`BrokerState`] (message
+//! bodies to the queue files, rows to sled by write-behind checkpoints, see
+//! [`crate::checkpoint`]), builds and installs streaming snapshots.
 
 use std::io;
 use std::path::PathBuf;
@@ -11,20 +12,24 @@ use openraft::{EntryPayload, OptionalSend};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::checkpoint::Checkpointer;
 use crate::codec;
 use crate::command::{Command, CommandResult};
 use crate::keys;
+use crate::queue_files::QueueFiles;
 use crate::reader::StateReader;
 use crate::snapshot::{FORMAT_VERSION, SnapshotHeader, SnapshotReader, SnapshotWriter, write_file};
 use crate::state::{BrokerState, TopicMeta, WriteBatch};
 use crate::types::alias::{Entry, LogId, Snapshot, SnapshotMeta, StoredMembership};
 use crate::types::{NodeId, NodeInfo, TypeConfig};
+use std::collections::HashMap;
 
 const CURRENT_SNAPSHOT: &str = "current.snap";
 /// Rows per sled batch while installing a snapshot: bounds memory during install.
 const INSTALL_BATCH_ROWS: usize = 1024;
 
-/// The last applied log id and membership, stored in the same atomic batch as the rows.
+/// The last applied log id and membership, stored in the same atomic batch as the rows (of a
+/// checkpoint).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppliedState {
     pub last_applied: Option<LogId>,
@@ -34,6 +39,8 @@ pub struct AppliedState {
 /// State shared between the state-machine task (writer) and the services (readers).
 pub(crate) struct Shared {
     pub(crate) tree: sled::Tree,
+    pub(crate) queues: Arc<QueueFiles>,
+    pub(crate) checkpointer: Checkpointer,
     pub(crate) state: RwLock<BrokerState>,
     pub(crate) applied: RwLock<AppliedState>,
     pub(crate) applied_index: watch::Sender<u64>,
@@ -54,6 +61,19 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+    /// Writes a checkpoint now (blocking).
+    pub(crate) fn checkpoint(&self) -> io::Result<()> {
+        self.checkpointer.checkpoint(&self.queues, &self.tree)
+    }
+
+    /// [`Self::checkpoint`] on a blocking thread.
+    async fn checkpoint_async(self: &Arc<Self>) -> io::Result<()> {
+        let shared = self.clone();
+        tokio::task::spawn_blocking(move || shared.checkpoint())
+            .await
+            .map_err(io::Error::other)?
+    }
+
     fn set_applied(&self, applied: AppliedState) {
         let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
         *self.applied.write().unwrap_or_else(|p| p.into_inner()) = applied;
@@ -72,13 +92,18 @@ fn io_err(e: sled::Error) -> io::Error {
 }
 
 impl StateMachineStore {
-    /// Opens the state machine over `tree`, loading the metadata rows into memory.
-    pub fn open(tree: sled::Tree, snapshot_dir: PathBuf) -> io::Result<Self> {
+    /// Opens the state machine over `tree` (rows) and `queues` (message bodies), loading the
+    /// metadata rows into memory and cutting the queue files back to the offsets they name.
+    pub fn open(tree: sled::Tree, queues: QueueFiles, snapshot_dir: PathBuf) -> io::Result<Self> {
+        move_segment_rows_to_files(&tree, &queues)?;
         let (state, applied) = load(&tree)?;
+        queues.reconcile(&stored_offsets(&state))?;
         let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
         let (applied_index, _) = watch::channel(index);
         let shared = Arc::new(Shared {
             tree,
+            queues: Arc::new(queues),
+            checkpointer: Checkpointer::default(),
             state: RwLock::new(state),
             applied: RwLock::new(applied),
             applied_index,
@@ -87,6 +112,20 @@ impl StateMachineStore {
             shared,
             snapshot_dir,
         })
+    }
+
+    /// Writes the applied state through to disk now (the log store calls this before it purges
+    /// entries: they must not be needed to rebuild the state after a restart).
+    pub fn checkpointer(&self) -> impl Fn() -> io::Result<()> + Send + Sync + 'static {
+        let shared = self.shared.clone();
+        move || shared.checkpoint()
+    }
+
+    /// What turns this node's snapshot manifests into full snapshots for followers.
+    pub fn snapshot_source(&self) -> SnapshotSource {
+        SnapshotSource {
+            queues: self.shared.queues.clone(),
+        }
     }
 
     /// A read handle for the services.
@@ -98,9 +137,10 @@ impl StateMachineStore {
         let mut batch = WriteBatch::default();
         let mut applied = self.shared.read_applied();
         applied.last_applied = Some(entry.log_id);
-        // The write lock is held until the rows are in sled, so a reader never sees an offset
-        // whose row is not there yet. If the write fails the node stops (openraft treats a
-        // storage error as fatal), so memory running ahead of disk is never observed.
+        // The write lock is held until the messages are in the queue files, so a reader never
+        // sees an offset whose message is not there yet. If the write fails the node stops
+        // (openraft treats a storage error as fatal), so memory running ahead of disk is never
+        // observed.
         let mut state = self.shared.write_state();
         let payload: &EntryPayload<Command, NodeId, NodeInfo> = &entry.payload;
         let result = match payload {
@@ -113,11 +153,9 @@ impl StateMachineStore {
                 CommandResult::Nothing
             }
         };
-        batch.put(keys::APPLIED_KEY, codec::encode(&applied)?);
         self.shared
-            .tree
-            .apply_batch(batch.to_sled(&self.shared.tree)?)
-            .map_err(io_err)?;
+            .checkpointer
+            .record(&self.shared.queues, batch, applied.clone())?;
         drop(state);
         self.shared.set_applied(applied);
         Ok(result)
@@ -181,6 +219,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 responder.send(result);
             }
         }
+        if self.shared.checkpointer.due() {
+            self.shared.checkpoint_async().await?;
+        }
         Ok(())
     }
 
@@ -190,7 +231,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // so the snapshot only records the captured offsets; the sender reads the segments when
         // it streams the snapshot (`expand_snapshot`).
         SnapshotBuilder {
-            tree: self.shared.tree.clone(),
+            shared: self.shared.clone(),
             state: self.shared.read_state().clone(),
             applied: self.shared.read_applied(),
             snapshot_dir: self.snapshot_dir.clone(),
@@ -207,7 +248,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let meta = meta.clone();
         let file = snapshot.into_std().await;
         let (state, applied) =
-            tokio::task::spawn_blocking(move || install_blocking(&shared.tree, &dir, &meta, file))
+            tokio::task::spawn_blocking(move || install_exclusive(&shared, &dir, &meta, file))
                 .await
                 .map_err(io::Error::other)??;
         *self.shared.write_state() = state;
@@ -235,9 +276,23 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 }
 
-/// Replaces the tree's content with the snapshot's, then keeps the file as the current snapshot.
+/// [`install_blocking`] with no checkpoint running, discarding what was pending: the snapshot
+/// replaces the whole state.
+fn install_exclusive(
+    shared: &Shared,
+    dir: &std::path::Path,
+    meta: &SnapshotMeta,
+    file: std::fs::File,
+) -> io::Result<(BrokerState, AppliedState)> {
+    let _no_checkpoint = shared.checkpointer.exclusive();
+    shared.checkpointer.discard();
+    install_blocking(&shared.tree, &shared.queues, dir, meta, file)
+}
+
+/// Replaces the stored state with the snapshot's, then keeps the file as the current snapshot.
 fn install_blocking(
     tree: &sled::Tree,
+    queues: &QueueFiles,
     dir: &std::path::Path,
     meta: &SnapshotMeta,
     mut file: std::fs::File,
@@ -255,14 +310,21 @@ fn install_blocking(
         // A manifest holds no messages: restore from this node's own segments (all of them must
         // still be here), by expanding it into a full snapshot first.
         file.seek(io::SeekFrom::Start(0))?;
-        let mut full = expand_snapshot(file, tree, tempfile_in(dir)?, true)?;
+        let mut full = expand_snapshot(file, queues, tempfile_in(dir)?, true)?;
         full.seek(io::SeekFrom::Start(0))?;
-        return install_blocking(tree, dir, meta, full);
+        return install_blocking(tree, queues, dir, meta, full);
     }
+    queues.clear()?;
     tree.clear().map_err(io_err)?;
     let mut batch = sled::Batch::default();
     let mut pending = 0usize;
     while let Some((key, value)) = rows.next_row()? {
+        if let Some((topic, queue, first)) = keys::parse_message_key(&key) {
+            let messages = crate::segment::decode(first, &value)?;
+            let messages: Vec<Vec<u8>> = messages.into_iter().map(|(_, m)| m.to_vec()).collect();
+            queues.append(topic, queue, first, &messages)?;
+            continue;
+        }
         batch.insert(key, value);
         pending += 1;
         if pending == INSTALL_BATCH_ROWS {
@@ -272,6 +334,7 @@ fn install_blocking(
         }
     }
     batch.insert(keys::APPLIED_KEY, codec::encode(&header.applied)?);
+    queues.sync()?;
     tree.apply_batch(batch).map_err(io_err)?;
     tree.flush().map_err(io_err)?;
     // The in-memory state is rebuilt from the rows just written, exactly as after a restart.
@@ -297,7 +360,7 @@ fn install_blocking(
 
 /// Builds a snapshot file from a captured point of the state.
 pub struct SnapshotBuilder {
-    tree: sled::Tree,
+    shared: Arc<Shared>,
     state: BrokerState,
     applied: AppliedState,
     snapshot_dir: PathBuf,
@@ -319,10 +382,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             applied: self.applied.clone(),
             manifest: true,
         };
-        // The manifest points into the tree's segments: they must be on disk before a manifest
-        // naming them is (sled otherwise flushes on its own timer, and applied rows could be lost
-        // by a crash while a manifest covering them survives and is sent to a follower).
-        self.tree.flush_async().await.map_err(io_err)?;
+        // The manifest names messages in the queue files: they must be durable before it is
+        // (a checkpoint syncs them), or a crash could keep a manifest whose messages are gone.
+        self.shared.checkpoint_async().await?;
         let dir = self.snapshot_dir.clone();
         let state = std::mem::take(&mut self.state);
         let path = tokio::task::spawn_blocking(move || write_snapshot(&dir, header, &state))
@@ -358,33 +420,36 @@ fn write_snapshot(
 }
 
 /// What a sender needs to turn its snapshot manifest into the full snapshot a follower
-/// installs: the state tree.
+/// installs: the queue files.
 #[derive(Clone)]
 pub struct SnapshotSource {
-    pub(crate) tree: sled::Tree,
+    pub(crate) queues: Arc<QueueFiles>,
 }
 
 impl SnapshotSource {
     /// See [`expand_snapshot`].
     pub fn expand<W: io::Write>(&self, snapshot: std::fs::File, out: W) -> io::Result<W> {
-        expand_snapshot(snapshot, &self.tree, out, false)
+        expand_snapshot(snapshot, &self.queues, out, false)
     }
 }
 
+/// Messages per segment row in an expanded snapshot.
+const SNAPSHOT_SEGMENT_MESSAGES: usize = 256;
+
 /// Writes the full snapshot that `snapshot` (a manifest, or already full) stands for to `out`:
-/// its rows, then — for a manifest — every message segment inside the offsets its topic rows
-/// captured, read from `tree` now.
+/// its rows, then — for a manifest — every message inside the offsets its topic rows captured,
+/// read from the queue files now, as segment rows (see [`crate::segment`]).
 ///
-/// Segments never change once written, only retention deletes them. A segment deleted since the
+/// Messages never change once written, only retention deletes them. A message deleted since the
 /// snapshot was taken is missing here; the receiver then applies the log after the snapshot,
-/// whose retention entries delete exactly those offsets, and ends with the same rows.
+/// whose retention entries move the low offsets past exactly those, and ends with the same state.
 ///
 /// With `complete`, every captured offset must still be there (installing a manifest locally
-/// restores this node's own state at the snapshot point; a missing segment is an error, never
+/// restores this node's own state at the snapshot point; a missing message is an error, never
 /// a smaller state).
 pub fn expand_snapshot<W: io::Write>(
     snapshot: std::fs::File,
-    tree: &sled::Tree,
+    queues: &QueueFiles,
     out: W,
     complete: bool,
 ) -> io::Result<W> {
@@ -406,15 +471,25 @@ pub fn expand_snapshot<W: io::Write>(
         for queue in 0..topic.queues {
             let q = queue as usize;
             let (low, next) = (topic.low_offsets[q], topic.next_offsets[q]);
+            let mut chunk: Vec<Vec<u8>> = Vec::new();
+            let mut chunk_first = low;
             let mut covered = 0u64;
-            for item in crate::segment::queue_rows(tree, topic.id, queue, low, next)? {
-                let (key, value) = item.map_err(io_err)?;
-                if let Some((_, _, first)) = keys::parse_message_key(&key) {
-                    let end = first + crate::segment::count(&value)?;
-                    covered += end.min(next).saturating_sub(first.max(low));
+            queues.read(topic.id, queue, low, next, |offset, message| {
+                if chunk.is_empty() {
+                    chunk_first = offset;
+                } else if chunk_first + chunk.len() as u64 != offset {
+                    // A gap (deleted meanwhile): segments hold consecutive offsets.
+                    flush_chunk(&mut writer, topic.id, queue, chunk_first, &mut chunk)?;
+                    chunk_first = offset;
                 }
-                writer.row(&key, &value)?;
-            }
+                chunk.push(message.to_vec());
+                covered += 1;
+                if chunk.len() == SNAPSHOT_SEGMENT_MESSAGES {
+                    flush_chunk(&mut writer, topic.id, queue, chunk_first, &mut chunk)?;
+                }
+                Ok(true)
+            })?;
+            flush_chunk(&mut writer, topic.id, queue, chunk_first, &mut chunk)?;
             if complete && covered != next - low {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -428,6 +503,73 @@ pub fn expand_snapshot<W: io::Write>(
         }
     }
     writer.end()
+}
+
+/// Writes the buffered messages (consecutive from `first`) as one segment row.
+fn flush_chunk<W: io::Write>(
+    writer: &mut SnapshotWriter<W>,
+    topic: u64,
+    queue: u32,
+    first: u64,
+    chunk: &mut Vec<Vec<u8>>,
+) -> io::Result<()> {
+    if chunk.is_empty() {
+        return Ok(());
+    }
+    let value = crate::segment::encode(chunk);
+    writer.row(&keys::message_key(topic, queue, first), &value)?;
+    chunk.clear();
+    Ok(())
+}
+
+/// The offsets each queue holds, `(low, next)` by `(topic id, queue)`.
+fn stored_offsets(state: &BrokerState) -> HashMap<(u64, u32), (u64, u64)> {
+    let mut out = HashMap::new();
+    for topic in state.topics.values() {
+        for queue in 0..topic.queues {
+            let q = queue as usize;
+            out.insert(
+                (topic.id, queue),
+                (topic.low_offsets[q], topic.next_offsets[q]),
+            );
+        }
+    }
+    out
+}
+
+/// Earlier versions kept message segments as sled rows: move them into the queue files (synced
+/// before the rows are deleted), once.
+fn move_segment_rows_to_files(tree: &sled::Tree, queues: &QueueFiles) -> io::Result<()> {
+    if tree.scan_prefix([keys::MESSAGE_PREFIX]).next().is_none() {
+        return Ok(());
+    }
+    // Queue files next to segment rows can only be an interrupted earlier move: start over.
+    queues.clear()?;
+    let mut moved = Vec::new();
+    for item in tree.scan_prefix([keys::MESSAGE_PREFIX]) {
+        let (key, value) = item.map_err(io_err)?;
+        let Some((topic, queue, first)) = keys::parse_message_key(&key) else {
+            continue;
+        };
+        let messages: Vec<Vec<u8>> = crate::segment::decode(first, &value)?
+            .into_iter()
+            .map(|(_, m)| m.to_vec())
+            .collect();
+        queues.append(topic, queue, first, &messages)?;
+        moved.push(key);
+    }
+    queues.sync()?;
+    let mut batch = sled::Batch::default();
+    for key in &moved {
+        batch.remove(key);
+    }
+    tree.apply_batch(batch).map_err(io_err)?;
+    tree.flush().map_err(io_err)?;
+    tracing::info!(
+        segments = moved.len(),
+        "moved message segments out of sled into queue files"
+    );
+    Ok(())
 }
 
 /// An anonymous temporary file next to the snapshots (same disk, removed when closed).

@@ -1,10 +1,14 @@
-//! Opening a node's on-disk storage: the Raft log's segment files (`raft-log/`), one sled
-//! database (`db/`) holding the Raft metadata (vote, committed, purged) and the state-machine
-//! rows, and snapshot files (`snapshots/`).
+//! Opening a node's on-disk storage: the Raft log's segment files (`raft-log/`), the message
+//! bodies in per-queue files (`queues/`), one sled database (`db/`) holding the Raft metadata
+//! (vote, committed, purged) and the state-machine rows (topics, groups, transactions), and
+//! snapshot files (`snapshots/`).
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use crate::log_store::LogStore;
+use crate::queue_files::{QUEUE_SEGMENT_BYTES, QueueFiles};
 use crate::reader::StateReader;
 use crate::sm_store::StateMachineStore;
 
@@ -76,29 +80,27 @@ impl Storage {
             path: db_dir.clone(),
             source,
         };
-        let log_dir = dir.join("raft-log");
-        let corrupt_log = |source| StorageError::Corrupt {
-            path: log_dir.clone(),
-            source,
+        let sm_tree = db.open_tree("state").map_err(sled_err)?;
+        let queue_dir = dir.join("queues");
+        let corrupt = |path: &PathBuf| {
+            let path = path.clone();
+            move |source| StorageError::Corrupt { path, source }
         };
+        let queues =
+            QueueFiles::open(&queue_dir, QUEUE_SEGMENT_BYTES).map_err(corrupt(&queue_dir))?;
+        let state_machine =
+            StateMachineStore::open(sm_tree, queues, snapshot_dir).map_err(corrupt(&db_dir))?;
+        let snapshots = state_machine.snapshot_source();
+        let log_dir = dir.join("raft-log");
         let log = LogStore::open(
             db.clone(),
             db.open_tree("raft_meta").map_err(sled_err)?,
             &log_dir,
+            Arc::new(state_machine.checkpointer()),
         )
-        .map_err(corrupt_log)?;
+        .map_err(corrupt(&log_dir))?;
         log.migrate_from_sled_tree("raft_log")
-            .map_err(corrupt_log)?;
-        let sm_tree = db.open_tree("state").map_err(sled_err)?;
-        let snapshots = crate::sm_store::SnapshotSource {
-            tree: sm_tree.clone(),
-        };
-        let state_machine = StateMachineStore::open(sm_tree, snapshot_dir).map_err(|source| {
-            StorageError::Corrupt {
-                path: db_dir.clone(),
-                source,
-            }
-        })?;
+            .map_err(corrupt(&log_dir))?;
         let reader = state_machine.reader();
         Ok(Storage {
             log,

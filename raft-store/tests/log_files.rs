@@ -118,7 +118,10 @@ fn purge_deletes_whole_segments_and_reopening_skips_purged_entries() -> Result<(
     log.purge(25)?;
     ensure!(read_all(&log)? == (26..=40).collect::<Vec<_>>());
     let after = segment_files(dir.path())?.len();
-    ensure!(after < before, "segments wholly below the purge point are deleted");
+    ensure!(
+        after < before,
+        "segments wholly below the purge point are deleted"
+    );
     drop(log);
     // The file holding 26 also holds a few purged entries: reopening leaves them out.
     let log = LogFiles::open(dir.path(), Some(25), SEGMENT)?;

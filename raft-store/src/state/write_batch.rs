@@ -130,23 +130,4 @@ impl WriteBatch {
         self.for_each_change(range, |k, v| out.push((k.to_vec(), v.map(<[u8]>::to_vec))))?;
         Ok(out)
     }
-
-    /// Converts into a sled batch (applied atomically by `Tree::apply_batch`), copying each
-    /// row once.
-    pub fn to_sled(&self, tree: &sled::Tree) -> io::Result<sled::Batch> {
-        let mut range = |from: &[u8], to: &[u8]| -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-            tree.range(from..to)
-                .map(|item| {
-                    item.map(|(k, v)| (k.to_vec(), v.to_vec()))
-                        .map_err(io::Error::other)
-                })
-                .collect()
-        };
-        let mut batch = sled::Batch::default();
-        self.for_each_change(&mut range, |k, v| match v {
-            Some(v) => batch.insert(k, v),
-            None => batch.remove(k),
-        })?;
-        Ok(batch)
-    }
 }

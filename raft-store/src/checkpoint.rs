@@ -1,0 +1,146 @@
+//! Write-behind of the state machine's rows to sled.
+//!
+//! Applying an entry changes memory ([`crate::state::BrokerState`]), appends message bodies to
+//! the queue files, and records its row changes here. A checkpoint then, in this order:
+//! syncs the queue files, writes the coalesced row changes and the applied log id to sled in one
+//! atomic batch, and (only if retention moved a low offset) flushes sled before deleting the
+//! queue files below it. So whatever sled holds after a crash names only durable messages, and
+//! never a message whose file is gone.
+//!
+//! Why: a row written per entry cost sled a node copy each; a transaction wrote its record at
+//! the half message, again at the decision and deleted the oldest decided one. Coalesced, a row
+//! changed many times between checkpoints is written once (or not at all).
+//!
+//! The Raft log is the redo log: entries after the last checkpoint are re-applied from it after
+//! a restart, so the log store checkpoints before it purges (see `crate::log_store`).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::codec;
+use crate::keys;
+use crate::queue_files::QueueFiles;
+use crate::sm_store::AppliedState;
+use crate::state::{WriteBatch, WriteOp};
+
+/// How long applied rows may wait in memory before a checkpoint writes them.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+/// ... or how many distinct rows may wait.
+const MAX_PENDING_ROWS: usize = 20_000;
+
+/// Row changes applied since the last checkpoint.
+#[derive(Default)]
+struct Pending {
+    /// Latest value per key; `None` deletes.
+    rows: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Retention moves: (topic, queue, new low offset).
+    trims: Vec<(u64, u32, u64)>,
+    applied: Option<AppliedState>,
+    since: Option<Instant>,
+}
+
+/// The pending rows and the lock that orders checkpoints.
+#[derive(Default)]
+pub struct Checkpointer {
+    pending: Mutex<Pending>,
+    /// Held for a whole checkpoint: two checkpoints must reach sled in order.
+    writing: Mutex<()>,
+}
+
+impl Checkpointer {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records one applied entry: its messages go to the queue files now, its row changes and
+    /// `applied` join the pending checkpoint together (a checkpoint never holds part of an
+    /// entry).
+    pub fn record(
+        &self,
+        queues: &QueueFiles,
+        batch: WriteBatch,
+        applied: AppliedState,
+    ) -> io::Result<()> {
+        let mut rest = Vec::with_capacity(batch.ops.len());
+        for op in batch.ops {
+            match op {
+                WriteOp::Append {
+                    topic,
+                    queue,
+                    first,
+                    messages,
+                } => queues.append(topic, queue, first, &messages)?,
+                other => rest.push(other),
+            }
+        }
+        let mut p = self.pending();
+        p.since.get_or_insert_with(Instant::now);
+        for op in rest {
+            match op {
+                WriteOp::Put(key, value) => {
+                    p.rows.insert(key, Some(value));
+                }
+                WriteOp::Delete(key) => {
+                    p.rows.insert(key, None);
+                }
+                WriteOp::TrimBelow {
+                    topic,
+                    queue,
+                    below,
+                } => p.trims.push((topic, queue, below)),
+                WriteOp::Append { .. } => {}
+            }
+        }
+        p.applied = Some(applied);
+        Ok(())
+    }
+
+    /// Whether a checkpoint is due (by age or size).
+    pub fn due(&self) -> bool {
+        let p = self.pending();
+        p.rows.len() >= MAX_PENDING_ROWS
+            || p.since.is_some_and(|s| s.elapsed() >= CHECKPOINT_INTERVAL)
+    }
+
+    /// Holds off checkpoints while the caller replaces the stored state.
+    pub fn exclusive(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets pending changes (a snapshot replaces the whole state).
+    pub fn discard(&self) {
+        *self.pending() = Pending::default();
+    }
+
+    /// Writes a checkpoint (see the module comment). Blocking: call it off the async workers.
+    pub fn checkpoint(&self, queues: &QueueFiles, tree: &sled::Tree) -> io::Result<()> {
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let started = Instant::now();
+        let pending = std::mem::take(&mut *self.pending());
+        let Some(applied) = pending.applied else {
+            return Ok(());
+        };
+        queues.sync()?;
+        let mut batch = sled::Batch::default();
+        for (key, value) in &pending.rows {
+            match value {
+                Some(v) => batch.insert(key.as_slice(), v.as_slice()),
+                None => batch.remove(key.as_slice()),
+            }
+        }
+        batch.insert(keys::APPLIED_KEY, codec::encode(&applied)?);
+        tree.apply_batch(batch).map_err(io::Error::other)?;
+        if !pending.trims.is_empty() {
+            tree.flush().map_err(io::Error::other)?;
+            for (topic, queue, below) in pending.trims {
+                queues.trim_below(topic, queue, below)?;
+            }
+        }
+        metrics::histogram!("txmq_state_checkpoint_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("txmq_state_checkpoint_rows").record(pending.rows.len() as f64);
+        Ok(())
+    }
+}
