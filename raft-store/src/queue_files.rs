@@ -28,8 +28,10 @@ use crate::frame;
 pub const QUEUE_SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
 /// One position is indexed per this many offsets (and each file's first).
 const INDEX_EVERY: u64 = 32;
-/// Bytes read per `pread` while scanning a file.
-const READ_CHUNK: usize = 256 * 1024;
+/// Bytes of the first `pread` of a scan: a receive of a few dozen small messages needs no more.
+const FIRST_READ: usize = 16 * 1024;
+/// Each further `pread` of the same scan reads twice as much, up to this.
+const MAX_READ: usize = 1024 * 1024;
 const SUFFIX: &str = ".msgs";
 
 type QueueId = (u64, u32);
@@ -482,8 +484,10 @@ fn scan(
     mut f: impl FnMut(u64, &[u8]) -> io::Result<bool>,
 ) -> io::Result<u64> {
     let mut buf = Vec::new();
+    let mut chunk = FIRST_READ;
     while position < len {
-        buf.resize(((len - position) as usize).min(READ_CHUNK), 0);
+        buf.resize(((len - position) as usize).min(chunk), 0);
+        chunk = (chunk * 2).min(MAX_READ);
         file.read_exact_at(&mut buf, position)?;
         let mut at = 0usize;
         while let Some((payload, n)) = buf.get(at..).and_then(frame::read) {
