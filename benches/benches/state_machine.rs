@@ -1,11 +1,13 @@
-//! Micro-benchmarks: pure apply of a publish batch, codec of a batch, and the sled-backed
-//! state-machine apply (no fsync; the log append is what fsyncs).
+//! Micro-benchmarks: pure apply of a publish batch and of a transaction's half message and
+//! decision, codec of a batch, the stored state-machine apply (queue files and the pending
+//! checkpoint; no fsync on this path), the log append with its fsync, and a queue read.
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use openraft::EntryPayload;
 use openraft::entry::RaftEntry;
 use openraft::storage::RaftStateMachine;
-use txmq_benches::{create_topic, publish};
+use txmq_benches::{commit_batch, create_topic, create_txn_topic, half_batch, publish};
+use txmq_raft_store::CommandResult;
 use txmq_raft_store::state::{BrokerState, WriteBatch};
 use txmq_raft_store::types::alias::Entry;
 use txmq_raft_store::{Storage, StorageConfig, TypeConfig, codec};
@@ -30,6 +32,66 @@ fn pure_apply(c: &mut Criterion) {
     group.finish();
 }
 
+/// The ids of the transactions a half batch created.
+fn txn_ids(result: &CommandResult) -> Vec<String> {
+    match result {
+        CommandResult::Batch(results) => results
+            .iter()
+            .filter_map(|r| match r {
+                CommandResult::HalfAccepted { txn_id, .. } => Some(txn_id.clone()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Pure apply of the two steps of a transaction, 64 at a time: the half messages, then their
+/// commits (which publish the messages to the topic).
+fn pure_txn_apply(c: &mut Criterion) {
+    let mut group = c.benchmark_group("pure_txn_apply");
+    group.throughput(Throughput::Elements(64));
+    let halves = half_batch("t", 64, 256);
+    let mut state = BrokerState::default();
+    state
+        .apply(1, &create_txn_topic("t", 4), &mut WriteBatch::default())
+        .expect("create");
+    let mut index = 1;
+    group.bench_function("half_64x256B", |b| {
+        b.iter(|| {
+            index += 1;
+            state
+                .apply(index, &halves, &mut WriteBatch::default())
+                .expect("apply")
+        });
+    });
+    // Setup and routine both apply to the same state (halves first, then their commits).
+    let shared = std::cell::RefCell::new((state, index));
+    group.bench_function("commit_64", |b| {
+        b.iter_batched(
+            || {
+                let (state, index) = &mut *shared.borrow_mut();
+                *index += 1;
+                let result = state
+                    .apply(*index, &halves, &mut WriteBatch::default())
+                    .expect("half");
+                let ids = txn_ids(&result);
+                assert_eq!(ids.len(), 64, "every half message is accepted");
+                commit_batch(&ids)
+            },
+            |commits| {
+                let (state, index) = &mut *shared.borrow_mut();
+                *index += 1;
+                state
+                    .apply(*index, &commits, &mut WriteBatch::default())
+                    .expect("commit")
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
 fn codec_roundtrip(c: &mut Criterion) {
     let mut group = c.benchmark_group("codec");
     let cmd = publish("t", 64, 256);
@@ -44,7 +106,7 @@ fn codec_roundtrip(c: &mut Criterion) {
     group.finish();
 }
 
-fn sled_apply(c: &mut Criterion) {
+fn stored_apply(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
@@ -63,7 +125,7 @@ fn sled_apply(c: &mut Criterion) {
             None,
         ))])))
         .expect("create");
-    let mut group = c.benchmark_group("sled_apply");
+    let mut group = c.benchmark_group("stored_apply");
     group.throughput(Throughput::Elements(64));
     group.bench_function("publish_64x256B", |b| {
         b.iter_batched(
@@ -185,8 +247,9 @@ fn queue_read(c: &mut Criterion) {
 criterion_group!(
     benches,
     pure_apply,
+    pure_txn_apply,
     codec_roundtrip,
-    sled_apply,
+    stored_apply,
     log_append_with_fsync,
     proto_send_request,
     queue_read

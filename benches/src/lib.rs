@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use txmq_raft_store::state::{Decision, DecisionSource, TxnTiming};
 use txmq_raft_store::{Command, NewMessage, Operation, TopicKind, TopicSpec};
 
 /// A `normal` topic creation command.
@@ -39,5 +40,57 @@ pub fn publish(topic: &str, count: usize, size: usize) -> Command {
             topic: topic.into(),
             messages,
         },
+    }
+}
+
+/// A `transaction` topic creation command.
+pub fn create_txn_topic(name: &str, queues: u32) -> Command {
+    let mut command = create_topic(name, queues);
+    if let Operation::CreateTopic(spec) = &mut command.op {
+        spec.kind = TopicKind::Transaction;
+    }
+    command
+}
+
+/// One entry of `count` half messages of `size` bytes (as the leader's batcher packs them).
+pub fn half_batch(topic: &str, count: usize, size: usize) -> Command {
+    let ops = (0..count)
+        .map(|_| Operation::HalfMessage {
+            topic: topic.into(),
+            group: "bench".into(),
+            message: NewMessage {
+                key: String::new(),
+                tag: "bench".into(),
+                body: vec![b'x'; size],
+                properties: BTreeMap::new(),
+            },
+            timing: TxnTiming {
+                first_check_delay_ms: 6_000,
+                check_interval_ms: 6_000,
+                max_checks: 15,
+                max_lifetime_ms: 3_600_000,
+            },
+        })
+        .collect();
+    Command {
+        time_ms: 3,
+        op: Operation::Batch(ops),
+    }
+}
+
+/// One entry committing the given transactions.
+pub fn commit_batch(txn_ids: &[String]) -> Command {
+    let ops = txn_ids
+        .iter()
+        .map(|id| Operation::EndTransaction {
+            txn_id: id.clone(),
+            group: "bench".into(),
+            decision: Decision::Commit,
+            source: DecisionSource::Producer,
+        })
+        .collect();
+    Command {
+        time_ms: 4,
+        op: Operation::Batch(ops),
     }
 }

@@ -88,7 +88,10 @@ fn trimming_deletes_whole_files_below_and_keeps_the_rest_readable() -> Result<()
     ensure!(files(dir.path())? < before);
     ensure!(q.disk_bytes() < bytes);
     let kept = read(&q, 0, 400)?;
-    ensure!(kept.first().is_some_and(|f| *f <= 300), "offset 300 is still there");
+    ensure!(
+        kept.first().is_some_and(|f| *f <= 300),
+        "offset 300 is still there"
+    );
     ensure!(kept.last() == Some(&399));
     ensure!(read(&q, 300, 400)? == (300..400).collect::<Vec<_>>());
     Ok(())
