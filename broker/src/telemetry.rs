@@ -107,6 +107,15 @@ fn describe() {
         "From writing one log append to its fsync completing (group commit: waits for the fsync in progress, then its own)."
     );
     describe_histogram!(
+        "txmq_state_checkpoint_duration_seconds",
+        Unit::Seconds,
+        "Time of one state checkpoint: sync of the queue files, then the batch of rows written to sled."
+    );
+    describe_histogram!(
+        "txmq_state_checkpoint_rows",
+        "Rows one state checkpoint wrote to sled (changes coalesced since the previous one)."
+    );
+    describe_histogram!(
         "txmq_raft_log_appends_per_fsync",
         "Log appends made durable by one fsync (group commit)."
     );
