@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::codec;
@@ -47,6 +48,10 @@ pub struct Checkpointer {
     pending: Mutex<Pending>,
     /// Held for a whole checkpoint: two checkpoints must reach sled in order.
     writing: Mutex<()>,
+    /// A checkpoint runs in the background (at most one is started at a time).
+    in_background: AtomicBool,
+    /// Why a background checkpoint failed: the next apply fails with it (the node stops).
+    failed: Mutex<Option<String>>,
 }
 
 impl Checkpointer {
@@ -104,6 +109,28 @@ impl Checkpointer {
             || p.since.is_some_and(|s| s.elapsed() >= CHECKPOINT_INTERVAL)
     }
 
+    /// Claims the right to run a background checkpoint: false while one is still running.
+    pub fn start_background(&self) -> bool {
+        !self.in_background.swap(true, Ordering::AcqRel)
+    }
+
+    /// Ends a background checkpoint, keeping its failure for [`Self::background_result`].
+    pub fn finish_background(&self, result: io::Result<()>) {
+        if let Err(e) = result {
+            tracing::error!("state checkpoint failed: {e}");
+            *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        }
+        self.in_background.store(false, Ordering::Release);
+    }
+
+    /// The failure of an earlier background checkpoint, if any (storage errors are fatal).
+    pub fn background_result(&self) -> io::Result<()> {
+        match &*self.failed.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(e) => Err(io::Error::other(format!("an earlier state checkpoint failed: {e}"))),
+            None => Ok(()),
+        }
+    }
+
     /// Holds off checkpoints while the caller replaces the stored state.
     pub fn exclusive(&self) -> std::sync::MutexGuard<'_, ()> {
         self.writing.lock().unwrap_or_else(|p| p.into_inner())
@@ -115,6 +142,7 @@ impl Checkpointer {
     }
 
     /// Writes a checkpoint (see the module comment). Blocking: call it off the async workers.
+    /// Concurrent calls run one after the other.
     pub fn checkpoint(&self, queues: &QueueFiles, tree: &sled::Tree) -> io::Result<()> {
         let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let started = Instant::now();

@@ -74,6 +74,20 @@ impl Shared {
             .map_err(io::Error::other)?
     }
 
+    /// Starts a checkpoint on a blocking thread without waiting for it (applies go on; the
+    /// checkpoint takes the pending rows first, so it writes a consistent prefix). Skipped while
+    /// one is still running.
+    fn checkpoint_in_background(self: &Arc<Self>) {
+        if !self.checkpointer.start_background() {
+            return;
+        }
+        let shared = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = shared.checkpoint();
+            shared.checkpointer.finish_background(result);
+        });
+    }
+
     fn set_applied(&self, applied: AppliedState) {
         let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
         *self.applied.write().unwrap_or_else(|p| p.into_inner()) = applied;
@@ -212,6 +226,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
+        self.shared.checkpointer.background_result()?;
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
             let result = self.apply_entry(&entry)?;
@@ -220,7 +235,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
         }
         if self.shared.checkpointer.due() {
-            self.shared.checkpoint_async().await?;
+            self.shared.checkpoint_in_background();
         }
         Ok(())
     }
