@@ -9,33 +9,45 @@
 //!
 //! Why: a row written per entry cost sled a node copy each; a transaction wrote its record at
 //! the half message, again at the decision and deleted the oldest decided one. Coalesced, a row
-//! changed many times between checkpoints is written once (or not at all).
+//! changed many times between checkpoints is written once (or not at all). Topic, group and
+//! transaction rows are not even encoded at apply (`WriteOp::Refresh`): the checkpoint encodes
+//! their state once, under the state's read lock so that it is the state as of the applied log
+//! id it records — a consumer group's row, with all its leases, changed by every receive and
+//! ack, used to be re-encoded for each of them.
 //!
 //! The Raft log is the redo log: entries after the last checkpoint are re-applied from it after
 //! a restart, so the log store checkpoints before it purges (see `crate::log_store`).
 
 use std::collections::BTreeMap;
 use std::io;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::codec;
 use crate::keys;
 use crate::queue_files::QueueFiles;
 use crate::sm_store::AppliedState;
-use crate::state::{WriteBatch, WriteOp};
+use crate::state::{BrokerState, WriteBatch, WriteOp};
 
 /// How long applied rows may wait in memory before a checkpoint writes them.
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 /// ... or how many distinct rows may wait.
 const MAX_PENDING_ROWS: usize = 20_000;
 
+/// The latest change of one row since the last checkpoint.
+enum RowChange {
+    Value(Vec<u8>),
+    Delete,
+    /// Whatever the state holds when the checkpoint is taken (see `WriteOp::Refresh`).
+    Refresh,
+}
+
 /// Row changes applied since the last checkpoint.
 #[derive(Default)]
 struct Pending {
-    /// Latest value per key; `None` deletes.
-    rows: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Latest change per key.
+    rows: BTreeMap<Vec<u8>, RowChange>,
     /// Retention moves: (topic, queue, new low offset).
     trims: Vec<(u64, u32, u64)>,
     applied: Option<AppliedState>,
@@ -85,10 +97,13 @@ impl Checkpointer {
         for op in rest {
             match op {
                 WriteOp::Put(key, value) => {
-                    p.rows.insert(key, Some(value));
+                    p.rows.insert(key, RowChange::Value(value));
                 }
                 WriteOp::Delete(key) => {
-                    p.rows.insert(key, None);
+                    p.rows.insert(key, RowChange::Delete);
+                }
+                WriteOp::Refresh(key) => {
+                    p.rows.insert(key, RowChange::Refresh);
                 }
                 WriteOp::TrimBelow {
                     topic,
@@ -126,7 +141,9 @@ impl Checkpointer {
     /// The failure of an earlier background checkpoint, if any (storage errors are fatal).
     pub fn background_result(&self) -> io::Result<()> {
         match &*self.failed.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some(e) => Err(io::Error::other(format!("an earlier state checkpoint failed: {e}"))),
+            Some(e) => Err(io::Error::other(format!(
+                "an earlier state checkpoint failed: {e}"
+            ))),
             None => Ok(()),
         }
     }
@@ -143,21 +160,27 @@ impl Checkpointer {
 
     /// Writes a checkpoint (see the module comment). Blocking: call it off the async workers.
     /// Concurrent calls run one after the other.
-    pub fn checkpoint(&self, queues: &QueueFiles, tree: &sled::Tree) -> io::Result<()> {
+    pub fn checkpoint(
+        &self,
+        queues: &QueueFiles,
+        tree: &sled::Tree,
+        state: &RwLock<BrokerState>,
+    ) -> io::Result<()> {
         let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let started = Instant::now();
-        let pending = std::mem::take(&mut *self.pending());
+        let (pending, batch) = {
+            // Under the state's read lock no entry is half applied (apply holds the write lock
+            // while it records), so the refreshed rows are encoded as of `applied` exactly.
+            let state = state.read().unwrap_or_else(|p| p.into_inner());
+            let pending = std::mem::take(&mut *self.pending());
+            let batch = sled_batch(&pending, &state)?;
+            (pending, batch)
+        };
         let Some(applied) = pending.applied else {
             return Ok(());
         };
+        let mut batch = batch;
         queues.sync()?;
-        let mut batch = sled::Batch::default();
-        for (key, value) in &pending.rows {
-            match value {
-                Some(v) => batch.insert(key.as_slice(), v.as_slice()),
-                None => batch.remove(key.as_slice()),
-            }
-        }
         batch.insert(keys::APPLIED_KEY, codec::encode(&applied)?);
         tree.apply_batch(batch).map_err(io::Error::other)?;
         if !pending.trims.is_empty() {
@@ -171,4 +194,20 @@ impl Checkpointer {
         metrics::histogram!("txmq_state_checkpoint_rows").record(pending.rows.len() as f64);
         Ok(())
     }
+}
+
+/// The sled batch of a checkpoint's row changes, refreshed rows encoded from `state`.
+fn sled_batch(pending: &Pending, state: &BrokerState) -> io::Result<sled::Batch> {
+    let mut batch = sled::Batch::default();
+    for (key, change) in &pending.rows {
+        match change {
+            RowChange::Value(v) => batch.insert(key.as_slice(), v.as_slice()),
+            RowChange::Delete => batch.remove(key.as_slice()),
+            RowChange::Refresh => match state.row_value(key)? {
+                Some(v) => batch.insert(key.as_slice(), v),
+                None => batch.remove(key.as_slice()),
+            },
+        }
+    }
+    Ok(batch)
 }

@@ -63,7 +63,8 @@ impl Shared {
     }
     /// Writes a checkpoint now (blocking).
     pub(crate) fn checkpoint(&self) -> io::Result<()> {
-        self.checkpointer.checkpoint(&self.queues, &self.tree)
+        self.checkpointer
+            .checkpoint(&self.queues, &self.tree, &self.state)
     }
 
     /// [`Self::checkpoint`] on a blocking thread.

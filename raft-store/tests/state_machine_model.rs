@@ -140,7 +140,8 @@ proptest! {
             let mut range = |from: &[u8], to: &[u8]| -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
                 Ok(snapshot.range(from.to_vec()..to.to_vec()).map(|(k, v)| (k.clone(), v.clone())).collect())
             };
-            for (k, v) in batch.row_changes(&mut range).unwrap() {
+            let resolve = |k: &[u8]| -> std::io::Result<Option<Vec<u8>>> { Ok(state.row_value(k)?) };
+            for (k, v) in batch.row_changes(&mut range, &resolve).unwrap() {
                 match v {
                     Some(v) => { rows.insert(k, v); }
                     None => { rows.remove(&k); }

@@ -182,7 +182,7 @@ impl BrokerState {
             low_offsets: vec![0; queues],
             retained_bytes: vec![0; queues],
         };
-        batch.put(keys::topic_key(&meta.name), codec::encode(&meta)?);
+        batch.refresh(keys::topic_key(&meta.name));
         self.topics.insert(meta.name.clone(), meta.clone());
         Ok(CommandResult::TopicCreated(meta))
     }
@@ -223,7 +223,7 @@ impl BrokerState {
                 offset,
             });
         }
-        batch.put(keys::topic_key(topic), codec::encode(meta)?);
+        batch.refresh(keys::topic_key(topic));
         Ok(CommandResult::Published(positions))
     }
 
@@ -233,6 +233,38 @@ impl BrokerState {
     }
 
     /// Every metadata row of this state, as the store holds them (used to install a snapshot).
+    /// The value the row `key` (a topic, group, transaction or retired-node row) has in this
+    /// state, `None` if there is no such row.
+    pub fn row_value(&self, key: &[u8]) -> Result<Option<Vec<u8>>, CodecError> {
+        let Some((&prefix, rest)) = key.split_first() else {
+            return Ok(None);
+        };
+        let text = || std::str::from_utf8(rest).ok();
+        Ok(match prefix {
+            keys::TOPIC_PREFIX => match text().and_then(|name| self.topics.get(name)) {
+                Some(meta) => Some(codec::encode(meta)?),
+                None => None,
+            },
+            keys::TXN_PREFIX => match text().and_then(|id| self.transactions.get(id)) {
+                Some(record) => Some(codec::encode(record)?),
+                None => None,
+            },
+            keys::GROUP_PREFIX => {
+                let names = text().and_then(|t| t.split_once('\0'));
+                match names.and_then(|(g, t)| self.groups.get(&(g.to_string(), t.to_string()))) {
+                    Some(group) => Some(codec::encode(group)?),
+                    None => None,
+                }
+            }
+            keys::RETIRED_PREFIX => {
+                let id = rest.try_into().ok().map(u64::from_be_bytes);
+                id.filter(|id| self.retired_nodes.contains(id))
+                    .map(|_| Vec::new())
+            }
+            _ => None,
+        })
+    }
+
     pub fn metadata_rows(&self) -> Result<Vec<Row>, CodecError> {
         let mut rows = Vec::with_capacity(self.topics.len() + self.retired_nodes.len());
         for meta in self.topics.values() {

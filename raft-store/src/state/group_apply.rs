@@ -11,7 +11,7 @@ use super::group::{
 };
 use super::txn_apply::At;
 use super::{BrokerState, StoredMessage, TopicMeta, WriteBatch};
-use crate::codec::{self, CodecError};
+use crate::codec::CodecError;
 use crate::command::{
     AckOutcome, CommandResult, DeadLetterItem, Delivery, QueueTrim, Rejection, ResetTarget,
     TopicKind,
@@ -82,16 +82,9 @@ impl BrokerState {
         Ok(())
     }
 
-    fn write_group(
-        &self,
-        group: &str,
-        topic: &str,
-        batch: &mut WriteBatch,
-    ) -> Result<(), CodecError> {
-        if let Some(g) = self.groups.get(&(group.to_string(), topic.to_string())) {
-            batch.put(keys::group_key(group, topic), codec::encode(g)?);
-        }
-        Ok(())
+    /// The group's row follows its state (encoded at the next checkpoint).
+    fn write_group(&self, group: &str, topic: &str, batch: &mut WriteBatch) {
+        batch.refresh(keys::group_key(group, topic));
     }
 
     /// The group's state, created on first use.
@@ -138,7 +131,7 @@ impl BrokerState {
             }
         }
         g.cursor = (g.cursor + 1) % n;
-        self.write_group(group, topic, batch)?;
+        self.write_group(group, topic, batch);
         Ok(CommandResult::Leased(deliveries))
     }
 
@@ -157,7 +150,7 @@ impl BrokerState {
             ]));
         };
         let outcomes = receipts.iter().map(|r| ack_one(g, r)).collect();
-        self.write_group(group, topic, batch)?;
+        self.write_group(group, topic, batch);
         Ok(CommandResult::Acked(outcomes))
     }
 
@@ -188,7 +181,7 @@ impl BrokerState {
         }
         lease.visible_at_ms = at.now_ms.saturating_add(invisible_ms);
         lease.lease_index = at.index;
-        self.write_group(group, topic, batch)?;
+        self.write_group(group, topic, batch);
         Ok(CommandResult::InvisibilityChanged {
             receipt: receipt(q, o, at.index),
         })
@@ -226,7 +219,7 @@ impl BrokerState {
             };
             p.jump_to(target);
         }
-        self.write_group(group, topic, batch)?;
+        self.write_group(group, topic, batch);
         Ok(CommandResult::GroupChanged)
     }
 
@@ -248,7 +241,7 @@ impl BrokerState {
             return Ok(CommandResult::Rejected(Rejection::Invalid(why)));
         }
         self.group_mut(at, group, topic).max_delivery_attempts = max_delivery_attempts;
-        self.write_group(group, topic, batch)?;
+        self.write_group(group, topic, batch);
         Ok(CommandResult::GroupChanged)
     }
 
@@ -306,11 +299,8 @@ impl BrokerState {
                 message.born_at_ms = at.now_ms;
                 dlq.append(&message, batch)?;
             }
-            batch.put(
-                keys::topic_key(&GroupState::dlq_topic(group)),
-                codec::encode(&self.topics[&GroupState::dlq_topic(group)])?,
-            );
-            self.write_group(group, topic, batch)?;
+            batch.refresh(keys::topic_key(&GroupState::dlq_topic(group)));
+            self.write_group(group, topic, batch);
         }
         Ok(CommandResult::DeadLettered(count))
     }
@@ -343,7 +333,7 @@ impl BrokerState {
                 low_offsets: vec![0],
                 retained_bytes: vec![0],
             };
-            batch.put(keys::topic_key(&name), codec::encode(&meta)?);
+            batch.refresh(keys::topic_key(&name));
             self.topics.insert(name.clone(), meta);
         }
         Ok(self.topics.get_mut(&name).expect("just ensured"))
@@ -363,7 +353,7 @@ impl BrokerState {
         for t in trims.iter().filter(|t| t.queue < queues) {
             removed += meta.trim(t.queue, t.new_low, t.bytes, batch);
         }
-        batch.put(keys::topic_key(topic), codec::encode(meta)?);
+        batch.refresh(keys::topic_key(topic));
         Ok(CommandResult::Trimmed(removed))
     }
 }

@@ -12,7 +12,7 @@
 use super::message::{StoredMessage, message_id};
 use super::transaction::{Decision, DecisionSource, TxnEventKind, TxnRecord, TxnState, TxnTiming};
 use super::{BrokerState, WriteBatch};
-use crate::codec::{self, CodecError};
+use crate::codec::CodecError;
 use crate::command::{
     CommandResult, MessagePosition, NewMessage, Rejection, TopicKind, TxnOutcome,
 };
@@ -84,7 +84,7 @@ impl BrokerState {
             history: Vec::new(),
         };
         record.record(now_ms, TxnEventKind::HalfStored);
-        batch.put(keys::txn_key(&record.id), codec::encode(&record)?);
+        batch.refresh(keys::txn_key(&record.id));
         let result = CommandResult::HalfAccepted {
             txn_id: record.id.clone(),
             message_id: record.message_id.clone(),
@@ -123,7 +123,7 @@ impl BrokerState {
                 self.transactions.update_pending(txn_id, |r| {
                     r.record(now_ms, TxnEventKind::Answered { decision, source })
                 });
-                self.write_txn(txn_id, batch)?;
+                self.write_txn(txn_id, batch);
                 Ok(CommandResult::TxnDecided(self.outcome(txn_id, false)))
             }
             Decision::Commit => self.decide(at, txn_id, TxnState::Committed, source, batch),
@@ -160,7 +160,7 @@ impl BrokerState {
                 Some(r.check_count)
             });
             if let Some(Some(attempt)) = attempt {
-                self.write_txn(id, batch)?;
+                self.write_txn(id, batch);
                 recorded.push((id.clone(), attempt));
             }
         }
@@ -222,7 +222,7 @@ impl BrokerState {
             self.transactions
                 .update_pending(txn_id, |r| r.position = Some(position));
         }
-        self.write_txn(txn_id, batch)?;
+        self.write_txn(txn_id, batch);
         if let Some(evicted) = self.transactions.mark_decided(txn_id) {
             batch.delete(keys::txn_key(&evicted));
         }
@@ -254,7 +254,7 @@ impl BrokerState {
             born_at_ms: now_ms,
         };
         let (queue, offset) = meta.append(&stored, batch)?;
-        batch.put(keys::topic_key(topic), codec::encode(meta)?);
+        batch.refresh(keys::topic_key(topic));
         Ok(MessagePosition {
             message_id,
             queue,
@@ -262,11 +262,10 @@ impl BrokerState {
         })
     }
 
-    fn write_txn(&self, txn_id: &str, batch: &mut WriteBatch) -> Result<(), CodecError> {
-        if let Some(record) = self.transactions.get(txn_id) {
-            batch.put(keys::txn_key(txn_id), codec::encode(record)?);
-        }
-        Ok(())
+    /// The transaction's row follows its record (encoded at the next checkpoint; deleted if
+    /// the record is gone).
+    fn write_txn(&self, txn_id: &str, batch: &mut WriteBatch) {
+        batch.refresh(keys::txn_key(txn_id));
     }
 
     fn outcome(&self, txn_id: &str, repeated: bool) -> TxnOutcome {

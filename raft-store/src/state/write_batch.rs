@@ -10,6 +10,10 @@ use crate::{keys, segment};
 pub enum WriteOp {
     Put(Vec<u8>, Vec<u8>),
     Delete(Vec<u8>),
+    /// The row now holds what the state says ([`crate::state::BrokerState::row_value`]; deleted
+    /// if nothing). Encoded when the change is written, not at apply: a group or transaction
+    /// that changes many times between two checkpoints is encoded once.
+    Refresh(Vec<u8>),
     /// Messages appended to one queue, `messages[i]` at offset `first + i`: one segment row.
     Append {
         topic: u64,
@@ -37,12 +41,20 @@ pub struct WriteBatch {
 /// A row change: `(key, Some(value))` writes, `(key, None)` deletes.
 pub type RowChange = (Vec<u8>, Option<Vec<u8>>);
 
+/// The current value of a row (`None`: no such row any more).
+pub type Resolver<'a> = dyn Fn(&[u8]) -> io::Result<Option<Vec<u8>>> + 'a;
+
 /// Reads the rows with keys in `[from, to)`, in key order.
 pub type RangeReader<'a> = dyn FnMut(&[u8], &[u8]) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> + 'a;
 
 impl WriteBatch {
     pub fn put(&mut self, key: impl Into<Vec<u8>>, value: Vec<u8>) {
         self.ops.push(WriteOp::Put(key.into(), value));
+    }
+
+    /// See [`WriteOp::Refresh`].
+    pub fn refresh(&mut self, key: impl Into<Vec<u8>>) {
+        self.ops.push(WriteOp::Refresh(key.into()));
     }
 
     pub fn delete(&mut self, key: impl Into<Vec<u8>>) {
@@ -85,16 +97,19 @@ impl WriteBatch {
     }
 
     /// Hands every row change to `change`, in order: `(key, Some(value))` writes, `(key, None)`
-    /// deletes. `range` reads existing rows (to find the segments a trim removes).
+    /// deletes. `range` reads existing rows (to find the segments a trim removes); `resolve`
+    /// gives the current value of a refreshed row.
     pub fn for_each_change(
         &self,
         range: &mut RangeReader<'_>,
+        resolve: &Resolver<'_>,
         mut change: impl FnMut(&[u8], Option<&[u8]>),
     ) -> io::Result<()> {
         for op in &self.ops {
             match op {
                 WriteOp::Put(k, v) => change(k, Some(v)),
                 WriteOp::Delete(k) => change(k, None),
+                WriteOp::Refresh(k) => change(k, resolve(k)?.as_deref()),
                 WriteOp::Append {
                     topic,
                     queue,
@@ -125,9 +140,15 @@ impl WriteBatch {
     }
 
     /// The row changes as owned pairs (see [`WriteBatch::for_each_change`]).
-    pub fn row_changes(&self, range: &mut RangeReader<'_>) -> io::Result<Vec<RowChange>> {
+    pub fn row_changes(
+        &self,
+        range: &mut RangeReader<'_>,
+        resolve: &Resolver<'_>,
+    ) -> io::Result<Vec<RowChange>> {
         let mut out = Vec::with_capacity(self.ops.len());
-        self.for_each_change(range, |k, v| out.push((k.to_vec(), v.map(<[u8]>::to_vec))))?;
+        self.for_each_change(range, resolve, |k, v| {
+            out.push((k.to_vec(), v.map(<[u8]>::to_vec)))
+        })?;
         Ok(out)
     }
 }
