@@ -154,8 +154,31 @@ impl LogFiles {
 
     /// Writes `entries` (consecutive, following the last entry unless the log is empty) to the
     /// active segment and returns that segment's file, which the caller must sync before
-    /// reporting the entries flushed.
-    pub fn append(&mut self, entries: impl IntoIterator<Item = Entry>) -> io::Result<Arc<File>> {
+    /// reporting the entries flushed (`None`: there were no entries).
+    pub fn append(
+        &mut self,
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> io::Result<Option<Arc<File>>> {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        // Checked before anything is written: a frame on disk that the index refused would
+        // make the log unopenable.
+        let mut expected = self.last_index().map(|last| last + 1);
+        for entry in &entries {
+            let index = entry.log_id.index;
+            if expected.is_some_and(|e| e != index) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "raft log append of entry {index} after entry {:?}",
+                        self.last_index()
+                    ),
+                ));
+            }
+            expected = Some(index + 1);
+        }
         let mut buf = Vec::new();
         let mut pending = Vec::new();
         for entry in entries {
@@ -167,7 +190,7 @@ impl LogFiles {
             pending.push((entry.log_id, start, buf.len() - start));
         }
         self.write_pending(&mut buf, &mut pending)?;
-        self.active_file()
+        self.active_file().map(Some)
     }
 
     /// Writes the buffered frames at the end of the active segment (starting a new one first if

@@ -121,8 +121,10 @@ impl LogStore {
         let count = entries.len();
         if count > 0 {
             let mut files = self.files();
-            if files.is_empty() {
-                files.append(entries)?.sync_data()?;
+            if files.is_empty()
+                && let Some(file) = files.append(entries)?
+            {
+                file.sync_data()?;
             }
         }
         self.db.drop_tree(old).map_err(io_err)?;
@@ -220,8 +222,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // all the appends that queue up meanwhile (group commit without blocking openraft).
         let mut count = 0u64;
         let entries = entries.into_iter().inspect(|_| count += 1);
-        let file = self.files().append(entries)?;
-        self.flusher.flush(file, count, callback);
+        match self.files().append(entries)? {
+            Some(file) => self.flusher.flush(file, count, callback),
+            None => callback.io_completed(Ok(())),
+        }
         Ok(())
     }
 

@@ -35,6 +35,8 @@ const MAX_READ: usize = 1024 * 1024;
 const SUFFIX: &str = ".msgs";
 
 type QueueId = (u64, u32);
+/// `(offset, byte position)` pairs of a file, by offset.
+type PositionIndex = Vec<(u64, u64)>;
 
 fn corrupt(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
@@ -52,7 +54,7 @@ struct QueueSegment {
     len: u64,
     /// `(offset, byte position)` of the file's first message and every `INDEX_EVERY`-th offset;
     /// `None` until first needed for a file found on disk at startup.
-    index: Option<Vec<(u64, u64)>>,
+    index: Option<PositionIndex>,
 }
 
 /// The files of one queue, by first offset. Invariant: the files hold the consecutive offsets
@@ -355,15 +357,7 @@ impl QueueLog {
         if segment.index.is_some() {
             return Ok(());
         }
-        let mut index = Vec::new();
-        let mut offset = first;
-        let end = scan(&segment.file, 0, segment.len, |position, _| {
-            if offset == first || offset.is_multiple_of(INDEX_EVERY) {
-                index.push((offset, position));
-            }
-            offset += 1;
-            Ok(true)
-        })?;
+        let (index, _, end) = index_file(&segment.file, segment.len, first, u64::MAX)?;
         if end != segment.len {
             return Err(corrupt(format!(
                 "{}: damaged frame at byte {end}",
@@ -453,10 +447,29 @@ impl QueueLog {
 /// Cuts the newest file of a queue (first offset `first`) after offset `next - 1` (or after its
 /// last whole frame), rebuilding its index. Returns the offset after its last message.
 fn cut_segment(segment: &mut QueueSegment, first: u64, next: u64) -> io::Result<u64> {
-    let mut offset = first;
+    let (index, offset, valid_end) = index_file(&segment.file, segment.len, first, next)?;
+    if valid_end != segment.len {
+        segment.file.set_len(valid_end)?;
+        segment.file.sync_all()?;
+        segment.len = valid_end;
+    }
+    segment.index = Some(index);
+    Ok(offset)
+}
+
+/// Reads a queue file (first offset `first`) from its start, stopping before offset `stop` or at
+/// its first torn or damaged frame. Returns its position index, the offset after the last
+/// message read and the byte after it.
+fn index_file(
+    file: &File,
+    len: u64,
+    first: u64,
+    stop: u64,
+) -> io::Result<(PositionIndex, u64, u64)> {
     let mut index = Vec::new();
-    let valid_end = scan(&segment.file, 0, segment.len, |position, _| {
-        if offset == next {
+    let mut offset = first;
+    let end = scan(file, 0, len, |position, _| {
+        if offset == stop {
             return Ok(false);
         }
         if offset == first || offset.is_multiple_of(INDEX_EVERY) {
@@ -465,13 +478,7 @@ fn cut_segment(segment: &mut QueueSegment, first: u64, next: u64) -> io::Result<
         offset += 1;
         Ok(true)
     })?;
-    if valid_end != segment.len {
-        segment.file.set_len(valid_end)?;
-        segment.file.sync_all()?;
-        segment.len = valid_end;
-    }
-    segment.index = Some(index);
-    Ok(offset)
+    Ok((index, offset, end))
 }
 
 /// Reads the frames of `file` from byte `position` up to `len`, calling `f(position, payload)`

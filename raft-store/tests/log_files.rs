@@ -52,7 +52,9 @@ fn entries_span_segments_and_survive_reopening() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut log = LogFiles::open(dir.path(), None, SEGMENT)?;
     for i in 1..=40 {
-        log.append([entry(i, 300)])?.sync_data()?;
+        log.append([entry(i, 300)])?
+            .expect("entries were written")
+            .sync_data()?;
     }
     ensure!(segment_files(dir.path())?.len() > 3, "small segments roll");
     ensure!(read_all(&log)? == (1..=40).collect::<Vec<_>>());
@@ -67,7 +69,9 @@ fn entries_span_segments_and_survive_reopening() -> Result<()> {
 fn a_torn_tail_is_cut_off_and_appending_continues() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut log = LogFiles::open(dir.path(), None, 1 << 20)?;
-    log.append((1..=5).map(|i| entry(i, 100)))?.sync_data()?;
+    log.append((1..=5).map(|i| entry(i, 100)))?
+        .expect("entries were written")
+        .sync_data()?;
     drop(log);
     let name = segment_files(dir.path())?.remove(0);
     let path = dir.path().join(name);
@@ -79,7 +83,9 @@ fn a_torn_tail_is_cut_off_and_appending_continues() -> Result<()> {
         .set_len(len - 10)?;
     let mut log = LogFiles::open(dir.path(), None, 1 << 20)?;
     ensure!(read_all(&log)? == vec![1, 2, 3, 4]);
-    log.append([entry(5, 100), entry(6, 100)])?.sync_data()?;
+    log.append([entry(5, 100), entry(6, 100)])?
+        .expect("entries were written")
+        .sync_data()?;
     drop(log);
     let log = LogFiles::open(dir.path(), None, 1 << 20)?;
     ensure!(read_all(&log)? == vec![1, 2, 3, 4, 5, 6]);
@@ -91,7 +97,9 @@ fn a_damaged_older_segment_is_an_error_not_a_shorter_log() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut log = LogFiles::open(dir.path(), None, SEGMENT)?;
     for i in 1..=20 {
-        log.append([entry(i, 300)])?.sync_data()?;
+        log.append([entry(i, 300)])?
+            .expect("entries were written")
+            .sync_data()?;
     }
     drop(log);
     let first = dir.path().join(segment_files(dir.path())?.remove(0));
@@ -112,7 +120,9 @@ fn purge_deletes_whole_segments_and_reopening_skips_purged_entries() -> Result<(
     let dir = tempfile::tempdir()?;
     let mut log = LogFiles::open(dir.path(), None, SEGMENT)?;
     for i in 1..=40 {
-        log.append([entry(i, 300)])?.sync_data()?;
+        log.append([entry(i, 300)])?
+            .expect("entries were written")
+            .sync_data()?;
     }
     let before = segment_files(dir.path())?.len();
     log.purge(25)?;
@@ -133,11 +143,15 @@ fn purge_deletes_whole_segments_and_reopening_skips_purged_entries() -> Result<(
 fn purging_everything_then_appending_after_a_snapshot_gap() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut log = LogFiles::open(dir.path(), None, SEGMENT)?;
-    log.append((1..=3).map(|i| entry(i, 10)))?.sync_data()?;
+    log.append((1..=3).map(|i| entry(i, 10)))?
+        .expect("entries were written")
+        .sync_data()?;
     // A snapshot at 100 was installed: everything up to it is purged, the log resumes at 101.
     log.purge(100)?;
     ensure!(log.is_empty());
-    log.append([entry(101, 10), entry(102, 10)])?.sync_data()?;
+    log.append([entry(101, 10), entry(102, 10)])?
+        .expect("entries were written")
+        .sync_data()?;
     ensure!(read_all(&log)? == vec![101, 102]);
     drop(log);
     let log = LogFiles::open(dir.path(), Some(100), SEGMENT)?;
@@ -162,7 +176,7 @@ proptest! {
                 match op {
                     0 => {
                         let batch: Vec<Entry> = (next..next + *n as u64).map(|i| entry(i, *size)).collect();
-                        log.append(batch)?.sync_data()?;
+                        log.append(batch)?.expect("entries were written").sync_data()?;
                         model.extend(next..next + *n as u64);
                     }
                     1 if !model.is_empty() => {
@@ -188,4 +202,29 @@ proptest! {
         };
         run().map_err(|e| TestCaseError::fail(e.to_string()))?;
     }
+}
+
+#[test]
+fn an_append_out_of_order_is_refused_before_anything_is_written() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut log = LogFiles::open(dir.path(), None, SEGMENT)?;
+    log.append((1..=3).map(|i| entry(i, 10)))?
+        .expect("entries were written")
+        .sync_data()?;
+    ensure!(log.append([entry(5, 10)]).is_err(), "a hole");
+    ensure!(
+        log.append([entry(4, 10), entry(6, 10)]).is_err(),
+        "a hole inside a batch"
+    );
+    drop(log);
+    let mut log = LogFiles::open(dir.path(), None, SEGMENT)?;
+    ensure!(
+        read_all(&log)? == vec![1, 2, 3],
+        "nothing of the refused appends was written"
+    );
+    log.append([entry(4, 10)])?
+        .expect("entries were written")
+        .sync_data()?;
+    ensure!(read_all(&log)? == vec![1, 2, 3, 4]);
+    Ok(())
 }
