@@ -309,6 +309,77 @@ async fn state_not_yet_checkpointed_is_rebuilt_from_the_log() -> Result<()> {
     Ok(())
 }
 
+/// A node upgraded from a version that kept message segments as sled rows keeps its messages:
+/// they move into the queue files at the first start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_rows_kept_in_sled_by_an_earlier_version_move_to_queue_files() -> Result<()> {
+    let current = tempfile::tempdir()?;
+    let mut s = open(current.path())?;
+    apply_all(&mut s.state_machine, workload()).await?;
+    s.state_machine.checkpointer()()?;
+    let digest = s.reader.content_digest()?;
+    // The same state in the old layout: the metadata rows, plus every queue's messages as
+    // segment rows of up to 10 messages, all in the sled state tree.
+    let old = tempfile::tempdir()?;
+    let mut segments = 0;
+    {
+        let db = sled::open(old.path().join("db"))?;
+        let tree = db.open_tree("state")?;
+        for item in s.db.open_tree("state")?.iter() {
+            let (k, v) = item?;
+            tree.insert(k, v)?;
+        }
+        for topic in s.reader.topics() {
+            for queue in 0..topic.queues {
+                let q = queue as usize;
+                let mut messages = Vec::new();
+                s.reader.for_each_message(
+                    topic.id,
+                    queue,
+                    topic.low_offsets[q],
+                    topic.next_offsets[q],
+                    |offset, m| {
+                        messages.push((offset, m));
+                        true
+                    },
+                )?;
+                for chunk in messages.chunks(10) {
+                    let encoded = chunk
+                        .iter()
+                        .map(|(_, m)| txmq_raft_store::codec::encode(m))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let key = txmq_raft_store::keys::message_key(topic.id, queue, chunk[0].0);
+                    tree.insert(key, txmq_raft_store::segment::encode(&encoded))?;
+                    segments += 1;
+                }
+            }
+        }
+        db.flush()?;
+    }
+    ensure!(
+        segments > 10,
+        "the workload stores messages in several queues"
+    );
+    drop(s);
+    let s = open(old.path())?;
+    ensure!(
+        s.reader.content_digest()? == digest,
+        "messages lost or changed by the move"
+    );
+    let rows_left =
+        s.db.open_tree("state")?
+            .scan_prefix([txmq_raft_store::keys::MESSAGE_PREFIX])
+            .count();
+    ensure!(rows_left == 0, "{rows_left} message rows left in sled");
+    drop(s);
+    let s = open(old.path())?;
+    ensure!(
+        s.reader.content_digest()? == digest,
+        "the moved messages survive a restart"
+    );
+    Ok(())
+}
+
 /// A node upgraded from a version that kept its Raft log in a sled tree keeps that log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_kept_in_sled_by_an_earlier_version_is_moved_to_segment_files() -> Result<()> {
