@@ -129,17 +129,19 @@ impl Checkpointer {
         !self.in_background.swap(true, Ordering::AcqRel)
     }
 
-    /// Ends a background checkpoint, keeping its failure for [`Self::background_result`].
+    /// Ends a background checkpoint (a failure is kept by [`Self::checkpoint`] itself).
     pub fn finish_background(&self, result: io::Result<()>) {
         if let Err(e) = result {
             tracing::error!("state checkpoint failed: {e}");
-            *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
         }
         self.in_background.store(false, Ordering::Release);
     }
 
-    /// The failure of an earlier background checkpoint, if any (storage errors are fatal).
-    pub fn background_result(&self) -> io::Result<()> {
+    /// The failure of an earlier checkpoint, if any. Once one failed, its taken rows are lost
+    /// to sled: every later checkpoint refuses (a later applied id without those rows would
+    /// be a wrong state), the log is no longer purged, and applies fail, so the node stops and
+    /// restarts from its last good checkpoint and the log.
+    pub fn earlier_failure(&self) -> io::Result<()> {
         match &*self.failed.lock().unwrap_or_else(|p| p.into_inner()) {
             Some(e) => Err(io::Error::other(format!(
                 "an earlier state checkpoint failed: {e}"
@@ -167,6 +169,20 @@ impl Checkpointer {
         state: &RwLock<BrokerState>,
     ) -> io::Result<()> {
         let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        self.earlier_failure()?;
+        let result = self.write_checkpoint(queues, tree, state);
+        if let Err(e) = &result {
+            *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        }
+        result
+    }
+
+    fn write_checkpoint(
+        &self,
+        queues: &QueueFiles,
+        tree: &sled::Tree,
+        state: &RwLock<BrokerState>,
+    ) -> io::Result<()> {
         let started = Instant::now();
         let (pending, batch) = {
             // Under the state's read lock no entry is half applied (apply holds the write lock

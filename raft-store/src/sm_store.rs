@@ -227,7 +227,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
-        self.shared.checkpointer.background_result()?;
+        self.shared.checkpointer.earlier_failure()?;
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
             let result = self.apply_entry(&entry)?;
