@@ -315,7 +315,8 @@ pub async fn refresh_periodically(
             gauge!("txmq_consumer_in_flight_messages", &labels).set(g.in_flight() as f64);
         }
         if let Ok(size) = db.size_on_disk() {
-            gauge!("txmq_storage_size_bytes").set((size + log.disk_bytes()) as f64);
+            let total = size + log.disk_bytes() + reader.queue_file_bytes();
+            gauge!("txmq_storage_size_bytes").set(total as f64);
         }
         gauge!("txmq_storage_log_entries").set(log.entry_count() as f64);
     }
