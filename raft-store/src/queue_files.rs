@@ -267,8 +267,8 @@ impl QueueFiles {
 
     /// After a restart: cuts every queue back to the offsets `[low, next)` the durable state
     /// names (`expected`, by queue), finishes retention deletes, and removes the files of
-    /// queues the state does not know. Fails if a queue holds fewer offsets than the state
-    /// says are stored: that data directory is damaged.
+    /// queues the state does not know. Fails if a queue's files end before `next`: that data
+    /// directory is damaged (messages missing at the start are allowed, see `QueueLog::cut_to`).
     pub fn reconcile(&self, expected: &HashMap<QueueId, (u64, u64)>) -> io::Result<()> {
         let mut queues = self.queues.write().unwrap_or_else(|p| p.into_inner());
         let unknown: Vec<QueueId> = queues
@@ -284,11 +284,15 @@ impl QueueFiles {
         for (&(topic, queue), &(low, next)) in expected {
             match queues.get(&(topic, queue)) {
                 Some(q) => lock(q).cut_to(low, next)?,
-                None if low < next => {
-                    return Err(corrupt(format!(
-                        "queue {topic}-{queue} should hold offsets {low}..{next} but has no files"
-                    )));
-                }
+                // No files: every message was removed before this node got them (see
+                // `QueueLog::cut_to`), or none was ever stored.
+                None if low < next => tracing::warn!(
+                    topic,
+                    queue,
+                    low,
+                    next,
+                    "queue holds no messages; expecting retention to move past them"
+                ),
                 None => {}
             }
         }
@@ -426,16 +430,26 @@ impl QueueLog {
             Some((&first, segment)) => Some(cut_segment(segment, first, next)?),
             None => None,
         };
-        let damaged = match (first_held, end) {
-            (Some(first_held), Some(end)) => end < next || first_held > low,
-            _ => low < next,
-        };
-        if damaged {
+        // The newest messages are synced before any checkpoint names them, so missing ones
+        // at the end are damage. Missing ones at the start are not: a follower that installed
+        // a snapshot gets only the messages the leader still had when it sent it (retention may
+        // have removed older ones since); the log after the snapshot moves the low offset past
+        // them. Until then readers find nothing there, as for trimmed offsets.
+        if let Some(end) = end.filter(|end| *end < next) {
             return Err(corrupt(format!(
-                "{}: the files hold offsets {first_held:?}..{end:?} but the state says {low}..{next} \
-                 are stored; this data directory is damaged",
+                "{}: the files end at offset {end} but the state says offsets up to {next} are \
+                 stored; this data directory is damaged",
                 self.dir.display()
             )));
+        }
+        let first_held = first_held.map_or(next, |f| f.max(low));
+        if first_held > low {
+            tracing::warn!(
+                dir = %self.dir.display(),
+                low,
+                first_held,
+                "queue holds no messages below {first_held}; expecting retention to move past them"
+            );
         }
         self.next = next;
         self.delete_below(low)?;

@@ -400,7 +400,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         };
         // The manifest names messages in the queue files: they must be durable before it is
         // (a checkpoint syncs them), or a crash could keep a manifest whose messages are gone.
+        // The checkpoint is flushed too: after a restart the durable state is then at or past
+        // the manifest, so openraft never has to rebuild this node from its own manifest (which
+        // needs every message it names, and the restart cut the queues back to the state).
         self.shared.checkpoint_async().await?;
+        self.shared.tree.flush_async().await.map_err(io_err)?;
         let dir = self.snapshot_dir.clone();
         let state = std::mem::take(&mut self.state);
         let path = tokio::task::spawn_blocking(move || write_snapshot(&dir, header, &state))

@@ -160,6 +160,26 @@ fn fewer_messages_than_the_state_names_is_damage_not_a_shorter_queue() -> Result
     Ok(())
 }
 
+/// A follower that installed a snapshot may lack the oldest messages the snapshot covers
+/// (retention removed them at the sender meanwhile): it must still start, and serve the rest.
+#[test]
+fn messages_missing_at_the_start_are_allowed_at_the_end_they_are_not() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    {
+        let q = QueueFiles::open(dir.path(), SEGMENT)?;
+        append(&q, 40, 20)?;
+        q.sync()?;
+    }
+    let q = QueueFiles::open(dir.path(), SEGMENT)?;
+    q.reconcile(&expect(30, 60))?;
+    ensure!(read(&q, 30, 60)? == (40..60).collect::<Vec<_>>());
+    append(&q, 60, 1)?;
+    // No files at all for a queue whose messages were all removed before they arrived.
+    q.reconcile(&HashMap::from([((1, 0), (30, 61)), ((2, 0), (5, 9))]))?;
+    ensure!(read(&q, 30, 61)?.last() == Some(&60));
+    Ok(())
+}
+
 #[test]
 fn queues_the_durable_state_does_not_know_are_removed() -> Result<()> {
     let dir = tempfile::tempdir()?;
