@@ -1,14 +1,16 @@
-//! Key layout of the state-machine tree. All rows of the replicated state live in one sled
-//! tree so that one apply is one atomic batch.
+//! Key layout of the state-machine rows (the sled `state` tree, and snapshot files).
 //!
 //! * `T` + topic name → [`crate::state::TopicMeta`]
-//! * `M` + topic id (u64 BE) + queue (u32 BE) + offset (u64 BE) → [`crate::state::StoredMessage`]
+//! * `M` + topic id (u64 BE) + queue (u32 BE) + first offset (u64 BE) → a message segment
+//!   ([`crate::segment`]): only in snapshot files (and in the sled tree of versions before the
+//!   queue files, moved out at start); a node keeps bodies in [`crate::queue_files`]
 //! * `R` + node id (u64 BE) → empty: a retired node id
 //! * `X` + transaction id → [`crate::state::TxnRecord`] (pending and recently decided)
 //! * `G` + group + 0 + topic → [`crate::state::GroupState`]
-//! * `S` → [`crate::sm_store::AppliedState`] (last applied log id, membership)
+//! * `S` → [`crate::sm_store::AppliedState`] (last applied log id, membership), written in the
+//!   same atomic batch as the rows of each checkpoint ([`crate::checkpoint`])
 //!
-//! Big-endian integers make sled's byte order equal to numeric order, so a queue is a range.
+//! Big-endian integers make byte order equal to numeric order, so a queue is a range.
 
 pub const TOPIC_PREFIX: u8 = b'T';
 pub const MESSAGE_PREFIX: u8 = b'M';

@@ -2,6 +2,7 @@
 //! bodies to the queue files, rows to sled by write-behind checkpoints, see
 //! [`crate::checkpoint`]), builds and installs streaming snapshots.
 
+use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -22,7 +23,6 @@ use crate::snapshot::{FORMAT_VERSION, SnapshotHeader, SnapshotReader, SnapshotWr
 use crate::state::{BrokerState, TopicMeta, WriteBatch};
 use crate::types::alias::{Entry, LogId, Snapshot, SnapshotMeta, StoredMembership};
 use crate::types::{NodeId, NodeInfo, TypeConfig};
-use std::collections::HashMap;
 
 const CURRENT_SNAPSHOT: &str = "current.snap";
 /// Rows per sled batch while installing a snapshot: bounds memory during install.
