@@ -119,11 +119,12 @@ impl LogStore {
             }
         }
         let count = entries.len();
-        if count > 0 {
+        {
+            // Files next to the old tree can only be an interrupted earlier move (the node runs
+            // nothing before this finishes): start over from the tree, which is complete.
             let mut files = self.files();
-            if files.is_empty()
-                && let Some(file) = files.append(entries)?
-            {
+            files.truncate_after(None)?;
+            if let Some(file) = files.append(entries)? {
                 file.sync_data()?;
             }
         }
