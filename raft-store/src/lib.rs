@@ -20,6 +20,7 @@ pub mod limits;
 pub mod log_files;
 pub mod log_flusher;
 pub mod log_store;
+pub mod numbered_files;
 pub mod queue_files;
 pub mod reader;
 pub mod segment;

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::types::alias::{Entry, LogId};
-use crate::{codec, frame};
+use crate::{codec, frame, numbered_files};
 
 /// A new segment file is started once the active one reaches this size.
 pub const SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
@@ -71,7 +71,7 @@ impl LogFiles {
             slots: VecDeque::new(),
             segment_bytes,
         };
-        let names = segment_names(dir)?;
+        let names = numbered_files::list(dir, SUFFIX)?;
         let count = names.len();
         for (i, first) in names.into_iter().enumerate() {
             log.load_segment(first, i + 1 == count, purged)?;
@@ -83,7 +83,7 @@ impl LogFiles {
     /// frame, which is cut off.
     fn load_segment(&mut self, first: u64, newest: bool, purged: Option<u64>) -> io::Result<()> {
         let path = self.segment_path(first);
-        let file = File::options().read(true).write(true).open(&path)?;
+        let file = numbered_files::open(&path)?;
         let bytes = std::fs::read(&path)?;
         let mut offset = 0usize;
         while offset < bytes.len() {
@@ -133,7 +133,7 @@ impl LogFiles {
     }
 
     fn segment_path(&self, first: u64) -> PathBuf {
-        self.dir.join(format!("{first:020}{SUFFIX}"))
+        numbered_files::path(&self.dir, first, SUFFIX)
     }
 
     pub fn last_log_id(&self) -> Option<LogId> {
@@ -228,14 +228,9 @@ impl LogFiles {
             active.sync_data()?;
         }
         let path = self.segment_path(first_index);
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)?;
+        let file = numbered_files::create(&path)?;
         // The new name must survive a crash too, or its synced entries would be unreachable.
-        File::open(&self.dir)?.sync_all()?;
+        numbered_files::sync_dir(&self.dir)?;
         self.segments.insert(first_index, Arc::new(file));
         self.active_len = 0;
         Ok(())
@@ -311,7 +306,7 @@ impl LogFiles {
             file.sync_all()?;
             self.active_len = cut.offset;
         }
-        File::open(&self.dir)?.sync_all()?;
+        numbered_files::sync_dir(&self.dir)?;
         Ok(())
     }
 
@@ -390,18 +385,4 @@ fn decode_frame(bytes: &[u8]) -> io::Result<Option<(Entry, usize)>> {
     };
     let entry: Entry = codec::decode(payload)?;
     Ok(Some((entry, len)))
-}
-
-/// First indexes of the segment files in `dir`, oldest first.
-fn segment_names(dir: &Path) -> io::Result<Vec<u64>> {
-    let mut firsts = Vec::new();
-    for item in std::fs::read_dir(dir)? {
-        let name = item?.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if let Some(first) = name.strip_suffix(SUFFIX).and_then(|n| n.parse().ok()) {
-            firsts.push(first);
-        }
-    }
-    firsts.sort_unstable();
-    Ok(firsts)
 }

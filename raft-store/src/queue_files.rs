@@ -22,7 +22,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use crate::frame;
+use crate::{frame, numbered_files};
 
 /// A queue starts a new file once its newest one reaches this size.
 pub const QUEUE_SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
@@ -160,13 +160,7 @@ impl QueueFiles {
             .last_key_value()
             .is_none_or(|(_, s)| s.len >= self.segment_bytes);
         if needs_new_file {
-            let path = q.dir.join(segment_name(first));
-            let file = File::options()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&path)?;
+            let file = numbered_files::create(&numbered_files::path(&q.dir, first, SUFFIX))?;
             q.files.insert(
                 first,
                 QueueSegment {
@@ -257,7 +251,7 @@ impl QueueFiles {
         dirs.sort();
         dirs.dedup();
         for dir in dirs {
-            File::open(&dir)?.sync_all()?;
+            numbered_files::sync_dir(&dir)?;
         }
         for file in pending.files {
             file.sync_data()?;
@@ -296,7 +290,7 @@ impl QueueFiles {
                 None => {}
             }
         }
-        File::open(&self.dir)?.sync_all()?;
+        numbered_files::sync_dir(&self.dir)?;
         Ok(())
     }
 
@@ -307,7 +301,7 @@ impl QueueFiles {
             std::fs::remove_dir_all(&lock(&q).dir)?;
         }
         *lock(&self.unsynced) = Unsynced::default();
-        File::open(&self.dir)?.sync_all()?;
+        numbered_files::sync_dir(&self.dir)?;
         Ok(())
     }
 
@@ -325,17 +319,8 @@ impl QueueLog {
     /// Lists a queue directory's files; their contents are read when first needed.
     fn open(dir: PathBuf) -> io::Result<Self> {
         let mut files = BTreeMap::new();
-        for item in std::fs::read_dir(&dir)? {
-            let item = item?;
-            let name = item.file_name();
-            let Some(first) = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(SUFFIX))
-                .and_then(|n| n.parse::<u64>().ok())
-            else {
-                continue;
-            };
-            let file = File::options().read(true).write(true).open(item.path())?;
+        for first in numbered_files::list(&dir, SUFFIX)? {
+            let file = numbered_files::open(&numbered_files::path(&dir, first, SUFFIX))?;
             let len = file.metadata()?.len();
             files.insert(
                 first,
@@ -365,7 +350,7 @@ impl QueueLog {
         if end != segment.len {
             return Err(corrupt(format!(
                 "{}: damaged frame at byte {end}",
-                self.dir.join(segment_name(first)).display()
+                numbered_files::path(&self.dir, first, SUFFIX).display()
             )));
         }
         segment.index = Some(index);
@@ -411,7 +396,7 @@ impl QueueLog {
         for pair in firsts.windows(2) {
             if pair[1] <= below {
                 self.files.remove(&pair[0]);
-                std::fs::remove_file(self.dir.join(segment_name(pair[0])))?;
+                std::fs::remove_file(numbered_files::path(&self.dir, pair[0], SUFFIX))?;
             }
         }
         Ok(())
@@ -423,7 +408,7 @@ impl QueueLog {
         let beyond: Vec<u64> = self.files.range(next..).map(|(f, _)| *f).collect();
         for first in beyond {
             self.files.remove(&first);
-            std::fs::remove_file(self.dir.join(segment_name(first)))?;
+            std::fs::remove_file(numbered_files::path(&self.dir, first, SUFFIX))?;
         }
         let first_held = self.files.keys().next().copied();
         let end = match self.files.iter_mut().next_back() {
@@ -453,7 +438,7 @@ impl QueueLog {
         }
         self.next = next;
         self.delete_below(low)?;
-        File::open(&self.dir)?.sync_all()?;
+        numbered_files::sync_dir(&self.dir)?;
         Ok(())
     }
 }
@@ -539,10 +524,6 @@ fn scan(
         }
     }
     Ok(position)
-}
-
-fn segment_name(first: u64) -> String {
-    format!("{first:020}{SUFFIX}")
 }
 
 fn parse_queue_dir(name: &str) -> Option<QueueId> {
