@@ -44,7 +44,7 @@ for i in $(seq 1 "$NODES"); do
   rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/${pids[$((i - 1))]}/status")
   disk_kb=$(du -sk "$DIR/n$i" | cut -f1)
   parts=""
-  for part in raft-log queues db snapshots; do
+  for part in raft-log queues txn-journal db snapshots; do
     kb=$(du -sk "$DIR/n$i/$part" 2>/dev/null | cut -f1)
     parts+=", \"${part//-/_}_mib\": $(( ${kb:-0} / 1024 ))"
   done

@@ -6,6 +6,10 @@
 //! their fsyncs); while they are, new operations queue up and go out together in the next
 //! entry. Nothing waits on a timer: under light load every operation gets its own entry at
 //! once, under heavy load entries grow up to [`MAX_OPS`] operations or [`MAX_BYTES`].
+//!
+//! A submission is a group of operations (one, or the items of a batched request) that stay
+//! together in one entry and get one reply: a batched request of 256 half messages costs one
+//! queue slot and one wake-up here, not 256.
 
 use std::sync::Arc;
 
@@ -18,17 +22,19 @@ use crate::proposer::now_ms;
 
 /// Entries proposed and not yet applied, at most.
 pub const MAX_IN_FLIGHT: usize = 2;
-/// Operations per entry, at most.
+/// Operations per entry, at most (a single submission larger than this gets an entry of its
+/// own).
 pub const MAX_OPS: usize = 512;
 /// Approximate payload bytes per entry, at most.
 pub const MAX_BYTES: usize = 4 * 1024 * 1024;
-/// Operations waiting for an entry, at most (then submitters wait: back-pressure).
+/// Submissions waiting for an entry, at most (then submitters wait: back-pressure).
 pub const QUEUE: usize = 8192;
 
-type Reply = Result<(CommandResult, u64), OpError>;
+/// The committed results of a submission, in order, and the index of the entry holding them.
+type Reply = Result<(Vec<CommandResult>, u64), OpError>;
 
 struct Pending {
-    op: Operation,
+    ops: Vec<Operation>,
     size: usize,
     reply: oneshot::Sender<Reply>,
 }
@@ -68,12 +74,16 @@ impl WriteBatcher {
         Self { tx }
     }
 
-    /// Proposes `op` in the next entry; returns its committed result and the entry's index.
-    pub async fn submit(&self, op: Operation) -> Reply {
+    /// Proposes `ops` (each [`batchable`]) together in the next entry; returns their committed
+    /// results, in order, and the entry's index.
+    pub async fn submit(&self, ops: Vec<Operation>) -> Reply {
+        if ops.is_empty() {
+            return Ok((Vec::new(), 0));
+        }
         let (reply, rx) = oneshot::channel();
-        let size = approximate_size(&op);
+        let size = ops.iter().map(approximate_size).sum();
         self.tx
-            .send(Pending { op, size, reply })
+            .send(Pending { ops, size, reply })
             .await
             .map_err(|_| OpError::Unavailable("this node is shutting down".into()))?;
         rx.await.map_err(|_| {
@@ -89,11 +99,13 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
             return;
         };
         // Everything that queued while we waited for a free slot goes into this entry.
+        let mut ops = first.ops.len();
+        let mut bytes = first.size;
         let mut items = vec![first];
-        let mut bytes = items[0].size;
-        while items.len() < MAX_OPS && bytes < MAX_BYTES {
+        while ops < MAX_OPS && bytes < MAX_BYTES {
             match rx.try_recv() {
                 Ok(p) => {
+                    ops += p.ops.len();
                     bytes += p.size;
                     items.push(p);
                 }
@@ -109,16 +121,20 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
 }
 
 async fn propose(raft: &Raft, mut items: Vec<Pending>) {
-    let single = items.len() == 1;
-    let op = if single {
-        std::mem::replace(&mut items[0].op, Operation::Batch(Vec::new()))
-    } else {
-        Operation::Batch(
-            items
-                .iter_mut()
-                .map(|p| std::mem::replace(&mut p.op, Operation::Batch(Vec::new())))
-                .collect(),
-        )
+    let counts: Vec<usize> = items.iter().map(|p| p.ops.len()).collect();
+    let total: usize = counts.iter().sum();
+    let mut ops: Vec<Operation> = items
+        .iter_mut()
+        .flat_map(|p| std::mem::take(&mut p.ops))
+        .collect();
+    let single = total == 1;
+    let op = match ops.pop() {
+        Some(op) if single => op,
+        Some(last) => {
+            ops.push(last);
+            Operation::Batch(ops)
+        }
+        None => return,
     };
     let result = raft
         .client_write(Command {
@@ -128,25 +144,26 @@ async fn propose(raft: &Raft, mut items: Vec<Pending>) {
         .await;
     metrics::counter!("txmq_raft_proposals_total", "outcome" => if result.is_ok() { "committed" } else { "failed" })
         .increment(1);
-    metrics::histogram!("txmq_batch_operations").record(items.len() as f64);
-    match result {
-        Ok(resp) => {
-            let index = resp.log_id.index;
-            let results = match (single, resp.data) {
-                (true, r) => vec![r],
-                (false, CommandResult::Batch(rs)) if rs.len() == items.len() => rs,
-                (false, other) => {
-                    let e = OpError::Internal(format!(
-                        "a batch applied to an unexpected result: {other:?}"
-                    ));
-                    return fail_all(items, e);
-                }
-            };
-            for (p, r) in items.into_iter().zip(results) {
-                let _ = p.reply.send(Ok((r, index)));
-            }
+    metrics::histogram!("txmq_batch_operations").record(total as f64);
+    let resp = match result {
+        Ok(resp) => resp,
+        Err(e) => return fail_all(items, to_op_error(e)),
+    };
+    let index = resp.log_id.index;
+    let results = match (single, resp.data) {
+        (true, r) => vec![r],
+        (false, CommandResult::Batch(rs)) if rs.len() == total => rs,
+        (false, other) => {
+            let e = OpError::Internal(format!(
+                "a batch applied to an unexpected result: {other:?}"
+            ));
+            return fail_all(items, e);
         }
-        Err(e) => fail_all(items, to_op_error(e)),
+    };
+    let mut results = results.into_iter();
+    for (p, n) in items.into_iter().zip(counts) {
+        let mine: Vec<CommandResult> = results.by_ref().take(n).collect();
+        let _ = p.reply.send(Ok((mine, index)));
     }
 }
 

@@ -115,8 +115,9 @@ impl Txmq for ClientService {
     ) -> Result<Response<pb::SendHalfBatchResponse>, Status> {
         let halves = request.into_inner().halves;
         convert::check_batch_len(halves.len())?;
-        // Concurrently: the leader's batcher packs them into as few entries as it can.
-        let outcomes = futures::future::join_all(halves.into_iter().map(|h| self.txn.send_half(h)))
+        let outcomes = self
+            .txn
+            .send_half_batch(halves)
             .await
             .into_iter()
             .map(|r| pb::SendHalfOutcome {
@@ -135,17 +136,18 @@ impl Txmq for ClientService {
     ) -> Result<Response<pb::EndTransactionBatchResponse>, Status> {
         let ends = request.into_inner().ends;
         convert::check_batch_len(ends.len())?;
-        let outcomes =
-            futures::future::join_all(ends.into_iter().map(|e| self.txn.end_transaction(e)))
-                .await
-                .into_iter()
-                .map(|r| pb::EndTransactionOutcome {
-                    result: Some(match r {
-                        Ok(end) => pb::end_transaction_outcome::Result::End(end),
-                        Err(status) => pb::end_transaction_outcome::Result::Error(failure(&status)),
-                    }),
-                })
-                .collect();
+        let outcomes = self
+            .txn
+            .end_transaction_batch(ends)
+            .await
+            .into_iter()
+            .map(|r| pb::EndTransactionOutcome {
+                result: Some(match r {
+                    Ok(end) => pb::end_transaction_outcome::Result::End(end),
+                    Err(status) => pb::end_transaction_outcome::Result::Error(failure(&status)),
+                }),
+            })
+            .collect();
         Ok(Response::new(pb::EndTransactionBatchResponse { outcomes }))
     }
 

@@ -9,6 +9,8 @@ use txmq_raft_store::{Command, CommandResult, NodeId, NodeInfo};
 pub enum LeaderOp {
     /// Propose a command through Raft.
     Write(Command),
+    /// Propose several operations together (the items of one batched client request).
+    WriteMany(Vec<txmq_raft_store::Operation>),
     /// Add a node as a learner, wait until it caught up, then (unless `learner_only`) promote it.
     AddNode {
         id: NodeId,
@@ -31,6 +33,11 @@ pub enum LeaderOutcome {
     /// applied that index before reading what the entry made visible).
     Written {
         result: CommandResult,
+        index: u64,
+    },
+    /// The results of a [`LeaderOp::WriteMany`], in order, and the index of the last entry.
+    WrittenMany {
+        results: Vec<CommandResult>,
         index: u64,
     },
     MembershipChanged,

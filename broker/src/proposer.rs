@@ -68,9 +68,20 @@ impl Proposer {
         let command = Command { time_ms: 0, op };
         match self.execute(LeaderOp::Write(command)).await? {
             LeaderOutcome::Written { result, index } => Ok((result, index)),
-            LeaderOutcome::MembershipChanged => {
-                Err(OpError::Internal("unexpected outcome of a write".into()))
-            }
+            _ => Err(OpError::Internal("unexpected outcome of a write".into())),
+        }
+    }
+
+    /// Proposes several operations together (the items of a batched request) and returns
+    /// their committed results in order. Batchable operations travel as one submission: one
+    /// forward to the leader, one slot in its batcher, one entry.
+    pub async fn write_many(&self, ops: Vec<Operation>) -> Result<Vec<CommandResult>, OpError> {
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.execute(LeaderOp::WriteMany(ops)).await? {
+            LeaderOutcome::WrittenMany { results, .. } => Ok(results),
+            _ => Err(OpError::Internal("unexpected outcome of a write".into())),
         }
     }
 
@@ -184,6 +195,7 @@ impl Proposer {
     pub async fn execute_local(&self, op: LeaderOp) -> Result<LeaderOutcome, OpError> {
         match op {
             LeaderOp::Write(command) => self.write_local(command).await,
+            LeaderOp::WriteMany(ops) => self.write_many_local(ops).await,
             LeaderOp::AddNode {
                 id,
                 info,
@@ -196,7 +208,10 @@ impl Proposer {
 
     async fn write_local(&self, mut command: Command) -> Result<LeaderOutcome, OpError> {
         if crate::batcher::batchable(&command.op) {
-            let (result, index) = self.batcher.submit(command.op).await?;
+            let (results, index) = self.batcher.submit(vec![command.op]).await?;
+            let result = results.into_iter().next().ok_or_else(|| {
+                OpError::Internal("the batcher returned no result for an operation".into())
+            })?;
             return Ok(LeaderOutcome::Written { result, index });
         }
         command.time_ms = now_ms();
@@ -207,6 +222,25 @@ impl Proposer {
             result: resp.data,
             index: resp.log_id.index,
         })
+    }
+
+    async fn write_many_local(&self, ops: Vec<Operation>) -> Result<LeaderOutcome, OpError> {
+        if ops.iter().all(crate::batcher::batchable) {
+            let (results, index) = self.batcher.submit(ops).await?;
+            return Ok(LeaderOutcome::WrittenMany { results, index });
+        }
+        // Not expected from the services (they only send batchable items); kept correct anyway.
+        let (mut results, mut index) = (Vec::with_capacity(ops.len()), 0);
+        for op in ops {
+            match self.write_local(Command { time_ms: 0, op }).await? {
+                LeaderOutcome::Written { result, index: i } => {
+                    results.push(result);
+                    index = i;
+                }
+                _ => return Err(OpError::Internal("unexpected outcome of a write".into())),
+            }
+        }
+        Ok(LeaderOutcome::WrittenMany { results, index })
     }
 
     async fn add_node(

@@ -69,9 +69,9 @@ impl Scheduler {
         let mut expirations = Vec::new();
         for r in self.reader.due_transactions(now, MAX_PER_TICK) {
             if now >= r.deadline_ms || r.check_count >= r.timing.max_checks {
-                expirations.push(r.id);
+                expirations.push(r.id.to_string());
             } else if self.checkers.has_instances(&r.group) {
-                checks.push(r.id);
+                checks.push(r.id.to_string());
             }
             // Otherwise: no instance of the group is connected; the attempt is not used up.
         }
@@ -91,7 +91,8 @@ impl Scheduler {
         };
         for (id, reason) in &rolled_back {
             tracing::info!(txn = %id, reason = reason.as_str(), "transaction rolled back by the broker");
-            crate::txn_service::record_decision(&self.reader, id, "rolled_back", reason.as_str());
+            let created = self.reader.transaction(id).map(|r| r.created_ms);
+            crate::txn_service::record_decision("rolled_back", reason.as_str(), created);
         }
         for (id, attempt) in checks {
             self.send_check(&id, attempt);
@@ -176,14 +177,15 @@ impl Scheduler {
         let Some(record) = self.reader.transaction(id) else {
             return;
         };
+        let message_id = record.message_id();
         let Some(message) = record.message else {
             return;
         };
         let request = CheckRequest {
-            transaction_id: record.id.clone(),
+            transaction_id: record.id.to_string(),
+            message_id,
             group: record.group.clone(),
             topic: record.topic,
-            message_id: record.message_id,
             body: message.body.into(),
             key: message.key,
             tag: message.tag,

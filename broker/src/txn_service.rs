@@ -48,10 +48,10 @@ fn decision_from_pb(d: i32) -> Result<Decision, Status> {
 
 pub fn transaction_info(r: &TxnRecord, now: u64) -> pb::TransactionInfo {
     pb::TransactionInfo {
-        transaction_id: r.id.clone(),
+        transaction_id: r.id.to_string(),
         group: r.group.clone(),
         topic: r.topic.clone(),
-        message_id: r.message_id.clone(),
+        message_id: r.message_id(),
         state: r.state.as_str().into(),
         reason: r.reason.map(|s| s.as_str().to_string()).unwrap_or_default(),
         check_count: r.check_count,
@@ -62,7 +62,7 @@ pub fn transaction_info(r: &TxnRecord, now: u64) -> pb::TransactionInfo {
         next_check_at_ms: r.next_check_ms,
         deadline_at_ms: r.deadline_ms,
         history: r
-            .history
+            .history()
             .iter()
             .map(|e| pb::TransactionEvent {
                 at_ms: e.at_ms,
@@ -70,8 +70,8 @@ pub fn transaction_info(r: &TxnRecord, now: u64) -> pb::TransactionInfo {
                 description: e.describe(),
             })
             .collect(),
-        queue: r.position.as_ref().map(|p| p.queue),
-        offset: r.position.as_ref().map(|p| p.offset),
+        queue: r.position.map(|(queue, _)| queue),
+        offset: r.position.map(|(_, offset)| offset),
     }
 }
 
@@ -87,10 +87,9 @@ impl TxnService {
         }
     }
 
-    pub async fn send_half(
-        &self,
-        req: pb::SendHalfRequest,
-    ) -> Result<pb::SendHalfResponse, Status> {
+    /// Validates a half message and fixes its timing: the operation that stores it, and its
+    /// topic (for the response).
+    fn half_op(&self, req: pb::SendHalfRequest) -> Result<(String, Operation), Status> {
         limits::validate_name("producer group", &req.group).map_err(Status::invalid_argument)?;
         let timing = self.timing(req.check_delay_ms);
         let send = pb::SendRequest {
@@ -107,23 +106,35 @@ impl TxnService {
             message,
             timing,
         };
-        match self.proposer.write(op).await? {
-            CommandResult::HalfAccepted { txn_id, message_id } => {
-                metrics::counter!("txmq_txn_half_messages_total").increment(1);
-                Ok(pb::SendHalfResponse {
-                    transaction_id: txn_id,
-                    message_id,
-                    topic,
-                })
-            }
-            other => Err(convert::unexpected(other)),
-        }
+        Ok((topic, op))
     }
 
-    pub async fn end_transaction(
+    pub async fn send_half(
+        &self,
+        req: pb::SendHalfRequest,
+    ) -> Result<pb::SendHalfResponse, Status> {
+        let (topic, op) = self.half_op(req)?;
+        half_response(topic, self.proposer.write(op).await?)
+    }
+
+    /// The half messages of a batched request, proposed together; one outcome per item.
+    pub async fn send_half_batch(
+        &self,
+        halves: Vec<pb::SendHalfRequest>,
+    ) -> Vec<Result<pb::SendHalfResponse, Status>> {
+        let prepared = halves.into_iter().map(|h| self.half_op(h)).collect();
+        self.write_items(prepared)
+            .await
+            .into_iter()
+            .map(|item| item.and_then(|(topic, result)| half_response(topic, result)))
+            .collect()
+    }
+
+    /// Validates a decision: its operation and who decided.
+    fn end_op(
         &self,
         req: pb::EndTransactionRequest,
-    ) -> Result<pb::EndTransactionResponse, Status> {
+    ) -> Result<(DecisionSource, Operation), Status> {
         let decision = decision_from_pb(req.decision)?;
         if req.transaction_id.is_empty() {
             return Err(Status::invalid_argument("transaction id is empty"));
@@ -134,8 +145,76 @@ impl TxnService {
         } else {
             DecisionSource::Producer
         };
-        self.decide(req.transaction_id, req.group, decision, source)
+        Ok((
+            source,
+            decide_op(req.transaction_id, req.group, decision, source),
+        ))
+    }
+
+    pub async fn end_transaction(
+        &self,
+        req: pb::EndTransactionRequest,
+    ) -> Result<pb::EndTransactionResponse, Status> {
+        let (source, op) = self.end_op(req)?;
+        self.end_response(source, self.proposer.write(op).await?)
+    }
+
+    /// The decisions of a batched request, proposed together; one outcome per item.
+    pub async fn end_transaction_batch(
+        &self,
+        ends: Vec<pb::EndTransactionRequest>,
+    ) -> Vec<Result<pb::EndTransactionResponse, Status>> {
+        let prepared = ends.into_iter().map(|e| self.end_op(e)).collect();
+        self.write_items(prepared)
             .await
+            .into_iter()
+            .map(|item| item.and_then(|(source, result)| self.end_response(source, result)))
+            .collect()
+    }
+
+    /// Proposes the valid items of a batch in one submission and pairs each item's context
+    /// with its committed result; invalid items keep their error, and a failed proposal
+    /// fails every valid item with the same status.
+    async fn write_items<T>(
+        &self,
+        prepared: Vec<Result<(T, Operation), Status>>,
+    ) -> Vec<Result<(T, CommandResult), Status>> {
+        let mut contexts = Vec::with_capacity(prepared.len());
+        let mut ops = Vec::with_capacity(prepared.len());
+        for item in prepared {
+            contexts.push(item.map(|(context, op)| {
+                ops.push(op);
+                context
+            }));
+        }
+        let count = ops.len();
+        let results = match self.proposer.write_many(ops).await {
+            Ok(results) if results.len() == count => Ok(results),
+            Ok(results) => Err(Status::internal(format!(
+                "{count} operations were proposed but {} results came back",
+                results.len()
+            ))),
+            Err(e) => Err(Status::from(e)),
+        };
+        let mut results = match results {
+            Ok(results) => results.into_iter(),
+            Err(status) => {
+                return contexts
+                    .into_iter()
+                    .map(|c| c.and_then(|_| Err(status.clone())))
+                    .collect();
+            }
+        };
+        contexts
+            .into_iter()
+            .map(|c| {
+                let context = c?;
+                let result = results
+                    .next()
+                    .ok_or_else(|| Status::internal("a batch item has no result"))?;
+                Ok((context, result))
+            })
+            .collect()
     }
 
     async fn decide(
@@ -145,16 +224,22 @@ impl TxnService {
         decision: Decision,
         source: DecisionSource,
     ) -> Result<pb::EndTransactionResponse, Status> {
-        let op = Operation::EndTransaction {
-            txn_id,
-            group,
-            decision,
-            source,
-        };
-        match self.proposer.write(op).await? {
+        let op = decide_op(txn_id, group, decision, source);
+        self.end_response(source, self.proposer.write(op).await?)
+    }
+
+    /// The response to a decision (and its metrics), from its committed result.
+    fn end_response(
+        &self,
+        source: DecisionSource,
+        result: CommandResult,
+    ) -> Result<pb::EndTransactionResponse, Status> {
+        match result {
             CommandResult::TxnDecided(o) => {
                 if !o.repeated {
-                    self.record_decision(&o.txn_id, o.state.as_str(), source.as_str());
+                    // 0: the leader that applied it predates the field.
+                    let created = Some(o.created_ms).filter(|&ms| ms > 0);
+                    record_decision(o.state.as_str(), source.as_str(), created);
                 }
                 let message_id = o
                     .position
@@ -173,10 +258,6 @@ impl TxnService {
             }
             other => Err(convert::unexpected(other)),
         }
-    }
-
-    fn record_decision(&self, txn_id: &str, state: &'static str, source: &'static str) {
-        record_decision(&self.reader, txn_id, state, source);
     }
 
     pub fn list(&self, req: pb::ListTransactionsRequest) -> pb::ListTransactionsResponse {
@@ -294,13 +375,38 @@ impl TxnService {
     }
 }
 
-/// Counts a decision and, once final, observes the time from half message to decision.
-pub fn record_decision(
-    reader: &StateReader,
-    txn_id: &str,
-    state: &'static str,
-    source: &'static str,
-) {
+fn decide_op(
+    txn_id: String,
+    group: String,
+    decision: Decision,
+    source: DecisionSource,
+) -> Operation {
+    Operation::EndTransaction {
+        txn_id,
+        group,
+        decision,
+        source,
+    }
+}
+
+/// The response to a stored half message, from its committed result.
+fn half_response(topic: String, result: CommandResult) -> Result<pb::SendHalfResponse, Status> {
+    match result {
+        CommandResult::HalfAccepted { txn_id, message_id } => {
+            metrics::counter!("txmq_txn_half_messages_total").increment(1);
+            Ok(pb::SendHalfResponse {
+                transaction_id: txn_id,
+                message_id,
+                topic,
+            })
+        }
+        other => Err(convert::unexpected(other)),
+    }
+}
+
+/// Counts a decision and, once final, observes the time from the half message (stored at
+/// `created_ms`) to the decision.
+pub fn record_decision(state: &'static str, source: &'static str, created_ms: Option<u64>) {
     metrics::counter!("txmq_txn_decisions_total", "outcome" => state, "source" => source)
         .increment(1);
     if state == "pending" {
@@ -309,8 +415,8 @@ pub fn record_decision(
     if state == "committed" {
         metrics::counter!("txmq_messages_produced_total", "type" => "transaction").increment(1);
     }
-    if let Some(record) = reader.transaction(txn_id) {
-        let seconds = now_ms().saturating_sub(record.created_ms) as f64 / 1000.0;
+    if let Some(created_ms) = created_ms {
+        let seconds = now_ms().saturating_sub(created_ms) as f64 / 1000.0;
         metrics::histogram!("txmq_txn_time_to_decision_seconds").record(seconds);
     }
 }

@@ -2,10 +2,12 @@
 //!
 //! Applying an entry changes memory ([`crate::state::BrokerState`]), appends message bodies to
 //! the queue files, and records its row changes here. A checkpoint then, in this order:
-//! syncs the queue files, writes the coalesced row changes and the applied log id to sled in one
-//! atomic batch, and (only if retention moved a low offset) flushes sled before deleting the
-//! queue files below it. So whatever sled holds after a crash names only durable messages, and
-//! never a message whose file is gone.
+//! appends the changed transaction records to the transaction journal
+//! ([`crate::txn_journal`]), syncs the queue files and the journal, writes the coalesced row
+//! changes, the journal's range and the applied log id to sled in one atomic batch, and (only
+//! if retention moved a low offset or the journal compacted) flushes sled before deleting the
+//! files below it. So whatever sled holds after a crash names only durable messages and
+//! journal frames, and never one whose file is gone.
 //!
 //! Why: a row written per entry cost sled a node copy each; a transaction wrote its record at
 //! the half message, again at the decision and deleted the oldest decided one. Coalesced, a row
@@ -18,7 +20,7 @@
 //! The Raft log is the redo log: entries after the last checkpoint are re-applied from it after
 //! a restart, so the log store checkpoints before it purges (see `crate::log_store`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
@@ -28,7 +30,8 @@ use crate::codec;
 use crate::keys;
 use crate::queue_files::QueueFiles;
 use crate::sm_store::AppliedState;
-use crate::state::{BrokerState, WriteBatch, WriteOp};
+use crate::state::{BrokerState, TxnId, WriteBatch, WriteOp};
+use crate::txn_journal::TxnJournal;
 
 /// How long applied rows may wait in memory before a checkpoint writes them.
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
@@ -48,6 +51,8 @@ enum RowChange {
 struct Pending {
     /// Latest change per key.
     rows: BTreeMap<Vec<u8>, RowChange>,
+    /// Transactions whose record changed (or left the state): journaled at the checkpoint.
+    txns: BTreeSet<TxnId>,
     /// Retention moves: (topic, queue, new low offset).
     trims: Vec<(u64, u32, u64)>,
     applied: Option<AppliedState>,
@@ -105,6 +110,9 @@ impl Checkpointer {
                 WriteOp::Refresh(key) => {
                     p.rows.insert(key, RowChange::Refresh);
                 }
+                WriteOp::Txn(id) => {
+                    p.txns.insert(id);
+                }
                 WriteOp::TrimBelow {
                     topic,
                     queue,
@@ -120,7 +128,7 @@ impl Checkpointer {
     /// Whether a checkpoint is due (by age or size).
     pub fn due(&self) -> bool {
         let p = self.pending();
-        p.rows.len() >= MAX_PENDING_ROWS
+        p.rows.len() + p.txns.len() >= MAX_PENDING_ROWS
             || p.since.is_some_and(|s| s.elapsed() >= CHECKPOINT_INTERVAL)
     }
 
@@ -162,47 +170,51 @@ impl Checkpointer {
 
     /// Writes a checkpoint (see the module comment). Blocking: call it off the async workers.
     /// Concurrent calls run one after the other.
-    pub fn checkpoint(
-        &self,
-        queues: &QueueFiles,
-        tree: &sled::Tree,
-        state: &RwLock<BrokerState>,
-    ) -> io::Result<()> {
+    pub fn checkpoint(&self, stores: Stores<'_>, state: &RwLock<BrokerState>) -> io::Result<()> {
         let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         self.earlier_failure()?;
-        let result = self.write_checkpoint(queues, tree, state);
+        let result = self.write_checkpoint(stores, state);
         if let Err(e) = &result {
             *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
         }
         result
     }
 
-    fn write_checkpoint(
-        &self,
-        queues: &QueueFiles,
-        tree: &sled::Tree,
-        state: &RwLock<BrokerState>,
-    ) -> io::Result<()> {
+    fn write_checkpoint(&self, stores: Stores<'_>, state: &RwLock<BrokerState>) -> io::Result<()> {
+        let Stores {
+            queues,
+            journal,
+            tree,
+        } = stores;
         let started = Instant::now();
-        let (pending, batch) = {
+        let (pending, mut batch, journal_write) = {
             // Under the state's read lock no entry is half applied (apply holds the write lock
-            // while it records), so the refreshed rows are encoded as of `applied` exactly.
+            // while it records), so the refreshed rows and the journaled records are encoded as
+            // of `applied` exactly.
             let state = state.read().unwrap_or_else(|p| p.into_inner());
             let pending = std::mem::take(&mut *self.pending());
             let batch = sled_batch(&pending, &state)?;
-            (pending, batch)
+            let journal_write = journal.prepare(&pending.txns, &state.transactions)?;
+            (pending, batch, journal_write)
         };
         let Some(applied) = pending.applied else {
             return Ok(());
         };
-        let mut batch = batch;
+        let range = journal.append(&journal_write)?;
         queues.sync()?;
+        journal.sync()?;
+        batch.insert(keys::JOURNAL_KEY, codec::encode(&range)?);
         batch.insert(keys::APPLIED_KEY, codec::encode(&applied)?);
         tree.apply_batch(batch).map_err(io::Error::other)?;
-        if !pending.trims.is_empty() {
+        let compacted = journal_write.compacts();
+        if !pending.trims.is_empty() || compacted {
+            // Files go only once sled durably names the offsets that replace them.
             tree.flush().map_err(io::Error::other)?;
             for (topic, queue, below) in pending.trims {
                 queues.trim_below(topic, queue, below)?;
+            }
+            if compacted {
+                journal.trim()?;
             }
         }
         metrics::histogram!("txmq_state_checkpoint_duration_seconds")
@@ -210,6 +222,14 @@ impl Checkpointer {
         metrics::histogram!("txmq_state_checkpoint_rows").record(pending.rows.len() as f64);
         Ok(())
     }
+}
+
+/// Where a checkpoint writes: message bodies, transaction records, rows.
+#[derive(Clone, Copy)]
+pub struct Stores<'a> {
+    pub queues: &'a QueueFiles,
+    pub journal: &'a TxnJournal,
+    pub tree: &'a sled::Tree,
 }
 
 /// The sled batch of a checkpoint's row changes, refreshed rows encoded from `state`.

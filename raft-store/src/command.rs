@@ -309,6 +309,9 @@ pub struct TxnOutcome {
     pub position: Option<MessagePosition>,
     /// True when this decision repeated one already applied (idempotent success).
     pub repeated: bool,
+    /// When the half message was stored (for the time-to-decision metric).
+    #[serde(default)]
+    pub created_ms: u64,
 }
 
 /// A business rejection every replica agrees on.

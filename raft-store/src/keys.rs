@@ -5,7 +5,10 @@
 //!   ([`crate::segment`]): only in snapshot files (and in the sled tree of versions before the
 //!   queue files, moved out at start); a node keeps bodies in [`crate::queue_files`]
 //! * `R` + node id (u64 BE) → empty: a retired node id
-//! * `X` + transaction id → [`crate::state::TxnRecord`] (pending and recently decided)
+//! * `X` + transaction id → [`crate::state::TxnRecord`] (pending and recently decided): only in
+//!   snapshot files (and in the sled tree of versions before the transaction journal, moved
+//!   out at start); a node keeps them in [`crate::txn_journal`]
+//! * `J` → the transaction journal's range, written with each checkpoint
 //! * `G` + group + 0 + topic → [`crate::state::GroupState`]
 //! * `S` → [`crate::sm_store::AppliedState`] (last applied log id, membership), written in the
 //!   same atomic batch as the rows of each checkpoint ([`crate::checkpoint`])
@@ -18,6 +21,9 @@ pub const APPLIED_KEY: &[u8] = b"S";
 pub const RETIRED_PREFIX: u8 = b'R';
 pub const TXN_PREFIX: u8 = b'X';
 pub const GROUP_PREFIX: u8 = b'G';
+/// The transaction journal's range ([`crate::txn_journal::JournalRange`]), written with each
+/// checkpoint.
+pub const JOURNAL_KEY: &[u8] = b"J";
 
 /// `G` + group + 0 + topic (names never contain a zero byte).
 pub fn group_key(group: &str, topic: &str) -> Vec<u8> {
@@ -29,11 +35,9 @@ pub fn group_key(group: &str, topic: &str) -> Vec<u8> {
     k
 }
 
-pub fn txn_key(id: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + id.len());
-    k.push(TXN_PREFIX);
-    k.extend_from_slice(id.as_bytes());
-    k
+/// `X` + the transaction id's client form (rows of every version use it).
+pub fn txn_key(id: &crate::state::TxnId) -> Vec<u8> {
+    format!("{}{id}", TXN_PREFIX as char).into_bytes()
 }
 
 pub fn retired_key(id: u64) -> [u8; 9] {

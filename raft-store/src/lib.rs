@@ -28,6 +28,7 @@ pub mod sm_store;
 pub mod snapshot;
 pub mod state;
 pub mod storage;
+pub mod txn_journal;
 pub mod types;
 
 pub use command::{Command, CommandResult, NewMessage, Operation, Rejection, TopicKind, TopicSpec};

@@ -300,7 +300,11 @@ impl StateReader {
 
     /// One transaction (pending or recently decided).
     pub fn transaction(&self, id: &str) -> Option<TxnRecord> {
-        self.shared.read_state().transactions.get(id).cloned()
+        self.shared
+            .read_state()
+            .transactions
+            .get_by_name(id)
+            .cloned()
     }
 
     /// Pending transactions, oldest first, optionally of one group, at most `limit`.

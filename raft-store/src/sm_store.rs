@@ -13,14 +13,15 @@ use openraft::{EntryPayload, OptionalSend};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::checkpoint::Checkpointer;
+use crate::checkpoint::{Checkpointer, Stores};
 use crate::codec;
 use crate::command::{Command, CommandResult};
 use crate::keys;
 use crate::queue_files::QueueFiles;
 use crate::reader::StateReader;
 use crate::snapshot::{FORMAT_VERSION, SnapshotHeader, SnapshotReader, SnapshotWriter, write_file};
-use crate::state::{BrokerState, TopicMeta, WriteBatch};
+use crate::state::{BrokerState, TopicMeta, TxnRecord, WriteBatch};
+use crate::txn_journal::{JournalRange, TxnJournal};
 use crate::types::alias::{Entry, LogId, Snapshot, SnapshotMeta, StoredMembership};
 use crate::types::{NodeId, NodeInfo, TypeConfig};
 
@@ -40,6 +41,7 @@ pub struct AppliedState {
 pub(crate) struct Shared {
     pub(crate) tree: sled::Tree,
     pub(crate) queues: Arc<QueueFiles>,
+    pub(crate) journal: TxnJournal,
     pub(crate) checkpointer: Checkpointer,
     pub(crate) state: RwLock<BrokerState>,
     pub(crate) applied: RwLock<AppliedState>,
@@ -63,8 +65,15 @@ impl Shared {
     }
     /// Writes a checkpoint now (blocking).
     pub(crate) fn checkpoint(&self) -> io::Result<()> {
-        self.checkpointer
-            .checkpoint(&self.queues, &self.tree, &self.state)
+        self.checkpointer.checkpoint(self.stores(), &self.state)
+    }
+
+    fn stores(&self) -> Stores<'_> {
+        Stores {
+            queues: &self.queues,
+            journal: &self.journal,
+            tree: &self.tree,
+        }
     }
 
     /// [`Self::checkpoint`] on a blocking thread.
@@ -107,17 +116,25 @@ fn io_err(e: sled::Error) -> io::Error {
 }
 
 impl StateMachineStore {
-    /// Opens the state machine over `tree` (rows) and `queues` (message bodies), loading the
-    /// metadata rows into memory and cutting the queue files back to the offsets they name.
-    pub fn open(tree: sled::Tree, queues: QueueFiles, snapshot_dir: PathBuf) -> io::Result<Self> {
+    /// Opens the state machine over `tree` (rows), `queues` (message bodies) and `journal`
+    /// (transaction records), loading the metadata into memory and cutting the queue files
+    /// and the journal back to what the rows name.
+    pub fn open(
+        tree: sled::Tree,
+        queues: QueueFiles,
+        journal: TxnJournal,
+        snapshot_dir: PathBuf,
+    ) -> io::Result<Self> {
         move_segment_rows_to_files(&tree, &queues)?;
-        let (state, applied) = load(&tree)?;
+        move_txn_rows_to_journal(&tree, &journal)?;
+        let (state, applied) = load(&tree, &journal)?;
         queues.reconcile(&stored_offsets(&state))?;
         let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
         let (applied_index, _) = watch::channel(index);
         let shared = Arc::new(Shared {
             tree,
             queues: Arc::new(queues),
+            journal,
             checkpointer: Checkpointer::default(),
             state: RwLock::new(state),
             applied: RwLock::new(applied),
@@ -148,7 +165,7 @@ impl StateMachineStore {
         StateReader::new(self.shared.clone())
     }
 
-    fn apply_entry(&self, entry: &Entry) -> io::Result<CommandResult> {
+    fn apply_entry(&self, entry: Entry) -> io::Result<CommandResult> {
         let mut batch = WriteBatch::default();
         let mut applied = self.shared.read_applied();
         applied.last_applied = Some(entry.log_id);
@@ -157,14 +174,14 @@ impl StateMachineStore {
         // (openraft treats a storage error as fatal), so memory running ahead of disk is never
         // observed.
         let mut state = self.shared.write_state();
-        let payload: &EntryPayload<Command, NodeId, NodeInfo> = &entry.payload;
+        let payload: EntryPayload<Command, NodeId, NodeInfo> = entry.payload;
         let result = match payload {
             EntryPayload::Blank => CommandResult::Nothing,
             EntryPayload::Normal(command) => {
                 state.apply(entry.log_id.index, command, &mut batch)?
             }
             EntryPayload::Membership(m) => {
-                applied.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                applied.membership = StoredMembership::new(Some(entry.log_id), m);
                 CommandResult::Nothing
             }
         };
@@ -177,8 +194,9 @@ impl StateMachineStore {
     }
 }
 
-/// Loads metadata rows and the applied state from the tree.
-fn load(tree: &sled::Tree) -> io::Result<(BrokerState, AppliedState)> {
+/// Loads metadata rows and the applied state from the tree, and the transactions from the
+/// journal (cut to the range the tree names).
+fn load(tree: &sled::Tree, journal: &TxnJournal) -> io::Result<(BrokerState, AppliedState)> {
     let mut state = BrokerState::default();
     for item in tree.scan_prefix([keys::TOPIC_PREFIX]) {
         let (_, bytes) = item.map_err(io_err)?;
@@ -201,12 +219,11 @@ fn load(tree: &sled::Tree) -> io::Result<(BrokerState, AppliedState)> {
         let g: crate::state::GroupState = codec::decode(&bytes)?;
         state.groups.insert((g.group.clone(), g.topic.clone()), g);
     }
-    let mut records = Vec::new();
-    for item in tree.scan_prefix([keys::TXN_PREFIX]) {
-        let (_, bytes) = item.map_err(io_err)?;
-        records.push(codec::decode(&bytes)?);
-    }
-    state.restore_transactions(records);
+    let range: JournalRange = match tree.get(keys::JOURNAL_KEY).map_err(io_err)? {
+        Some(bytes) => codec::decode(&bytes)?,
+        None => JournalRange::default(),
+    };
+    state.transactions = journal.load(range)?;
     let applied = match tree.get(keys::APPLIED_KEY).map_err(io_err)? {
         Some(bytes) => codec::decode(&bytes)?,
         None => AppliedState::default(),
@@ -230,7 +247,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.shared.checkpointer.earlier_failure()?;
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
-            let result = self.apply_entry(&entry)?;
+            let result = self.apply_entry(entry)?;
             if let Some(responder) = responder {
                 responder.send(result);
             }
@@ -302,18 +319,22 @@ fn install_exclusive(
 ) -> io::Result<(BrokerState, AppliedState)> {
     let _no_checkpoint = shared.checkpointer.exclusive();
     shared.checkpointer.discard();
-    install_blocking(&shared.tree, &shared.queues, dir, meta, file)
+    install_blocking(shared.stores(), dir, meta, file)
 }
 
 /// Replaces the stored state with the snapshot's, then keeps the file as the current snapshot.
 fn install_blocking(
-    tree: &sled::Tree,
-    queues: &QueueFiles,
+    stores: Stores<'_>,
     dir: &std::path::Path,
     meta: &SnapshotMeta,
     mut file: std::fs::File,
 ) -> io::Result<(BrokerState, AppliedState)> {
     use std::io::Seek;
+    let Stores {
+        queues,
+        journal,
+        tree,
+    } = stores;
     file.seek(io::SeekFrom::Start(0))?;
     let (header, mut rows) = SnapshotReader::open(file.try_clone()?)?;
     if header.meta.last_log_id != meta.last_log_id {
@@ -328,17 +349,27 @@ fn install_blocking(
         file.seek(io::SeekFrom::Start(0))?;
         let mut full = expand_snapshot(file, queues, tempfile_in(dir)?, true)?;
         full.seek(io::SeekFrom::Start(0))?;
-        return install_blocking(tree, queues, dir, meta, full);
+        return install_blocking(stores, dir, meta, full);
     }
     queues.clear()?;
+    journal.reset()?;
     tree.clear().map_err(io_err)?;
     let mut batch = sled::Batch::default();
     let mut pending = 0usize;
+    let mut records: Vec<TxnRecord> = Vec::new();
     while let Some((key, value)) = rows.next_row()? {
         if let Some((topic, queue, first)) = keys::parse_message_key(&key) {
             let messages = crate::segment::decode(first, &value)?;
             let messages: Vec<Vec<u8>> = messages.into_iter().map(|(_, m)| m.to_vec()).collect();
             queues.append(topic, queue, first, &messages)?;
+            continue;
+        }
+        if key.first() == Some(&keys::TXN_PREFIX) {
+            records.push(codec::decode(&value)?);
+            if records.len() == INSTALL_BATCH_ROWS {
+                journal.put_all(&records)?;
+                records.clear();
+            }
             continue;
         }
         batch.insert(key, value);
@@ -349,12 +380,15 @@ fn install_blocking(
             pending = 0;
         }
     }
+    journal.put_all(&records)?;
+    batch.insert(keys::JOURNAL_KEY, codec::encode(&journal.range())?);
     batch.insert(keys::APPLIED_KEY, codec::encode(&header.applied)?);
     queues.sync()?;
+    journal.sync()?;
     tree.apply_batch(batch).map_err(io_err)?;
     tree.flush().map_err(io_err)?;
-    // The in-memory state is rebuilt from the rows just written, exactly as after a restart.
-    let (state, applied) = load(tree)?;
+    // The in-memory state is rebuilt from what was just written, exactly as after a restart.
+    let (state, applied) = load(tree, journal)?;
     // Keep a manifest of it as our current snapshot, so we can serve it to others.
     let manifest = SnapshotHeader {
         manifest: true,
@@ -588,6 +622,41 @@ fn move_segment_rows_to_files(tree: &sled::Tree, queues: &QueueFiles) -> io::Res
     tracing::info!(
         segments = moved.len(),
         "moved message segments out of sled into queue files"
+    );
+    Ok(())
+}
+
+/// Earlier versions kept transaction records as sled rows: move them into the journal (synced
+/// before the rows are deleted and the journal's range recorded, in one batch), once.
+fn move_txn_rows_to_journal(tree: &sled::Tree, journal: &TxnJournal) -> io::Result<()> {
+    if tree.scan_prefix([keys::TXN_PREFIX]).next().is_none() {
+        return Ok(());
+    }
+    // A journal next to transaction rows can only be an interrupted earlier move: start over.
+    journal.reset()?;
+    let mut keys_moved = Vec::new();
+    let mut records: Vec<TxnRecord> = Vec::new();
+    for item in tree.scan_prefix([keys::TXN_PREFIX]) {
+        let (key, value) = item.map_err(io_err)?;
+        records.push(codec::decode(&value)?);
+        keys_moved.push(key);
+        if records.len() == INSTALL_BATCH_ROWS {
+            journal.put_all(&records)?;
+            records.clear();
+        }
+    }
+    journal.put_all(&records)?;
+    journal.sync()?;
+    let mut batch = sled::Batch::default();
+    for key in &keys_moved {
+        batch.remove(key);
+    }
+    batch.insert(keys::JOURNAL_KEY, codec::encode(&journal.range())?);
+    tree.apply_batch(batch).map_err(io_err)?;
+    tree.flush().map_err(io_err)?;
+    tracing::info!(
+        transactions = keys_moved.len(),
+        "moved transaction records out of sled into the transaction journal"
     );
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Opening a node's on-disk storage: the Raft log's segment files (`raft-log/`), the message
-//! bodies in per-queue files (`queues/`), one sled database (`db/`) holding the Raft metadata
-//! (vote, committed, purged) and the state-machine rows (topics, groups, transactions), and
-//! snapshot files (`snapshots/`).
+//! bodies in per-queue files (`queues/`), the transaction journal (`txn-journal/`), one sled
+//! database (`db/`) holding the Raft metadata (vote, committed, purged) and the state-machine
+//! rows (topics, groups, retired nodes), and snapshot files (`snapshots/`).
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +11,7 @@ use crate::log_store::LogStore;
 use crate::queue_files::{QUEUE_SEGMENT_BYTES, QueueFiles};
 use crate::reader::StateReader;
 use crate::sm_store::StateMachineStore;
+use crate::txn_journal::TxnJournal;
 
 /// Where and how to open storage.
 #[derive(Debug, Clone)]
@@ -88,8 +89,10 @@ impl Storage {
         };
         let queues =
             QueueFiles::open(&queue_dir, QUEUE_SEGMENT_BYTES).map_err(corrupt(&queue_dir))?;
-        let state_machine =
-            StateMachineStore::open(sm_tree, queues, snapshot_dir).map_err(corrupt(&db_dir))?;
+        let journal_dir = dir.join("txn-journal");
+        let journal = TxnJournal::open(&journal_dir).map_err(corrupt(&journal_dir))?;
+        let state_machine = StateMachineStore::open(sm_tree, queues, journal, snapshot_dir)
+            .map_err(corrupt(&db_dir))?;
         let snapshots = state_machine.snapshot_source();
         let log_dir = dir.join("raft-log");
         let log = LogStore::open(

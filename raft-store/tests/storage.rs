@@ -221,7 +221,7 @@ async fn snapshot_round_trip_reproduces_the_state() -> Result<()> {
     // Transactions travel in the snapshot too: the pending one is still pending and due.
     let pending = target.reader.pending_transactions(None, 10);
     ensure!(
-        pending.len() == 1 && pending[0].id == format!("T{:016X}00000000", 205u64),
+        pending.len() == 1 && pending[0].id.to_string() == format!("T{:016X}00000000", 205u64),
         "{pending:?}"
     );
     ensure!(target.reader.due_transactions(u64::MAX, 10).len() == 1);
@@ -309,8 +309,21 @@ async fn state_not_yet_checkpointed_is_rebuilt_from_the_log() -> Result<()> {
     Ok(())
 }
 
-/// A node upgraded from a version that kept message segments as sled rows keeps its messages:
-/// they move into the queue files at the first start.
+/// The records of the workload's three transactions, as the node holds them.
+fn transactions(s: &Storage) -> Result<Vec<txmq_raft_store::state::TxnRecord>> {
+    (203..206u64)
+        .map(|index| {
+            let id = format!("T{index:016X}00000000");
+            s.reader
+                .transaction(&id)
+                .ok_or_else(|| anyhow::anyhow!("transaction {id} is missing"))
+        })
+        .collect()
+}
+
+/// A node upgraded from a version that kept message segments and transaction records as sled
+/// rows keeps them: they move into the queue files and the transaction journal at the first
+/// start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_rows_kept_in_sled_by_an_earlier_version_move_to_queue_files() -> Result<()> {
     let current = tempfile::tempdir()?;
@@ -327,7 +340,13 @@ async fn message_rows_kept_in_sled_by_an_earlier_version_move_to_queue_files() -
         let tree = db.open_tree("state")?;
         for item in s.db.open_tree("state")?.iter() {
             let (k, v) = item?;
-            tree.insert(k, v)?;
+            if k.as_ref() != txmq_raft_store::keys::JOURNAL_KEY {
+                tree.insert(k, v)?;
+            }
+        }
+        for record in transactions(&s)? {
+            let row = txmq_raft_store::codec::encode(&record)?;
+            tree.insert(txmq_raft_store::keys::txn_key(&record.id), row)?;
         }
         for topic in s.reader.topics() {
             for queue in 0..topic.queues {
@@ -371,6 +390,15 @@ async fn message_rows_kept_in_sled_by_an_earlier_version_move_to_queue_files() -
             .scan_prefix([txmq_raft_store::keys::MESSAGE_PREFIX])
             .count();
     ensure!(rows_left == 0, "{rows_left} message rows left in sled");
+    let txn_rows_left =
+        s.db.open_tree("state")?
+            .scan_prefix([txmq_raft_store::keys::TXN_PREFIX])
+            .count();
+    ensure!(
+        txn_rows_left == 0,
+        "{txn_rows_left} transaction rows left in sled"
+    );
+    ensure!(transactions(&s)?.len() == 3, "the three transactions moved");
     drop(s);
     let s = open(old.path())?;
     ensure!(

@@ -75,7 +75,7 @@ proptest! {
         let mut apply = |state: &mut BrokerState, now: u64, op: Operation| {
             index += 1;
             let mut batch = WriteBatch::default();
-            state.apply(index, &Command { time_ms: now, op }, &mut batch).unwrap()
+            state.apply(index, Command { time_ms: now, op }, &mut batch).unwrap()
         };
         for (name, kind) in [("pay", TopicKind::Transaction), ("plain", TopicKind::Normal)] {
             let spec = TopicSpec { name: name.into(), kind, queues: 2, retention_ms: 1, retention_bytes: 0 };
@@ -163,7 +163,7 @@ proptest! {
         }
         // Final agreement: states, counts, and the committed messages in commit order.
         for (id, m) in &model {
-            let r = state.transactions.get(id).unwrap();
+            let r = state.transactions.get_by_name(id).unwrap();
             prop_assert_eq!(r.state, m.state);
             prop_assert_eq!(r.check_count, m.checks);
             prop_assert!(r.check_count <= TIMING.max_checks);
@@ -195,7 +195,7 @@ fn a_stale_scheduler_proposal_cannot_roll_back_early() {
     state
         .apply(
             1,
-            &Command {
+            Command {
                 time_ms: 0,
                 op: Operation::CreateTopic(spec),
             },
@@ -217,7 +217,7 @@ fn a_stale_scheduler_proposal_cannot_roll_back_early() {
     let CommandResult::HalfAccepted { txn_id, .. } = state
         .apply(
             2,
-            &Command {
+            Command {
                 time_ms: 1_000,
                 op: half,
             },
@@ -234,7 +234,7 @@ fn a_stale_scheduler_proposal_cannot_roll_back_early() {
     let got = state
         .apply(
             3,
-            &Command {
+            Command {
                 time_ms: 1_050,
                 op: early,
             },
@@ -249,7 +249,7 @@ fn a_stale_scheduler_proposal_cannot_roll_back_early() {
         }
     );
     assert_eq!(
-        state.transactions.get(&txn_id).unwrap().state,
+        state.transactions.get_by_name(&txn_id).unwrap().state,
         TxnState::Pending
     );
 }

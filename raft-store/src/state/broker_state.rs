@@ -36,7 +36,7 @@ impl BrokerState {
     pub fn apply(
         &mut self,
         log_index: u64,
-        command: &Command,
+        command: Command,
         batch: &mut WriteBatch,
     ) -> Result<CommandResult, CodecError> {
         let at = super::txn_apply::At {
@@ -44,7 +44,7 @@ impl BrokerState {
             now_ms: command.time_ms,
             sub: 0,
         };
-        let result = match &command.op {
+        let result = match command.op {
             Operation::Batch(ops) => self.apply_batch(at, ops, batch)?,
             op => self.apply_op(at, op, batch)?,
         };
@@ -59,12 +59,17 @@ impl BrokerState {
     fn apply_batch(
         &mut self,
         at: super::txn_apply::At,
-        ops: &[Operation],
+        ops: Vec<Operation>,
         batch: &mut WriteBatch,
     ) -> Result<CommandResult, CodecError> {
         let mut results = Vec::with_capacity(ops.len());
         let mut sub = 0u64;
         for op in ops {
+            let ids_taken = match &op {
+                Operation::Publish { messages, .. } => messages.len() as u64,
+                Operation::HalfMessage { .. } => 1,
+                _ => 0,
+            };
             let result = match op {
                 Operation::Batch(_) | Operation::CreateTopic(_) | Operation::DeadLetter { .. } => {
                     CommandResult::Rejected(Rejection::Invalid(
@@ -73,11 +78,7 @@ impl BrokerState {
                 }
                 op => self.apply_op(super::txn_apply::At { sub, ..at }, op, batch)?,
             };
-            sub += match op {
-                Operation::Publish { messages, .. } => messages.len() as u64,
-                Operation::HalfMessage { .. } => 1,
-                _ => 0,
-            };
+            sub += ids_taken;
             results.push(result);
         }
         Ok(CommandResult::Batch(results))
@@ -86,7 +87,7 @@ impl BrokerState {
     fn apply_op(
         &mut self,
         at: super::txn_apply::At,
-        op: &Operation,
+        op: Operation,
         batch: &mut WriteBatch,
     ) -> Result<CommandResult, CodecError> {
         Ok(match op {
@@ -94,58 +95,58 @@ impl BrokerState {
                 CommandResult::Rejected(Rejection::Invalid("batches do not nest".into()))
             }
 
-            Operation::CreateTopic(spec) => self.create_topic(at.index, at.now_ms, spec, batch)?,
-            Operation::Publish { topic, messages } => self.publish(at, topic, messages, batch)?,
+            Operation::CreateTopic(spec) => self.create_topic(at.index, at.now_ms, &spec, batch)?,
+            Operation::Publish { topic, messages } => self.publish(at, &topic, messages, batch)?,
             Operation::HalfMessage {
                 topic,
                 group,
                 message,
                 timing,
-            } => self.half_message(at, topic, group, message, *timing, batch)?,
+            } => self.half_message(at, &topic, &group, message, timing, batch)?,
             Operation::EndTransaction {
                 txn_id,
                 group,
                 decision,
                 source,
-            } => self.end_transaction(at, txn_id, group, *decision, *source, batch)?,
+            } => self.end_transaction(at, &txn_id, &group, decision, source, batch)?,
             Operation::TxnTimers {
                 checks,
                 expirations,
-            } => self.txn_timers(at, checks, expirations, batch)?,
+            } => self.txn_timers(at, &checks, &expirations, batch)?,
             Operation::Receive {
                 group,
                 topic,
                 max,
                 invisible_ms,
-            } => self.receive(at, group, topic, *max, *invisible_ms, batch)?,
+            } => self.receive(at, &group, &topic, max, invisible_ms, batch)?,
             Operation::Ack {
                 group,
                 topic,
                 receipts,
-            } => self.ack(group, topic, receipts, batch)?,
+            } => self.ack(&group, &topic, &receipts, batch)?,
             Operation::ChangeInvisible {
                 group,
                 topic,
                 receipt,
                 invisible_ms,
-            } => self.change_invisible(at, group, topic, receipt, *invisible_ms, batch)?,
+            } => self.change_invisible(at, &group, &topic, &receipt, invisible_ms, batch)?,
             Operation::ResetGroup { group, topic, to } => {
-                self.reset_group(at, group, topic, to, batch)?
+                self.reset_group(at, &group, &topic, &to, batch)?
             }
             Operation::ConfigureGroup {
                 group,
                 topic,
                 max_delivery_attempts,
-            } => self.configure_group(at, group, topic, *max_delivery_attempts, batch)?,
+            } => self.configure_group(at, &group, &topic, max_delivery_attempts, batch)?,
             Operation::DeadLetter {
                 group,
                 topic,
                 items,
-            } => self.dead_letter(at, group, topic, items, batch)?,
-            Operation::Trim { topic, trims } => self.trim(topic, trims, batch)?,
+            } => self.dead_letter(at, &group, &topic, &items, batch)?,
+            Operation::Trim { topic, trims } => self.trim(&topic, &trims, batch)?,
             Operation::RetireNode { id } => {
-                self.retired_nodes.insert(*id);
-                batch.put(keys::retired_key(*id), Vec::new());
+                self.retired_nodes.insert(id);
+                batch.put(keys::retired_key(id), Vec::new());
                 CommandResult::Nothing
             }
         })
@@ -191,7 +192,7 @@ impl BrokerState {
         &mut self,
         at: super::txn_apply::At,
         topic: &str,
-        messages: &[NewMessage],
+        messages: Vec<NewMessage>,
         batch: &mut WriteBatch,
     ) -> Result<CommandResult, CodecError> {
         let Some(meta) = self.topics.get_mut(topic) else {
@@ -207,13 +208,13 @@ impl BrokerState {
             }));
         }
         let mut positions = Vec::with_capacity(messages.len());
-        for (i, msg) in messages.iter().enumerate() {
+        for (i, msg) in messages.into_iter().enumerate() {
             let stored = StoredMessage {
                 message_id: message_id(at.index, at.sub as usize + i),
-                key: msg.key.clone(),
-                tag: msg.tag.clone(),
-                body: msg.body.clone(),
-                properties: msg.properties.clone(),
+                key: msg.key,
+                tag: msg.tag,
+                body: msg.body,
+                properties: msg.properties,
                 born_at_ms: at.now_ms,
             };
             let (queue, offset) = meta.append(&stored, batch)?;
@@ -245,8 +246,8 @@ impl BrokerState {
                 Some(meta) => Some(codec::encode(meta)?),
                 None => None,
             },
-            keys::TXN_PREFIX => match text().and_then(|id| self.transactions.get(id)) {
-                Some(record) => Some(codec::encode(record)?),
+            keys::TXN_PREFIX => match text().and_then(|id| self.transactions.get_by_name(id)) {
+                Some(record) => Some(codec::encode_compact(record)?),
                 None => None,
             },
             keys::GROUP_PREFIX => {
@@ -281,24 +282,14 @@ impl BrokerState {
             .pending()
             .chain(self.transactions.decided())
         {
-            rows.push((keys::txn_key(&record.id), codec::encode(record)?));
+            rows.push((keys::txn_key(&record.id), codec::encode_compact(record)?));
         }
         Ok(rows)
     }
 
-    /// Restores transactions from their rows (any order): decided ones are re-ordered by the
-    /// log index of their decision so the bounded window is the same as on every replica.
-    pub fn restore_transactions(&mut self, records: Vec<TxnRecord>) {
-        let (pending, mut decided): (Vec<_>, Vec<_>) = records
-            .into_iter()
-            .partition(|r| r.state == super::TxnState::Pending);
-        decided.sort_by_key(|r| r.decided_index);
-        for r in pending {
-            self.transactions.insert_pending(r);
-        }
-        for r in decided {
-            self.transactions.insert_decided(r);
-        }
+    /// Restores transactions from their stored records (any order, each id once).
+    pub fn restore_transactions(&mut self, records: impl IntoIterator<Item = TxnRecord>) {
+        self.transactions = Transactions::restore(records);
     }
 
     /// Invariants over all topics; checked after every apply in debug builds.

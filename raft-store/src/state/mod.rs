@@ -13,6 +13,7 @@ mod topic;
 mod transaction;
 mod transactions;
 mod txn_apply;
+mod txn_id;
 mod write_batch;
 
 pub use broker_state::BrokerState;
@@ -24,7 +25,9 @@ pub use group_apply::{parse_receipt, receipt};
 pub use message::StoredMessage;
 pub use topic::TopicMeta;
 pub use transaction::{
-    Decision, DecisionSource, MAX_HISTORY, TxnEvent, TxnEventKind, TxnRecord, TxnState, TxnTiming,
+    Decision, DecisionSource, MAX_EVENTS, MAX_HISTORY, TxnEvent, TxnEventKind, TxnRecord, TxnRow,
+    TxnState, TxnTiming,
 };
 pub use transactions::{MAX_DECIDED_KEPT, Transactions};
+pub use txn_id::TxnId;
 pub use write_batch::{WriteBatch, WriteOp};

@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::txn_id::TxnId;
 use crate::command::{MessagePosition, NewMessage};
 
 /// The most history events kept per transaction (the record stays bounded whatever happens).
@@ -137,13 +138,19 @@ impl TxnEvent {
     }
 }
 
+/// The most events kept besides the half message and the decision, which are implied by the
+/// record's own fields.
+pub const MAX_EVENTS: usize = MAX_HISTORY - 2;
+
 /// The replicated record of one transaction.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Stored (in the transaction journal and in snapshots) as a [`TxnRow`], the layout rows had
+/// before ids became integers, so records written by earlier versions still load.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxnRecord {
-    pub id: String,
+    pub id: TxnId,
     pub group: String,
     pub topic: String,
-    pub message_id: String,
     pub state: TxnState,
     /// Who decided (set once decided).
     pub reason: Option<DecisionSource>,
@@ -151,9 +158,12 @@ pub struct TxnRecord {
     pub message: Option<NewMessage>,
     pub created_ms: u64,
     pub decided_ms: Option<u64>,
-    /// The log index of the decision: orders the decided window identically on every replica,
-    /// including one that rebuilt it from rows after a restart.
+    /// The log index of the decision.
     pub decided_index: Option<u64>,
+    /// The decision's place among all decisions ever applied (replicated): orders the decided
+    /// window identically on every replica, including one that rebuilt it after a restart —
+    /// one entry can decide many transactions, so the log index alone does not.
+    pub decided_seq: Option<u64>,
     pub timing: TxnTiming,
     /// Checks sent so far (replicated: a new leader continues the count).
     pub check_count: u32,
@@ -161,55 +171,345 @@ pub struct TxnRecord {
     pub next_check_ms: u64,
     /// When the transaction is rolled back for timeout.
     pub deadline_ms: u64,
-    /// Where the committed message landed.
-    pub position: Option<MessagePosition>,
-    pub history: Vec<TxnEvent>,
+    /// `(queue, offset)` of the committed message (its message id is the transaction's).
+    pub position: Option<(u32, u64)>,
+    /// What happened between the half message and the decision (checks sent, `unknown`
+    /// answers), oldest first, at most [`MAX_EVENTS`].
+    pub events: Vec<TxnEvent>,
 }
 
 impl TxnRecord {
+    /// A new pending transaction for `message`, stored at `now_ms`.
+    pub fn pending(
+        id: TxnId,
+        group: &str,
+        topic: &str,
+        message: NewMessage,
+        timing: TxnTiming,
+        now_ms: u64,
+    ) -> Self {
+        Self {
+            id,
+            group: group.to_string(),
+            topic: topic.to_string(),
+            state: TxnState::Pending,
+            reason: None,
+            message: Some(message),
+            created_ms: now_ms,
+            decided_ms: None,
+            decided_index: None,
+            decided_seq: None,
+            timing,
+            check_count: 0,
+            next_check_ms: now_ms.saturating_add(timing.first_check_delay_ms),
+            deadline_ms: now_ms.saturating_add(timing.max_lifetime_ms),
+            position: None,
+            events: Vec::new(),
+        }
+    }
+
     /// The time the scheduler must next look at this transaction.
     pub fn due_ms(&self) -> u64 {
         self.next_check_ms.min(self.deadline_ms)
     }
 
+    pub fn message_id(&self) -> String {
+        self.id.message_id()
+    }
+
+    /// Where the committed message landed.
+    pub fn message_position(&self) -> Option<MessagePosition> {
+        self.position.map(|(queue, offset)| MessagePosition {
+            message_id: self.message_id(),
+            queue,
+            offset,
+        })
+    }
+
+    /// Records an event between the half message and the decision.
     pub fn record(&mut self, at_ms: u64, kind: TxnEventKind) {
-        if self.history.len() == MAX_HISTORY {
-            // Keep the first event (the half message) and the most recent ones.
-            self.history.remove(1);
+        if self.events.len() == MAX_EVENTS {
+            // Keep the most recent ones (the half message is always the first of the history).
+            self.events.remove(0);
         }
-        self.history.push(TxnEvent { at_ms, kind });
+        self.events.push(TxnEvent { at_ms, kind });
+    }
+
+    /// The whole history: the half message, the recorded events, and the decision.
+    pub fn history(&self) -> Vec<TxnEvent> {
+        let mut out = Vec::with_capacity(self.events.len() + 2);
+        out.push(TxnEvent {
+            at_ms: self.created_ms,
+            kind: TxnEventKind::HalfStored,
+        });
+        out.extend(self.events.iter().cloned());
+        if let (Some(at_ms), Some(source)) = (self.decided_ms, self.reason) {
+            out.push(TxnEvent {
+                at_ms,
+                kind: TxnEventKind::Decided {
+                    state: self.state,
+                    source,
+                },
+            });
+        }
+        out
     }
 
     /// Invariants of a record.
     pub fn check_invariants(&self) {
-        assert!(self.history.len() <= MAX_HISTORY, "txn {}", self.id);
+        assert!(self.events.len() <= MAX_EVENTS, "txn {}", self.id);
         assert!(
             self.check_count <= self.timing.max_checks,
             "txn {}: too many checks",
             self.id
         );
+        let decided = self.decided_ms.is_some()
+            && self.decided_index.is_some()
+            && self.decided_seq.is_some()
+            && self.reason.is_some();
         match self.state {
-            TxnState::Pending => {
-                assert!(
-                    self.message.is_some() && self.reason.is_none() && self.position.is_none(),
-                    "txn {}",
-                    self.id
-                )
-            }
-            TxnState::Committed => {
-                assert!(
-                    self.message.is_none() && self.reason.is_some() && self.position.is_some(),
-                    "txn {}",
-                    self.id
-                )
-            }
-            TxnState::RolledBack => {
-                assert!(
-                    self.message.is_none() && self.reason.is_some() && self.position.is_none(),
-                    "txn {}",
-                    self.id
-                )
-            }
+            TxnState::Pending => assert!(
+                self.message.is_some()
+                    && self.reason.is_none()
+                    && self.position.is_none()
+                    && self.decided_seq.is_none(),
+                "txn {}",
+                self.id
+            ),
+            TxnState::Committed => assert!(
+                decided && self.message.is_none() && self.position.is_some(),
+                "txn {}",
+                self.id
+            ),
+            TxnState::RolledBack => assert!(
+                decided && self.message.is_none() && self.position.is_none(),
+                "txn {}",
+                self.id
+            ),
         }
+    }
+}
+
+/// The stored form of a [`TxnRecord`] (field names and order are the format: append new
+/// fields at the end, with a default).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnRow {
+    pub id: String,
+    pub group: String,
+    pub topic: String,
+    pub message_id: String,
+    pub state: TxnState,
+    pub reason: Option<DecisionSource>,
+    pub message: Option<NewMessage>,
+    pub created_ms: u64,
+    pub decided_ms: Option<u64>,
+    pub decided_index: Option<u64>,
+    pub timing: TxnTiming,
+    pub check_count: u32,
+    pub next_check_ms: u64,
+    pub deadline_ms: u64,
+    pub position: Option<MessagePosition>,
+    pub history: Vec<TxnEvent>,
+    #[serde(default)]
+    pub decided_seq: Option<u64>,
+}
+
+/// [`TxnRow`] borrowing from a record: encoding a pending record does not copy its body.
+#[derive(Serialize)]
+struct TxnRowRef<'a> {
+    id: String,
+    group: &'a str,
+    topic: &'a str,
+    message_id: String,
+    state: TxnState,
+    reason: Option<DecisionSource>,
+    message: Option<&'a NewMessage>,
+    created_ms: u64,
+    decided_ms: Option<u64>,
+    decided_index: Option<u64>,
+    timing: TxnTiming,
+    check_count: u32,
+    next_check_ms: u64,
+    deadline_ms: u64,
+    position: Option<MessagePosition>,
+    history: Vec<TxnEvent>,
+    decided_seq: Option<u64>,
+}
+
+impl Serialize for TxnRecord {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        TxnRowRef {
+            id: self.id.to_string(),
+            group: &self.group,
+            topic: &self.topic,
+            message_id: self.message_id(),
+            state: self.state,
+            reason: self.reason,
+            message: self.message.as_ref(),
+            created_ms: self.created_ms,
+            decided_ms: self.decided_ms,
+            decided_index: self.decided_index,
+            timing: self.timing,
+            check_count: self.check_count,
+            next_check_ms: self.next_check_ms,
+            deadline_ms: self.deadline_ms,
+            position: self.message_position(),
+            history: self.history(),
+            decided_seq: self.decided_seq,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for TxnRecord {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let row = TxnRow::deserialize(d)?;
+        TxnRecord::try_from(row).map_err(serde::de::Error::custom)
+    }
+}
+
+impl TryFrom<TxnRow> for TxnRecord {
+    type Error = String;
+
+    fn try_from(row: TxnRow) -> Result<Self, String> {
+        let id =
+            TxnId::parse(&row.id).ok_or_else(|| format!("not a transaction id: '{}'", row.id))?;
+        // The half message and the decision are implied by the record's fields.
+        let mut events: Vec<TxnEvent> = row
+            .history
+            .into_iter()
+            .filter(|e| {
+                !matches!(
+                    e.kind,
+                    TxnEventKind::HalfStored | TxnEventKind::Decided { .. }
+                )
+            })
+            .collect();
+        if events.len() > MAX_EVENTS {
+            events.drain(..events.len() - MAX_EVENTS);
+        }
+        // Rows of earlier versions have no decision sequence: their log index orders them.
+        let decided_seq = match row.decided_seq {
+            Some(seq) => Some(seq),
+            None => row.decided_index,
+        };
+        Ok(TxnRecord {
+            id,
+            group: row.group,
+            topic: row.topic,
+            state: row.state,
+            reason: row.reason,
+            message: row.message,
+            created_ms: row.created_ms,
+            decided_ms: row.decided_ms,
+            decided_index: row.decided_index,
+            decided_seq,
+            timing: row.timing,
+            check_count: row.check_count,
+            next_check_ms: row.next_check_ms,
+            deadline_ms: row.deadline_ms,
+            position: row.position.map(|p| (p.queue, p.offset)),
+            events,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec;
+
+    fn committed() -> TxnRecord {
+        let timing = TxnTiming {
+            first_check_delay_ms: 10,
+            check_interval_ms: 10,
+            max_checks: 3,
+            max_lifetime_ms: 100,
+        };
+        let message = NewMessage {
+            key: "k".into(),
+            tag: String::new(),
+            body: b"paid".to_vec(),
+            properties: Default::default(),
+        };
+        let mut r = TxnRecord::pending(TxnId::new(9, 2), "g", "pay", message, timing, 1_000);
+        r.record(1_010, TxnEventKind::CheckSent { attempt: 1 });
+        r.state = TxnState::Committed;
+        r.reason = Some(DecisionSource::Check);
+        r.message = None;
+        r.decided_ms = Some(1_020);
+        r.decided_index = Some(12);
+        r.decided_seq = Some(4);
+        r.position = Some((1, 77));
+        r
+    }
+
+    #[test]
+    fn records_round_trip_in_both_encodings() {
+        let r = committed();
+        r.check_invariants();
+        let compact = codec::encode_compact(&r).expect("encode");
+        let named = codec::encode(&r).expect("encode");
+        assert!(compact.len() < named.len());
+        assert_eq!(codec::decode::<TxnRecord>(&compact).expect("decode"), r);
+        assert_eq!(codec::decode::<TxnRecord>(&named).expect("decode"), r);
+        let history: Vec<&str> = r.history().iter().map(|e| e.name()).collect();
+        assert_eq!(history, ["half_stored", "check_sent", "decided"]);
+    }
+
+    /// A row as versions before the decision sequence wrote it: named fields, no
+    /// `decided_seq`, the half message and the decision in its history.
+    #[derive(Serialize)]
+    struct EarlierRow {
+        id: String,
+        group: String,
+        topic: String,
+        message_id: String,
+        state: TxnState,
+        reason: Option<DecisionSource>,
+        message: Option<NewMessage>,
+        created_ms: u64,
+        decided_ms: Option<u64>,
+        decided_index: Option<u64>,
+        timing: TxnTiming,
+        check_count: u32,
+        next_check_ms: u64,
+        deadline_ms: u64,
+        position: Option<MessagePosition>,
+        history: Vec<TxnEvent>,
+    }
+
+    #[test]
+    fn rows_of_earlier_versions_still_load() {
+        let r = committed();
+        let row = EarlierRow {
+            id: r.id.to_string(),
+            group: r.group.clone(),
+            topic: r.topic.clone(),
+            message_id: r.message_id(),
+            state: r.state,
+            reason: r.reason,
+            message: None,
+            created_ms: r.created_ms,
+            decided_ms: r.decided_ms,
+            decided_index: r.decided_index,
+            timing: r.timing,
+            check_count: r.check_count,
+            next_check_ms: r.next_check_ms,
+            deadline_ms: r.deadline_ms,
+            position: r.message_position(),
+            history: r.history(),
+        };
+        let loaded: TxnRecord = codec::decode(&codec::encode(&row).expect("encode")).expect("load");
+        // Without a sequence the decision's log index orders it.
+        assert_eq!(loaded.decided_seq, Some(12));
+        assert_eq!(loaded.events, r.events);
+        assert_eq!(
+            TxnRecord {
+                decided_seq: r.decided_seq,
+                ..loaded
+            },
+            r
+        );
     }
 }

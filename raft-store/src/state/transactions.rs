@@ -1,28 +1,37 @@
 //! The set of transactions: pending ones with a deadline index, and a bounded window of
 //! decided ones (for idempotent repeats and `txn show`).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use super::transaction::{TxnRecord, TxnState};
+use super::txn_id::TxnId;
 
 /// How many decided transactions are remembered. Older ones are forgotten (a decision for a
 /// forgotten id is rejected as unknown, never applied twice).
 pub const MAX_DECIDED_KEPT: usize = 50_000;
 
-/// Transactions, kept in memory (they are also rows in the store; this is rebuilt on load).
+/// Transactions, kept in memory (the store persists them in its transaction journal; this is
+/// rebuilt from it on load). No apply depends on the maps' iteration order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Transactions {
-    pending: BTreeMap<String, TxnRecord>,
-    decided: BTreeMap<String, TxnRecord>,
-    /// Decided ids, oldest first, for the bounded window.
-    decided_order: VecDeque<String>,
+    pending: HashMap<TxnId, TxnRecord>,
+    decided: HashMap<TxnId, TxnRecord>,
+    /// Decided ids, oldest decision first, for the bounded window.
+    decided_order: VecDeque<TxnId>,
     /// (due time, id) of every pending transaction: the scheduler reads only what is due.
-    due: BTreeSet<(u64, String)>,
+    due: BTreeSet<(u64, TxnId)>,
+    /// Decisions applied so far: the `decided_seq` of the next one.
+    decisions: u64,
 }
 
 impl Transactions {
-    pub fn get(&self, id: &str) -> Option<&TxnRecord> {
+    pub fn get(&self, id: &TxnId) -> Option<&TxnRecord> {
         self.pending.get(id).or_else(|| self.decided.get(id))
+    }
+
+    /// Looks a transaction up by its client form; a malformed id names none.
+    pub fn get_by_name(&self, id: &str) -> Option<&TxnRecord> {
+        TxnId::parse(id).and_then(|id| self.get(&id))
     }
 
     pub fn pending(&self) -> impl Iterator<Item = &TxnRecord> {
@@ -51,35 +60,50 @@ impl Transactions {
     /// Inserts a new pending transaction.
     pub fn insert_pending(&mut self, record: TxnRecord) {
         debug_assert_eq!(record.state, TxnState::Pending);
-        self.due.insert((record.due_ms(), record.id.clone()));
-        self.pending.insert(record.id.clone(), record);
+        self.due.insert((record.due_ms(), record.id));
+        self.pending.insert(record.id, record);
     }
 
     /// Changes a pending transaction, keeping the deadline index right.
     pub fn update_pending<R>(
         &mut self,
-        id: &str,
+        id: &TxnId,
         change: impl FnOnce(&mut TxnRecord) -> R,
     ) -> Option<R> {
         let record = self.pending.get_mut(id)?;
-        self.due.remove(&(record.due_ms(), record.id.clone()));
+        let before = record.due_ms();
         let out = change(record);
-        self.due.insert((record.due_ms(), record.id.clone()));
+        let after = record.due_ms();
+        if after != before {
+            self.due.remove(&(before, *id));
+            self.due.insert((after, *id));
+        }
         Some(out)
     }
 
-    /// Moves a transaction from pending to decided. Returns the id of a decided record that
-    /// fell out of the window, whose row must be deleted.
-    pub fn mark_decided(&mut self, id: &str) -> Option<String> {
+    /// Removes a pending transaction to decide it ([`Self::insert_decided`] takes it back).
+    pub fn take_pending(&mut self, id: &TxnId) -> Option<TxnRecord> {
         let record = self.pending.remove(id)?;
-        self.due.remove(&(record.due_ms(), record.id.clone()));
-        self.insert_decided(record)
+        self.due.remove(&(record.due_ms(), *id));
+        Some(record)
     }
 
-    /// Inserts an already decided record (also used when loading). Returns an evicted id.
-    pub fn insert_decided(&mut self, record: TxnRecord) -> Option<String> {
-        self.decided_order.push_back(record.id.clone());
-        self.decided.insert(record.id.clone(), record);
+    /// The `decided_seq` for the decision being applied now (each call is one decision).
+    pub fn next_decision(&mut self) -> u64 {
+        let seq = self.decisions;
+        self.decisions += 1;
+        seq
+    }
+
+    /// Inserts a decided record (also used when loading). Returns the id of the record that
+    /// fell out of the window, if one did.
+    pub fn insert_decided(&mut self, record: TxnRecord) -> Option<TxnId> {
+        debug_assert_ne!(record.state, TxnState::Pending);
+        if let Some(seq) = record.decided_seq {
+            self.decisions = self.decisions.max(seq + 1);
+        }
+        self.decided_order.push_back(record.id);
+        self.decided.insert(record.id, record);
         if self.decided_order.len() > MAX_DECIDED_KEPT {
             let old = self.decided_order.pop_front()?;
             self.decided.remove(&old);
@@ -88,7 +112,26 @@ impl Transactions {
         None
     }
 
-    /// Invariants: the index holds exactly the pending ids at their due times.
+    /// Rebuilds the set from stored records in any order (each id at most once): decided ones
+    /// are re-ordered by their decision so the window is the same as on every replica.
+    pub fn restore(records: impl IntoIterator<Item = TxnRecord>) -> Self {
+        let mut out = Self::default();
+        let mut decided = Vec::new();
+        for r in records {
+            match r.state {
+                TxnState::Pending => out.insert_pending(r),
+                _ => decided.push(r),
+            }
+        }
+        decided.sort_by_key(|r| (r.decided_seq, r.id));
+        for r in decided {
+            out.insert_decided(r);
+        }
+        out
+    }
+
+    /// Invariants: the index holds exactly the pending ids at their due times; the window is
+    /// bounded and in decision order.
     pub fn check_invariants(&self) {
         assert_eq!(
             self.due.len(),
@@ -104,6 +147,16 @@ impl Transactions {
         }
         assert_eq!(self.decided.len(), self.decided_order.len());
         assert!(self.decided.len() <= MAX_DECIDED_KEPT);
+        let seqs: Vec<Option<u64>> = self
+            .decided_order
+            .iter()
+            .map(|id| self.decided.get(id).and_then(|r| r.decided_seq))
+            .collect();
+        assert!(
+            // Equal only for rows of earlier versions (ordered by log index, then id).
+            seqs.windows(2).all(|w| w[0] <= w[1]),
+            "decided window out of order"
+        );
         for r in self.pending.values().chain(self.decided.values()) {
             r.check_invariants();
         }

@@ -9,13 +9,12 @@
 //! * checks and rollbacks by the broker are validated against the entry's time here, so the
 //!   outcome never depends on which leader proposed them or when.
 
-use super::message::{StoredMessage, message_id};
+use super::message::StoredMessage;
 use super::transaction::{Decision, DecisionSource, TxnEventKind, TxnRecord, TxnState, TxnTiming};
+use super::txn_id::TxnId;
 use super::{BrokerState, WriteBatch};
 use crate::codec::CodecError;
-use crate::command::{
-    CommandResult, MessagePosition, NewMessage, Rejection, TopicKind, TxnOutcome,
-};
+use crate::command::{CommandResult, NewMessage, Rejection, TopicKind, TxnOutcome};
 use crate::keys;
 use crate::limits;
 
@@ -29,22 +28,16 @@ pub struct At {
     pub sub: u64,
 }
 
-/// A transaction id: `T` + the id of its message (unique: message ids never repeat).
-pub fn txn_id(message_id: &str) -> String {
-    format!("T{message_id}")
-}
-
 impl BrokerState {
     pub(super) fn half_message(
         &mut self,
         at: At,
         topic: &str,
         group: &str,
-        message: &NewMessage,
+        message: NewMessage,
         timing: TxnTiming,
         batch: &mut WriteBatch,
     ) -> Result<CommandResult, CodecError> {
-        let now_ms = at.now_ms;
         if let Err(why) = limits::validate_name("producer group", group) {
             return Ok(CommandResult::Rejected(Rejection::Invalid(why)));
         }
@@ -65,32 +58,14 @@ impl BrokerState {
                 actual: meta.kind,
             }));
         }
-        let mut record = TxnRecord {
-            id: txn_id(&message_id(at.index, at.sub as usize)),
-            group: group.to_string(),
-            topic: topic.to_string(),
-            message_id: message_id(at.index, at.sub as usize),
-            state: TxnState::Pending,
-            reason: None,
-            message: Some(message.clone()),
-            created_ms: now_ms,
-            decided_ms: None,
-            decided_index: None,
-            timing,
-            check_count: 0,
-            next_check_ms: now_ms.saturating_add(timing.first_check_delay_ms),
-            deadline_ms: now_ms.saturating_add(timing.max_lifetime_ms),
-            position: None,
-            history: Vec::new(),
-        };
-        record.record(now_ms, TxnEventKind::HalfStored);
-        batch.refresh(keys::txn_key(&record.id));
-        let result = CommandResult::HalfAccepted {
-            txn_id: record.id.clone(),
-            message_id: record.message_id.clone(),
-        };
+        let id = TxnId::new(at.index, at.sub as u32);
+        let record = TxnRecord::pending(id, group, topic, message, timing, at.now_ms);
+        batch.txn_changed(id);
         self.transactions.insert_pending(record);
-        Ok(result)
+        Ok(CommandResult::HalfAccepted {
+            txn_id: id.to_string(),
+            message_id: id.message_id(),
+        })
     }
 
     pub(super) fn end_transaction(
@@ -102,11 +77,16 @@ impl BrokerState {
         source: DecisionSource,
         batch: &mut WriteBatch,
     ) -> Result<CommandResult, CodecError> {
-        let now_ms = at.now_ms;
-        let Some(record) = self.transactions.get(txn_id) else {
-            return Ok(CommandResult::Rejected(Rejection::UnknownTransaction(
+        let unknown = || {
+            Ok(CommandResult::Rejected(Rejection::UnknownTransaction(
                 txn_id.to_string(),
-            )));
+            )))
+        };
+        let Some(id) = TxnId::parse(txn_id) else {
+            return unknown();
+        };
+        let Some(record) = self.transactions.get(&id) else {
+            return unknown();
         };
         if record.group != group {
             return Ok(CommandResult::Rejected(Rejection::WrongGroup {
@@ -120,14 +100,18 @@ impl BrokerState {
         }
         match decision {
             Decision::Unknown => {
-                self.transactions.update_pending(txn_id, |r| {
-                    r.record(now_ms, TxnEventKind::Answered { decision, source })
+                let outcome = self.transactions.update_pending(&id, |r| {
+                    r.record(at.now_ms, TxnEventKind::Answered { decision, source });
+                    outcome_of(r, false)
                 });
-                self.write_txn(txn_id, batch);
-                Ok(CommandResult::TxnDecided(self.outcome(txn_id, false)))
+                batch.txn_changed(id);
+                match outcome {
+                    Some(o) => Ok(CommandResult::TxnDecided(o)),
+                    None => unknown(),
+                }
             }
-            Decision::Commit => self.decide(at, txn_id, TxnState::Committed, source, batch),
-            Decision::Rollback => self.decide(at, txn_id, TxnState::RolledBack, source, batch),
+            Decision::Commit => self.decide(at, id, TxnState::Committed, source, batch),
+            Decision::Rollback => self.decide(at, id, TxnState::RolledBack, source, batch),
         }
     }
 
@@ -141,8 +125,11 @@ impl BrokerState {
     ) -> Result<CommandResult, CodecError> {
         let now_ms = at.now_ms;
         let mut recorded = Vec::new();
-        for id in checks {
-            let attempt = self.transactions.update_pending(id, |r| {
+        for name in checks {
+            let Some(id) = TxnId::parse(name) else {
+                continue;
+            };
+            let attempt = self.transactions.update_pending(&id, |r| {
                 let due = r.next_check_ms <= now_ms
                     && r.check_count < r.timing.max_checks
                     && now_ms < r.deadline_ms;
@@ -160,15 +147,14 @@ impl BrokerState {
                 Some(r.check_count)
             });
             if let Some(Some(attempt)) = attempt {
-                self.write_txn(id, batch);
-                recorded.push((id.clone(), attempt));
+                batch.txn_changed(id);
+                recorded.push((name.clone(), attempt));
             }
         }
         let mut rolled_back = Vec::new();
-        for id in expirations {
-            let Some(record) = self
-                .transactions
-                .get(id)
+        for name in expirations {
+            let Some(record) = TxnId::parse(name)
+                .and_then(|id| self.transactions.get(&id))
                 .filter(|r| r.state == TxnState::Pending)
             else {
                 continue;
@@ -182,8 +168,8 @@ impl BrokerState {
             } else {
                 continue; // not expired at this entry's time: a stale proposal does nothing
             };
-            self.decide(at, id, TxnState::RolledBack, reason, batch)?;
-            rolled_back.push((id.clone(), reason));
+            self.decide(at, record.id, TxnState::RolledBack, reason, batch)?;
+            rolled_back.push((name.clone(), reason));
         }
         Ok(CommandResult::TimersApplied {
             checks: recorded,
@@ -191,92 +177,76 @@ impl BrokerState {
         })
     }
 
+    /// Decides a pending transaction: a commit appends its message to the topic, a rollback
+    /// drops it; the record moves to the decided window.
     fn decide(
         &mut self,
         at: At,
-        txn_id: &str,
+        id: TxnId,
         state: TxnState,
         source: DecisionSource,
         batch: &mut WriteBatch,
     ) -> Result<CommandResult, CodecError> {
-        let At {
-            index: log_index,
-            now_ms,
-            ..
-        } = at;
-        let taken = self.transactions.update_pending(txn_id, |r| {
-            r.state = state;
-            r.reason = Some(source);
-            r.decided_ms = Some(now_ms);
-            r.decided_index = Some(log_index);
-            r.record(now_ms, TxnEventKind::Decided { state, source });
-            (r.message.take(), r.topic.clone(), r.message_id.clone())
-        });
-        let Some((message, topic, message_id)) = taken else {
+        let Some(mut record) = self.transactions.take_pending(&id) else {
             return Ok(CommandResult::Rejected(Rejection::UnknownTransaction(
-                txn_id.to_string(),
+                id.to_string(),
             )));
         };
+        record.state = state;
+        record.reason = Some(source);
+        record.decided_ms = Some(at.now_ms);
+        record.decided_index = Some(at.index);
+        record.decided_seq = Some(self.transactions.next_decision());
+        let message = record.message.take();
         if state == TxnState::Committed {
-            let position = self.append_committed(now_ms, &topic, message_id, message, batch)?;
-            self.transactions
-                .update_pending(txn_id, |r| r.position = Some(position));
+            record.position = Some(self.append_committed(at.now_ms, &record, message, batch)?);
         }
-        self.write_txn(txn_id, batch);
-        if let Some(evicted) = self.transactions.mark_decided(txn_id) {
-            batch.delete(keys::txn_key(&evicted));
+        let outcome = outcome_of(&record, false);
+        batch.txn_changed(id);
+        if let Some(evicted) = self.transactions.insert_decided(record) {
+            batch.txn_changed(evicted);
         }
-        Ok(CommandResult::TxnDecided(self.outcome(txn_id, false)))
+        Ok(CommandResult::TxnDecided(outcome))
     }
 
     /// Makes a committed transaction's message visible: the next offset of its queue.
     fn append_committed(
         &mut self,
         now_ms: u64,
-        topic: &str,
-        message_id: String,
+        record: &TxnRecord,
         message: Option<NewMessage>,
         batch: &mut WriteBatch,
-    ) -> Result<MessagePosition, CodecError> {
+    ) -> Result<(u32, u64), CodecError> {
         // The topic cannot disappear (topics are never deleted) and the message is present
         // while pending (record invariant); both are asserted rather than guessed around.
         let meta = self
             .topics
-            .get_mut(topic)
+            .get_mut(&record.topic)
             .expect("transaction topic exists");
         let message = message.expect("a pending transaction holds its half message");
         let stored = StoredMessage {
-            message_id: message_id.clone(),
+            message_id: record.message_id(),
             key: message.key,
             tag: message.tag,
             body: message.body,
             properties: message.properties,
             born_at_ms: now_ms,
         };
-        let (queue, offset) = meta.append(&stored, batch)?;
-        batch.refresh(keys::topic_key(topic));
-        Ok(MessagePosition {
-            message_id,
-            queue,
-            offset,
-        })
+        let position = meta.append(&stored, batch)?;
+        batch.refresh(keys::topic_key(&record.topic));
+        Ok(position)
     }
+}
 
-    /// The transaction's row follows its record (encoded at the next checkpoint; deleted if
-    /// the record is gone).
-    fn write_txn(&self, txn_id: &str, batch: &mut WriteBatch) {
-        batch.refresh(keys::txn_key(txn_id));
-    }
-
-    fn outcome(&self, txn_id: &str, repeated: bool) -> TxnOutcome {
-        let record = self.transactions.get(txn_id);
-        TxnOutcome {
-            txn_id: txn_id.to_string(),
-            state: record.map(|r| r.state).unwrap_or(TxnState::Pending),
-            reason: record.and_then(|r| r.reason),
-            position: record.and_then(|r| r.position.clone()),
-            repeated,
-        }
+/// The outcome a decision reports for `record`.
+fn outcome_of(record: &TxnRecord, repeated: bool) -> TxnOutcome {
+    TxnOutcome {
+        txn_id: record.id.to_string(),
+        state: record.state,
+        reason: record.reason,
+        position: record.message_position(),
+        repeated,
+        created_ms: record.created_ms,
     }
 }
 
@@ -288,16 +258,10 @@ fn repeat_or_conflict(record: &TxnRecord, decision: Decision) -> CommandResult {
         (TxnState::Committed, Decision::Commit) | (TxnState::RolledBack, Decision::Rollback)
     );
     if same {
-        return CommandResult::TxnDecided(TxnOutcome {
-            txn_id: record.id.clone(),
-            state: record.state,
-            reason: record.reason,
-            position: record.position.clone(),
-            repeated: true,
-        });
+        return CommandResult::TxnDecided(outcome_of(record, true));
     }
     CommandResult::Rejected(Rejection::ConflictingDecision {
-        txn_id: record.id.clone(),
+        txn_id: record.id.to_string(),
         existing: record.state,
         reason: record
             .reason

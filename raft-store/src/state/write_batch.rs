@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::io;
 
+use super::txn_id::TxnId;
 use crate::{keys, segment};
 
 /// One row change.
@@ -14,6 +15,9 @@ pub enum WriteOp {
     /// if nothing). Encoded when the change is written, not at apply: a group or transaction
     /// that changes many times between two checkpoints is encoded once.
     Refresh(Vec<u8>),
+    /// A transaction's record changed, or left the state (decided records fall out of the
+    /// window): its stored copy follows the state at the next checkpoint.
+    Txn(TxnId),
     /// Messages appended to one queue, `messages[i]` at offset `first + i`: one segment row.
     Append {
         topic: u64,
@@ -55,6 +59,11 @@ impl WriteBatch {
     /// See [`WriteOp::Refresh`].
     pub fn refresh(&mut self, key: impl Into<Vec<u8>>) {
         self.ops.push(WriteOp::Refresh(key.into()));
+    }
+
+    /// See [`WriteOp::Txn`].
+    pub fn txn_changed(&mut self, id: TxnId) {
+        self.ops.push(WriteOp::Txn(id));
     }
 
     pub fn delete(&mut self, key: impl Into<Vec<u8>>) {
@@ -110,6 +119,10 @@ impl WriteBatch {
                 WriteOp::Put(k, v) => change(k, Some(v)),
                 WriteOp::Delete(k) => change(k, None),
                 WriteOp::Refresh(k) => change(k, resolve(k)?.as_deref()),
+                WriteOp::Txn(id) => {
+                    let k = keys::txn_key(id);
+                    change(&k, resolve(&k)?.as_deref())
+                }
                 WriteOp::Append {
                     topic,
                     queue,
