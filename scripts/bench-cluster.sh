@@ -41,12 +41,15 @@ for s in $SCENARIOS; do
   "$BIN" bench "$scenario" --topic "$topic" --duration "$DURATION" --concurrency "$concurrency" --size "$size" ${flag:+--$flag} --output json 2>/dev/null
 done
 for i in $(seq 1 "$NODES"); do
-  rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/${pids[$((i - 1))]}/status")
+  pid="${pids[$((i - 1))]}"
+  rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+  # CPU seconds the node used over the whole run (user + system; fields 14 and 15 of stat).
+  cpu_s=$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' "/proc/$pid/stat")
   disk_kb=$(du -sk "$DIR/n$i" | cut -f1)
   parts=""
   for part in raft-log queues txn-journal db snapshots; do
     kb=$(du -sk "$DIR/n$i/$part" 2>/dev/null | cut -f1)
     parts+=", \"${part//-/_}_mib\": $(( ${kb:-0} / 1024 ))"
   done
-  echo "{\"node\": $i, \"rss_mib\": $((rss_kb / 1024)), \"disk_mib\": $((disk_kb / 1024))$parts}"
+  echo "{\"node\": $i, \"cpu_s\": $cpu_s, \"rss_mib\": $((rss_kb / 1024)), \"disk_mib\": $((disk_kb / 1024))$parts}"
 done

@@ -37,7 +37,7 @@ pub fn group_key(group: &str, topic: &str) -> Vec<u8> {
 
 /// `X` + the transaction id's client form (rows of every version use it).
 pub fn txn_key(id: &crate::state::TxnId) -> Vec<u8> {
-    format!("{}{id}", TXN_PREFIX as char).into_bytes()
+    id.row_key()
 }
 
 pub fn retired_key(id: u64) -> [u8; 9] {

@@ -17,6 +17,7 @@ pub mod command;
 pub mod frame;
 pub mod keys;
 pub mod limits;
+pub mod log_cache;
 pub mod log_files;
 pub mod log_flusher;
 pub mod log_store;

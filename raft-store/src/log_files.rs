@@ -22,6 +22,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::log_cache::LogCache;
 use crate::types::alias::{Entry, LogId};
 use crate::{codec, frame, numbered_files};
 
@@ -52,6 +53,8 @@ pub struct LogFiles {
     first_index: u64,
     slots: VecDeque<Slot>,
     segment_bytes: u64,
+    /// The newest entries, decoded (see [`LogCache`]).
+    cache: LogCache,
 }
 
 fn corrupt(msg: String) -> io::Error {
@@ -70,6 +73,7 @@ impl LogFiles {
             first_index: 0,
             slots: VecDeque::new(),
             segment_bytes,
+            cache: LogCache::default(),
         };
         let names = numbered_files::list(dir, SUFFIX)?;
         let count = names.len();
@@ -188,6 +192,7 @@ impl LogFiles {
             let start = buf.len();
             encode_frame(&entry, &mut buf)?;
             pending.push((entry.log_id, start, buf.len() - start));
+            self.cache.push(entry, buf.len() - start);
         }
         self.write_pending(&mut buf, &mut pending)?;
         self.active_file().map(Some)
@@ -248,6 +253,11 @@ impl LogFiles {
         self.active().map(|(_, file)| file)
     }
 
+    /// The entries `start..end` if they are all among the newest, kept in memory.
+    pub fn cached(&self, start: u64, end: u64) -> Option<Vec<Entry>> {
+        self.cache.get(start, end)
+    }
+
     /// Where the entries `start..end` (clamped to what the log holds) are: read them with
     /// [`read_located`] without holding the log.
     pub fn locate(&self, start: u64, end: u64) -> io::Result<Vec<Located>> {
@@ -279,6 +289,7 @@ impl LogFiles {
             Some(l) if l >= self.first_index => (l + 1 - self.first_index) as usize,
             _ => 0,
         };
+        self.cache.truncate_after(last);
         let Some(cut) = self.slots.get(keep).copied() else {
             return Ok(());
         };
@@ -313,6 +324,7 @@ impl LogFiles {
     /// Forgets every entry up to and including `upto` and deletes the segment files that hold
     /// nothing newer. The caller has made the purge point durable first.
     pub fn purge(&mut self, upto: u64) -> io::Result<()> {
+        self.cache.purge(upto);
         while self
             .slots
             .front()

@@ -169,8 +169,16 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
         let (start, end) = index_range(&range);
-        // Locate under the lock, read without it: appends are not held up by a reader's I/O.
-        let located = self.files().locate(start, end)?;
+        // The newest entries come from memory; others are located under the lock and read
+        // without it, so appends are not held up by a reader's I/O.
+        let located = {
+            let files = self.files();
+            let end = end.min(files.last_log_id().map_or(start, |l| l.index + 1));
+            if let Some(entries) = files.cached(start, end) {
+                return Ok(entries);
+            }
+            files.locate(start, end)?
+        };
         read_located(&located)
     }
 

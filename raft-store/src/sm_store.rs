@@ -365,7 +365,7 @@ fn install_blocking(
             continue;
         }
         if key.first() == Some(&keys::TXN_PREFIX) {
-            records.push(codec::decode(&value)?);
+            records.push(TxnRecord::decode_row(&value)?);
             if records.len() == INSTALL_BATCH_ROWS {
                 journal.put_all(&records)?;
                 records.clear();
@@ -638,7 +638,7 @@ fn move_txn_rows_to_journal(tree: &sled::Tree, journal: &TxnJournal) -> io::Resu
     let mut records: Vec<TxnRecord> = Vec::new();
     for item in tree.scan_prefix([keys::TXN_PREFIX]) {
         let (key, value) = item.map_err(io_err)?;
-        records.push(codec::decode(&value)?);
+        records.push(TxnRecord::decode_row(&value)?);
         keys_moved.push(key);
         if records.len() == INSTALL_BATCH_ROWS {
             journal.put_all(&records)?;

@@ -345,7 +345,7 @@ async fn message_rows_kept_in_sled_by_an_earlier_version_move_to_queue_files() -
             }
         }
         for record in transactions(&s)? {
-            let row = txmq_raft_store::codec::encode(&record)?;
+            let row = record.encode_row()?;
             tree.insert(txmq_raft_store::keys::txn_key(&record.id), row)?;
         }
         for topic in s.reader.topics() {

@@ -247,7 +247,7 @@ impl BrokerState {
                 None => None,
             },
             keys::TXN_PREFIX => match text().and_then(|id| self.transactions.get_by_name(id)) {
-                Some(record) => Some(codec::encode_compact(record)?),
+                Some(record) => Some(record.encode_row()?),
                 None => None,
             },
             keys::GROUP_PREFIX => {
@@ -282,7 +282,7 @@ impl BrokerState {
             .pending()
             .chain(self.transactions.decided())
         {
-            rows.push((keys::txn_key(&record.id), codec::encode_compact(record)?));
+            rows.push((keys::txn_key(&record.id), record.encode_row()?));
         }
         Ok(rows)
     }

@@ -20,5 +20,42 @@ pub struct StoredMessage {
 /// A message id: the log index of its entry and its position in that entry, as hex. Unique
 /// across the cluster's lifetime because log indexes are never reused.
 pub fn message_id(log_index: u64, position: usize) -> String {
-    format!("{log_index:016X}{position:08X}")
+    let mut out = String::with_capacity(24);
+    push_hex(&mut out, log_index, 16);
+    push_hex(&mut out, position as u64, 8);
+    out
+}
+
+/// Appends `value` in upper-case hex, zero-padded to at least `width` digits (the same text as
+/// `{:0width$X}`, without the formatting machinery: ids are made for every message).
+pub fn push_hex(out: &mut String, value: u64, width: usize) {
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    let needed = (64 - value.leading_zeros() as usize).div_ceil(4);
+    for i in (0..needed.max(width)).rev() {
+        let nibble = if i < 16 { (value >> (i * 4)) & 0xF } else { 0 };
+        out.push(DIGITS[nibble as usize] as char);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_the_formatted_hex() {
+        for (index, position) in [
+            (0u64, 0usize),
+            (1, 2),
+            (0xABCDEF, 0xFF),
+            (u64::MAX, 0xFFFF_FFFF),
+        ] {
+            assert_eq!(
+                message_id(index, position),
+                format!("{index:016X}{position:08X}")
+            );
+        }
+        let mut wide = String::new();
+        push_hex(&mut wide, 0x1_0000_0000, 8);
+        assert_eq!(wide, format!("{:08X}", 0x1_0000_0000u64));
+    }
 }

@@ -144,9 +144,11 @@ pub const MAX_EVENTS: usize = MAX_HISTORY - 2;
 
 /// The replicated record of one transaction.
 ///
-/// Stored (in the transaction journal and in snapshots) as a [`TxnRow`], the layout rows had
-/// before ids became integers, so records written by earlier versions still load.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Its derived serde form (positional, see [`crate::codec::encode_compact`]) is the transaction
+/// journal's: every field as in memory. Snapshot rows use [`TxnRow`] instead
+/// ([`TxnRecord::encode_row`], [`TxnRecord::decode_row`]), the layout rows had before ids became
+/// integers, so nodes of different versions exchange snapshots and old rows still load.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TxnRecord {
     pub id: TxnId,
     pub group: String,
@@ -336,10 +338,11 @@ struct TxnRowRef<'a> {
     decided_seq: Option<u64>,
 }
 
-impl Serialize for TxnRecord {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        TxnRowRef {
-            id: self.id.to_string(),
+impl TxnRecord {
+    /// The record as a snapshot row ([`TxnRow`], positional).
+    pub fn encode_row(&self) -> Result<Vec<u8>, crate::codec::CodecError> {
+        crate::codec::encode_compact(&TxnRowRef {
+            id: self.id.text(),
             group: &self.group,
             topic: &self.topic,
             message_id: self.message_id(),
@@ -356,15 +359,14 @@ impl Serialize for TxnRecord {
             position: self.message_position(),
             history: self.history(),
             decided_seq: self.decided_seq,
-        }
-        .serialize(s)
+        })
     }
-}
 
-impl<'de> Deserialize<'de> for TxnRecord {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let row = TxnRow::deserialize(d)?;
-        TxnRecord::try_from(row).map_err(serde::de::Error::custom)
+    /// A record from a row of any version (named or positional [`TxnRow`]).
+    pub fn decode_row(bytes: &[u8]) -> std::io::Result<TxnRecord> {
+        let row: TxnRow = crate::codec::decode(bytes)?;
+        TxnRecord::try_from(row)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
     }
 }
 
@@ -448,11 +450,11 @@ mod tests {
     fn records_round_trip_in_both_encodings() {
         let r = committed();
         r.check_invariants();
-        let compact = codec::encode_compact(&r).expect("encode");
-        let named = codec::encode(&r).expect("encode");
-        assert!(compact.len() < named.len());
-        assert_eq!(codec::decode::<TxnRecord>(&compact).expect("decode"), r);
-        assert_eq!(codec::decode::<TxnRecord>(&named).expect("decode"), r);
+        let journal = codec::encode_compact(&r).expect("encode");
+        let row = r.encode_row().expect("encode");
+        assert!(journal.len() < row.len());
+        assert_eq!(codec::decode::<TxnRecord>(&journal).expect("decode"), r);
+        assert_eq!(TxnRecord::decode_row(&row).expect("decode"), r);
         let history: Vec<&str> = r.history().iter().map(|e| e.name()).collect();
         assert_eq!(history, ["half_stored", "check_sent", "decided"]);
     }
@@ -500,7 +502,7 @@ mod tests {
             position: r.message_position(),
             history: r.history(),
         };
-        let loaded: TxnRecord = codec::decode(&codec::encode(&row).expect("encode")).expect("load");
+        let loaded = TxnRecord::decode_row(&codec::encode(&row).expect("encode")).expect("load");
         // Without a sequence the decision's log index orders it.
         assert_eq!(loaded.decided_seq, Some(12));
         assert_eq!(loaded.events, r.events);

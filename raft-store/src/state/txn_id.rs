@@ -5,11 +5,12 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 /// See the module comment. Ordered by (index, position): the order the half messages were
-/// stored in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// stored in. Serialized as the two integers (the transaction journal); rows and results carry
+/// the client form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct TxnId {
     pub index: u64,
     pub position: u32,
@@ -44,25 +45,31 @@ impl TxnId {
     pub fn message_id(&self) -> String {
         super::message::message_id(self.index, self.position as usize)
     }
+
+    /// The row key of this transaction (`X` + the client form).
+    pub fn row_key(&self) -> Vec<u8> {
+        let text = self.text();
+        let mut key = Vec::with_capacity(1 + text.len());
+        key.push(crate::keys::TXN_PREFIX);
+        key.extend_from_slice(text.as_bytes());
+        key
+    }
 }
 
 impl fmt::Display for TxnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "T{:016X}{:08X}", self.index, self.position)
+        f.write_str(&self.text())
     }
 }
 
-impl Serialize for TxnId {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for TxnId {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        TxnId::parse(&text)
-            .ok_or_else(|| serde::de::Error::custom(format!("not a transaction id: '{text}'")))
+impl TxnId {
+    /// The client form (what `to_string` gives, made without the formatting machinery).
+    pub fn text(&self) -> String {
+        let mut out = String::with_capacity(1 + INDEX_DIGITS + POSITION_DIGITS);
+        out.push('T');
+        super::message::push_hex(&mut out, self.index, INDEX_DIGITS);
+        super::message::push_hex(&mut out, u64::from(self.position), POSITION_DIGITS);
+        out
     }
 }
 
@@ -77,6 +84,7 @@ mod tests {
         assert_eq!(text, "T000000000000123400000007");
         assert_eq!(TxnId::parse(&text), Some(id));
         assert_eq!(id.message_id(), text[1..]);
+        assert_eq!(id.row_key(), format!("X{text}").into_bytes());
     }
 
     #[test]
