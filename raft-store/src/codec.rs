@@ -1,7 +1,9 @@
 //! MessagePack encoding of everything txmq stores or sends between peers.
 //!
 //! Structs are encoded as maps (named fields) so that optional fields can be added later and
-//! openraft's own serde representations round-trip.
+//! openraft's own serde representations round-trip. The high-volume types — an entry's command,
+//! stored messages, transaction records, consumer-group rows — use the positional form
+//! ([`encode_compact`]): no field names in every message. [`decode`] reads both.
 
 use serde::{Serialize, de::DeserializeOwned};
 

@@ -12,10 +12,72 @@ pub use crate::state::{Decision, DecisionSource, TxnState, TxnTiming};
 
 /// One Raft entry's application payload. `time_ms` is stamped by the leader when it proposes;
 /// the state machine uses it as "now" and never reads a clock.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Serialized as one MessagePack `bin` holding the command in positional form
+/// ([`crate::codec::encode_compact`]) inside whatever encodes the entry: the entry and openraft's
+/// own types stay named, but the payload — nearly all of an entry's bytes, encoded at append,
+/// sent to every follower and decoded on every node — carries no field names. Entries written
+/// by earlier versions (the command as a named map) still decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Command {
     pub time_ms: u64,
     pub op: Operation,
+}
+
+/// The stored form of a [`Command`] (fields in this order; append only, with defaults).
+#[derive(Serialize)]
+struct CommandRef<'a> {
+    time_ms: u64,
+    op: &'a Operation,
+}
+
+#[derive(Deserialize)]
+struct CommandOwned {
+    time_ms: u64,
+    op: Operation,
+}
+
+impl Serialize for Command {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let body = crate::codec::encode_compact(&CommandRef {
+            time_ms: self.time_ms,
+            op: &self.op,
+        })
+        .map_err(serde::ser::Error::custom)?;
+        s.serialize_bytes(&body)
+    }
+}
+
+impl<'de> Deserialize<'de> for Command {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CommandVisitor)
+    }
+}
+
+struct CommandVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CommandVisitor {
+    type Value = Command;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a command (bytes, or a map from earlier versions)")
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Command, E> {
+        let c: CommandOwned = crate::codec::decode(bytes).map_err(E::custom)?;
+        Ok(Command {
+            time_ms: c.time_ms,
+            op: c.op,
+        })
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Command, A::Error> {
+        let c = CommandOwned::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        Ok(Command {
+            time_ms: c.time_ms,
+            op: c.op,
+        })
+    }
 }
 
 impl fmt::Display for Command {
@@ -370,5 +432,58 @@ fn wrong_type_message(topic: &str, expected: TopicKind, actual: TopicKind) -> St
             "topic '{topic}' is a {actual} topic, but transactional messages are accepted only on transaction \
              topics; create one with `txmq topic create NAME --type transaction`"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn half() -> Operation {
+        Operation::HalfMessage {
+            topic: "pay".into(),
+            group: "shop".into(),
+            message: NewMessage {
+                key: "k".into(),
+                tag: String::new(),
+                body: vec![7; 256],
+                properties: BTreeMap::from([("a".into(), "b".into())]),
+            },
+            timing: TxnTiming {
+                first_check_delay_ms: 6_000,
+                check_interval_ms: 30_000,
+                max_checks: 15,
+                max_lifetime_ms: 14_400_000,
+            },
+        }
+    }
+
+    #[test]
+    fn commands_round_trip_without_field_names() {
+        let command = Command {
+            time_ms: 42,
+            op: Operation::Batch(vec![half(), half()]),
+        };
+        let bytes = crate::codec::encode(&command).expect("encode");
+        assert_eq!(crate::codec::decode::<Command>(&bytes).expect("decode"), command);
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("first_check_delay_ms") && !text.contains("properties"));
+    }
+
+    /// Entries written before the payload became positional: the command as a named map.
+    #[test]
+    fn commands_of_earlier_versions_still_decode() {
+        #[derive(Serialize)]
+        struct Earlier {
+            time_ms: u64,
+            op: Operation,
+        }
+        let bytes = crate::codec::encode(&Earlier {
+            time_ms: 9,
+            op: half(),
+        })
+        .expect("encode");
+        let command: Command = crate::codec::decode(&bytes).expect("decode");
+        assert_eq!(command, Command { time_ms: 9, op: half() });
     }
 }

@@ -365,7 +365,7 @@ async fn message_rows_kept_in_sled_by_an_earlier_version_move_to_queue_files() -
                 for chunk in messages.chunks(10) {
                     let encoded = chunk
                         .iter()
-                        .map(|(_, m)| txmq_raft_store::codec::encode(m))
+                        .map(|(_, m)| txmq_raft_store::codec::encode_compact(m))
                         .collect::<Result<Vec<_>, _>>()?;
                     let key = txmq_raft_store::keys::message_key(topic.id, queue, chunk[0].0);
                     tree.insert(key, txmq_raft_store::segment::encode(&encoded))?;

@@ -253,7 +253,7 @@ impl BrokerState {
             keys::GROUP_PREFIX => {
                 let names = text().and_then(|t| t.split_once('\0'));
                 match names.and_then(|(g, t)| self.groups.get(&(g.to_string(), t.to_string()))) {
-                    Some(group) => Some(codec::encode(group)?),
+                    Some(group) => Some(codec::encode_compact(group)?),
                     None => None,
                 }
             }
@@ -275,7 +275,7 @@ impl BrokerState {
             rows.push((keys::retired_key(*id).to_vec(), Vec::new()));
         }
         for g in self.groups.values() {
-            rows.push((keys::group_key(&g.group, &g.topic), codec::encode(g)?));
+            rows.push((keys::group_key(&g.group, &g.topic), codec::encode_compact(g)?));
         }
         for record in self
             .transactions
