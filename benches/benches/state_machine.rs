@@ -42,7 +42,7 @@ fn txn_ids(result: &CommandResult) -> Vec<String> {
         CommandResult::Batch(results) => results
             .iter()
             .filter_map(|r| match r {
-                CommandResult::HalfAccepted { txn_id, .. } => Some(txn_id.clone()),
+                CommandResult::HalfAccepted { txn_id } => Some(txn_id.to_string()),
                 _ => None,
             })
             .collect(),

@@ -241,19 +241,18 @@ impl TxnService {
                     let created = Some(o.created_ms).filter(|&ms| ms > 0);
                     record_decision(o.state.as_str(), source.as_str(), created);
                 }
-                let message_id = o
-                    .position
-                    .as_ref()
-                    .map(|p| p.message_id.clone())
-                    .unwrap_or_default();
+                let message_id = match o.position {
+                    Some(_) => o.txn_id.message_id(),
+                    None => String::new(),
+                };
                 Ok(pb::EndTransactionResponse {
-                    transaction_id: o.txn_id,
+                    transaction_id: o.txn_id.to_string(),
                     state: o.state.as_str().into(),
                     reason: o.reason.map(|r| r.as_str().to_string()).unwrap_or_default(),
                     repeated: o.repeated,
                     message_id,
-                    queue: o.position.as_ref().map(|p| p.queue),
-                    offset: o.position.as_ref().map(|p| p.offset),
+                    queue: o.position.map(|(queue, _)| queue),
+                    offset: o.position.map(|(_, offset)| offset),
                 })
             }
             other => Err(convert::unexpected(other)),
@@ -392,11 +391,11 @@ fn decide_op(
 /// The response to a stored half message, from its committed result.
 fn half_response(topic: String, result: CommandResult) -> Result<pb::SendHalfResponse, Status> {
     match result {
-        CommandResult::HalfAccepted { txn_id, message_id } => {
+        CommandResult::HalfAccepted { txn_id } => {
             metrics::counter!("txmq_txn_half_messages_total").increment(1);
             Ok(pb::SendHalfResponse {
-                transaction_id: txn_id,
-                message_id,
+                transaction_id: txn_id.to_string(),
+                message_id: txn_id.message_id(),
                 topic,
             })
         }

@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::state::{Decision, DecisionSource, TxnState, TxnTiming};
+pub use crate::state::{Decision, DecisionSource, TxnId, TxnState, TxnTiming};
 
 /// One Raft entry's application payload. `time_ms` is stamped by the leader when it proposes;
 /// the state machine uses it as "now" and never reads a clock.
@@ -339,9 +339,9 @@ pub enum CommandResult {
     /// One position per message, in the order the messages were given.
     Published(Vec<MessagePosition>),
     Rejected(Rejection),
+    /// A half message was stored; its message id is the transaction's (see [`TxnId`]).
     HalfAccepted {
-        txn_id: String,
-        message_id: String,
+        txn_id: TxnId,
     },
     TxnDecided(TxnOutcome),
     Batch(Vec<CommandResult>),
@@ -361,19 +361,32 @@ pub enum CommandResult {
     },
 }
 
-/// The state of a transaction after a decision was applied.
+/// The state of a transaction after a decision was applied. Ids stay integers here: every
+/// replica computes the outcome, only the node answering the client turns it into text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TxnOutcome {
-    pub txn_id: String,
+    pub txn_id: TxnId,
     pub state: TxnState,
     /// Who decided (for a pending transaction: none yet).
     pub reason: Option<DecisionSource>,
-    pub position: Option<MessagePosition>,
+    /// `(queue, offset)` of the committed message (its id is the transaction's message id).
+    pub position: Option<(u32, u64)>,
     /// True when this decision repeated one already applied (idempotent success).
     pub repeated: bool,
     /// When the half message was stored (for the time-to-decision metric).
     #[serde(default)]
     pub created_ms: u64,
+}
+
+impl TxnOutcome {
+    /// Where the committed message landed, with its id.
+    pub fn message_position(&self) -> Option<MessagePosition> {
+        self.position.map(|(queue, offset)| MessagePosition {
+            message_id: self.txn_id.message_id(),
+            queue,
+            offset,
+        })
+    }
 }
 
 /// A business rejection every replica agrees on.

@@ -92,7 +92,8 @@ proptest! {
                     let message = NewMessage { key: String::new(), tag: String::new(), body: vec![group], properties: BTreeMap::new() };
                     let op = Operation::HalfMessage { topic: topic.into(), group: group_name(group), message, timing: TIMING };
                     match apply(&mut state, now, op) {
-                        CommandResult::HalfAccepted { txn_id, .. } => {
+                        CommandResult::HalfAccepted { txn_id } => {
+                            let txn_id = txn_id.to_string();
                             prop_assert!(!normal_topic);
                             model.insert(txn_id.clone(), M { group, state: TxnState::Pending, checks: 0, next_check: now + 100, deadline: now + 400 });
                             ids.push(txn_id);
@@ -214,7 +215,7 @@ fn a_stale_scheduler_proposal_cannot_roll_back_early() {
         message,
         timing: TIMING,
     };
-    let CommandResult::HalfAccepted { txn_id, .. } = state
+    let CommandResult::HalfAccepted { txn_id } = state
         .apply(
             2,
             Command {
@@ -227,6 +228,7 @@ fn a_stale_scheduler_proposal_cannot_roll_back_early() {
     else {
         panic!("half rejected");
     };
+    let txn_id = txn_id.to_string();
     let early = Operation::TxnTimers {
         checks: vec![txn_id.clone()],
         expirations: vec![txn_id.clone()],

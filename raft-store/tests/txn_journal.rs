@@ -97,7 +97,7 @@ impl Node {
             CommandResult::Batch(results) => results
                 .into_iter()
                 .filter_map(|r| match r {
-                    CommandResult::HalfAccepted { txn_id, .. } => Some(txn_id),
+                    CommandResult::HalfAccepted { txn_id } => Some(txn_id.to_string()),
                     _ => None,
                 })
                 .collect(),

@@ -183,7 +183,7 @@ impl BrokerState {
             low_offsets: vec![0; queues],
             retained_bytes: vec![0; queues],
         };
-        batch.refresh(keys::topic_key(&meta.name));
+        batch.refresh_topic(&meta.name);
         self.topics.insert(meta.name.clone(), meta.clone());
         Ok(CommandResult::TopicCreated(meta))
     }
@@ -224,7 +224,7 @@ impl BrokerState {
                 offset,
             });
         }
-        batch.refresh(keys::topic_key(topic));
+        batch.refresh_topic(&topic);
         Ok(CommandResult::Published(positions))
     }
 

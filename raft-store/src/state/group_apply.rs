@@ -299,7 +299,7 @@ impl BrokerState {
                 message.born_at_ms = at.now_ms;
                 dlq.append(&message, batch)?;
             }
-            batch.refresh(keys::topic_key(&GroupState::dlq_topic(group)));
+            batch.refresh_topic(&GroupState::dlq_topic(group));
             self.write_group(group, topic, batch);
         }
         Ok(CommandResult::DeadLettered(count))
@@ -333,7 +333,7 @@ impl BrokerState {
                 low_offsets: vec![0],
                 retained_bytes: vec![0],
             };
-            batch.refresh(keys::topic_key(&name));
+            batch.refresh_topic(&name);
             self.topics.insert(name.clone(), meta);
         }
         Ok(self.topics.get_mut(&name).expect("just ensured"))
@@ -353,7 +353,7 @@ impl BrokerState {
         for t in trims.iter().filter(|t| t.queue < queues) {
             removed += meta.trim(t.queue, t.new_low, t.bytes, batch);
         }
-        batch.refresh(keys::topic_key(topic));
+        batch.refresh_topic(&topic);
         Ok(CommandResult::Trimmed(removed))
     }
 }

@@ -15,7 +15,6 @@ use super::txn_id::TxnId;
 use super::{BrokerState, WriteBatch};
 use crate::codec::CodecError;
 use crate::command::{CommandResult, NewMessage, Rejection, TopicKind, TxnOutcome};
-use crate::keys;
 use crate::limits;
 
 /// Where and when an entry applies: its log index and the leader's time stamped into it.
@@ -62,10 +61,7 @@ impl BrokerState {
         let record = TxnRecord::pending(id, group, topic, message, timing, at.now_ms);
         batch.txn_changed(id);
         self.transactions.insert_pending(record);
-        Ok(CommandResult::HalfAccepted {
-            txn_id: id.to_string(),
-            message_id: id.message_id(),
-        })
+        Ok(CommandResult::HalfAccepted { txn_id: id })
     }
 
     pub(super) fn end_transaction(
@@ -233,7 +229,7 @@ impl BrokerState {
             born_at_ms: now_ms,
         };
         let position = meta.append(&stored, batch)?;
-        batch.refresh(keys::topic_key(&record.topic));
+        batch.refresh_topic(&record.topic);
         Ok(position)
     }
 }
@@ -241,10 +237,10 @@ impl BrokerState {
 /// The outcome a decision reports for `record`.
 fn outcome_of(record: &TxnRecord, repeated: bool) -> TxnOutcome {
     TxnOutcome {
-        txn_id: record.id.to_string(),
+        txn_id: record.id,
         state: record.state,
         reason: record.reason,
-        position: record.message_position(),
+        position: record.position,
         repeated,
         created_ms: record.created_ms,
     }

@@ -40,6 +40,9 @@ pub struct WriteBatch {
     pub ops: Vec<WriteOp>,
     /// (topic, queue) → the index in `ops` of its latest `Append`, to extend it.
     open_appends: HashMap<(u64, u32), usize>,
+    /// Topics whose row this batch refreshes already (an entry of commits touches one topic
+    /// hundreds of times).
+    refreshed_topics: Vec<String>,
 }
 
 /// A row change: `(key, Some(value))` writes, `(key, None)` deletes.
@@ -59,6 +62,15 @@ impl WriteBatch {
     /// See [`WriteOp::Refresh`].
     pub fn refresh(&mut self, key: impl Into<Vec<u8>>) {
         self.ops.push(WriteOp::Refresh(key.into()));
+    }
+
+    /// Refreshes a topic's row (once per batch).
+    pub fn refresh_topic(&mut self, name: &str) {
+        if self.refreshed_topics.iter().any(|t| t == name) {
+            return;
+        }
+        self.refreshed_topics.push(name.to_string());
+        self.refresh(keys::topic_key(name));
     }
 
     /// See [`WriteOp::Txn`].
