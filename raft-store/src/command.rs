@@ -478,7 +478,10 @@ mod tests {
             op: Operation::Batch(vec![half(), half()]),
         };
         let bytes = crate::codec::encode(&command).expect("encode");
-        assert_eq!(crate::codec::decode::<Command>(&bytes).expect("decode"), command);
+        assert_eq!(
+            crate::codec::decode::<Command>(&bytes).expect("decode"),
+            command
+        );
         let text = String::from_utf8_lossy(&bytes);
         assert!(!text.contains("first_check_delay_ms") && !text.contains("properties"));
     }
@@ -497,6 +500,12 @@ mod tests {
         })
         .expect("encode");
         let command: Command = crate::codec::decode(&bytes).expect("decode");
-        assert_eq!(command, Command { time_ms: 9, op: half() });
+        assert_eq!(
+            command,
+            Command {
+                time_ms: 9,
+                op: half()
+            }
+        );
     }
 }

@@ -275,7 +275,10 @@ impl BrokerState {
             rows.push((keys::retired_key(*id).to_vec(), Vec::new()));
         }
         for g in self.groups.values() {
-            rows.push((keys::group_key(&g.group, &g.topic), codec::encode_compact(g)?));
+            rows.push((
+                keys::group_key(&g.group, &g.topic),
+                codec::encode_compact(g)?,
+            ));
         }
         for record in self
             .transactions
