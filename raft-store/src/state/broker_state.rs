@@ -224,7 +224,7 @@ impl BrokerState {
                 offset,
             });
         }
-        batch.refresh_topic(&topic);
+        batch.refresh_topic(topic);
         Ok(CommandResult::Published(positions))
     }
 

@@ -353,7 +353,7 @@ impl BrokerState {
         for t in trims.iter().filter(|t| t.queue < queues) {
             removed += meta.trim(t.queue, t.new_low, t.bytes, batch);
         }
-        batch.refresh_topic(&topic);
+        batch.refresh_topic(topic);
         Ok(CommandResult::Trimmed(removed))
     }
 }
