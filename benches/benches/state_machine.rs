@@ -20,7 +20,7 @@ fn pure_apply(c: &mut Criterion) {
         let mut state = BrokerState::default();
         let mut scratch = WriteBatch::default();
         state
-            .apply(1, create_topic("t", 4), &mut scratch)
+            .apply(1, &create_topic("t", 4), &mut scratch)
             .expect("create");
         let mut index = 2;
         b.iter_batched(
@@ -28,7 +28,7 @@ fn pure_apply(c: &mut Criterion) {
             |cmd| {
                 let mut batch = WriteBatch::default();
                 index += 1;
-                state.apply(index, cmd, &mut batch).expect("apply")
+                state.apply(index, &cmd, &mut batch).expect("apply")
             },
             BatchSize::SmallInput,
         );
@@ -58,7 +58,7 @@ fn pure_txn_apply(c: &mut Criterion) {
     let halves = half_batch("t", 64, 256);
     let mut state = BrokerState::default();
     state
-        .apply(1, create_txn_topic("t", 4), &mut WriteBatch::default())
+        .apply(1, &create_txn_topic("t", 4), &mut WriteBatch::default())
         .expect("create");
     let mut index = 1;
     group.bench_function("half_64x256B", |b| {
@@ -67,7 +67,7 @@ fn pure_txn_apply(c: &mut Criterion) {
             |cmd| {
                 index += 1;
                 state
-                    .apply(index, cmd, &mut WriteBatch::default())
+                    .apply(index, &cmd, &mut WriteBatch::default())
                     .expect("apply")
             },
             BatchSize::SmallInput,
@@ -81,7 +81,7 @@ fn pure_txn_apply(c: &mut Criterion) {
                 let (state, index) = &mut *shared.borrow_mut();
                 *index += 1;
                 let result = state
-                    .apply(*index, halves.clone(), &mut WriteBatch::default())
+                    .apply(*index, &halves, &mut WriteBatch::default())
                     .expect("half");
                 let ids = txn_ids(&result);
                 assert_eq!(ids.len(), 64, "every half message is accepted");
@@ -91,7 +91,7 @@ fn pure_txn_apply(c: &mut Criterion) {
                 let (state, index) = &mut *shared.borrow_mut();
                 *index += 1;
                 state
-                    .apply(*index, commits, &mut WriteBatch::default())
+                    .apply(*index, &commits, &mut WriteBatch::default())
                     .expect("commit")
             },
             BatchSize::SmallInput,

@@ -8,16 +8,16 @@ use txmq_raft_store::{Command, NewMessage, Operation, TopicKind, TopicSpec};
 
 /// A `normal` topic creation command.
 pub fn create_topic(name: &str, queues: u32) -> Command {
-    Command {
-        time_ms: 1,
-        op: Operation::CreateTopic(TopicSpec {
+    Command::new(
+        1,
+        Operation::CreateTopic(TopicSpec {
             name: name.into(),
             kind: TopicKind::Normal,
             queues,
             retention_ms: 3_600_000,
             retention_bytes: 0,
         }),
-    }
+    )
 }
 
 /// A publish of `count` messages of `size` bytes, half of them keyed.
@@ -34,22 +34,22 @@ pub fn publish(topic: &str, count: usize, size: usize) -> Command {
             properties: BTreeMap::new(),
         })
         .collect();
-    Command {
-        time_ms: 2,
-        op: Operation::Publish {
+    Command::new(
+        2,
+        Operation::Publish {
             topic: topic.into(),
             messages,
         },
-    }
+    )
 }
 
 /// A `transaction` topic creation command.
 pub fn create_txn_topic(name: &str, queues: u32) -> Command {
-    let mut command = create_topic(name, queues);
-    if let Operation::CreateTopic(spec) = &mut command.op {
+    let mut op = create_topic(name, queues).into_op();
+    if let Operation::CreateTopic(spec) = &mut op {
         spec.kind = TopicKind::Transaction;
     }
-    command
+    Command::new(0, op)
 }
 
 /// One entry of `count` half messages of `size` bytes (as the leader's batcher packs them).
@@ -72,10 +72,7 @@ pub fn half_batch(topic: &str, count: usize, size: usize) -> Command {
             },
         })
         .collect();
-    Command {
-        time_ms: 3,
-        op: Operation::Batch(ops),
-    }
+    Command::new(3, Operation::Batch(ops))
 }
 
 /// One entry committing the given transactions.
@@ -89,8 +86,5 @@ pub fn commit_batch(txn_ids: &[String]) -> Command {
             source: DecisionSource::Producer,
         })
         .collect();
-    Command {
-        time_ms: 4,
-        op: Operation::Batch(ops),
-    }
+    Command::new(4, Operation::Batch(ops))
 }

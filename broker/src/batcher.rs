@@ -136,12 +136,7 @@ async fn propose(raft: &Raft, mut items: Vec<Pending>) {
         }
         None => return,
     };
-    let result = raft
-        .client_write(Command {
-            time_ms: now_ms(),
-            op,
-        })
-        .await;
+    let result = raft.client_write(Command::new(now_ms(), op)).await;
     metrics::counter!("txmq_raft_proposals_total", "outcome" => if result.is_ok() { "committed" } else { "failed" })
         .increment(1);
     metrics::histogram!("txmq_batch_operations").record(total as f64);

@@ -65,7 +65,7 @@ impl Proposer {
 
     /// Proposes a command; returns its committed result and its log index.
     pub async fn write_indexed(&self, op: Operation) -> Result<(CommandResult, u64), OpError> {
-        let command = Command { time_ms: 0, op };
+        let command = Command::new(0, op);
         match self.execute(LeaderOp::Write(command)).await? {
             LeaderOutcome::Written { result, index } => Ok((result, index)),
             _ => Err(OpError::Internal("unexpected outcome of a write".into())),
@@ -92,10 +92,7 @@ impl Proposer {
         op: Operation,
         leader: CommittedLeaderId,
     ) -> Result<CommandResult, OpError> {
-        let command = Command {
-            time_ms: now_ms(),
-            op,
-        };
+        let command = Command::new(now_ms(), op);
         let (responder, rx) = ProgressResponder::complete_only();
         self.raft
             .write(command)
@@ -194,7 +191,7 @@ impl Proposer {
     /// Runs `op` on this node, which must be the leader.
     pub async fn execute_local(&self, op: LeaderOp) -> Result<LeaderOutcome, OpError> {
         match op {
-            LeaderOp::Write(command) => self.write_local(command).await,
+            LeaderOp::Write(command) => self.write_local(command.into_op()).await,
             LeaderOp::WriteMany(ops) => self.write_many_local(ops).await,
             LeaderOp::AddNode {
                 id,
@@ -206,15 +203,16 @@ impl Proposer {
         }
     }
 
-    async fn write_local(&self, mut command: Command) -> Result<LeaderOutcome, OpError> {
-        if crate::batcher::batchable(&command.op) {
-            let (results, index) = self.batcher.submit(vec![command.op]).await?;
+    /// Proposes `op` with this leader's clock (through the batcher if it can share an entry).
+    async fn write_local(&self, op: Operation) -> Result<LeaderOutcome, OpError> {
+        if crate::batcher::batchable(&op) {
+            let (results, index) = self.batcher.submit(vec![op]).await?;
             let result = results.into_iter().next().ok_or_else(|| {
                 OpError::Internal("the batcher returned no result for an operation".into())
             })?;
             return Ok(LeaderOutcome::Written { result, index });
         }
-        command.time_ms = now_ms();
+        let command = Command::new(now_ms(), op);
         let resp = self.raft.client_write(command).await.map_err(write_error);
         count_proposal(resp.is_ok());
         let resp = resp?;
@@ -232,7 +230,7 @@ impl Proposer {
         // Not expected from the services (they only send batchable items); kept correct anyway.
         let (mut results, mut index) = (Vec::with_capacity(ops.len()), 0);
         for op in ops {
-            match self.write_local(Command { time_ms: 0, op }).await? {
+            match self.write_local(op).await? {
                 LeaderOutcome::Written { result, index: i } => {
                     results.push(result);
                     index = i;
@@ -331,11 +329,7 @@ impl Proposer {
             .change_membership(ChangeMembers::RemoveNodes(ids), false)
             .await
             .map_err(write_error)?;
-        self.write_local(Command {
-            time_ms: 0,
-            op: Operation::RetireNode { id },
-        })
-        .await?;
+        self.write_local(Operation::RetireNode { id }).await?;
         Ok(LeaderOutcome::MembershipChanged)
     }
 }

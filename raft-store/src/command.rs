@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -13,16 +14,80 @@ pub use crate::state::{Decision, DecisionSource, TxnId, TxnState, TxnTiming};
 /// One Raft entry's application payload. `time_ms` is stamped by the leader when it proposes;
 /// the state machine uses it as "now" and never reads a clock.
 ///
+/// Shared and encoded once: openraft hands every reader of an entry (the replication stream of
+/// each follower, the state machine) its own copy, so a clone only counts a reference; and the
+/// positional bytes made when the leader appends the entry (or received by a follower) are kept
+/// and reused for every later encoding — the streams to the followers, a follower's own log.
+///
 /// Serialized as one MessagePack `bin` holding the command in positional form
 /// ([`crate::codec::encode_compact`]) inside whatever encodes the entry: the entry and openraft's
-/// own types stay named, but the payload — nearly all of an entry's bytes, encoded at append,
-/// sent to every follower and decoded on every node — carries no field names. Entries written
-/// by earlier versions (the command as a named map) still decode.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Command {
-    pub time_ms: u64,
-    pub op: Operation,
+/// own types stay named, but the payload — nearly all of an entry's bytes — carries no field
+/// names. Entries written by earlier versions (the command as a named map) still decode.
+#[derive(Clone)]
+pub struct Command(Arc<CommandParts>);
+
+struct CommandParts {
+    time_ms: u64,
+    op: Operation,
+    /// The positional encoding of `(time_ms, op)`, once made or received.
+    encoded: OnceLock<Box<[u8]>>,
 }
+
+impl Command {
+    pub fn new(time_ms: u64, op: Operation) -> Self {
+        Self(Arc::new(CommandParts {
+            time_ms,
+            op,
+            encoded: OnceLock::new(),
+        }))
+    }
+
+    pub fn time_ms(&self) -> u64 {
+        self.0.time_ms
+    }
+
+    pub fn op(&self) -> &Operation {
+        &self.0.op
+    }
+
+    /// The operation, copied only if another holder still shares it.
+    pub fn into_op(self) -> Operation {
+        match Arc::try_unwrap(self.0) {
+            Ok(parts) => parts.op,
+            Err(shared) => shared.op.clone(),
+        }
+    }
+
+    /// The positional encoding (made on first use).
+    fn encoded(&self) -> Result<&[u8], crate::codec::CodecError> {
+        if let Some(bytes) = self.0.encoded.get() {
+            return Ok(bytes);
+        }
+        let bytes = crate::codec::encode_compact(&CommandRef {
+            time_ms: self.0.time_ms,
+            op: &self.0.op,
+        })?;
+        // Another thread may have set it meanwhile: the bytes are the same either way.
+        Ok(self.0.encoded.get_or_init(|| bytes.into_boxed_slice()))
+    }
+}
+
+impl fmt::Debug for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Command")
+            .field("time_ms", &self.0.time_ms)
+            .field("op", &self.0.op)
+            .finish()
+    }
+}
+
+impl PartialEq for Command {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.time_ms == other.0.time_ms && self.0.op == other.0.op
+    }
+}
+
+impl Eq for Command {}
 
 /// The stored form of a [`Command`] (fields in this order; append only, with defaults).
 #[derive(Serialize)]
@@ -39,12 +104,7 @@ struct CommandOwned {
 
 impl Serialize for Command {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let body = crate::codec::encode_compact(&CommandRef {
-            time_ms: self.time_ms,
-            op: &self.op,
-        })
-        .map_err(serde::ser::Error::custom)?;
-        s.serialize_bytes(&body)
+        s.serialize_bytes(self.encoded().map_err(serde::ser::Error::custom)?)
     }
 }
 
@@ -65,24 +125,21 @@ impl<'de> serde::de::Visitor<'de> for CommandVisitor {
 
     fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Command, E> {
         let c: CommandOwned = crate::codec::decode(bytes).map_err(E::custom)?;
-        Ok(Command {
-            time_ms: c.time_ms,
-            op: c.op,
-        })
+        let command = Command::new(c.time_ms, c.op);
+        // Keep what arrived: this node's log stores the same bytes without encoding again.
+        let _ = command.0.encoded.set(bytes.into());
+        Ok(command)
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Command, A::Error> {
         let c = CommandOwned::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-        Ok(Command {
-            time_ms: c.time_ms,
-            op: c.op,
-        })
+        Ok(Command::new(c.time_ms, c.op))
     }
 }
 
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.op {
+        match self.op() {
             Operation::CreateTopic(spec) => write!(f, "create_topic({})", spec.name),
             Operation::Publish { topic, messages } => {
                 write!(f, "publish({topic}, {} messages)", messages.len())
@@ -473,10 +530,7 @@ mod tests {
 
     #[test]
     fn commands_round_trip_without_field_names() {
-        let command = Command {
-            time_ms: 42,
-            op: Operation::Batch(vec![half(), half()]),
-        };
+        let command = Command::new(42, Operation::Batch(vec![half(), half()]));
         let bytes = crate::codec::encode(&command).expect("encode");
         assert_eq!(
             crate::codec::decode::<Command>(&bytes).expect("decode"),
@@ -500,12 +554,17 @@ mod tests {
         })
         .expect("encode");
         let command: Command = crate::codec::decode(&bytes).expect("decode");
-        assert_eq!(
-            command,
-            Command {
-                time_ms: 9,
-                op: half()
-            }
-        );
+        assert_eq!(command, Command::new(9, half()));
+    }
+
+    /// A decoded command keeps the bytes it came in: encoding it again gives the same bytes as
+    /// encoding a fresh copy.
+    #[test]
+    fn a_received_command_reencodes_to_the_same_bytes() {
+        let fresh = crate::codec::encode(&Command::new(3, half())).expect("encode");
+        let received: Command = crate::codec::decode(&fresh).expect("decode");
+        assert!(received.0.encoded.get().is_some(), "the bytes are kept");
+        assert_eq!(crate::codec::encode(&received).expect("encode"), fresh);
+        assert_eq!(received.clone().into_op(), half());
     }
 }

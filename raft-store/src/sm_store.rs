@@ -174,14 +174,14 @@ impl StateMachineStore {
         // (openraft treats a storage error as fatal), so memory running ahead of disk is never
         // observed.
         let mut state = self.shared.write_state();
-        let payload: EntryPayload<Command, NodeId, NodeInfo> = entry.payload;
+        let payload: &EntryPayload<Command, NodeId, NodeInfo> = &entry.payload;
         let result = match payload {
             EntryPayload::Blank => CommandResult::Nothing,
             EntryPayload::Normal(command) => {
                 state.apply(entry.log_id.index, command, &mut batch)?
             }
             EntryPayload::Membership(m) => {
-                applied.membership = StoredMembership::new(Some(entry.log_id), m);
+                applied.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                 CommandResult::Nothing
             }
         };

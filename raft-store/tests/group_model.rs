@@ -41,7 +41,7 @@ proptest! {
         let (mut now, mut index) = (1_000u64, 0u64);
         let mut apply = |state: &mut BrokerState, now: u64, op: Operation| {
             index += 1;
-            state.apply(index, Command { time_ms: now, op }, &mut WriteBatch::default()).unwrap()
+            state.apply(index, &Command::new(now, op), &mut WriteBatch::default()).unwrap()
         };
         let spec = TopicSpec { name: "t".into(), kind: TopicKind::Normal, queues: 2, retention_ms: 1, retention_bytes: 0 };
         apply(&mut state, now, Operation::CreateTopic(spec));

@@ -19,9 +19,9 @@ fn entry(index: u64, body: usize) -> Entry {
     let log_id = openraft::testing::log_id::<txmq_raft_store::TypeConfig>(1, 1, index);
     Entry::new(
         log_id,
-        EntryPayload::Normal(Command {
-            time_ms: index,
-            op: Operation::Publish {
+        EntryPayload::Normal(Command::new(
+            index,
+            Operation::Publish {
                 topic: "t".into(),
                 messages: vec![NewMessage {
                     key: String::new(),
@@ -30,7 +30,7 @@ fn entry(index: u64, body: usize) -> Entry {
                     properties: BTreeMap::new(),
                 }],
             },
-        }),
+        )),
     )
 }
 

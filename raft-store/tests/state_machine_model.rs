@@ -126,7 +126,7 @@ proptest! {
         for (i, op) in ops.iter().enumerate() {
             let index = i as u64 + 1;
             let mut batch = WriteBatch::default();
-            let got = state.apply(index, Command { time_ms: index * 10, op: op.clone() }, &mut batch).unwrap();
+            let got = state.apply(index, &Command::new(index * 10, op.clone()), &mut batch).unwrap();
             let want = model.apply(op);
             prop_assert!(same_variant(&got, &want), "op {op:?}: got {got:?}, model {want:?}");
             if let CommandResult::Published(positions) = &got {

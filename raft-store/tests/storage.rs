@@ -40,10 +40,7 @@ fn entry(index: u64, op: Operation) -> Entry {
     let log_id = openraft::testing::log_id::<TypeConfig>(1, 1, index);
     Entry::new(
         log_id,
-        EntryPayload::Normal(Command {
-            time_ms: 1_000 + index,
-            op,
-        }),
+        EntryPayload::Normal(Command::new(1_000 + index, op)),
     )
 }
 

@@ -75,7 +75,7 @@ proptest! {
         let mut apply = |state: &mut BrokerState, now: u64, op: Operation| {
             index += 1;
             let mut batch = WriteBatch::default();
-            state.apply(index, Command { time_ms: now, op }, &mut batch).unwrap()
+            state.apply(index, &Command::new(now, op), &mut batch).unwrap()
         };
         for (name, kind) in [("pay", TopicKind::Transaction), ("plain", TopicKind::Normal)] {
             let spec = TopicSpec { name: name.into(), kind, queues: 2, retention_ms: 1, retention_bytes: 0 };
@@ -196,10 +196,7 @@ fn a_stale_scheduler_proposal_cannot_roll_back_early() {
     state
         .apply(
             1,
-            Command {
-                time_ms: 0,
-                op: Operation::CreateTopic(spec),
-            },
+            &Command::new(0, Operation::CreateTopic(spec)),
             &mut batch,
         )
         .unwrap();
@@ -216,14 +213,7 @@ fn a_stale_scheduler_proposal_cannot_roll_back_early() {
         timing: TIMING,
     };
     let CommandResult::HalfAccepted { txn_id } = state
-        .apply(
-            2,
-            Command {
-                time_ms: 1_000,
-                op: half,
-            },
-            &mut batch,
-        )
+        .apply(2, &Command::new(1_000, half), &mut batch)
         .unwrap()
     else {
         panic!("half rejected");
@@ -234,14 +224,7 @@ fn a_stale_scheduler_proposal_cannot_roll_back_early() {
         expirations: vec![txn_id.clone()],
     };
     let got = state
-        .apply(
-            3,
-            Command {
-                time_ms: 1_050,
-                op: early,
-            },
-            &mut batch,
-        )
+        .apply(3, &Command::new(1_050, early), &mut batch)
         .unwrap();
     assert_eq!(
         got,

@@ -62,13 +62,10 @@ impl Node {
     fn apply(&mut self, op: Operation) -> CommandResult {
         self.index += 1;
         let mut batch = WriteBatch::default();
-        let command = Command {
-            time_ms: 1_000 + self.index,
-            op,
-        };
+        let command = Command::new(1_000 + self.index, op);
         let result = self
             .state
-            .apply(self.index, command, &mut batch)
+            .apply(self.index, &command, &mut batch)
             .expect("apply");
         for op in batch.ops {
             if let WriteOp::Txn(id) = op {

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::message::{StoredMessage, message_id};
+use super::message::{StoredMessageRef, message_id};
 use super::{GroupState, TopicMeta, Transactions, TxnRecord, WriteBatch};
 use crate::codec::{self, CodecError};
 use crate::command::{
@@ -36,15 +36,15 @@ impl BrokerState {
     pub fn apply(
         &mut self,
         log_index: u64,
-        command: Command,
+        command: &Command,
         batch: &mut WriteBatch,
     ) -> Result<CommandResult, CodecError> {
         let at = super::txn_apply::At {
             index: log_index,
-            now_ms: command.time_ms,
+            now_ms: command.time_ms(),
             sub: 0,
         };
-        let result = match command.op {
+        let result = match command.op() {
             Operation::Batch(ops) => self.apply_batch(at, ops, batch)?,
             op => self.apply_op(at, op, batch)?,
         };
@@ -59,13 +59,13 @@ impl BrokerState {
     fn apply_batch(
         &mut self,
         at: super::txn_apply::At,
-        ops: Vec<Operation>,
+        ops: &[Operation],
         batch: &mut WriteBatch,
     ) -> Result<CommandResult, CodecError> {
         let mut results = Vec::with_capacity(ops.len());
         let mut sub = 0u64;
         for op in ops {
-            let ids_taken = match &op {
+            let ids_taken = match op {
                 Operation::Publish { messages, .. } => messages.len() as u64,
                 Operation::HalfMessage { .. } => 1,
                 _ => 0,
@@ -87,7 +87,7 @@ impl BrokerState {
     fn apply_op(
         &mut self,
         at: super::txn_apply::At,
-        op: Operation,
+        op: &Operation,
         batch: &mut WriteBatch,
     ) -> Result<CommandResult, CodecError> {
         Ok(match op {
@@ -95,58 +95,58 @@ impl BrokerState {
                 CommandResult::Rejected(Rejection::Invalid("batches do not nest".into()))
             }
 
-            Operation::CreateTopic(spec) => self.create_topic(at.index, at.now_ms, &spec, batch)?,
-            Operation::Publish { topic, messages } => self.publish(at, &topic, messages, batch)?,
+            Operation::CreateTopic(spec) => self.create_topic(at.index, at.now_ms, spec, batch)?,
+            Operation::Publish { topic, messages } => self.publish(at, topic, messages, batch)?,
             Operation::HalfMessage {
                 topic,
                 group,
                 message,
                 timing,
-            } => self.half_message(at, &topic, &group, message, timing, batch)?,
+            } => self.half_message(at, topic, group, message, *timing, batch)?,
             Operation::EndTransaction {
                 txn_id,
                 group,
                 decision,
                 source,
-            } => self.end_transaction(at, &txn_id, &group, decision, source, batch)?,
+            } => self.end_transaction(at, txn_id, group, *decision, *source, batch)?,
             Operation::TxnTimers {
                 checks,
                 expirations,
-            } => self.txn_timers(at, &checks, &expirations, batch)?,
+            } => self.txn_timers(at, checks, expirations, batch)?,
             Operation::Receive {
                 group,
                 topic,
                 max,
                 invisible_ms,
-            } => self.receive(at, &group, &topic, max, invisible_ms, batch)?,
+            } => self.receive(at, group, topic, *max, *invisible_ms, batch)?,
             Operation::Ack {
                 group,
                 topic,
                 receipts,
-            } => self.ack(&group, &topic, &receipts, batch)?,
+            } => self.ack(group, topic, receipts, batch)?,
             Operation::ChangeInvisible {
                 group,
                 topic,
                 receipt,
                 invisible_ms,
-            } => self.change_invisible(at, &group, &topic, &receipt, invisible_ms, batch)?,
+            } => self.change_invisible(at, group, topic, receipt, *invisible_ms, batch)?,
             Operation::ResetGroup { group, topic, to } => {
-                self.reset_group(at, &group, &topic, &to, batch)?
+                self.reset_group(at, group, topic, to, batch)?
             }
             Operation::ConfigureGroup {
                 group,
                 topic,
                 max_delivery_attempts,
-            } => self.configure_group(at, &group, &topic, max_delivery_attempts, batch)?,
+            } => self.configure_group(at, group, topic, *max_delivery_attempts, batch)?,
             Operation::DeadLetter {
                 group,
                 topic,
                 items,
-            } => self.dead_letter(at, &group, &topic, &items, batch)?,
-            Operation::Trim { topic, trims } => self.trim(&topic, &trims, batch)?,
+            } => self.dead_letter(at, group, topic, items, batch)?,
+            Operation::Trim { topic, trims } => self.trim(topic, trims, batch)?,
             Operation::RetireNode { id } => {
-                self.retired_nodes.insert(id);
-                batch.put(keys::retired_key(id), Vec::new());
+                self.retired_nodes.insert(*id);
+                batch.put(keys::retired_key(*id), Vec::new());
                 CommandResult::Nothing
             }
         })
@@ -192,7 +192,7 @@ impl BrokerState {
         &mut self,
         at: super::txn_apply::At,
         topic: &str,
-        messages: Vec<NewMessage>,
+        messages: &[NewMessage],
         batch: &mut WriteBatch,
     ) -> Result<CommandResult, CodecError> {
         let Some(meta) = self.topics.get_mut(topic) else {
@@ -208,18 +208,19 @@ impl BrokerState {
             }));
         }
         let mut positions = Vec::with_capacity(messages.len());
-        for (i, msg) in messages.into_iter().enumerate() {
-            let stored = StoredMessage {
-                message_id: message_id(at.index, at.sub as usize + i),
-                key: msg.key,
-                tag: msg.tag,
-                body: msg.body,
-                properties: msg.properties,
+        for (i, msg) in messages.iter().enumerate() {
+            let message_id = message_id(at.index, at.sub as usize + i);
+            let stored = StoredMessageRef {
+                message_id: &message_id,
+                key: &msg.key,
+                tag: &msg.tag,
+                body: &msg.body,
+                properties: &msg.properties,
                 born_at_ms: at.now_ms,
             };
             let (queue, offset) = meta.append(&stored, batch)?;
             positions.push(MessagePosition {
-                message_id: stored.message_id,
+                message_id,
                 queue,
                 offset,
             });

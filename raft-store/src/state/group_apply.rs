@@ -297,7 +297,7 @@ impl BrokerState {
                     .properties
                     .insert("dlq.attempts".into(), attempts.to_string());
                 message.born_at_ms = at.now_ms;
-                dlq.append(&message, batch)?;
+                dlq.append(&message.as_ref(), batch)?;
             }
             batch.refresh_topic(&GroupState::dlq_topic(group));
             self.write_group(group, topic, batch);

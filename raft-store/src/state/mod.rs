@@ -22,7 +22,7 @@ pub use group::{
     MAX_IN_FLIGHT_PER_QUEUE, QueueProgress,
 };
 pub use group_apply::{parse_receipt, receipt};
-pub use message::StoredMessage;
+pub use message::{StoredMessage, StoredMessageRef};
 pub use topic::TopicMeta;
 pub use transaction::{
     Decision, DecisionSource, MAX_EVENTS, MAX_HISTORY, TxnEvent, TxnEventKind, TxnRecord, TxnRow,

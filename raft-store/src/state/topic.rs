@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{StoredMessage, WriteBatch};
+use super::WriteBatch;
+use super::message::StoredMessageRef;
 use crate::command::TopicKind;
 
 /// A topic and its per-queue offset range.
@@ -45,7 +46,7 @@ impl TopicMeta {
     /// publishes, transaction commits and dead-lettering alike.
     pub fn append(
         &mut self,
-        message: &StoredMessage,
+        message: &StoredMessageRef<'_>,
         batch: &mut WriteBatch,
     ) -> Result<(u32, u64), crate::codec::CodecError> {
         let queue = self.pick_queue(&message.key);

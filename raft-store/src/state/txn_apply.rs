@@ -9,7 +9,7 @@
 //! * checks and rollbacks by the broker are validated against the entry's time here, so the
 //!   outcome never depends on which leader proposed them or when.
 
-use super::message::StoredMessage;
+use super::message::StoredMessageRef;
 use super::transaction::{Decision, DecisionSource, TxnEventKind, TxnRecord, TxnState, TxnTiming};
 use super::txn_id::TxnId;
 use super::{BrokerState, WriteBatch};
@@ -33,7 +33,7 @@ impl BrokerState {
         at: At,
         topic: &str,
         group: &str,
-        message: NewMessage,
+        message: &NewMessage,
         timing: TxnTiming,
         batch: &mut WriteBatch,
     ) -> Result<CommandResult, CodecError> {
@@ -58,7 +58,7 @@ impl BrokerState {
             }));
         }
         let id = TxnId::new(at.index, at.sub as u32);
-        let record = TxnRecord::pending(id, group, topic, message, timing, at.now_ms);
+        let record = TxnRecord::pending(id, group, topic, message.clone(), timing, at.now_ms);
         batch.txn_changed(id);
         self.transactions.insert_pending(record);
         Ok(CommandResult::HalfAccepted { txn_id: id })
@@ -220,12 +220,13 @@ impl BrokerState {
             .get_mut(&record.topic)
             .expect("transaction topic exists");
         let message = message.expect("a pending transaction holds its half message");
-        let stored = StoredMessage {
-            message_id: record.message_id(),
-            key: message.key,
-            tag: message.tag,
-            body: message.body,
-            properties: message.properties,
+        let message_id = record.message_id();
+        let stored = StoredMessageRef {
+            message_id: &message_id,
+            key: &message.key,
+            tag: &message.tag,
+            body: &message.body,
+            properties: &message.properties,
             born_at_ms: now_ms,
         };
         let position = meta.append(&stored, batch)?;
