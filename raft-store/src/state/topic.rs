@@ -49,7 +49,7 @@ impl TopicMeta {
         message: &StoredMessageRef<'_>,
         batch: &mut WriteBatch,
     ) -> Result<(u32, u64), crate::codec::CodecError> {
-        let queue = self.pick_queue(&message.key);
+        let queue = self.pick_queue(message.key);
         let offset = self.take_offset(queue);
         self.retained_bytes[queue as usize] += message.body.len() as u64;
         batch.append_message(
