@@ -20,7 +20,9 @@
 //! The Raft log is the redo log: entries after the last checkpoint are re-applied from it after
 //! a restart, so the log store checkpoints before it purges (see `crate::log_store`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashSet;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
@@ -52,7 +54,7 @@ struct Pending {
     /// Latest change per key.
     rows: BTreeMap<Vec<u8>, RowChange>,
     /// Transactions whose record changed (or left the state): journaled at the checkpoint.
-    txns: BTreeSet<TxnId>,
+    txns: FxHashSet<TxnId>,
     /// Retention moves: (topic, queue, new low offset).
     trims: Vec<(u64, u32, u64)>,
     applied: Option<AppliedState>,

@@ -29,7 +29,9 @@
 //! batch naming the new `next` is written, and after a crash the journal is cut back to the
 //! `next` of the last checkpoint sled kept.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::io;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -84,7 +86,7 @@ struct Latest {
 
 struct Inner {
     range: JournalRange,
-    latest: HashMap<TxnId, Latest>,
+    latest: FxHashMap<TxnId, Latest>,
 }
 
 /// The frames a checkpoint appends, encoded under the state's read lock.
@@ -137,7 +139,7 @@ impl TxnJournal {
             limits,
             inner: Mutex::new(Inner {
                 range: JournalRange::default(),
-                latest: HashMap::new(),
+                latest: FxHashMap::default(),
             }),
         })
     }
@@ -170,7 +172,7 @@ impl TxnJournal {
                 }
                 Ok(true)
             })?;
-        let mut latest: HashMap<TxnId, Latest> = records
+        let mut latest: FxHashMap<TxnId, Latest> = records
             .iter()
             .map(|(id, (offset, r))| {
                 let pending = r.state == TxnState::Pending;
@@ -196,7 +198,7 @@ impl TxnJournal {
     /// state's read lock, with the state the checkpoint records.
     pub fn prepare(
         &self,
-        changed: &BTreeSet<TxnId>,
+        changed: &FxHashSet<TxnId>,
         txns: &Transactions,
     ) -> io::Result<JournalWrite> {
         let inner = self.inner();
@@ -275,7 +277,7 @@ impl TxnJournal {
         self.files.clear()?;
         *self.inner() = Inner {
             range: JournalRange::default(),
-            latest: HashMap::new(),
+            latest: FxHashMap::default(),
         };
         Ok(())
     }

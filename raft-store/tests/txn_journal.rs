@@ -2,7 +2,9 @@
 //! through compaction, with records that were decided and forgotten between two checkpoints,
 //! and after a crash that left frames no checkpoint recorded.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashSet;
 use std::path::Path;
 
 use proptest::prelude::*;
@@ -32,7 +34,7 @@ struct Node {
     state: BrokerState,
     index: u64,
     /// Transactions changed since the last checkpoint.
-    changed: BTreeSet<TxnId>,
+    changed: FxHashSet<TxnId>,
     journal: TxnJournal,
     /// What the last checkpoint recorded, and the transactions as of then.
     recorded: JournalRange,
@@ -44,7 +46,7 @@ impl Node {
         let mut node = Node {
             state: BrokerState::default(),
             index: 0,
-            changed: BTreeSet::new(),
+            changed: FxHashSet::default(),
             journal: TxnJournal::open_with(dir, limits).expect("open"),
             recorded: JournalRange::default(),
             at_checkpoint: Transactions::default(),

@@ -316,13 +316,14 @@ pub struct TxnRow {
     pub decided_seq: Option<u64>,
 }
 
-/// [`TxnRow`] borrowing from a record: encoding a pending record does not copy its body.
+/// [`TxnRow`] borrowing from a record: encoding a row copies no body, and allocates only the
+/// id's text (the message id is the same text without its `T`).
 #[derive(Serialize)]
 struct TxnRowRef<'a> {
-    id: String,
+    id: &'a str,
     group: &'a str,
     topic: &'a str,
-    message_id: String,
+    message_id: &'a str,
     state: TxnState,
     reason: Option<DecisionSource>,
     message: Option<&'a NewMessage>,
@@ -333,19 +334,59 @@ struct TxnRowRef<'a> {
     check_count: u32,
     next_check_ms: u64,
     deadline_ms: u64,
-    position: Option<MessagePosition>,
-    history: Vec<TxnEvent>,
+    position: Option<PositionRef<'a>>,
+    history: HistoryRef<'a>,
     decided_seq: Option<u64>,
+}
+
+/// [`MessagePosition`] borrowing its id.
+#[derive(Serialize)]
+struct PositionRef<'a> {
+    message_id: &'a str,
+    queue: u32,
+    offset: u64,
+}
+
+/// A record's [`TxnRecord::history`], serialized as the list without building it.
+struct HistoryRef<'a>(&'a TxnRecord);
+
+impl Serialize for HistoryRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let r = self.0;
+        let decided = r.decided_ms.zip(r.reason);
+        let len = 1 + r.events.len() + usize::from(decided.is_some());
+        let mut seq = s.serialize_seq(Some(len))?;
+        seq.serialize_element(&TxnEvent {
+            at_ms: r.created_ms,
+            kind: TxnEventKind::HalfStored,
+        })?;
+        for event in &r.events {
+            seq.serialize_element(event)?;
+        }
+        if let Some((at_ms, source)) = decided {
+            seq.serialize_element(&TxnEvent {
+                at_ms,
+                kind: TxnEventKind::Decided {
+                    state: r.state,
+                    source,
+                },
+            })?;
+        }
+        seq.end()
+    }
 }
 
 impl TxnRecord {
     /// The record as a snapshot row ([`TxnRow`], positional).
     pub fn encode_row(&self) -> Result<Vec<u8>, crate::codec::CodecError> {
+        let id = self.id.text();
+        let message_id = &id[1..];
         crate::codec::encode_compact(&TxnRowRef {
-            id: self.id.text(),
+            id: &id,
             group: &self.group,
             topic: &self.topic,
-            message_id: self.message_id(),
+            message_id,
             state: self.state,
             reason: self.reason,
             message: self.message.as_ref(),
@@ -356,8 +397,12 @@ impl TxnRecord {
             check_count: self.check_count,
             next_check_ms: self.next_check_ms,
             deadline_ms: self.deadline_ms,
-            position: self.message_position(),
-            history: self.history(),
+            position: self.position.map(|(queue, offset)| PositionRef {
+                message_id,
+                queue,
+                offset,
+            }),
+            history: HistoryRef(self),
             decided_seq: self.decided_seq,
         })
     }

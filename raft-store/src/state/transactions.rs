@@ -1,7 +1,9 @@
 //! The set of transactions: pending ones with a deadline index, and a bounded window of
 //! decided ones (for idempotent repeats and `txn show`).
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
+
+use rustc_hash::FxHashMap;
 
 use super::transaction::{TxnRecord, TxnState};
 use super::txn_id::TxnId;
@@ -14,8 +16,10 @@ pub const MAX_DECIDED_KEPT: usize = 50_000;
 /// rebuilt from it on load). No apply depends on the maps' iteration order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Transactions {
-    pending: HashMap<TxnId, TxnRecord>,
-    decided: HashMap<TxnId, TxnRecord>,
+    // Fx hashing: ids are assigned by the broker (log positions), not chosen by clients, and
+    // the default SipHash was a visible share of every decision.
+    pending: FxHashMap<TxnId, TxnRecord>,
+    decided: FxHashMap<TxnId, TxnRecord>,
     /// Decided ids, oldest decision first, for the bounded window.
     decided_order: VecDeque<TxnId>,
     /// (due time, id) of every pending transaction: the scheduler reads only what is due.
