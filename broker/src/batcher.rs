@@ -12,6 +12,7 @@
 //! queue slot and one wake-up here, not 256.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use openraft::errors::{ClientWriteError, RaftError};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -37,6 +38,7 @@ struct Pending {
     ops: Vec<Operation>,
     size: usize,
     reply: oneshot::Sender<Reply>,
+    queued: Instant,
 }
 
 /// Whether an operation may share an entry with others (its ids derive from the entry's index
@@ -83,7 +85,12 @@ impl WriteBatcher {
         let (reply, rx) = oneshot::channel();
         let size = ops.iter().map(approximate_size).sum();
         self.tx
-            .send(Pending { ops, size, reply })
+            .send(Pending {
+                ops,
+                size,
+                reply,
+                queued: Instant::now(),
+            })
             .await
             .map_err(|_| OpError::Unavailable("this node is shutting down".into()))?;
         rx.await.map_err(|_| {
@@ -121,6 +128,11 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
 }
 
 async fn propose(raft: &Raft, mut items: Vec<Pending>) {
+    let proposed = Instant::now();
+    for p in &items {
+        metrics::histogram!("txmq_write_queue_seconds")
+            .record(proposed.duration_since(p.queued).as_secs_f64());
+    }
     let counts: Vec<usize> = items.iter().map(|p| p.ops.len()).collect();
     let total: usize = counts.iter().sum();
     let mut ops: Vec<Operation> = items
@@ -140,6 +152,7 @@ async fn propose(raft: &Raft, mut items: Vec<Pending>) {
     metrics::counter!("txmq_raft_proposals_total", "outcome" => if result.is_ok() { "committed" } else { "failed" })
         .increment(1);
     metrics::histogram!("txmq_batch_operations").record(total as f64);
+    metrics::histogram!("txmq_write_commit_seconds").record(proposed.elapsed().as_secs_f64());
     let resp = match result {
         Ok(resp) => resp,
         Err(e) => return fail_all(items, to_op_error(e)),

@@ -70,6 +70,16 @@ fn describe() {
     );
     // Raft.
     describe_histogram!(
+        "txmq_write_queue_seconds",
+        Unit::Seconds,
+        "Time a client write waited in the leader's batcher for a free entry slot."
+    );
+    describe_histogram!(
+        "txmq_write_commit_seconds",
+        Unit::Seconds,
+        "Time from proposing a batched entry to its result on the leader (replicated to a quorum, fsynced, applied)."
+    );
+    describe_histogram!(
         "txmq_batch_operations",
         "Client operations packed into one Raft entry by the leader's batcher."
     );
