@@ -14,6 +14,7 @@ pub mod client_service;
 pub mod config;
 pub mod consume_service;
 pub mod convert;
+pub mod decision_metrics;
 pub mod forward;
 pub mod grpc_metrics;
 pub mod health;

@@ -89,11 +89,13 @@ impl Scheduler {
         else {
             return Ok(());
         };
+        let mut tally = crate::decision_metrics::DecisionTally::default();
         for (id, reason) in &rolled_back {
             tracing::info!(txn = %id, reason = reason.as_str(), "transaction rolled back by the broker");
             let created = self.reader.transaction(id).map(|r| r.created_ms);
-            crate::txn_service::record_decision("rolled_back", reason.as_str(), created);
+            tally.add("rolled_back", reason.as_str(), created);
         }
+        tally.record();
         for (id, attempt) in checks {
             self.send_check(&id, attempt);
         }

@@ -15,6 +15,7 @@ use txmq_raft_store::{CommandResult, Operation, Raft, StateReader, limits};
 use crate::checkers::CheckerRegistry;
 use crate::config::TxnSettings;
 use crate::convert;
+use crate::decision_metrics::DecisionTally;
 use crate::proposer::{Proposer, now_ms};
 
 /// The longest first-check delay a producer may ask for.
@@ -156,7 +157,10 @@ impl TxnService {
         req: pb::EndTransactionRequest,
     ) -> Result<pb::EndTransactionResponse, Status> {
         let (source, op) = self.end_op(req)?;
-        self.end_response(source, self.proposer.write(op).await?)
+        let mut tally = DecisionTally::default();
+        let response = end_response(source, self.proposer.write(op).await?, &mut tally);
+        tally.record();
+        response
     }
 
     /// The decisions of a batched request, proposed together; one outcome per item.
@@ -165,11 +169,15 @@ impl TxnService {
         ends: Vec<pb::EndTransactionRequest>,
     ) -> Vec<Result<pb::EndTransactionResponse, Status>> {
         let prepared = ends.into_iter().map(|e| self.end_op(e)).collect();
-        self.write_items(prepared)
+        let mut tally = DecisionTally::default();
+        let responses = self
+            .write_items(prepared)
             .await
             .into_iter()
-            .map(|item| item.and_then(|(source, result)| self.end_response(source, result)))
-            .collect()
+            .map(|item| item.and_then(|(source, result)| end_response(source, result, &mut tally)))
+            .collect();
+        tally.record();
+        responses
     }
 
     /// Proposes the valid items of a batch in one submission and pairs each item's context
@@ -225,38 +233,10 @@ impl TxnService {
         source: DecisionSource,
     ) -> Result<pb::EndTransactionResponse, Status> {
         let op = decide_op(txn_id, group, decision, source);
-        self.end_response(source, self.proposer.write(op).await?)
-    }
-
-    /// The response to a decision (and its metrics), from its committed result.
-    fn end_response(
-        &self,
-        source: DecisionSource,
-        result: CommandResult,
-    ) -> Result<pb::EndTransactionResponse, Status> {
-        match result {
-            CommandResult::TxnDecided(o) => {
-                if !o.repeated {
-                    // 0: the leader that applied it predates the field.
-                    let created = Some(o.created_ms).filter(|&ms| ms > 0);
-                    record_decision(o.state.as_str(), source.as_str(), created);
-                }
-                let message_id = match o.position {
-                    Some(_) => o.txn_id.message_id(),
-                    None => String::new(),
-                };
-                Ok(pb::EndTransactionResponse {
-                    transaction_id: o.txn_id.to_string(),
-                    state: o.state.as_str().into(),
-                    reason: o.reason.map(|r| r.as_str().to_string()).unwrap_or_default(),
-                    repeated: o.repeated,
-                    message_id,
-                    queue: o.position.map(|(queue, _)| queue),
-                    offset: o.position.map(|(_, offset)| offset),
-                })
-            }
-            other => Err(convert::unexpected(other)),
-        }
+        let mut tally = DecisionTally::default();
+        let response = end_response(source, self.proposer.write(op).await?, &mut tally);
+        tally.record();
+        response
     }
 
     pub fn list(&self, req: pb::ListTransactionsRequest) -> pb::ListTransactionsResponse {
@@ -403,19 +383,33 @@ fn half_response(topic: String, result: CommandResult) -> Result<pb::SendHalfRes
     }
 }
 
-/// Counts a decision and, once final, observes the time from the half message (stored at
-/// `created_ms`) to the decision.
-pub fn record_decision(state: &'static str, source: &'static str, created_ms: Option<u64>) {
-    metrics::counter!("txmq_txn_decisions_total", "outcome" => state, "source" => source)
-        .increment(1);
-    if state == "pending" {
-        return;
-    }
-    if state == "committed" {
-        metrics::counter!("txmq_messages_produced_total", "type" => "transaction").increment(1);
-    }
-    if let Some(created_ms) = created_ms {
-        let seconds = now_ms().saturating_sub(created_ms) as f64 / 1000.0;
-        metrics::histogram!("txmq_txn_time_to_decision_seconds").record(seconds);
+/// The response to a decision, from its committed result; the decision joins `tally`.
+fn end_response(
+    source: DecisionSource,
+    result: CommandResult,
+    tally: &mut DecisionTally,
+) -> Result<pb::EndTransactionResponse, Status> {
+    match result {
+        CommandResult::TxnDecided(o) => {
+            if !o.repeated {
+                // 0: the leader that applied it predates the field.
+                let created = Some(o.created_ms).filter(|&ms| ms > 0);
+                tally.add(o.state.as_str(), source.as_str(), created);
+            }
+            let message_id = match o.position {
+                Some(_) => o.txn_id.message_id(),
+                None => String::new(),
+            };
+            Ok(pb::EndTransactionResponse {
+                transaction_id: o.txn_id.to_string(),
+                state: o.state.as_str().into(),
+                reason: o.reason.map(|r| r.as_str().to_string()).unwrap_or_default(),
+                repeated: o.repeated,
+                message_id,
+                queue: o.position.map(|(queue, _)| queue),
+                offset: o.position.map(|(_, offset)| offset),
+            })
+        }
+        other => Err(convert::unexpected(other)),
     }
 }

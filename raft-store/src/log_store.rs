@@ -13,6 +13,7 @@ use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
@@ -26,6 +27,8 @@ use crate::types::alias::{Entry, LogId, Vote};
 const VOTE_KEY: &[u8] = b"vote";
 const COMMITTED_KEY: &[u8] = b"committed";
 const PURGED_KEY: &[u8] = b"last_purged";
+/// The committed index is stored at most this often (see `save_committed`).
+const COMMITTED_WRITE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// The log store. Cloning is cheap (shared handles); the clone serves as the log reader.
 #[derive(Clone)]
@@ -36,6 +39,8 @@ pub struct LogStore {
     flusher: LogFlusher,
     /// Makes the state machine's applied state durable (see the module comment).
     checkpoint: Checkpoint,
+    /// When the committed index was last written (see `save_committed`).
+    committed_written: Arc<Mutex<Option<Instant>>>,
 }
 
 /// Writes the applied state through to disk (blocking).
@@ -62,6 +67,7 @@ impl LogStore {
             files: Arc::new(Mutex::new(files)),
             flusher: LogFlusher::start()?,
             checkpoint,
+            committed_written: Arc::default(),
         })
     }
 
@@ -209,8 +215,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        // Not flushed: a lost committed index is re-learned from the leader; it only lets a
-        // restarted node re-apply its committed log before it hears from anyone.
+        // Not flushed, and written at most every COMMITTED_WRITE_INTERVAL (openraft calls this
+        // at every commit): a lost or older committed index is re-learned from the leader; it
+        // only lets a restarted node re-apply its committed log before it hears from anyone.
+        {
+            let mut written = self
+                .committed_written
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if written.is_some_and(|at| at.elapsed() < COMMITTED_WRITE_INTERVAL) {
+                return Ok(());
+            }
+            *written = Some(Instant::now());
+        }
         self.write_meta(COMMITTED_KEY, &committed)
     }
 
