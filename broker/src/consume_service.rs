@@ -148,6 +148,7 @@ impl ConsumeService {
             ));
         }
         let mut messages = Vec::with_capacity(deliveries.len());
+        let (mut delivered_bytes, mut redelivered) = (0u64, 0u64);
         for d in deliveries {
             // A message retention removed in between is skipped (the group moves past it).
             let Some(m) = self
@@ -157,16 +158,18 @@ impl ConsumeService {
             else {
                 continue;
             };
-            metrics::counter!("txmq_messages_delivered_total").increment(1);
-            metrics::counter!("txmq_messages_delivered_bytes_total")
-                .increment(m.message.body.len() as u64);
-            if d.attempt > 1 {
-                metrics::counter!("txmq_messages_redelivered_total").increment(1);
-            }
+            delivered_bytes += m.message.body.len() as u64;
+            redelivered += u64::from(d.attempt > 1);
             let mut pb = convert::message_to_pb(m);
             pb.delivery_attempt = d.attempt;
             pb.receipt_handle = d.receipt;
             messages.push(pb);
+        }
+        // Counted once per receive, not per message (each counter lookup costs).
+        metrics::counter!("txmq_messages_delivered_total").increment(messages.len() as u64);
+        metrics::counter!("txmq_messages_delivered_bytes_total").increment(delivered_bytes);
+        if redelivered > 0 {
+            metrics::counter!("txmq_messages_redelivered_total").increment(redelivered);
         }
         Ok(pb::ReceiveResponse { messages })
     }

@@ -115,7 +115,11 @@ impl TxnService {
         req: pb::SendHalfRequest,
     ) -> Result<pb::SendHalfResponse, Status> {
         let (topic, op) = self.half_op(req)?;
-        half_response(topic, self.proposer.write(op).await?)
+        let response = half_response(topic, self.proposer.write(op).await?);
+        if response.is_ok() {
+            metrics::counter!("txmq_txn_half_messages_total").increment(1);
+        }
+        response
     }
 
     /// The half messages of a batched request, proposed together; one outcome per item.
@@ -124,11 +128,15 @@ impl TxnService {
         halves: Vec<pb::SendHalfRequest>,
     ) -> Vec<Result<pb::SendHalfResponse, Status>> {
         let prepared = halves.into_iter().map(|h| self.half_op(h)).collect();
-        self.write_items(prepared)
+        let responses: Vec<_> = self
+            .write_items(prepared)
             .await
             .into_iter()
             .map(|item| item.and_then(|(topic, result)| half_response(topic, result)))
-            .collect()
+            .collect();
+        let stored = responses.iter().filter(|r| r.is_ok()).count();
+        metrics::counter!("txmq_txn_half_messages_total").increment(stored as u64);
+        responses
     }
 
     /// Validates a decision: its operation and who decided.
@@ -371,14 +379,11 @@ fn decide_op(
 /// The response to a stored half message, from its committed result.
 fn half_response(topic: String, result: CommandResult) -> Result<pb::SendHalfResponse, Status> {
     match result {
-        CommandResult::HalfAccepted { txn_id } => {
-            metrics::counter!("txmq_txn_half_messages_total").increment(1);
-            Ok(pb::SendHalfResponse {
-                transaction_id: txn_id.to_string(),
-                message_id: txn_id.message_id(),
-                topic,
-            })
-        }
+        CommandResult::HalfAccepted { txn_id } => Ok(pb::SendHalfResponse {
+            transaction_id: txn_id.to_string(),
+            message_id: txn_id.message_id(),
+            topic,
+        }),
         other => Err(convert::unexpected(other)),
     }
 }
