@@ -27,6 +27,9 @@ pub async fn track_readiness(raft: Raft, reporter: HealthReporter) {
             reporter.set_service_status(SERVICE_NAME, status).await;
             last = Some(ready);
         }
+        // Readiness changes on elections and catch-up, not per commit: look at most ten times
+        // a second (the metrics change with every commit).
+        tokio::time::sleep(Duration::from_millis(100)).await;
         if tokio::time::timeout(Duration::from_secs(1), metrics.changed())
             .await
             .is_ok_and(|r| r.is_err())
