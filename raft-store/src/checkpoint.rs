@@ -1,4 +1,4 @@
-//! Write-behind of the state machine's rows to sled.
+//! Write-behind of the state machine to the transaction journal and to sled.
 //!
 //! Applying an entry changes memory ([`crate::state::BrokerState`]), appends message bodies to
 //! the queue files, and records its row changes here. A checkpoint then, in this order:
@@ -9,24 +9,25 @@
 //! files below it. So whatever sled holds after a crash names only durable messages and
 //! journal frames, and never one whose file is gone.
 //!
-//! Why: a row written per entry cost sled a node copy each; a transaction wrote its record at
-//! the half message, again at the decision and deleted the oldest decided one. Coalesced, a row
-//! changed many times between checkpoints is written once (or not at all). Topic, group and
-//! transaction rows are not even encoded at apply (`WriteOp::Refresh`): the checkpoint encodes
-//! their state once, under the state's read lock so that it is the state as of the applied log
-//! id it records — a consumer group's row, with all its leases, changed by every receive and
-//! ack, used to be re-encoded for each of them.
+//! Why: a row written per entry cost sled a node copy each. Coalesced, a row changed many times
+//! between checkpoints is written once (or not at all); topic and group rows, and transaction
+//! records, are not even encoded at apply (`WriteOp::Refresh`, `WriteOp::Txn`): the checkpoint
+//! encodes their state once, under the state's read lock so that it is the state as of the
+//! applied log id it records — a consumer group's row, with all its leases, changed by every
+//! receive and ack, used to be re-encoded for each of them. Transaction records go to the
+//! journal rather than sled: two B-tree updates per transaction (insert when decided, delete
+//! when it left the decided window) were a third of a node's CPU under a transactional load.
 //!
 //! The Raft log is the redo log: entries after the last checkpoint are re-applied from it after
 //! a restart, so the log store checkpoints before it purges (see `crate::log_store`).
 
 use std::collections::BTreeMap;
-
-use rustc_hash::FxHashSet;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashSet;
 
 use crate::codec;
 use crate::keys;
