@@ -7,6 +7,7 @@
 #   SCENARIOS="publish:256:256 txn:256:256" ./scripts/bench-cluster.sh   # scenario:concurrency:size
 #   SCENARIOS="publish:256:256:batching" ./scripts/bench-cluster.sh     # a 4th field: a bench flag
 #   SERVE_ARGS="--cache-bytes 16777216" ./scripts/bench-cluster.sh        # extra `txmq serve` flags
+#   BIN=/tmp/txmq-old ./scripts/bench-cluster.sh       # a binary built elsewhere (no build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NODES="${NODES:-3}"
@@ -14,8 +15,11 @@ DURATION="${DURATION:-20s}"
 SCENARIOS="${SCENARIOS:-publish:1:256 publish:16:256 publish:64:256 publish:256:256 publish:256:4096 txn:256:256 consume:64:256}"
 BASE="${BASE_PORT:-19870}"
 
-cargo build --release -p txmq-broker --bin txmq >&2
-BIN="$PWD/target/release/txmq"
+# BIN=path runs another build (say, to compare two commits back to back) without building.
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -p txmq-broker --bin txmq >&2
+  BIN="$PWD/target/release/txmq"
+fi
 DIR="$(mktemp -d -t txmq-bench-XXXXXX)"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DIR"; }

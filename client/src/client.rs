@@ -29,6 +29,9 @@ pub struct ClientOptions {
     pub request_timeout: Duration,
     /// Largest message the client sends or accepts.
     pub max_message_bytes: usize,
+    /// HTTP/2 connections to each node, used in turn: one connection's frames are read and
+    /// written by one task, which many concurrent requests queue behind.
+    pub connections_per_endpoint: usize,
 }
 
 impl Default for ClientOptions {
@@ -37,6 +40,7 @@ impl Default for ClientOptions {
             retry_deadline: Duration::from_secs(20),
             request_timeout: Duration::from_secs(30),
             max_message_bytes: 72 * 1024 * 1024,
+            connections_per_endpoint: 2,
         }
     }
 }
@@ -45,7 +49,10 @@ impl Default for ClientOptions {
 #[derive(Clone)]
 pub struct Client {
     endpoints: Arc<Vec<String>>,
-    channels: Arc<Vec<Channel>>,
+    /// `connections_per_endpoint` channels per endpoint.
+    channels: Arc<Vec<Vec<Channel>>>,
+    /// Picks the next connection of an endpoint.
+    next_connection: Arc<AtomicUsize>,
     /// The endpoint that worked last; requests start there.
     current: Arc<AtomicUsize>,
     /// Whether `current` was pointed at the leader since the last failure: requests then skip
@@ -96,11 +103,13 @@ impl Client {
                 })?
                 .connect_timeout(Duration::from_secs(2))
                 .tcp_nodelay(true);
-            channels.push(endpoint.connect_lazy());
+            let connections = options.connections_per_endpoint.max(1);
+            channels.push((0..connections).map(|_| endpoint.connect_lazy()).collect());
         }
         Ok(Client {
             endpoints: Arc::new(endpoints),
             channels: Arc::new(channels),
+            next_connection: Arc::new(AtomicUsize::new(0)),
             current: Arc::new(AtomicUsize::new(0)),
             leader_located: Arc::new(AtomicBool::new(false)),
             options,
@@ -137,7 +146,9 @@ impl Client {
     }
 
     fn grpc(&self, i: usize) -> TxmqClient<Channel> {
-        TxmqClient::new(self.channels[i].clone())
+        let connections = &self.channels[i];
+        let pick = self.next_connection.fetch_add(1, Ordering::Relaxed) % connections.len();
+        TxmqClient::new(connections[pick].clone())
             .max_decoding_message_size(self.options.max_message_bytes)
             .max_encoding_message_size(self.options.max_message_bytes)
     }
