@@ -63,10 +63,15 @@ impl Command {
         if let Some(bytes) = self.0.encoded.get() {
             return Ok(bytes);
         }
-        let bytes = crate::codec::encode_compact(&CommandRef {
-            time_ms: self.0.time_ms,
-            op: &self.0.op,
-        })?;
+        let mut bytes = Vec::with_capacity(self.0.op.size_hint());
+        rmp_serde::encode::write(
+            &mut bytes,
+            &CommandRef {
+                time_ms: self.0.time_ms,
+                op: &self.0.op,
+            },
+        )
+        .map_err(crate::codec::CodecError::from)?;
         // Another thread may have set it meanwhile: the bytes are the same either way.
         Ok(self.0.encoded.get_or_init(|| bytes.into_boxed_slice()))
     }
@@ -285,6 +290,35 @@ pub enum Operation {
         topic: String,
         trims: Vec<QueueTrim>,
     },
+}
+
+impl Operation {
+    /// About how many bytes the operation encodes to (a buffer of this size rarely grows).
+    pub fn size_hint(&self) -> usize {
+        let message = |m: &NewMessage| {
+            m.body.len()
+                + m.key.len()
+                + m.tag.len()
+                + m.properties
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 4)
+                    .sum::<usize>()
+                + 16
+        };
+        match self {
+            Operation::Publish { topic, messages } => {
+                topic.len() + messages.iter().map(message).sum::<usize>() + 16
+            }
+            Operation::HalfMessage {
+                topic,
+                group,
+                message: m,
+                ..
+            } => topic.len() + group.len() + message(m) + 64,
+            Operation::Batch(ops) => ops.iter().map(Operation::size_hint).sum::<usize>() + 8,
+            _ => 128,
+        }
+    }
 }
 
 /// Where a reset moves a group.
