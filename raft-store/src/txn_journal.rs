@@ -18,8 +18,9 @@
 //! out of the window need no `F` frame: the window rule drops them again, because every newer
 //! decision is in the journal too.
 //!
-//! Compaction: once the journal spans more frames or bytes than its [`JournalLimits`], a
-//! checkpoint moves `low` to the middle of the span: every live record whose latest frame is
+//! Compaction: once the journal spans more frames or bytes than its [`JournalLimits`] — and at
+//! least twice what its live records take, so a mostly-live journal is not rewritten again and
+//! again — a checkpoint moves `low` to the middle of the span: every live record whose latest frame is
 //! below it is written again (they are few: live records are the recent decisions and the
 //! pending transactions), and files wholly below `low` are deleted after the sled batch
 //! recording it is flushed. Files are deleted oldest first, so an older frame of an id never
@@ -82,11 +83,47 @@ struct Latest {
     offset: u64,
     /// The frame shows the record pending (so dropping the record needs an `F` frame).
     pending: bool,
+    /// The frame's length.
+    bytes: u64,
 }
 
 struct Inner {
     range: JournalRange,
     latest: FxHashMap<TxnId, Latest>,
+    /// The sum of `latest`'s frame lengths: what a fully compacted journal would hold.
+    live_bytes: u64,
+}
+
+impl Inner {
+    fn empty(range: JournalRange) -> Self {
+        Self {
+            range,
+            latest: FxHashMap::default(),
+            live_bytes: 0,
+        }
+    }
+
+    fn set_latest(&mut self, id: TxnId, latest: Latest) {
+        self.live_bytes += latest.bytes;
+        if let Some(old) = self.latest.insert(id, latest) {
+            self.live_bytes -= old.bytes;
+        }
+    }
+
+    fn drop_latest(&mut self, id: &TxnId) {
+        if let Some(old) = self.latest.remove(id) {
+            self.live_bytes -= old.bytes;
+        }
+    }
+
+    /// Compaction is due once the journal is both past its limits and at least twice what its
+    /// live records take: a journal that is mostly live (many long-pending transactions) is not
+    /// rewritten over and over.
+    fn compaction_due(&self, limits: &JournalLimits, disk_bytes: u64) -> bool {
+        let span = self.range.next - self.range.low;
+        span > limits.compact_frames.max(2 * self.latest.len() as u64)
+            || disk_bytes > limits.compact_bytes.max(2 * self.live_bytes)
+    }
 }
 
 /// The frames a checkpoint appends, encoded under the state's read lock.
@@ -137,10 +174,7 @@ impl TxnJournal {
         Ok(Self {
             files: QueueFiles::open(dir, limits.file_bytes)?,
             limits,
-            inner: Mutex::new(Inner {
-                range: JournalRange::default(),
-                latest: FxHashMap::default(),
-            }),
+            inner: Mutex::new(Inner::empty(JournalRange::default())),
         })
     }
 
@@ -159,12 +193,17 @@ impl TxnJournal {
     pub fn load(&self, range: JournalRange) -> io::Result<Transactions> {
         let expected = HashMap::from([(LOG, (range.low, range.next))]);
         self.files.reconcile(&expected)?;
-        let mut records: HashMap<TxnId, (u64, TxnRecord)> = HashMap::new();
+        let mut records: HashMap<TxnId, (Latest, TxnRecord)> = HashMap::new();
         self.files
             .read(LOG.0, LOG.1, range.low, range.next, |offset, frame| {
                 match decode_frame(frame)? {
                     Frame::Put(record) => {
-                        records.insert(record.id, (offset, *record));
+                        let latest = Latest {
+                            offset,
+                            pending: record.state == TxnState::Pending,
+                            bytes: frame.len() as u64,
+                        };
+                        records.insert(record.id, (latest, *record));
                     }
                     Frame::Forget(id) => {
                         records.remove(&id);
@@ -172,23 +211,16 @@ impl TxnJournal {
                 }
                 Ok(true)
             })?;
-        let mut latest: FxHashMap<TxnId, Latest> = records
-            .iter()
-            .map(|(id, (offset, r))| {
-                let pending = r.state == TxnState::Pending;
-                (
-                    *id,
-                    Latest {
-                        offset: *offset,
-                        pending,
-                    },
-                )
-            })
-            .collect();
+        let latest: Vec<(TxnId, Latest)> = records.iter().map(|(id, (l, _))| (*id, *l)).collect();
         let kept = Transactions::restore(records.into_values().map(|(_, r)| r));
+        let mut inner = Inner::empty(range);
         // Only what the window keeps is live; the rest needs no more frames.
-        latest.retain(|id, _| kept.get(id).is_some());
-        *self.inner() = Inner { range, latest };
+        for (id, l) in latest {
+            if kept.get(&id).is_some() {
+                inner.set_latest(id, l);
+            }
+        }
+        *self.inner() = inner;
         Ok(kept)
     }
 
@@ -205,10 +237,7 @@ impl TxnJournal {
         let range = inner.range;
         let mut write = JournalWrite::default();
         let mut carried = Vec::new();
-        let limits = self.limits;
-        if range.next - range.low > limits.compact_frames
-            || self.files.disk_bytes() > limits.compact_bytes
-        {
+        if inner.compaction_due(&self.limits, self.files.disk_bytes()) {
             let new_low = range.low + (range.next - range.low) / 2;
             write.new_low = Some(new_low);
             carried.extend(
@@ -238,19 +267,25 @@ impl TxnJournal {
         if !write.frames.is_empty() {
             self.files.append(LOG.0, LOG.1, first, &write.frames)?;
         }
-        for (i, &(id, pending)) in write.ids.iter().enumerate() {
+        for (i, (&(id, pending), frame)) in write.ids.iter().zip(&write.frames).enumerate() {
             match pending {
                 Some(pending) => {
                     let offset = first + i as u64;
-                    inner.latest.insert(id, Latest { offset, pending });
+                    let bytes = frame.len() as u64;
+                    inner.set_latest(
+                        id,
+                        Latest {
+                            offset,
+                            pending,
+                            bytes,
+                        },
+                    );
                 }
-                None => {
-                    inner.latest.remove(&id);
-                }
+                None => inner.drop_latest(&id),
             }
         }
         for id in &write.dropped {
-            inner.latest.remove(id);
+            inner.drop_latest(id);
         }
         inner.range.next = first + write.frames.len() as u64;
         if let Some(low) = write.new_low {
@@ -275,10 +310,7 @@ impl TxnJournal {
     /// version into it); [`Self::put_all`] then fills it.
     pub fn reset(&self) -> io::Result<()> {
         self.files.clear()?;
-        *self.inner() = Inner {
-            range: JournalRange::default(),
-            latest: FxHashMap::default(),
-        };
+        *self.inner() = Inner::empty(JournalRange::default());
         Ok(())
     }
 

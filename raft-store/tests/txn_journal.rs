@@ -198,6 +198,37 @@ fn records_survive_restarts_through_compaction() {
 }
 
 #[test]
+fn a_mostly_live_journal_is_not_rewritten_until_half_of_it_is_dead() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = Node::new(dir.path(), SMALL);
+    // Far more pending transactions than SMALL's frame threshold: all of them live.
+    let pending = node.halves(200);
+    node.checkpoint();
+    for _ in 0..20 {
+        node.halves(1);
+        node.checkpoint();
+    }
+    let range = node.recorded;
+    assert_eq!(
+        range.low, 0,
+        "a journal of live records was compacted ({range:?})"
+    );
+    assert_eq!(range.next, 220, "each record written once ({range:?})");
+    // Answering `unknown` rewrites every record: the old frames are dead, so once the span is
+    // more than twice the live records (checked when a checkpoint starts) compaction runs.
+    for _ in 0..3 {
+        node.decide(&pending, Decision::Unknown);
+        node.checkpoint();
+    }
+    let range = node.recorded;
+    assert!(
+        range.low > 0,
+        "a journal with more dead than live frames did not compact ({range:?})"
+    );
+    assert_eq!(node.restart(dir.path(), SMALL), node.at_checkpoint);
+}
+
+#[test]
 fn a_transaction_decided_and_forgotten_between_checkpoints_stays_forgotten() {
     let dir = tempfile::tempdir().expect("tempdir");
     let limits = JournalLimits::default();
