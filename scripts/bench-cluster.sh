@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts an N-node txmq cluster from the release build on loopback, runs `txmq bench` scenarios
-# against it, and prints one JSON line per scenario plus each node's RSS and disk use.
+# against it, and prints one JSON line per scenario, the CPU time the hypervisor stole meanwhile,
+# and each node's CPU seconds, RSS and disk use.
 #
 #   ./scripts/bench-cluster.sh                       # 3 nodes, the default scenarios
 #   NODES=5 DURATION=20s ./scripts/bench-cluster.sh
@@ -38,12 +39,17 @@ done
 export TXMQ_ENDPOINTS="$endpoints"
 for _ in $(seq 1 100); do "$BIN" cluster status --output json 2>/dev/null | grep -q '"leader_id":[1-9]' && break; sleep 0.2; done
 
+# CPU time the hypervisor gave to others (steal, /proc/stat field 9): on a shared VM it explains
+# much of the run-to-run variance, so every run reports it.
+steal_ticks() { awk '/^cpu / {print $9}' /proc/stat; }
+steal_start=$(steal_ticks); wall_start=$(date +%s)
 for s in $SCENARIOS; do
   IFS=: read -r scenario concurrency size flag <<<"$s"
   topic="bench-$scenario-$size"
   [ "$scenario" = consume ] && topic="bench-publish-$size"
   "$BIN" bench "$scenario" --topic "$topic" --duration "$DURATION" --concurrency "$concurrency" --size "$size" ${flag:+--$flag} --output json 2>/dev/null
 done
+echo "{\"machine\": \"$(nproc) cpus\", \"wall_s\": $(( $(date +%s) - wall_start )), \"steal_s\": $(( ($(steal_ticks) - steal_start) / $(getconf CLK_TCK) ))}"
 for i in $(seq 1 "$NODES"); do
   pid="${pids[$((i - 1))]}"
   rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
