@@ -12,10 +12,14 @@ use std::collections::VecDeque;
 
 use crate::types::alias::Entry;
 
-/// Entries kept, at most.
-const MAX_ENTRIES: usize = 1024;
+/// Entries kept, at most. Followers in step read entries within milliseconds of their append;
+/// a few hundred cover any healthy lag, and one that falls further behind reads the files.
+const MAX_ENTRIES: usize = 256;
 /// Encoded bytes of the entries kept, at most (the newest entry is kept whatever its size).
-const MAX_BYTES: usize = 32 * 1024 * 1024;
+/// Memory is about three times this: each entry is held decoded *and* with the encoded bytes its
+/// command keeps for re-encoding. At 32 MiB a node under transactional load was 20–40 MiB
+/// larger with no measurable gain in throughput.
+const MAX_BYTES: usize = 8 * 1024 * 1024;
 
 /// Consecutive entries ending at the log's last one.
 #[derive(Default)]
