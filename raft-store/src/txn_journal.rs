@@ -20,10 +20,10 @@
 //!
 //! Compaction: once the journal spans more frames or bytes than its [`JournalLimits`] — and at
 //! least twice what its live records take, so a mostly-live journal is not rewritten again and
-//! again — a checkpoint moves `low` to the middle of the span: every live record whose latest frame is
-//! below it is written again (they are few: live records are the recent decisions and the
-//! pending transactions), and files wholly below `low` are deleted after the sled batch
-//! recording it is flushed. Files are deleted oldest first, so an older frame of an id never
+//! again — a checkpoint moves `low` to the middle of the span: every live record whose latest
+//! frame is below it is written again (live records are the recent decisions and the pending
+//! transactions), and files wholly below `low` are deleted after the sled batch recording it is
+//! flushed. Files are deleted oldest first, so an older frame of an id never
 //! outlives the `F` frame that cancels it.
 //!
 //! Durability is the checkpoint's (see [`crate::checkpoint`]): frames are synced before the sled
