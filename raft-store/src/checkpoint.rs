@@ -190,16 +190,18 @@ impl Checkpointer {
             tree,
         } = stores;
         let started = Instant::now();
-        let (pending, mut batch, journal_write) = {
+        let (pending, mut batch, journal_plan) = {
             // Under the state's read lock no entry is half applied (apply holds the write lock
-            // while it records), so the refreshed rows and the journaled records are encoded as
-            // of `applied` exactly.
+            // while it records), so the refreshed rows and the journaled records are taken as
+            // of `applied` exactly. The records are shared, not copied, and encoded after the
+            // lock is released: the apply waits for this block.
             let state = state.read().unwrap_or_else(|p| p.into_inner());
             let pending = std::mem::take(&mut *self.pending());
             let batch = sled_batch(&pending, &state)?;
-            let journal_write = journal.prepare(&pending.txns, &state.transactions)?;
-            (pending, batch, journal_write)
+            let journal_plan = journal.prepare(&pending.txns, &state.transactions);
+            (pending, batch, journal_plan)
         };
+        let journal_write = journal_plan.encode()?;
         let Some(applied) = pending.applied else {
             return Ok(());
         };

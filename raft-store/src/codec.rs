@@ -27,6 +27,17 @@ pub fn encode_compact<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Codec
     Ok(rmp_serde::to_vec(value)?)
 }
 
+/// [`encode_compact`] appended to `out`. With `out` reserved for the value's approximate size
+/// (a message: its body and names), the buffer is allocated once instead of growing — and
+/// being copied — seven or eight times from empty, which had been a visible share of every
+/// apply and checkpoint.
+pub fn encode_compact_into<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    value: &T,
+) -> Result<(), CodecError> {
+    Ok(rmp_serde::encode::write(out, value)?)
+}
+
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     Ok(rmp_serde::from_slice(bytes)?)
 }

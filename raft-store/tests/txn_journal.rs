@@ -123,7 +123,8 @@ impl Node {
         let write = self
             .journal
             .prepare(&self.changed, &self.state.transactions)
-            .expect("prepare");
+            .encode()
+            .expect("encode");
         self.changed.clear();
         self.recorded = self.journal.append(&write).expect("append");
         self.journal.sync().expect("sync");
@@ -266,7 +267,8 @@ fn frames_after_the_last_recorded_checkpoint_are_cut_at_restart() {
     let write = node
         .journal
         .prepare(&node.changed, &node.state.transactions)
-        .expect("prepare");
+        .encode()
+        .expect("encode");
     node.journal.append(&write).expect("append");
     node.journal.sync().expect("sync");
     node.recorded = recorded;
@@ -336,4 +338,40 @@ proptest! {
             }
         }
     }
+}
+
+/// A checkpoint takes its records under the state's lock but encodes them after releasing it,
+/// while the apply goes on: what it journals must still be the records as of the moment it
+/// took them, not a later version (a pending record changed meanwhile is copied, not edited).
+#[test]
+fn a_checkpoint_journals_its_records_as_taken_while_applies_go_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = Node::new(dir.path(), SMALL);
+    let ids = node.halves(4);
+    let taken = node.state.transactions.clone();
+    let plan = node
+        .journal
+        .prepare(&node.changed, &node.state.transactions);
+    node.changed.clear();
+    // Applies after the plan was taken: an `unknown` answer edits two pending records, and
+    // the other two are committed.
+    node.decide(&ids[..2], Decision::Unknown);
+    node.decide(&ids[2..], Decision::Commit);
+    let edited = node
+        .state
+        .transactions
+        .get_by_name(&ids[0])
+        .expect("pending");
+    assert_eq!(edited.events.len(), 1, "the unknown answer was recorded");
+    // The plan is encoded only now.
+    node.recorded = node
+        .journal
+        .append(&plan.encode().expect("encode"))
+        .expect("append");
+    node.journal.sync().expect("sync");
+    let loaded = node.restart(dir.path(), SMALL);
+    assert_eq!(loaded, taken, "the journal holds the records as taken");
+    let loaded_first = loaded.get_by_name(&ids[0]).expect("journaled");
+    assert!(loaded_first.events.is_empty());
+    assert_eq!(loaded.pending_count(), 4);
 }

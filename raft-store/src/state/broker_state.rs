@@ -268,7 +268,12 @@ impl BrokerState {
     }
 
     pub fn metadata_rows(&self) -> Result<Vec<Row>, CodecError> {
-        let mut rows = Vec::with_capacity(self.topics.len() + self.retired_nodes.len());
+        let mut rows = Vec::with_capacity(
+            self.topics.len()
+                + self.retired_nodes.len()
+                + self.groups.len()
+                + self.transactions.len(),
+        );
         for meta in self.topics.values() {
             rows.push((keys::topic_key(&meta.name), codec::encode(meta)?));
         }

@@ -30,6 +30,21 @@ pub struct StoredMessageRef<'a> {
     pub born_at_ms: u64,
 }
 
+impl StoredMessageRef<'_> {
+    /// The positional encoding, in a buffer allocated once at about its final size.
+    pub fn encode(&self) -> Result<Vec<u8>, crate::codec::CodecError> {
+        let names: usize = self
+            .properties
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 10)
+            .sum();
+        let size = 40 + self.message_id.len() + self.key.len() + self.tag.len() + names;
+        let mut out = Vec::with_capacity(size + self.body.len());
+        crate::codec::encode_compact_into(&mut out, self)?;
+        Ok(out)
+    }
+}
+
 impl StoredMessage {
     pub fn as_ref(&self) -> StoredMessageRef<'_> {
         StoredMessageRef {

@@ -52,12 +52,7 @@ impl TopicMeta {
         let queue = self.pick_queue(message.key);
         let offset = self.take_offset(queue);
         self.retained_bytes[queue as usize] += message.body.len() as u64;
-        batch.append_message(
-            self.id,
-            queue,
-            offset,
-            crate::codec::encode_compact(message)?,
-        );
+        batch.append_message(self.id, queue, offset, message.encode()?);
         Ok((queue, offset))
     }
 

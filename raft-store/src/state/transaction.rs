@@ -228,6 +228,21 @@ impl TxnRecord {
         })
     }
 
+    /// About the size of the record's encoding (a little more, rarely less): what a buffer for
+    /// it is reserved at.
+    pub fn encoded_size_hint(&self) -> usize {
+        let message = self.message.as_ref().map_or(0, |m| {
+            let names: usize = m
+                .properties
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 10)
+                .sum();
+            m.body.len() + m.key.len() + m.tag.len() + names + 16
+        });
+        let fixed = 128 + 24 * self.events.len();
+        fixed + self.group.len() + self.topic.len() + message
+    }
+
     /// Records an event between the half message and the decision.
     pub fn record(&mut self, at_ms: u64, kind: TxnEventKind) {
         if self.events.len() == MAX_EVENTS {
@@ -382,29 +397,34 @@ impl TxnRecord {
     pub fn encode_row(&self) -> Result<Vec<u8>, crate::codec::CodecError> {
         let id = self.id.text();
         let message_id = &id[1..];
-        crate::codec::encode_compact(&TxnRowRef {
-            id: &id,
-            group: &self.group,
-            topic: &self.topic,
-            message_id,
-            state: self.state,
-            reason: self.reason,
-            message: self.message.as_ref(),
-            created_ms: self.created_ms,
-            decided_ms: self.decided_ms,
-            decided_index: self.decided_index,
-            timing: self.timing,
-            check_count: self.check_count,
-            next_check_ms: self.next_check_ms,
-            deadline_ms: self.deadline_ms,
-            position: self.position.map(|(queue, offset)| PositionRef {
+        let mut out = Vec::with_capacity(self.encoded_size_hint() + 2 * id.len() + 40);
+        crate::codec::encode_compact_into(
+            &mut out,
+            &TxnRowRef {
+                id: &id,
+                group: &self.group,
+                topic: &self.topic,
                 message_id,
-                queue,
-                offset,
-            }),
-            history: HistoryRef(self),
-            decided_seq: self.decided_seq,
-        })
+                state: self.state,
+                reason: self.reason,
+                message: self.message.as_ref(),
+                created_ms: self.created_ms,
+                decided_ms: self.decided_ms,
+                decided_index: self.decided_index,
+                timing: self.timing,
+                check_count: self.check_count,
+                next_check_ms: self.next_check_ms,
+                deadline_ms: self.deadline_ms,
+                position: self.position.map(|(queue, offset)| PositionRef {
+                    message_id,
+                    queue,
+                    offset,
+                }),
+                history: HistoryRef(self),
+                decided_seq: self.decided_seq,
+            },
+        )?;
+        Ok(out)
     }
 
     /// A record from a row of any version (named or positional [`TxnRow`]).

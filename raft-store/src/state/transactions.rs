@@ -2,6 +2,7 @@
 //! decided ones (for idempotent repeats and `txn show`).
 
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
@@ -14,12 +15,18 @@ pub const MAX_DECIDED_KEPT: usize = 50_000;
 
 /// Transactions, kept in memory (the store persists them in its transaction journal; this is
 /// rebuilt from it on load). No apply depends on the maps' iteration order.
+///
+/// Records are shared (`Arc`): a checkpoint takes the changed ones under the state's read lock
+/// by reference and encodes them after releasing it, and a snapshot's copy of the state shares
+/// them, so neither holds up the apply for the time it takes to copy or encode thousands of
+/// records. A pending record that is still shared when it changes is copied first
+/// ([`Arc::make_mut`]); decided records never change.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Transactions {
     // Fx hashing: ids are assigned by the broker (log positions), not chosen by clients, and
     // the default SipHash was a visible share of every decision.
-    pending: FxHashMap<TxnId, TxnRecord>,
-    decided: FxHashMap<TxnId, TxnRecord>,
+    pending: FxHashMap<TxnId, Arc<TxnRecord>>,
+    decided: FxHashMap<TxnId, Arc<TxnRecord>>,
     /// Decided ids, oldest decision first, for the bounded window.
     decided_order: VecDeque<TxnId>,
     /// (due time, id) of every pending transaction: the scheduler reads only what is due.
@@ -30,6 +37,11 @@ pub struct Transactions {
 
 impl Transactions {
     pub fn get(&self, id: &TxnId) -> Option<&TxnRecord> {
+        self.shared(id).map(|r| &**r)
+    }
+
+    /// The record itself, to keep beyond the state's lock (a checkpoint encodes it later).
+    pub fn shared(&self, id: &TxnId) -> Option<&Arc<TxnRecord>> {
         self.pending.get(id).or_else(|| self.decided.get(id))
     }
 
@@ -39,15 +51,24 @@ impl Transactions {
     }
 
     pub fn pending(&self) -> impl Iterator<Item = &TxnRecord> {
-        self.pending.values()
+        self.pending.values().map(|r| &**r)
     }
 
     pub fn pending_count(&self) -> usize {
         self.pending.len()
     }
 
+    /// Transactions remembered: pending and decided.
+    pub fn len(&self) -> usize {
+        self.pending.len() + self.decided.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn decided(&self) -> impl Iterator<Item = &TxnRecord> {
-        self.decided.values()
+        self.decided.values().map(|r| &**r)
     }
 
     /// Pending transactions due at or before `now_ms`, earliest first, at most `limit`.
@@ -57,7 +78,7 @@ impl Transactions {
             .iter()
             .take_while(|(at, _)| *at <= now_ms)
             .take(limit)
-            .filter_map(|(_, id)| self.pending.get(id))
+            .filter_map(|(_, id)| self.pending.get(id).map(|r| &**r))
             .collect()
     }
 
@@ -65,7 +86,7 @@ impl Transactions {
     pub fn insert_pending(&mut self, record: TxnRecord) {
         debug_assert_eq!(record.state, TxnState::Pending);
         self.due.insert((record.due_ms(), record.id));
-        self.pending.insert(record.id, record);
+        self.pending.insert(record.id, Arc::new(record));
     }
 
     /// Changes a pending transaction, keeping the deadline index right.
@@ -74,7 +95,7 @@ impl Transactions {
         id: &TxnId,
         change: impl FnOnce(&mut TxnRecord) -> R,
     ) -> Option<R> {
-        let record = self.pending.get_mut(id)?;
+        let record = Arc::make_mut(self.pending.get_mut(id)?);
         let before = record.due_ms();
         let out = change(record);
         let after = record.due_ms();
@@ -89,7 +110,7 @@ impl Transactions {
     pub fn take_pending(&mut self, id: &TxnId) -> Option<TxnRecord> {
         let record = self.pending.remove(id)?;
         self.due.remove(&(record.due_ms(), *id));
-        Some(record)
+        Some(Arc::unwrap_or_clone(record))
     }
 
     /// The `decided_seq` for the decision being applied now (each call is one decision).
@@ -107,7 +128,7 @@ impl Transactions {
             self.decisions = self.decisions.max(seq + 1);
         }
         self.decided_order.push_back(record.id);
-        self.decided.insert(record.id, record);
+        self.decided.insert(record.id, Arc::new(record));
         if self.decided_order.len() > MAX_DECIDED_KEPT {
             let old = self.decided_order.pop_front()?;
             self.decided.remove(&old);
