@@ -9,12 +9,16 @@
 #   SCENARIOS="publish:256:256:batching" ./scripts/bench-cluster.sh     # a 4th field: a bench flag
 #   SERVE_ARGS="--cache-bytes 16777216" ./scripts/bench-cluster.sh        # extra `txmq serve` flags
 #   BIN=/tmp/txmq-old ./scripts/bench-cluster.sh       # a binary built elsewhere (no build)
+#   WORKERS=2 ./scripts/bench-cluster.sh                # worker threads per node (default: cores ÷ nodes,
+#                                                       # at least 1; 0: the binary's default, one per core)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NODES="${NODES:-3}"
 DURATION="${DURATION:-20s}"
 SCENARIOS="${SCENARIOS:-publish:1:256 publish:16:256 publish:64:256 publish:256:256 publish:256:4096 txn:256:256 consume:64:256}"
 BASE="${BASE_PORT:-19870}"
+# The nodes share this machine's cores (see `--worker-threads` in docs/configuration.md).
+WORKERS="${WORKERS:-$(( $(nproc) / NODES > 0 ? $(nproc) / NODES : 1 ))}"
 
 # BIN=path runs another build (say, to compare two commits back to back) without building.
 if [ -z "${BIN:-}" ]; then
@@ -33,7 +37,8 @@ for i in $(seq 1 "$NODES"); do
   c=$((BASE + 10 * i)); endpoints+="${endpoints:+,}127.0.0.1:$c"
   "$BIN" serve --node-id "$i" --data-dir "$DIR/n$i" --client-addr "127.0.0.1:$c" \
     --peer-addr "127.0.0.1:$((c + 1))" --metrics-addr "127.0.0.1:$((c + 2))" \
-    --initial-cluster "$initial" --log-level warn ${SERVE_ARGS:-} >"$DIR/n$i.log" 2>&1 &
+    --initial-cluster "$initial" $([ "$WORKERS" = 0 ] || echo "--worker-threads $WORKERS") \
+    --log-level warn ${SERVE_ARGS:-} >"$DIR/n$i.log" 2>&1 &
   pids+=("$!")
 done
 export TXMQ_ENDPOINTS="$endpoints"
@@ -49,7 +54,7 @@ for s in $SCENARIOS; do
   [ "$scenario" = consume ] && topic="bench-publish-$size"
   "$BIN" bench "$scenario" --topic "$topic" --duration "$DURATION" --concurrency "$concurrency" --size "$size" ${flag:+--$flag} --output json 2>/dev/null
 done
-echo "{\"machine\": \"$(nproc) cpus\", \"wall_s\": $(( $(date +%s) - wall_start )), \"steal_s\": $(( ($(steal_ticks) - steal_start) / $(getconf CLK_TCK) ))}"
+echo "{\"machine\": \"$(nproc) cpus\", \"workers_per_node\": $WORKERS, \"wall_s\": $(( $(date +%s) - wall_start )), \"steal_s\": $(( ($(steal_ticks) - steal_start) / $(getconf CLK_TCK) ))}"
 for i in $(seq 1 "$NODES"); do
   pid="${pids[$((i - 1))]}"
   rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")

@@ -107,6 +107,11 @@ pub struct ServeArgs {
     /// Transactions: a half message still undecided after this long is rolled back.
     #[arg(long, env = "TXMQ_TXN_MAX_LIFETIME")]
     pub txn_max_lifetime: Option<HumanDuration>,
+    /// Async worker threads of this node (default: one per core it may use). When several
+    /// nodes share a machine (`txmq dev`, a benchmark on one host), give each about
+    /// cores ÷ nodes: more threads than cores only add context switches.
+    #[arg(long, env = "TXMQ_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
     /// Log format: human or json.
     #[arg(long, env = "TXMQ_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -135,6 +140,8 @@ pub struct ServeConfig {
     pub cache_bytes: u64,
     pub disk_high_water: f64,
     pub txn: TxnSettings,
+    /// 0: one per core.
+    pub worker_threads: usize,
     pub log_format: LogFormat,
     pub log_level: String,
 }
@@ -199,6 +206,7 @@ impl ServeArgs {
             txn_check_interval,
             txn_max_checks,
             txn_max_lifetime,
+            worker_threads,
             log_format,
             log_level
         )
@@ -288,6 +296,7 @@ impl ServeArgs {
                 max_checks: args.txn_max_checks.unwrap_or(15),
                 max_lifetime: d(args.txn_max_lifetime, Duration::from_secs(4 * 3600)),
             },
+            worker_threads: args.worker_threads.unwrap_or(0),
             log_format,
             log_level: args.log_level.unwrap_or_else(|| "info".into()),
         };
@@ -310,6 +319,11 @@ impl ServeConfig {
             return bad(
                 "--disk-high-water must be a fraction above 0 and at most 1, e.g. 0.85".into(),
             );
+        }
+        if self.worker_threads > MAX_WORKER_THREADS {
+            return bad(format!(
+                "--worker-threads must be at most {MAX_WORKER_THREADS} (0 or unset: one per core)"
+            ));
         }
         if self.snapshot_logs == 0 {
             return bad("--snapshot-logs must be 1 or more".into());
@@ -344,6 +358,9 @@ impl ServeConfig {
             .unwrap_or_else(|| bound.to_string())
     }
 }
+
+/// The most async worker threads a node may be given.
+pub const MAX_WORKER_THREADS: usize = 256;
 
 /// A StatefulSet names its pods `<name>-<ordinal>`; node ids start at 1, ordinals at 0.
 pub fn node_id_from_pod_name(pod: &str) -> Result<u64, ConfigError> {
@@ -447,6 +464,19 @@ mod tests {
         assert_eq!(c.client_addr, "127.0.0.1:2");
         assert_eq!(c.txn.check_interval, Duration::from_secs(10));
         assert_eq!(c.txn.first_check_delay, Duration::from_secs(6));
+        assert_eq!(c.worker_threads, 0, "default: one per core");
+    }
+
+    #[test]
+    fn worker_threads_are_bounded() {
+        let with = |n| ServeArgs {
+            node_id: Some(1),
+            worker_threads: Some(n),
+            ..Default::default()
+        };
+        assert_eq!(with(1).resolve().unwrap().worker_threads, 1);
+        let err = with(100_000).resolve().unwrap_err().to_string();
+        assert!(err.contains("--worker-threads"), "{err}");
     }
 
     #[test]

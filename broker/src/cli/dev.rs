@@ -94,6 +94,10 @@ async fn run(args: DevArgs) -> Result<(), String> {
                 &n.metrics,
             ])
             .args(["--initial-cluster", &initial.join(",")])
+            .args([
+                "--worker-threads",
+                &workers_per_node(nodes.len()).to_string(),
+            ])
             .stdout(log)
             .stderr(log_err)
             .kill_on_drop(true)
@@ -105,6 +109,13 @@ async fn run(args: DevArgs) -> Result<(), String> {
     let result = wait_and_print(&exe, &args, &nodes, &endpoints, &mut children).await;
     stop(&mut children).await;
     result
+}
+
+/// The three nodes share this machine's cores: more worker threads than cores in all only add
+/// context switches (see `--worker-threads`).
+fn workers_per_node(nodes: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores / nodes.max(1)).max(1)
 }
 
 async fn wait_and_print(
@@ -200,5 +211,19 @@ async fn stop(children: &mut [tokio::process::Child]) {
         {
             let _ = c.kill().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_share_the_cores_with_at_least_one_thread_each() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(workers_per_node(1), cores);
+        assert!(workers_per_node(3) >= 1 && workers_per_node(3) * 3 <= cores.max(3));
+        assert_eq!(workers_per_node(cores * 2), 1);
+        assert_eq!(workers_per_node(0), cores);
     }
 }
