@@ -392,7 +392,10 @@ fn encode_frame(entry: &Entry, buf: &mut Vec<u8>) -> io::Result<()> {
 /// Decodes the frame at the start of `bytes`: `None` if it is incomplete or fails its checksum
 /// (a torn write), an error if it checks out but does not decode (a bug or foreign data).
 fn decode_frame(bytes: &[u8]) -> io::Result<Option<(Entry, usize)>> {
-    let Some((payload, len)) = frame::read(bytes) else {
+    // An empty payload is no entry but zeros: a crash can leave a file longer than the data
+    // that reached the disk (the size was written, the pages were not), and a header of zeros
+    // checks out (the checksum of nothing is 0). It is a torn tail like any other.
+    let Some((payload, len)) = frame::read(bytes).filter(|(p, _)| !p.is_empty()) else {
         return Ok(None);
     };
     let entry: Entry = codec::decode(payload)?;

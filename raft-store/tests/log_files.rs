@@ -228,3 +228,35 @@ fn an_append_out_of_order_is_refused_before_anything_is_written() -> Result<()> 
     ensure!(read_all(&log)? == vec![1, 2, 3, 4]);
     Ok(())
 }
+
+/// A crash can leave the newest segment longer than what reached the disk, the rest reading
+/// as zeros (the file's size was written, its pages were not). Zeros are a torn tail: cut off,
+/// not an undecodable entry that keeps the node from starting.
+#[test]
+fn a_tail_of_zeros_left_by_a_crash_is_cut_off() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut log = LogFiles::open(dir.path(), None, 1 << 20)?;
+    log.append((1..=3).map(|i| entry(i, 100)))?
+        .expect("entries were written")
+        .sync_data()?;
+    drop(log);
+    let path = dir.path().join(segment_files(dir.path())?.remove(0));
+    let len = std::fs::metadata(&path)?.len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)?
+        .set_len(len + 4096)?;
+    let mut log = LogFiles::open(dir.path(), None, 1 << 20)?;
+    ensure!(read_all(&log)? == vec![1, 2, 3]);
+    ensure!(
+        std::fs::metadata(&path)?.len() == len,
+        "the zeros were cut off"
+    );
+    log.append([entry(4, 100)])?
+        .expect("entries were written")
+        .sync_data()?;
+    drop(log);
+    let log = LogFiles::open(dir.path(), None, 1 << 20)?;
+    ensure!(read_all(&log)? == vec![1, 2, 3, 4]);
+    Ok(())
+}
