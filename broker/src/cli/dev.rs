@@ -111,7 +111,7 @@ async fn run(args: DevArgs) -> Result<(), String> {
     result
 }
 
-/// The three nodes share this machine's cores: more worker threads than cores in all only add
+/// The nodes share this machine's cores: more worker threads than cores in all only add
 /// context switches (see `--worker-threads`).
 fn workers_per_node(nodes: usize) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
