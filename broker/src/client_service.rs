@@ -120,12 +120,7 @@ impl Txmq for ClientService {
             .send_half_batch(halves)
             .await
             .into_iter()
-            .map(|r| pb::SendHalfOutcome {
-                result: Some(match r {
-                    Ok(half) => pb::send_half_outcome::Result::Half(half),
-                    Err(status) => pb::send_half_outcome::Result::Error(failure(&status)),
-                }),
-            })
+            .map(half_outcome)
             .collect();
         Ok(Response::new(pb::SendHalfBatchResponse { outcomes }))
     }
@@ -141,14 +136,22 @@ impl Txmq for ClientService {
             .end_transaction_batch(ends)
             .await
             .into_iter()
-            .map(|r| pb::EndTransactionOutcome {
-                result: Some(match r {
-                    Ok(end) => pb::end_transaction_outcome::Result::End(end),
-                    Err(status) => pb::end_transaction_outcome::Result::Error(failure(&status)),
-                }),
-            })
+            .map(end_outcome)
             .collect();
         Ok(Response::new(pb::EndTransactionBatchResponse { outcomes }))
+    }
+
+    async fn transaction_batch(
+        &self,
+        request: Request<pb::TransactionBatchRequest>,
+    ) -> Result<Response<pb::TransactionBatchResponse>, Status> {
+        let pb::TransactionBatchRequest { halves, ends } = request.into_inner();
+        convert::check_batch_len(halves.len() + ends.len())?;
+        let (halves, ends) = self.txn.transaction_batch(halves, ends).await;
+        Ok(Response::new(pb::TransactionBatchResponse {
+            halves: halves.into_iter().map(half_outcome).collect(),
+            ends: ends.into_iter().map(end_outcome).collect(),
+        }))
     }
 
     async fn list_transactions(
@@ -364,5 +367,23 @@ fn failure(status: &Status) -> pb::Failure {
     pb::Failure {
         code: txmq_client::error_code_name(status.code()).to_string(),
         message: status.message().to_string(),
+    }
+}
+
+fn half_outcome(r: Result<pb::SendHalfResponse, Status>) -> pb::SendHalfOutcome {
+    pb::SendHalfOutcome {
+        result: Some(match r {
+            Ok(half) => pb::send_half_outcome::Result::Half(half),
+            Err(status) => pb::send_half_outcome::Result::Error(failure(&status)),
+        }),
+    }
+}
+
+fn end_outcome(r: Result<pb::EndTransactionResponse, Status>) -> pb::EndTransactionOutcome {
+    pb::EndTransactionOutcome {
+        result: Some(match r {
+            Ok(end) => pb::end_transaction_outcome::Result::End(end),
+            Err(status) => pb::end_transaction_outcome::Result::Error(failure(&status)),
+        }),
     }
 }

@@ -20,6 +20,7 @@ const METHODS: &[&str] = &[
     "EndTransaction",
     "SendHalfBatch",
     "EndTransactionBatch",
+    "TransactionBatch",
     "ListTransactions",
     "GetTransaction",
     "CheckChannel",

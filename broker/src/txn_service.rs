@@ -23,6 +23,14 @@ pub const MAX_REQUESTED_CHECK_DELAY: Duration = Duration::from_secs(3600);
 /// How long a new check channel may take to register.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What an item of a mixed batch needs for its response.
+enum BatchItem {
+    /// A half message, to its topic.
+    Half(String),
+    /// A decision, by this source.
+    End(DecisionSource),
+}
+
 pub type CheckStream = Pin<Box<dyn Stream<Item = Result<pb::CheckRequest, Status>> + Send>>;
 
 #[derive(Clone)]
@@ -186,6 +194,51 @@ impl TxnService {
             .collect();
         tally.record();
         responses
+    }
+
+    /// Half messages and decisions of one request, proposed together (one submission, so one
+    /// entry): the outcomes of the halves and of the decisions, each in request order.
+    pub async fn transaction_batch(
+        &self,
+        halves: Vec<pb::SendHalfRequest>,
+        ends: Vec<pb::EndTransactionRequest>,
+    ) -> (
+        Vec<Result<pb::SendHalfResponse, Status>>,
+        Vec<Result<pb::EndTransactionResponse, Status>>,
+    ) {
+        let half_count = halves.len();
+        let prepared = halves
+            .into_iter()
+            .map(|h| {
+                self.half_op(h)
+                    .map(|(topic, op)| (BatchItem::Half(topic), op))
+            })
+            .chain(ends.into_iter().map(|e| {
+                self.end_op(e)
+                    .map(|(source, op)| (BatchItem::End(source), op))
+            }))
+            .collect();
+        let mut written = self.write_items(prepared).await;
+        let ends_written = written.split_off(half_count.min(written.len()));
+        let halves: Vec<_> = written
+            .into_iter()
+            .map(|item| match item? {
+                (BatchItem::Half(topic), result) => half_response(topic, result),
+                (BatchItem::End(_), _) => Err(Status::internal("a decision among the halves")),
+            })
+            .collect();
+        let mut tally = DecisionTally::default();
+        let ends = ends_written
+            .into_iter()
+            .map(|item| match item? {
+                (BatchItem::End(source), result) => end_response(source, result, &mut tally),
+                (BatchItem::Half(_), _) => Err(Status::internal("a half among the decisions")),
+            })
+            .collect();
+        tally.record();
+        let stored = halves.iter().filter(|r| r.is_ok()).count();
+        metrics::counter!("txmq_txn_half_messages_total").increment(stored as u64);
+        (halves, ends)
     }
 
     /// Proposes the valid items of a batch in one submission and pairs each item's context

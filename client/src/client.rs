@@ -15,7 +15,8 @@ use txmq_proto::client::{
     ListTransactionsRequest, ListTransactionsResponse, Message, ReadRequest, ReceiveRequest,
     RemoveNodeRequest, ResetGroupRequest, SendBatchRequest, SendBatchResponse,
     SendHalfBatchRequest, SendHalfRequest, SendHalfResponse, SendRequest, SendResponse, TopicInfo,
-    TopicType, TransactionInfo, end_transaction_outcome, send_half_outcome,
+    TopicType, TransactionBatchRequest, TransactionInfo, end_transaction_outcome,
+    send_half_outcome,
 };
 
 use crate::error::ClientError;
@@ -313,6 +314,54 @@ impl Client {
             .collect())
     }
 
+    /// Half messages and decisions in one request (1 to 1000 items in all), stored in one
+    /// entry; one result per item, for the halves and for the decisions, each in order.
+    pub async fn transaction_batch(
+        &self,
+        halves: Vec<SendHalfRequest>,
+        ends: Vec<EndTransactionRequest>,
+    ) -> Result<TransactionBatchResults, ClientError> {
+        self.send_transaction_batch(&TransactionBatchRequest { halves, ends })
+            .await
+    }
+
+    /// [`Self::transaction_batch`] of a request the caller keeps (to send it another way if
+    /// the server is older than the method).
+    pub(crate) async fn send_transaction_batch(
+        &self,
+        req: &TransactionBatchRequest,
+    ) -> Result<TransactionBatchResults, ClientError> {
+        let resp = self
+            .retrying(|mut c, t| {
+                let mut r = tonic::Request::new(req.clone());
+                r.set_timeout(t);
+                async move { c.transaction_batch(r).await }
+            })
+            .await?
+            .into_inner();
+        let halves = resp
+            .halves
+            .into_iter()
+            .map(|o| {
+                batch_item(o.result.map(|r| match r {
+                    send_half_outcome::Result::Half(h) => Ok(h),
+                    send_half_outcome::Result::Error(f) => Err(f),
+                }))
+            })
+            .collect();
+        let ends = resp
+            .ends
+            .into_iter()
+            .map(|o| {
+                batch_item(o.result.map(|r| match r {
+                    end_transaction_outcome::Result::End(e) => Ok(e),
+                    end_transaction_outcome::Result::Error(f) => Err(f),
+                }))
+            })
+            .collect();
+        Ok((halves, ends))
+    }
+
     /// Up to 1000 decisions in one request; one result per item, in order.
     pub async fn end_transaction_batch(
         &self,
@@ -585,6 +634,12 @@ impl Client {
 
 /// One item of a batch answer: its result, its failure (with the code a single request would
 /// have had), or an error when the broker left the outcome empty.
+/// The results of [`Client::transaction_batch`]: the halves', then the decisions'.
+pub type TransactionBatchResults = (
+    Vec<Result<SendHalfResponse, ClientError>>,
+    Vec<Result<EndTransactionResponse, ClientError>>,
+);
+
 fn batch_item<T>(
     outcome: Option<Result<T, txmq_proto::client::Failure>>,
 ) -> Result<T, ClientError> {

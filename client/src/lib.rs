@@ -22,7 +22,7 @@ mod publisher;
 mod transaction;
 
 pub use batcher::BatchOptions;
-pub use client::{Client, ClientOptions};
+pub use client::{Client, ClientOptions, TransactionBatchResults};
 pub use consumer::{ConsumeResult, PushConsumer, PushOptions};
 pub use error::{ClientError, code_name as error_code_name};
 pub use publisher::Publisher;

@@ -16,7 +16,8 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use txmq_proto::client::{
     CheckAnswer, CheckRequest, CheckerMessage, CheckerRegister, Decision, EndTransactionRequest,
-    EndTransactionResponse, SendHalfRequest, SendHalfResponse, checker_message,
+    EndTransactionResponse, SendHalfRequest, SendHalfResponse, TransactionBatchRequest,
+    checker_message,
 };
 
 use crate::batcher::{BatchOptions, Batcher};
@@ -62,14 +63,19 @@ pub struct TransactionProducer {
     client: Client,
     group: String,
     /// With [`TransactionProducer::with_batching`]: concurrent half messages and decisions
-    /// travel in batched requests.
-    batching: Option<TxnBatchers>,
+    /// travel together in batched requests.
+    batching: Option<Batcher<TxnItem, TxnReply>>,
 }
 
-#[derive(Clone)]
-struct TxnBatchers {
-    halves: Batcher<SendHalfRequest, SendHalfResponse>,
-    ends: Batcher<EndTransactionRequest, EndTransactionResponse>,
+/// One item of a batched transaction request.
+enum TxnItem {
+    Half(SendHalfRequest),
+    End(EndTransactionRequest),
+}
+
+enum TxnReply {
+    Half(SendHalfResponse),
+    End(EndTransactionResponse),
 }
 
 impl TransactionProducer {
@@ -84,25 +90,20 @@ impl TransactionProducer {
     /// Carries the half messages and decisions of concurrent transactions (of this producer and
     /// its clones) in batched requests; each call still waits for its own result. For
     /// services that run many transactions at once.
+    ///
+    /// The half messages and decisions that queue up meanwhile leave in one request
+    /// (`TransactionBatch`) and are stored in one entry: half as many requests as batching
+    /// each kind on its own, at the same wait per item.
     pub fn with_batching(mut self, options: BatchOptions) -> Self {
-        let (c1, c2) = (self.client.clone(), self.client.clone());
-        let halves = Batcher::start(
-            &options,
-            |h: &SendHalfRequest| h.body.len(),
-            move |halves| {
-                let c = c1.clone();
-                async move { per_item(halves.len(), c.send_half_batch(halves).await) }
-            },
-        );
-        let ends = Batcher::start(
-            &options,
-            |_: &EndTransactionRequest| 64,
-            move |ends| {
-                let c = c2.clone();
-                async move { per_item(ends.len(), c.end_transaction_batch(ends).await) }
-            },
-        );
-        self.batching = Some(TxnBatchers { halves, ends });
+        let client = self.client.clone();
+        let size = |item: &TxnItem| match item {
+            TxnItem::Half(h) => h.body.len(),
+            TxnItem::End(_) => 64,
+        };
+        self.batching = Some(Batcher::start(&options, size, move |items| {
+            let client = client.clone();
+            async move { send_mixed(&client, items).await }
+        }));
         self
     }
 
@@ -120,7 +121,10 @@ impl TransactionProducer {
         request.group = self.group.clone();
         request.check_delay_ms = check_delay.map(|d| d.as_millis() as u64).unwrap_or(0);
         match &self.batching {
-            Some(b) => b.halves.submit(request).await,
+            Some(b) => match b.submit(TxnItem::Half(request)).await? {
+                TxnReply::Half(half) => Ok(half),
+                TxnReply::End(_) => Err(mismatched_reply()),
+            },
             None => self.client.send_half(request).await,
         }
     }
@@ -138,7 +142,10 @@ impl TransactionProducer {
             operator: false,
         };
         match &self.batching {
-            Some(b) => b.ends.submit(request).await,
+            Some(b) => match b.submit(TxnItem::End(request)).await? {
+                TxnReply::End(end) => Ok(end),
+                TxnReply::Half(_) => Err(mismatched_reply()),
+            },
             None => self.client.end_transaction(request).await,
         }
     }
@@ -278,6 +285,69 @@ async fn serve_checks<C: TransactionChecker>(
         }
     }
     Ok(())
+}
+
+/// Sends a batch of half messages and decisions in one request and answers each item in
+/// order. A server older than `TransactionBatch` gets the two kinds in two requests instead.
+async fn send_mixed(client: &Client, items: Vec<TxnItem>) -> Vec<Result<TxnReply, ClientError>> {
+    let n = items.len();
+    let (mut halves, mut ends, mut order) = (Vec::new(), Vec::new(), Vec::with_capacity(n));
+    for item in items {
+        match item {
+            TxnItem::Half(h) => {
+                order.push(true);
+                halves.push(h);
+            }
+            TxnItem::End(e) => {
+                order.push(false);
+                ends.push(e);
+            }
+        }
+    }
+    let req = TransactionBatchRequest { halves, ends };
+    let (halves, ends) = match client.send_transaction_batch(&req).await {
+        Err(e) if e.code == "unimplemented" => {
+            let TransactionBatchRequest { halves, ends } = req;
+            let (half_count, end_count) = (halves.len(), ends.len());
+            let halves = if halves.is_empty() {
+                Vec::new()
+            } else {
+                per_item(half_count, client.send_half_batch(halves).await)
+            };
+            let ends = if ends.is_empty() {
+                Vec::new()
+            } else {
+                per_item(end_count, client.end_transaction_batch(ends).await)
+            };
+            (halves, ends)
+        }
+        Err(e) => return (0..n).map(|_| Err(e.clone())).collect(),
+        Ok(results) => results,
+    };
+    let missing = || ClientError::new("internal", "the broker answered fewer items than sent");
+    let (mut halves, mut ends) = (halves.into_iter(), ends.into_iter());
+    order
+        .into_iter()
+        .map(|is_half| {
+            if is_half {
+                halves
+                    .next()
+                    .unwrap_or_else(|| Err(missing()))
+                    .map(TxnReply::Half)
+            } else {
+                ends.next()
+                    .unwrap_or_else(|| Err(missing()))
+                    .map(TxnReply::End)
+            }
+        })
+        .collect()
+}
+
+fn mismatched_reply() -> ClientError {
+    ClientError::new(
+        "internal",
+        "a batched transaction item got another kind of reply",
+    )
 }
 
 /// A batch call's per-item results, or its one error for every item.

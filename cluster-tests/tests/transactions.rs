@@ -640,5 +640,60 @@ async fn batched_transactions_each_get_their_own_outcome() -> Result<()> {
         results[1].as_ref().is_ok_and(|r| r.state == "committed"),
         "{results:?}"
     );
+
+    // Halves and decisions in one request (what the batching producer sends): each item gets
+    // its own outcome, in order, a bad item failing alone.
+    let pending = producer
+        .send_half(
+            SendHalfRequest {
+                topic: "bt".into(),
+                body: b"y".to_vec().into(),
+                ..Default::default()
+            },
+            None,
+        )
+        .await?;
+    let half = |group: &str| SendHalfRequest {
+        topic: "bt".into(),
+        group: group.into(),
+        body: b"z".to_vec().into(),
+        ..Default::default()
+    };
+    let (halves, ends) = client
+        .transaction_batch(
+            vec![half("batched"), half("bad group!")],
+            vec![decide(&pending.transaction_id), decide("T-no-such")],
+        )
+        .await?;
+    ensure!(halves.len() == 2 && ends.len() == 2, "{halves:?} {ends:?}");
+    ensure!(
+        halves[0]
+            .as_ref()
+            .is_ok_and(|h| h.transaction_id.starts_with('T')),
+        "{halves:?}"
+    );
+    ensure!(
+        halves[1]
+            .as_ref()
+            .is_err_and(|e| e.code == "invalid_argument"),
+        "{halves:?}"
+    );
+    ensure!(
+        ends[0].as_ref().is_ok_and(|r| r.state == "committed"),
+        "{ends:?}"
+    );
+    ensure!(
+        ends[1].as_ref().is_err_and(|e| e.code == "not_found"),
+        "{ends:?}"
+    );
+    let stored = client
+        .get_transaction(&halves[0].as_ref().expect("checked").transaction_id)
+        .await?;
+    ensure!(stored.state == "pending", "{stored:?}");
+    let empty = client.transaction_batch(Vec::new(), Vec::new()).await;
+    ensure!(
+        empty.as_ref().is_err_and(|e| e.code == "invalid_argument"),
+        "an empty batch is refused: {empty:?}"
+    );
     Ok(())
 }
