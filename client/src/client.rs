@@ -10,13 +10,13 @@ use txmq_proto::client::txmq_client::TxmqClient;
 use txmq_proto::client::{
     AckRequest, AckResult, AddNodeRequest, ChangeInvisibleDurationRequest, ClusterStatusRequest,
     ClusterStatusResponse, ConfigureGroupRequest, CreateTopicRequest, DescribeGroupRequest,
-    DescribeTopicRequest, EndTransactionBatchRequest, EndTransactionRequest,
+    DescribeTopicRequest, EndTransactionBatchRequest, EndTransactionOutcome, EndTransactionRequest,
     EndTransactionResponse, GetTransactionRequest, GroupInfo, ListGroupsRequest, ListTopicsRequest,
     ListTransactionsRequest, ListTransactionsResponse, Message, ReadRequest, ReceiveRequest,
     RemoveNodeRequest, ResetGroupRequest, SendBatchRequest, SendBatchResponse,
-    SendHalfBatchRequest, SendHalfRequest, SendHalfResponse, SendRequest, SendResponse, TopicInfo,
-    TopicType, TransactionBatchRequest, TransactionInfo, end_transaction_outcome,
-    send_half_outcome,
+    SendHalfBatchRequest, SendHalfOutcome, SendHalfRequest, SendHalfResponse, SendRequest,
+    SendResponse, TopicInfo, TopicType, TransactionBatchRequest, TransactionInfo,
+    end_transaction_outcome, send_half_outcome,
 };
 
 use crate::error::ClientError;
@@ -305,12 +305,7 @@ impl Client {
             .into_inner()
             .outcomes
             .into_iter()
-            .map(|o| {
-                batch_item(o.result.map(|r| match r {
-                    send_half_outcome::Result::Half(h) => Ok(h),
-                    send_half_outcome::Result::Error(f) => Err(f),
-                }))
-            })
+            .map(half_result)
             .collect())
     }
 
@@ -339,26 +334,8 @@ impl Client {
             })
             .await?
             .into_inner();
-        let halves = resp
-            .halves
-            .into_iter()
-            .map(|o| {
-                batch_item(o.result.map(|r| match r {
-                    send_half_outcome::Result::Half(h) => Ok(h),
-                    send_half_outcome::Result::Error(f) => Err(f),
-                }))
-            })
-            .collect();
-        let ends = resp
-            .ends
-            .into_iter()
-            .map(|o| {
-                batch_item(o.result.map(|r| match r {
-                    end_transaction_outcome::Result::End(e) => Ok(e),
-                    end_transaction_outcome::Result::Error(f) => Err(f),
-                }))
-            })
-            .collect();
+        let halves = resp.halves.into_iter().map(half_result).collect();
+        let ends = resp.ends.into_iter().map(end_result).collect();
         Ok((halves, ends))
     }
 
@@ -379,12 +356,7 @@ impl Client {
             .into_inner()
             .outcomes
             .into_iter()
-            .map(|o| {
-                batch_item(o.result.map(|r| match r {
-                    end_transaction_outcome::Result::End(e) => Ok(e),
-                    end_transaction_outcome::Result::Error(f) => Err(f),
-                }))
-            })
+            .map(end_result)
             .collect())
     }
 
@@ -634,6 +606,22 @@ impl Client {
 
 /// One item of a batch answer: its result, its failure (with the code a single request would
 /// have had), or an error when the broker left the outcome empty.
+/// One item's result of a batch of half messages.
+fn half_result(o: SendHalfOutcome) -> Result<SendHalfResponse, ClientError> {
+    batch_item(o.result.map(|r| match r {
+        send_half_outcome::Result::Half(h) => Ok(h),
+        send_half_outcome::Result::Error(f) => Err(f),
+    }))
+}
+
+/// One item's result of a batch of decisions.
+fn end_result(o: EndTransactionOutcome) -> Result<EndTransactionResponse, ClientError> {
+    batch_item(o.result.map(|r| match r {
+        end_transaction_outcome::Result::End(e) => Ok(e),
+        end_transaction_outcome::Result::Error(f) => Err(f),
+    }))
+}
+
 /// The results of [`Client::transaction_batch`]: the halves', then the decisions'.
 pub type TransactionBatchResults = (
     Vec<Result<SendHalfResponse, ClientError>>,
