@@ -135,16 +135,7 @@ impl TxnService {
         &self,
         halves: Vec<pb::SendHalfRequest>,
     ) -> Vec<Result<pb::SendHalfResponse, Status>> {
-        let prepared = halves.into_iter().map(|h| self.half_op(h)).collect();
-        let responses: Vec<_> = self
-            .write_items(prepared)
-            .await
-            .into_iter()
-            .map(|item| item.and_then(|(topic, result)| half_response(topic, result)))
-            .collect();
-        let stored = responses.iter().filter(|r| r.is_ok()).count();
-        metrics::counter!("txmq_txn_half_messages_total").increment(stored as u64);
-        responses
+        self.transaction_batch(halves, Vec::new()).await.0
     }
 
     /// Validates a decision: its operation and who decided.
@@ -184,16 +175,7 @@ impl TxnService {
         &self,
         ends: Vec<pb::EndTransactionRequest>,
     ) -> Vec<Result<pb::EndTransactionResponse, Status>> {
-        let prepared = ends.into_iter().map(|e| self.end_op(e)).collect();
-        let mut tally = DecisionTally::default();
-        let responses = self
-            .write_items(prepared)
-            .await
-            .into_iter()
-            .map(|item| item.and_then(|(source, result)| end_response(source, result, &mut tally)))
-            .collect();
-        tally.record();
-        responses
+        self.transaction_batch(Vec::new(), ends).await.1
     }
 
     /// Half messages and decisions of one request, proposed together (one submission, so one
@@ -237,7 +219,9 @@ impl TxnService {
             .collect();
         tally.record();
         let stored = halves.iter().filter(|r| r.is_ok()).count();
-        metrics::counter!("txmq_txn_half_messages_total").increment(stored as u64);
+        if stored > 0 {
+            metrics::counter!("txmq_txn_half_messages_total").increment(stored as u64);
+        }
         (halves, ends)
     }
 

@@ -604,8 +604,6 @@ impl Client {
     }
 }
 
-/// One item of a batch answer: its result, its failure (with the code a single request would
-/// have had), or an error when the broker left the outcome empty.
 /// One item's result of a batch of half messages.
 fn half_result(o: SendHalfOutcome) -> Result<SendHalfResponse, ClientError> {
     batch_item(o.result.map(|r| match r {
@@ -628,6 +626,8 @@ pub type TransactionBatchResults = (
     Vec<Result<EndTransactionResponse, ClientError>>,
 );
 
+/// One item of a batch answer: its result, its failure (with the code a single request would
+/// have had), or an error when the broker left the outcome empty.
 fn batch_item<T>(
     outcome: Option<Result<T, txmq_proto::client::Failure>>,
 ) -> Result<T, ClientError> {

@@ -612,16 +612,14 @@ async fn batched_transactions_each_get_their_own_outcome() -> Result<()> {
         "{visible} visible, {committed} committed"
     );
 
-    let half = producer
-        .send_half(
-            SendHalfRequest {
-                topic: "bt".into(),
-                body: b"x".to_vec().into(),
-                ..Default::default()
-            },
-            None,
-        )
-        .await?;
+    // A half message to "bt" of `group` (the producer puts its own group in).
+    let half_of = |group: &str| SendHalfRequest {
+        topic: "bt".into(),
+        group: group.into(),
+        body: b"x".to_vec().into(),
+        ..Default::default()
+    };
+    let half = producer.send_half(half_of(""), None).await?;
     let decide = |id: &str| EndTransactionRequest {
         transaction_id: id.into(),
         group: "batched".into(),
@@ -643,25 +641,10 @@ async fn batched_transactions_each_get_their_own_outcome() -> Result<()> {
 
     // Halves and decisions in one request (what the batching producer sends): each item gets
     // its own outcome, in order, a bad item failing alone.
-    let pending = producer
-        .send_half(
-            SendHalfRequest {
-                topic: "bt".into(),
-                body: b"y".to_vec().into(),
-                ..Default::default()
-            },
-            None,
-        )
-        .await?;
-    let half = |group: &str| SendHalfRequest {
-        topic: "bt".into(),
-        group: group.into(),
-        body: b"z".to_vec().into(),
-        ..Default::default()
-    };
+    let pending = producer.send_half(half_of(""), None).await?;
     let (halves, ends) = client
         .transaction_batch(
-            vec![half("batched"), half("bad group!")],
+            vec![half_of("batched"), half_of("bad group!")],
             vec![decide(&pending.transaction_id), decide("T-no-such")],
         )
         .await?;

@@ -30,14 +30,16 @@ pub struct StoredMessageRef<'a> {
     pub born_at_ms: u64,
 }
 
+/// About the encoded size of a message's properties (names, values and their headers): part
+/// of the size a buffer for a message or a record is reserved at.
+pub fn properties_size_hint(properties: &BTreeMap<String, String>) -> usize {
+    properties.iter().map(|(k, v)| k.len() + v.len() + 10).sum()
+}
+
 impl StoredMessageRef<'_> {
     /// The positional encoding, in a buffer allocated once at about its final size.
     pub fn encode(&self) -> Result<Vec<u8>, crate::codec::CodecError> {
-        let names: usize = self
-            .properties
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + 10)
-            .sum();
+        let names = properties_size_hint(self.properties);
         let size = 40 + self.message_id.len() + self.key.len() + self.tag.len() + names;
         let mut out = Vec::with_capacity(size + self.body.len());
         crate::codec::encode_compact_into(&mut out, self)?;

@@ -232,11 +232,7 @@ impl TxnRecord {
     /// it is reserved at.
     pub fn encoded_size_hint(&self) -> usize {
         let message = self.message.as_ref().map_or(0, |m| {
-            let names: usize = m
-                .properties
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + 10)
-                .sum();
+            let names = super::message::properties_size_hint(&m.properties);
             m.body.len() + m.key.len() + m.tag.len() + names + 16
         });
         let fixed = 128 + 24 * self.events.len();
