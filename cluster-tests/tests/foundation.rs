@@ -488,6 +488,110 @@ async fn cli_json_output_has_the_documented_fields() -> Result<()> {
     Ok(())
 }
 
+/// `txmq bench` against a real cluster: every scenario prints the documented JSON, counts what
+/// it says it counts (committed transactions only, under a rollback ratio), and a `--rate`
+/// run starts no more operations than its schedule allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_prints_the_documented_summary_and_keeps_to_its_rate() -> Result<()> {
+    let cluster = Cluster::start(3, ClusterOptions::default()).await?;
+    let endpoints = cluster.endpoints_csv();
+    let bench = |args: &[&str]| -> Result<serde_json::Value> {
+        let mut full = vec!["bench"];
+        full.extend(args);
+        full.extend(["--duration", "2s", "--endpoints", endpoints.as_str()]);
+        full.extend(["--output", "json"]);
+        let (ok, out) = cluster.cli(&full)?;
+        ensure!(ok, "{args:?} failed: {out}");
+        let summary: serde_json::Value = serde_json::from_str(out.trim())
+            .with_context(|| format!("{args:?} printed no JSON summary: {out}"))?;
+        for field in ["scenario", "duration_s", "ok", "errors", "throughput_per_s"] {
+            ensure!(
+                !summary[field].is_null(),
+                "{args:?} lacks {field}: {summary}"
+            );
+        }
+        for q in ["p50", "p90", "p99", "p999", "max"] {
+            ensure!(
+                summary["latency_ms"][q].as_f64().is_some_and(|v| v > 0.0),
+                "{args:?} lacks latency {q}: {summary}"
+            );
+        }
+        ensure!(summary["errors"] == 0, "{args:?} had errors: {summary}");
+        Ok(summary)
+    };
+    let counted = |s: &serde_json::Value| -> f64 {
+        s["throughput_per_s"].as_f64().unwrap_or(0.0) * s["duration_s"].as_f64().unwrap_or(0.0)
+    };
+
+    let publish = bench(&[
+        "publish",
+        "--topic",
+        "b",
+        "--concurrency",
+        "8",
+        "--batching",
+    ])?;
+    let sent = publish["ok"].as_u64().context("ok")?;
+    ensure!(
+        sent > 0 && (counted(&publish) - sent as f64).abs() < 0.5,
+        "{publish}"
+    );
+
+    let consume = bench(&["consume", "--topic", "b", "--concurrency", "2"])?;
+    let consumed = counted(&consume).round() as u64;
+    ensure!(
+        consumed > 0 && consumed <= sent,
+        "{consume} after {sent} sent"
+    );
+
+    // A deterministic half of the transactions roll back: only the commits are counted.
+    let txn = bench(&[
+        "txn",
+        "--topic",
+        "bt",
+        "--concurrency",
+        "8",
+        "--rollback-ratio",
+        "0.5",
+    ])?;
+    let (ok, committed) = (txn["ok"].as_u64().context("ok")?, counted(&txn));
+    ensure!(
+        ok >= 10 && committed > 0.0 && committed < ok as f64,
+        "{txn}"
+    );
+
+    // 50 per second for 2 s: at most 100 scheduled starts fall inside the run.
+    let paced = bench(&[
+        "publish",
+        "--topic",
+        "b",
+        "--concurrency",
+        "4",
+        "--rate",
+        "50",
+    ])?;
+    let paced_ok = paced["ok"].as_u64().context("ok")?;
+    ensure!(
+        paced_ok > 0 && paced_ok <= 100 && paced["rate"] == 50.0,
+        "{paced}"
+    );
+
+    let (ok, out) = cluster.cli(&[
+        "bench",
+        "publish",
+        "--rate=-1",
+        "--output",
+        "json",
+        "--endpoints",
+        &endpoints,
+    ])?;
+    ensure!(
+        !ok && out.contains("--rate"),
+        "a negative rate was accepted: {out}"
+    );
+    Ok(())
+}
+
 /// The StatefulSet way of growing and shrinking: a fresh node listed in `--initial-cluster`
 /// next to a running cluster joins it by itself and becomes a voter that commits need; after
 /// `cluster remove-above` and losing its volume it can come back under the same (retired) id, because

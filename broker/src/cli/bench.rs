@@ -16,6 +16,11 @@ use txmq_client::{
 use super::Output;
 use crate::config::HumanDuration;
 
+/// The bounds of `--rate` (operations per second): an interval between operations of at most
+/// 1000 s and at least 10 ns.
+const MIN_RATE: f64 = 0.001;
+const MAX_RATE: f64 = 100_000_000.0;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
     /// Plain sends; counts acknowledged sends.
@@ -52,9 +57,17 @@ pub struct BenchArgs {
     /// each still waiting for its own result, instead of one request each.
     #[arg(long)]
     pub batching: bool,
+    /// Operations started per second across all workers (sends, transactions, or receive-and-ack
+    /// rounds); 0: as fast as the workers go (a closed loop). With a rate, each operation has a
+    /// scheduled start and its latency counts from then, so time spent waiting for a free worker
+    /// is counted too: give enough `--concurrency` for the rate.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
 }
 
 struct Tally {
+    /// Transactions begun by all workers: numbers them for [`rolls_back`].
+    transactions: AtomicU64,
     ok: AtomicU64,
     errors: AtomicU64,
     counted: AtomicU64,
@@ -73,6 +86,14 @@ pub async fn bench(client: &Client, args: BenchArgs, out: Output) -> Result<(), 
             "--rollback-ratio must be between 0 and 1",
         ));
     }
+    if !(args.rate == 0.0 || (MIN_RATE..=MAX_RATE).contains(&args.rate)) {
+        return Err(ClientError::new(
+            "invalid_argument",
+            format!(
+                "--rate must be 0 (unlimited) or {MIN_RATE} to {MAX_RATE} operations per second"
+            ),
+        ));
+    }
     let kind = if args.scenario == Scenario::Txn {
         TopicType::Transaction
     } else {
@@ -88,12 +109,14 @@ pub async fn bench(client: &Client, args: BenchArgs, out: Output) -> Result<(), 
         .clone()
         .unwrap_or_else(|| format!("bench-{}", crate::proposer::now_ms()));
     let tally = Arc::new(Tally {
+        transactions: AtomicU64::new(0),
         ok: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         counted: AtomicU64::new(0),
     });
     let started = Instant::now();
     let deadline = started + args.duration.0;
+    let schedule = Arc::new(Schedule::new(started, args.rate));
     let progress = progress_bar(args.duration.0);
     let publisher = (args.batching && args.scenario == Scenario::Publish)
         .then(|| Publisher::new(client.clone(), args.topic.clone(), BatchOptions::default()));
@@ -102,7 +125,7 @@ pub async fn bench(client: &Client, args: BenchArgs, out: Output) -> Result<(), 
         producer = producer.with_batching(BatchOptions::default());
     }
     let mut tasks = Vec::with_capacity(args.concurrency);
-    for worker in 0..args.concurrency {
+    for _ in 0..args.concurrency {
         let (client, tally, topic, group, publisher, producer) = (
             client.clone(),
             tally.clone(),
@@ -111,11 +134,12 @@ pub async fn bench(client: &Client, args: BenchArgs, out: Output) -> Result<(), 
             publisher.clone(),
             producer.clone(),
         );
+        let schedule = schedule.clone();
         let (scenario, size, ratio) = (args.scenario, args.size, args.rollback_ratio);
         tasks.push(tokio::spawn(async move {
             worker_loop(
-                client, publisher, producer, scenario, topic, group, size, ratio, worker, deadline,
-                tally,
+                client, publisher, producer, scenario, topic, group, size, ratio, deadline,
+                schedule, tally,
             )
             .await
         }));
@@ -155,6 +179,7 @@ pub async fn bench(client: &Client, args: BenchArgs, out: Output) -> Result<(), 
         "concurrency": args.concurrency,
         "size": args.size,
         "batching": args.batching,
+        "rate": args.rate,
         "latency_ms": {"p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "p999": ms(0.999), "max": latency.max() as f64 / 1000.0},
         // What the load generator itself used: on a shared machine it competes with the nodes.
         "client_cpu_s": own_cpu_seconds(),
@@ -175,6 +200,43 @@ pub async fn bench(client: &Client, args: BenchArgs, out: Output) -> Result<(), 
         )
     });
     Ok(())
+}
+
+/// Whether the `k`-th transaction of the run (counted over all workers) rolls back: exactly
+/// `floor(k × ratio)` of the first `k` do, spread evenly (0.5: every other one; 0.1: every
+/// tenth), so any stretch of the run, however short, has the asked share.
+fn rolls_back(k: u64, ratio: f64) -> bool {
+    ((k + 1) as f64 * ratio).floor() > (k as f64 * ratio).floor()
+}
+
+/// When each operation of a rate-limited run is due: the k-th operation of all workers at
+/// `start + k / rate`. An open loop: a slow reply does not delay the next operation's scheduled
+/// start, so its latency (counted from that start) includes the wait for a free worker instead
+/// of hiding it (coordinated omission).
+struct Schedule {
+    start: Instant,
+    interval: Option<Duration>,
+    issued: AtomicU64,
+}
+
+impl Schedule {
+    /// `rate` operations per second; 0: no schedule (each worker starts its next operation as
+    /// soon as the last one ends).
+    fn new(start: Instant, rate: f64) -> Self {
+        let interval = (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));
+        Self {
+            start,
+            interval,
+            issued: AtomicU64::new(0),
+        }
+    }
+
+    /// The scheduled start of the next operation, or `None` when the run is not rate-limited.
+    fn next(&self) -> Option<Instant> {
+        let interval = self.interval?;
+        let k = self.issued.fetch_add(1, Ordering::Relaxed);
+        Some(self.start + interval.mul_f64(k as f64))
+    }
 }
 
 /// CPU seconds (user + system) this process used so far.
@@ -209,8 +271,8 @@ async fn worker_loop(
     group: String,
     size: usize,
     rollback_ratio: f64,
-    worker: usize,
     deadline: Instant,
+    schedule: Arc<Schedule>,
     tally: Arc<Tally>,
 ) -> Histogram<u64> {
     // Two significant digits (1 % resolution): a worker's histogram stays ~20 KiB, so 256
@@ -221,10 +283,16 @@ async fn worker_loop(
 
     // One buffer shared by every request (a reference count, not a copy per send).
     let body = prost::bytes::Bytes::from(vec![b'x'; size]);
-    let mut n = worker as u64;
-    while Instant::now() < deadline {
-        n += 1;
-        let started = Instant::now();
+    loop {
+        let started = match schedule.next() {
+            Some(at) if at < deadline => {
+                tokio::time::sleep_until(at.into()).await;
+                at
+            }
+            Some(_) => break,
+            None if Instant::now() < deadline => Instant::now(),
+            None => break,
+        };
         let result: Result<u64, ClientError> = match scenario {
             Scenario::Publish => {
                 let req = SendRequest {
@@ -238,8 +306,10 @@ async fn worker_loop(
                 }
             }
             Scenario::Txn => {
-                // A deterministic spread: this share of every 1000 transactions rolls back.
-                let rollback = (n % 1000) < (rollback_ratio * 1000.0) as u64;
+                let rollback = rolls_back(
+                    tally.transactions.fetch_add(1, Ordering::Relaxed),
+                    rollback_ratio,
+                );
                 let req = SendHalfRequest {
                     topic: topic.clone(),
                     body: body.clone(),
@@ -293,4 +363,42 @@ async fn worker_loop(
         }
     }
     latency
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_spaces_the_scheduled_starts_evenly_across_workers() {
+        let start = Instant::now();
+        let schedule = Schedule::new(start, 200.0);
+        let starts: Vec<Duration> = (0..5)
+            .map(|_| schedule.next().map(|at| at - start))
+            .collect::<Option<_>>()
+            .expect("a rate-limited schedule gives every operation a start");
+        let expected: Vec<Duration> = (0..5).map(|k| Duration::from_millis(5 * k)).collect();
+        assert_eq!(starts, expected);
+    }
+
+    #[test]
+    fn the_rollback_ratio_holds_in_every_stretch_of_transactions() {
+        for ratio in [0.0, 0.1, 0.25, 0.5, 0.9, 1.0] {
+            for (start, len) in [(0u64, 10u64), (7, 20), (1_000, 1_000)] {
+                let rolled = (start..start + len)
+                    .filter(|&k| rolls_back(k, ratio))
+                    .count();
+                let expected = ratio * len as f64;
+                assert!(
+                    (rolled as f64 - expected).abs() <= 1.0,
+                    "ratio {ratio}: {rolled} of {len} from {start} rolled back"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn no_rate_means_no_schedule() {
+        assert_eq!(Schedule::new(Instant::now(), 0.0).next(), None);
+    }
 }
