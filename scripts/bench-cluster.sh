@@ -6,7 +6,8 @@
 #   ./scripts/bench-cluster.sh                       # 3 nodes, the default scenarios
 #   NODES=5 DURATION=20s ./scripts/bench-cluster.sh
 #   SCENARIOS="publish:256:256 txn:256:256" ./scripts/bench-cluster.sh   # scenario:concurrency:size
-#   SCENARIOS="publish:256:256:batching" ./scripts/bench-cluster.sh     # a 4th field: a bench flag
+#   SCENARIOS="publish:256:256:batching" ./scripts/bench-cluster.sh     # a 4th field: bench flags,
+#   SCENARIOS="txn:256:256:batching,rate=15000" ./scripts/bench-cluster.sh # comma-separated, name[=value]
 #   SERVE_ARGS="--cache-bytes 16777216" ./scripts/bench-cluster.sh        # extra `txmq serve` flags
 #   BIN=/tmp/txmq-old ./scripts/bench-cluster.sh       # a binary built elsewhere (no build)
 #   WORKERS=2 ./scripts/bench-cluster.sh                # worker threads per node (default: cores ÷ nodes,
@@ -49,10 +50,15 @@ for _ in $(seq 1 100); do "$BIN" cluster status --output json 2>/dev/null | grep
 steal_ticks() { awk '/^cpu / {print $9}' /proc/stat; }
 steal_start=$(steal_ticks); wall_start=$(date +%s)
 for s in $SCENARIOS; do
-  IFS=: read -r scenario concurrency size flag <<<"$s"
+  IFS=: read -r scenario concurrency size flag_list <<<"$s"
+  flags=()
+  IFS=, read -ra named <<<"${flag_list:-}"
+  for f in "${named[@]}"; do
+    if [[ "$f" == *=* ]]; then flags+=("--${f%%=*}" "${f#*=}"); else flags+=("--$f"); fi
+  done
   topic="bench-$scenario-$size"
   [ "$scenario" = consume ] && topic="bench-publish-$size"
-  "$BIN" bench "$scenario" --topic "$topic" --duration "$DURATION" --concurrency "$concurrency" --size "$size" ${flag:+--$flag} --output json 2>/dev/null
+  "$BIN" bench "$scenario" --topic "$topic" --duration "$DURATION" --concurrency "$concurrency" --size "$size" "${flags[@]}" --output json 2>/dev/null
 done
 echo "{\"machine\": \"$(nproc) cpus\", \"workers_per_node\": $WORKERS, \"wall_s\": $(( $(date +%s) - wall_start )), \"steal_s\": $(( ($(steal_ticks) - steal_start) / $(getconf CLK_TCK) ))}"
 for i in $(seq 1 "$NODES"); do
@@ -66,5 +72,9 @@ for i in $(seq 1 "$NODES"); do
     kb=$(du -sk "$DIR/n$i/$part" 2>/dev/null | cut -f1)
     parts+=", \"${part//-/_}_mib\": $(( ${kb:-0} / 1024 ))"
   done
-  echo "{\"node\": $i, \"cpu_s\": $cpu_s, \"rss_mib\": $((rss_kb / 1024)), \"disk_mib\": $((disk_kb / 1024))$parts}"
+  # Raft entries this node proposed as leader (each carries a batch of client operations): the
+  # scenarios' operations divided by these is the batch size, the lever of CPU per operation.
+  entries=$(curl -sf "http://127.0.0.1:$((BASE + 10 * i + 2))/metrics" 2>/dev/null |
+    awk '/^txmq_raft_proposals_total\{outcome="committed"\}/ {print $2}' || true)
+  echo "{\"node\": $i, \"cpu_s\": $cpu_s, \"rss_mib\": $((rss_kb / 1024)), \"disk_mib\": $((disk_kb / 1024)), \"entries_proposed\": ${entries:-0}$parts}"
 done

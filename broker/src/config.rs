@@ -85,6 +85,9 @@ pub struct ServeArgs {
     /// Build a snapshot after this many log entries since the last one.
     #[arg(long, env = "TXMQ_SNAPSHOT_LOGS")]
     pub snapshot_logs: Option<u64>,
+    /// ... or once the Raft log's files take more than this many bytes.
+    #[arg(long, env = "TXMQ_SNAPSHOT_LOG_BYTES")]
+    pub snapshot_log_bytes: Option<u64>,
     /// Log entries kept after a snapshot (so slightly lagging followers need no snapshot).
     #[arg(long, env = "TXMQ_LOGS_TO_KEEP")]
     pub logs_to_keep: Option<u64>,
@@ -136,6 +139,7 @@ pub struct ServeConfig {
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
     pub snapshot_logs: u64,
+    pub snapshot_log_bytes: u64,
     pub logs_to_keep: u64,
     pub cache_bytes: u64,
     pub disk_high_water: f64,
@@ -199,6 +203,7 @@ impl ServeArgs {
             heartbeat_interval,
             election_timeout,
             snapshot_logs,
+            snapshot_log_bytes,
             logs_to_keep,
             cache_bytes,
             disk_high_water,
@@ -286,7 +291,10 @@ impl ServeArgs {
                 .unwrap_or(txmq_raft_store::limits::DEFAULT_MAX_MESSAGE_BYTES),
             heartbeat_interval: d(args.heartbeat_interval, Duration::from_millis(100)),
             election_timeout: d(args.election_timeout, Duration::from_millis(500)),
-            snapshot_logs: args.snapshot_logs.unwrap_or(5_000),
+            snapshot_logs: args.snapshot_logs.unwrap_or(DEFAULT_SNAPSHOT_LOGS),
+            snapshot_log_bytes: args
+                .snapshot_log_bytes
+                .unwrap_or(DEFAULT_SNAPSHOT_LOG_BYTES),
             logs_to_keep: args.logs_to_keep.unwrap_or(5_000),
             cache_bytes: args.cache_bytes.unwrap_or(64 * 1024 * 1024),
             disk_high_water: args.disk_high_water.unwrap_or(0.85),
@@ -328,6 +336,11 @@ impl ServeConfig {
         if self.snapshot_logs == 0 {
             return bad("--snapshot-logs must be 1 or more".into());
         }
+        if self.snapshot_log_bytes < MIN_SNAPSHOT_LOG_BYTES {
+            return bad(format!(
+                "--snapshot-log-bytes must be at least {MIN_SNAPSHOT_LOG_BYTES} (1 MiB)"
+            ));
+        }
         if self.txn.max_checks == 0 {
             return bad("--txn-max-checks must be 1 or more".into());
         }
@@ -358,6 +371,13 @@ impl ServeConfig {
             .unwrap_or_else(|| bound.to_string())
     }
 }
+
+/// Log entries after which a snapshot is built at the latest. A bound rather than the usual
+/// trigger: the log's size (below) usually comes first (see `crate::snapshot_trigger`).
+pub const DEFAULT_SNAPSHOT_LOGS: u64 = 100_000;
+/// The Raft log's size on disk above which a snapshot is built (and the log then purged).
+pub const DEFAULT_SNAPSHOT_LOG_BYTES: u64 = 256 * 1024 * 1024;
+pub const MIN_SNAPSHOT_LOG_BYTES: u64 = 1024 * 1024;
 
 /// The most async worker threads a node may be given.
 pub const MAX_WORKER_THREADS: usize = 256;

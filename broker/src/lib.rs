@@ -24,6 +24,7 @@ pub mod node;
 pub mod peer_service;
 pub mod proposer;
 pub mod scheduler;
+pub mod snapshot_trigger;
 pub mod status;
 pub mod telemetry;
 pub mod txn_service;

@@ -148,6 +148,11 @@ pub async fn run(
     ));
     let checkers = Arc::new(CheckerRegistry::default());
     let raft_metrics_task = tokio::spawn(crate::telemetry::track_raft(raft.clone()));
+    let snapshot_task = tokio::spawn(crate::snapshot_trigger::run(
+        raft.clone(),
+        log_for_metrics.clone(),
+        config.snapshot_log_bytes,
+    ));
     let refresh_task = tokio::spawn(crate::telemetry::refresh_periodically(
         metrics_handle.clone(),
         reader.clone(),
@@ -234,6 +239,7 @@ pub async fn run(
     bootstrap_task.abort();
     health_task.abort();
     raft_metrics_task.abort();
+    snapshot_task.abort();
     refresh_task.abort();
     let _ = http_task.await;
     if let Err(e) = raft.shutdown().await {

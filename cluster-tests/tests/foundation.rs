@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use txmq_client::{AddNodeRequest, Client, ReadRequest, SendRequest, TopicType};
-use txmq_cluster_tests::{Cluster, ClusterOptions, wait_for};
+use txmq_cluster_tests::{Cluster, ClusterOptions, http_get, wait_for};
 
 fn msg(topic: &str, body: String, key: &str) -> SendRequest {
     SendRequest {
@@ -265,6 +265,58 @@ async fn wiped_node_replaced_under_a_new_id_catches_up_through_a_snapshot() -> R
         .await?;
     acknowledged.insert(r.message_id);
     wait_until_node_serves(&cluster, 4, "audit", &acknowledged).await?;
+    Ok(())
+}
+
+/// A log that grows past `--snapshot-log-bytes` gets every node a snapshot, long before the
+/// entry count (`--snapshot-logs`) would; and nothing acknowledged is lost by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_past_its_size_limit_is_snapshotted_on_every_node() -> Result<()> {
+    let options = ClusterOptions {
+        extra_args: [
+            "--snapshot-log-bytes",
+            "1048576",
+            "--snapshot-logs",
+            "1000000",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Default::default()
+    };
+    let mut cluster = Cluster::start(3, options).await?;
+    let client = cluster.client()?;
+    client.create_topic("sized", TopicType::Normal, 2).await?;
+    // One at a time, so each is an entry of its own: 1,200 entries, ~2.5 MB of log.
+    let mut acknowledged = BTreeSet::new();
+    for i in 0..1_200 {
+        let body = format!("{i} {}", "y".repeat(2_000));
+        acknowledged.insert(client.send(msg("sized", body, "")).await?.message_id);
+    }
+    let metrics_addrs: Vec<(u64, String)> = cluster
+        .nodes
+        .iter()
+        .map(|(id, n)| (*id, n.metrics_addr.clone()))
+        .collect();
+    for (id, addr) in metrics_addrs {
+        wait_for(
+            &format!("node {id} to build a snapshot"),
+            Duration::from_secs(30),
+            || {
+                let addr = addr.clone();
+                async move {
+                    let (_, body) = http_get(&addr, "/metrics").await.ok()?;
+                    body.lines()
+                        .find_map(|l| l.strip_prefix("txmq_raft_snapshots_built_total "))
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                        .filter(|built| *built >= 1.0)
+                }
+            },
+        )
+        .await?;
+    }
+    for id in [1, 2, 3] {
+        wait_until_node_serves(&cluster, id, "sized", &acknowledged).await?;
+    }
     Ok(())
 }
 

@@ -11,6 +11,7 @@
 //! * [`snapshot`]: the streaming snapshot file format.
 //! * [`reader`]: read access to committed state, shared with the gRPC services.
 
+pub mod background;
 pub mod checkpoint;
 pub mod codec;
 pub mod command;

@@ -441,9 +441,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         self.shared.tree.flush_async().await.map_err(io_err)?;
         let dir = self.snapshot_dir.clone();
         let state = std::mem::take(&mut self.state);
-        let path = tokio::task::spawn_blocking(move || write_snapshot(&dir, header, &state))
-            .await
-            .map_err(io::Error::other)??;
+        // Encoding every metadata row is a burst of CPU that is never urgent (see
+        // `crate::background`); the checkpoint above stays at normal priority, since it holds
+        // the state's lock for part of its work.
+        let write = move || write_snapshot(&dir, header, &state);
+        let path = crate::background::run_when_idle("txmq-snapshot", write).await??;
         let file = tokio::fs::File::open(path).await?;
         metrics::counter!("txmq_raft_snapshots_built_total").increment(1);
         metrics::histogram!("txmq_raft_snapshot_build_duration_seconds")
