@@ -9,7 +9,7 @@
 //! gigabytes. So openraft counts entries up to a high bound (`--snapshot-logs`) and this task
 //! asks for a snapshot once the log's files pass `--snapshot-log-bytes`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::async_runtime::WatchReceiver;
 
@@ -17,6 +17,9 @@ use txmq_raft_store::{LogStore, Raft};
 
 /// How often the log's size is looked at.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long a snapshot asked for may take to show up before it is asked for again (openraft
+/// ignores a request while it builds another snapshot, and a build can fail).
+const ASK_AGAIN_AFTER: Duration = Duration::from_secs(60);
 /// Entries applied since the last snapshot below which a new one is not asked for: the purge
 /// that follows a snapshot would free too little (the log may be over the size because of the
 /// entries kept after a snapshot, `--logs-to-keep`, alone).
@@ -35,7 +38,8 @@ pub fn snapshot_due(
 
 /// Asks openraft for a snapshot whenever [`snapshot_due`]; runs until the node stops.
 pub async fn run(raft: Raft, log: LogStore, max_log_bytes: u64) {
-    let mut asked_at: Option<u64> = None;
+    // The applied index when a snapshot was last asked for, and when.
+    let mut asked: Option<(u64, Instant)> = None;
     loop {
         tokio::time::sleep(CHECK_EVERY).await;
         let (applied, snapshot) = {
@@ -47,10 +51,10 @@ pub async fn run(raft: Raft, log: LogStore, max_log_bytes: u64) {
         };
         // Ask once per snapshot: until the one asked for is built (and the log purged after
         // it), the log stays large, and asking again would only queue another build.
-        if asked_at.is_some_and(|at| snapshot.is_none_or(|s| s < at)) {
-            continue;
-        }
-        if !snapshot_due(log.disk_bytes(), max_log_bytes, applied, snapshot) {
+        let waiting = asked.is_some_and(|(at, when)| {
+            snapshot.is_none_or(|s| s < at) && when.elapsed() < ASK_AGAIN_AFTER
+        });
+        if waiting || !snapshot_due(log.disk_bytes(), max_log_bytes, applied, snapshot) {
             continue;
         }
         tracing::debug!(
@@ -61,7 +65,7 @@ pub async fn run(raft: Raft, log: LogStore, max_log_bytes: u64) {
         if raft.trigger().snapshot().await.is_err() {
             return; // the Raft core has stopped: so does the node
         }
-        asked_at = Some(applied);
+        asked = Some((applied, Instant::now()));
     }
 }
 

@@ -54,7 +54,7 @@ fn lower_this_threads_priority() {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 
