@@ -269,6 +269,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(io::Error::other)??;
         self.write_meta(PURGED_KEY, &log_id)?;
         self.flush_db().await?;
-        self.files().purge(log_id.index)
+        let purged = self.files().purge(log_id.index);
+        if !purged.is_empty() {
+            // Off the log's lock and off openraft's core loop, which awaits this purge: the
+            // deletion is not urgent, and a file it leaves behind is harmless (see
+            // `LogFiles::purge`).
+            tokio::spawn(async move {
+                match crate::background::run_when_idle("txmq-log-purge", || purged.delete()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) | Err(e) => {
+                        tracing::warn!("deleting purged raft log segments failed: {e}")
+                    }
+                }
+            });
+        }
+        Ok(())
     }
 }

@@ -125,7 +125,7 @@ fn purge_deletes_whole_segments_and_reopening_skips_purged_entries() -> Result<(
             .sync_data()?;
     }
     let before = segment_files(dir.path())?.len();
-    log.purge(25)?;
+    log.purge(25).delete()?;
     ensure!(read_all(&log)? == (26..=40).collect::<Vec<_>>());
     let after = segment_files(dir.path())?.len();
     ensure!(
@@ -140,6 +140,31 @@ fn purge_deletes_whole_segments_and_reopening_skips_purged_entries() -> Result<(
 }
 
 #[test]
+fn segments_a_crash_left_after_a_purge_are_skipped_then_deleted_by_the_next_purge() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut log = LogFiles::open(dir.path(), None, SEGMENT)?;
+    for i in 1..=40 {
+        log.append([entry(i, 300)])?
+            .expect("entries were written")
+            .sync_data()?;
+    }
+    let before = segment_files(dir.path())?.len();
+    let left_behind = log.purge(25);
+    ensure!(!left_behind.is_empty(), "the purge frees whole segments");
+    // The crash comes before the deletion: the files are still there.
+    drop(left_behind);
+    drop(log);
+    ensure!(segment_files(dir.path())?.len() == before);
+    let mut log = LogFiles::open(dir.path(), Some(25), SEGMENT)?;
+    ensure!(read_all(&log)? == (26..=40).collect::<Vec<_>>());
+    log.purge(30).delete()?;
+    ensure!(read_all(&log)? == (31..=40).collect::<Vec<_>>());
+    let after = segment_files(dir.path())?.len();
+    ensure!(after < before, "{after} segments left of {before}");
+    Ok(())
+}
+
+#[test]
 fn purging_everything_then_appending_after_a_snapshot_gap() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut log = LogFiles::open(dir.path(), None, SEGMENT)?;
@@ -147,7 +172,7 @@ fn purging_everything_then_appending_after_a_snapshot_gap() -> Result<()> {
         .expect("entries were written")
         .sync_data()?;
     // A snapshot at 100 was installed: everything up to it is purged, the log resumes at 101.
-    log.purge(100)?;
+    log.purge(100).delete()?;
     ensure!(log.is_empty());
     log.append([entry(101, 10), entry(102, 10)])?
         .expect("entries were written")
@@ -187,7 +212,12 @@ proptest! {
                     }
                     2 if !model.is_empty() => {
                         let upto = model[(*n - 1).min(model.len() - 1)];
-                        log.purge(upto)?;
+                        let purged_files = log.purge(upto);
+                        // Sometimes the deletion never happens (a crash right after the purge):
+                        // the entries are gone all the same, and reopening skips the files.
+                        if size % 2 == 0 {
+                            purged_files.delete()?;
+                        }
                         model.retain(|i| *i > upto);
                         purged = Some(upto);
                     }
