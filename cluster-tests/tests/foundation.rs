@@ -628,6 +628,28 @@ async fn bench_prints_the_documented_summary_and_keeps_to_its_rate() -> Result<(
         "{paced}"
     );
 
+    // A reader that goes away early (`txmq read … | head -1`) ends the command quietly: its
+    // ~300 KB of output do not fit in the pipe, so the writes after the close fail.
+    let mut read = std::process::Command::new(&cluster.bin)
+        .args([
+            "read", "b", "--queue", "0", "--max", "1000", "--output", "json",
+        ])
+        .args(["--endpoints", endpoints.as_str()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let mut first = String::new();
+    let stdout = read.stdout.take().context("stdout")?;
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut first)?;
+    ensure!(first.contains("message_id"), "{first}");
+    let done = read.wait_with_output()?;
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    ensure!(
+        done.status.success() && !stderr.contains("panicked"),
+        "read into a closed pipe: {:?} {stderr}",
+        done.status
+    );
+
     let (ok, out) = cluster.cli(&[
         "bench",
         "publish",

@@ -1,6 +1,8 @@
 //! Printing results as text or as JSON (one document per command, one object per line for
 //! streams), and errors as `{"error": {"code", "message"}}` with a non-zero exit status.
 
+use std::fmt::Display;
+use std::io::{ErrorKind, Write};
 use std::process::ExitCode;
 
 use serde_json::{Value, json};
@@ -25,16 +27,16 @@ impl Output {
     /// Prints one result: the JSON document, or the text rendering.
     pub fn print(&self, value: &Value, text: impl FnOnce() -> String) {
         if self.json() {
-            println!("{value}");
+            print_line(value);
         } else {
-            println!("{}", text());
+            print_line(text());
         }
     }
 
     /// Prints an error and returns the failing exit code.
     pub fn fail(&self, code: &str, message: &str) -> ExitCode {
         if self.json() {
-            println!("{}", json!({"error": {"code": code, "message": message}}));
+            print_line(json!({"error": {"code": code, "message": message}}));
         } else {
             eprintln!("error ({code}): {message}");
         }
@@ -43,6 +45,17 @@ impl Output {
 
     pub fn client_error(&self, e: &ClientError) -> ExitCode {
         self.fail(&e.code, &e.message)
+    }
+}
+
+/// Writes one line to stdout. When the reader has gone away (`txmq read … | head -1`), the
+/// command ends quietly, as other command-line tools do; `println!` panicked there.
+fn print_line(line: impl Display) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = writeln!(stdout, "{line}")
+        && e.kind() == ErrorKind::BrokenPipe
+    {
+        std::process::exit(0);
     }
 }
 
@@ -62,10 +75,7 @@ pub fn parse_error(raw: &[String], e: clap::Error) -> ExitCode {
             .next()
             .unwrap_or("invalid arguments")
             .trim_start_matches("error: ");
-        println!(
-            "{}",
-            json!({"error": {"code": "invalid_argument", "message": message}})
-        );
+        print_line(json!({"error": {"code": "invalid_argument", "message": message}}));
     } else {
         let _ = e.print();
     }
