@@ -624,7 +624,12 @@ async fn bench_prints_the_documented_summary_and_keeps_to_its_rate() -> Result<(
     ])?;
     let paced_ok = paced["ok"].as_u64().context("ok")?;
     ensure!(
-        paced_ok > 0 && paced_ok <= 100 && paced["rate"] == 50.0,
+        paced_ok > 0
+            && paced_ok <= 100
+            && paced["rate"] == 50.0
+            && paced["max_start_delay_ms"]
+                .as_f64()
+                .is_some_and(|d| d >= 0.0),
         "{paced}"
     );
 

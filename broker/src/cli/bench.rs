@@ -180,10 +180,23 @@ pub async fn bench(client: &Client, args: BenchArgs, out: Output) -> Result<(), 
         "size": args.size,
         "batching": args.batching,
         "rate": args.rate,
+        // With --rate: how late the latest-starting operation began (all workers busy).
+        "max_start_delay_ms": schedule.most_late_ms(),
         "latency_ms": {"p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "p999": ms(0.999), "max": latency.max() as f64 / 1000.0},
         // What the load generator itself used: on a shared machine it competes with the nodes.
         "client_cpu_s": own_cpu_seconds(),
     });
+    // Latencies count from the scheduled start, so they stay honest, but past a second of
+    // delay they measure the load generator's too few workers as much as the cluster.
+    if args.rate > 0.0 && schedule.most_late_ms() > 1000.0 {
+        eprintln!(
+            "warning: operations started up to {:.0} ms after their scheduled time (all {} \
+             workers busy); the latencies include that wait: raise --concurrency for --rate {}",
+            schedule.most_late_ms(),
+            args.concurrency,
+            args.rate
+        );
+    }
     out.print(&doc, || {
         format!(
             "{:?}: {:.0}/s over {:.1}s ({} ok, {} errors), latency ms p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}",
@@ -217,6 +230,9 @@ struct Schedule {
     start: Instant,
     interval: Option<Duration>,
     issued: AtomicU64,
+    /// The longest any operation started after its scheduled time (µs): the workers were all
+    /// busy, so the load generator, not only the cluster, held it up.
+    most_late_us: AtomicU64,
 }
 
 impl Schedule {
@@ -228,7 +244,19 @@ impl Schedule {
             start,
             interval,
             issued: AtomicU64::new(0),
+            most_late_us: AtomicU64::new(0),
         }
+    }
+
+    /// Notes that the operation scheduled `at` starts now.
+    fn started(&self, at: Instant) {
+        let late = Instant::now().saturating_duration_since(at).as_micros() as u64;
+        self.most_late_us.fetch_max(late, Ordering::Relaxed);
+    }
+
+    /// The longest delay between an operation's scheduled and actual start, in milliseconds.
+    fn most_late_ms(&self) -> f64 {
+        self.most_late_us.load(Ordering::Relaxed) as f64 / 1000.0
     }
 
     /// The scheduled start of the next operation, or `None` when the run is not rate-limited.
@@ -287,6 +315,7 @@ async fn worker_loop(
         let started = match schedule.next() {
             Some(at) if at < deadline => {
                 tokio::time::sleep_until(at.into()).await;
+                schedule.started(at);
                 at
             }
             Some(_) => break,
@@ -395,6 +424,20 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_late_start_is_remembered_as_the_longest_delay() {
+        let schedule = Schedule::new(Instant::now(), 1000.0);
+        let at = Instant::now() - Duration::from_millis(250);
+        schedule.started(at);
+        schedule.started(Instant::now() + Duration::from_secs(1)); // early: no delay
+        assert!(
+            schedule.most_late_ms() >= 250.0,
+            "{}",
+            schedule.most_late_ms()
+        );
+        assert!(schedule.most_late_ms() < 10_000.0);
     }
 
     #[test]
