@@ -47,15 +47,21 @@ fn segment_files(dir: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-#[test]
-fn entries_span_segments_and_survive_reopening() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let mut log = LogFiles::open(dir.path(), None, SEGMENT)?;
-    for i in 1..=40 {
+/// A log of entries 1..=`last` in small segments, appended (and synced) one at a time.
+fn single_appends(dir: &Path, last: u64) -> Result<LogFiles> {
+    let mut log = LogFiles::open(dir, None, SEGMENT)?;
+    for i in 1..=last {
         log.append([entry(i, 300)])?
             .expect("entries were written")
             .sync_data()?;
     }
+    Ok(log)
+}
+
+#[test]
+fn entries_span_segments_and_survive_reopening() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = single_appends(dir.path(), 40)?;
     ensure!(segment_files(dir.path())?.len() > 3, "small segments roll");
     ensure!(read_all(&log)? == (1..=40).collect::<Vec<_>>());
     drop(log);
@@ -95,12 +101,7 @@ fn a_torn_tail_is_cut_off_and_appending_continues() -> Result<()> {
 #[test]
 fn a_damaged_older_segment_is_an_error_not_a_shorter_log() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut log = LogFiles::open(dir.path(), None, SEGMENT)?;
-    for i in 1..=20 {
-        log.append([entry(i, 300)])?
-            .expect("entries were written")
-            .sync_data()?;
-    }
+    let log = single_appends(dir.path(), 20)?;
     drop(log);
     let first = dir.path().join(segment_files(dir.path())?.remove(0));
     let mut bytes = std::fs::read(&first)?;
@@ -118,12 +119,7 @@ fn a_damaged_older_segment_is_an_error_not_a_shorter_log() -> Result<()> {
 #[test]
 fn purge_deletes_whole_segments_and_reopening_skips_purged_entries() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut log = LogFiles::open(dir.path(), None, SEGMENT)?;
-    for i in 1..=40 {
-        log.append([entry(i, 300)])?
-            .expect("entries were written")
-            .sync_data()?;
-    }
+    let mut log = single_appends(dir.path(), 40)?;
     let before = segment_files(dir.path())?.len();
     log.purge(25).delete()?;
     ensure!(read_all(&log)? == (26..=40).collect::<Vec<_>>());
@@ -142,12 +138,7 @@ fn purge_deletes_whole_segments_and_reopening_skips_purged_entries() -> Result<(
 #[test]
 fn segments_a_crash_left_after_a_purge_are_skipped_then_deleted_by_the_next_purge() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut log = LogFiles::open(dir.path(), None, SEGMENT)?;
-    for i in 1..=40 {
-        log.append([entry(i, 300)])?
-            .expect("entries were written")
-            .sync_data()?;
-    }
+    let mut log = single_appends(dir.path(), 40)?;
     let before = segment_files(dir.path())?.len();
     let left_behind = log.purge(25);
     ensure!(!left_behind.is_empty(), "the purge frees whole segments");
