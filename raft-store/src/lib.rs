@@ -30,6 +30,7 @@ pub mod sm_store;
 pub mod snapshot;
 pub mod state;
 pub mod storage;
+pub mod trickle_synced_file;
 pub mod txn_journal;
 pub mod types;
 

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::sm_store::AppliedState;
+use crate::trickle_synced_file::TrickleSyncedFile;
 use crate::types::alias::SnapshotMeta;
 
 /// The version of this format; a reader rejects any other.
@@ -91,16 +92,17 @@ impl<W: Write> SnapshotWriter<W> {
     }
 }
 
-/// Writes a snapshot file under `tmp`, fsyncs it and renames it to `dest`.
+/// Writes a snapshot file under `tmp`, syncing as it goes (see [`TrickleSyncedFile`]), and
+/// renames it to `dest`.
 pub fn write_file(
     tmp: &Path,
     dest: &Path,
     header: &SnapshotHeader,
-    rows: impl FnOnce(&mut SnapshotWriter<File>) -> io::Result<()>,
+    rows: impl FnOnce(&mut SnapshotWriter<TrickleSyncedFile>) -> io::Result<()>,
 ) -> io::Result<()> {
-    let mut writer = SnapshotWriter::new(File::create(tmp)?, header)?;
+    let mut writer = SnapshotWriter::new(TrickleSyncedFile::new(File::create(tmp)?), header)?;
     rows(&mut writer)?;
-    writer.end()?.sync_all()?;
+    writer.end()?.finish()?;
     std::fs::rename(tmp, dest)
 }
 
