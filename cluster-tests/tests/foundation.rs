@@ -633,6 +633,33 @@ async fn bench_prints_the_documented_summary_and_keeps_to_its_rate() -> Result<(
         "{paced}"
     );
 
+    // With a warm-up the same pace runs 2 s longer: those sends happen (the consumer reads
+    // them) but the summary counts only the 2 s after them.
+    let warmed = bench(&[
+        "publish",
+        "--topic",
+        "bw",
+        "--concurrency",
+        "4",
+        "--rate",
+        "50",
+        "--warmup",
+        "2s",
+    ])?;
+    let warmed_ok = warmed["ok"].as_u64().context("ok")?;
+    ensure!(
+        warmed_ok > 0
+            && warmed_ok <= 100
+            && warmed["warmup_s"] == 2.0
+            && warmed["duration_s"].as_f64().is_some_and(|d| d < 3.0),
+        "{warmed}"
+    );
+    let read_back = counted(&bench(&["consume", "--topic", "bw", "--concurrency", "2"])?);
+    ensure!(
+        read_back.round() as u64 > warmed_ok,
+        "{read_back} messages read back from a run that counted {warmed_ok} sends after its warm-up"
+    );
+
     // A reader that goes away early (`txmq read … | head -1`) ends the command quietly: its
     // ~300 KB of output do not fit in the pipe, so the writes after the close fail.
     let mut read = std::process::Command::new(&cluster.bin)

@@ -16,6 +16,7 @@ pub mod checkpoint;
 pub mod codec;
 pub mod command;
 pub mod frame;
+pub mod gradual_delete;
 pub mod keys;
 pub mod limits;
 pub mod log_cache;

@@ -339,14 +339,15 @@ impl LogFiles {
         // A segment can go when the next one starts at or below the first entry kept; the
         // active segment always stays (new entries go there).
         let firsts: Vec<u64> = self.segments.keys().copied().collect();
-        let mut paths = Vec::new();
+        let mut files = Vec::new();
         for pair in firsts.windows(2) {
-            if pair[1] <= upto + 1 {
-                self.segments.remove(&pair[0]);
-                paths.push(self.segment_path(pair[0]));
+            if pair[1] <= upto + 1
+                && let Some(file) = self.segments.remove(&pair[0])
+            {
+                files.push((self.segment_path(pair[0]), file));
             }
         }
-        PurgedSegments { paths }
+        PurgedSegments { files }
     }
 
     /// Bytes the segment files take.
@@ -363,18 +364,21 @@ impl LogFiles {
 #[must_use = "purged segments stay on disk until deleted"]
 #[derive(Debug)]
 pub struct PurgedSegments {
-    paths: Vec<PathBuf>,
+    /// Each file's path and the log's handle to it.
+    files: Vec<(PathBuf, Arc<File>)>,
 }
 
 impl PurgedSegments {
     pub fn is_empty(&self) -> bool {
-        self.paths.is_empty()
+        self.files.is_empty()
     }
 
-    /// Deletes the files, oldest first (readers holding one open keep reading it).
+    /// Deletes the files, oldest first, a few MiB at a time (see [`crate::gradual_delete`]):
+    /// slow by design, so call it on a background thread. A reader holding one open keeps
+    /// reading it.
     pub fn delete(self) -> io::Result<()> {
-        for path in self.paths {
-            std::fs::remove_file(path)?;
+        for (path, file) in self.files {
+            crate::gradual_delete::delete_gradually(&path, file)?;
         }
         Ok(())
     }

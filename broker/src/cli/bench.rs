@@ -63,6 +63,12 @@ pub struct BenchArgs {
     /// is counted too: give enough `--concurrency` for the rate.
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
+    /// Run the same load this long first, without counting it: the summary covers only the
+    /// `--duration` that follows. Freshly started nodes are slower for their first fraction of
+    /// a second (files created, memory and connections growing), which is not the steady state
+    /// a p99 should describe.
+    #[arg(long, default_value = "0s")]
+    pub warmup: HumanDuration,
 }
 
 struct Tally {
@@ -115,9 +121,12 @@ pub async fn bench(client: &Client, args: BenchArgs, out: Output) -> Result<(), 
         counted: AtomicU64::new(0),
     });
     let started = Instant::now();
-    let deadline = started + args.duration.0;
+    let window = Window {
+        measured_from: started + args.warmup.0,
+        deadline: started + args.warmup.0 + args.duration.0,
+    };
     let schedule = Arc::new(Schedule::new(started, args.rate));
-    let progress = progress_bar(args.duration.0);
+    let progress = progress_bar(args.warmup.0 + args.duration.0);
     let publisher = (args.batching && args.scenario == Scenario::Publish)
         .then(|| Publisher::new(client.clone(), args.topic.clone(), BatchOptions::default()));
     let mut producer = TransactionProducer::new(client.clone(), "bench-producer");
@@ -138,8 +147,8 @@ pub async fn bench(client: &Client, args: BenchArgs, out: Output) -> Result<(), 
         let (scenario, size, ratio) = (args.scenario, args.size, args.rollback_ratio);
         tasks.push(tokio::spawn(async move {
             worker_loop(
-                client, publisher, producer, scenario, topic, group, size, ratio, deadline,
-                schedule, tally,
+                client, publisher, producer, scenario, topic, group, size, ratio, window, schedule,
+                tally,
             )
             .await
         }));
@@ -150,11 +159,15 @@ pub async fn bench(client: &Client, args: BenchArgs, out: Output) -> Result<(), 
             loop {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 progress.set_position(started.elapsed().as_millis() as u64);
-                progress.set_message(format!(
-                    "{} ok, {} errors",
-                    tally.ok.load(Ordering::Relaxed),
-                    tally.errors.load(Ordering::Relaxed)
-                ));
+                progress.set_message(if Instant::now() < window.measured_from {
+                    "warming up".to_string()
+                } else {
+                    format!(
+                        "{} ok, {} errors",
+                        tally.ok.load(Ordering::Relaxed),
+                        tally.errors.load(Ordering::Relaxed)
+                    )
+                });
             }
         })
     };
@@ -167,7 +180,7 @@ pub async fn bench(client: &Client, args: BenchArgs, out: Output) -> Result<(), 
     }
     ticker.abort();
     progress.finish_and_clear();
-    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed = window.measured_from.elapsed().as_secs_f64();
     let counted = tally.counted.load(Ordering::Relaxed);
     let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
     let doc = json!({
@@ -180,6 +193,7 @@ pub async fn bench(client: &Client, args: BenchArgs, out: Output) -> Result<(), 
         "size": args.size,
         "batching": args.batching,
         "rate": args.rate,
+        "warmup_s": args.warmup.0.as_secs_f64(),
         // With --rate: how late the latest-starting operation began (all workers busy).
         "max_start_delay_ms": schedule.most_late_ms(),
         "latency_ms": {"p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "p999": ms(0.999), "max": latency.max() as f64 / 1000.0},
@@ -213,6 +227,14 @@ pub async fn bench(client: &Client, args: BenchArgs, out: Output) -> Result<(), 
         )
     });
     Ok(())
+}
+
+/// When operations count: those starting from `measured_from` (after the warm-up) up to
+/// `deadline`.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    measured_from: Instant,
+    deadline: Instant,
 }
 
 /// Whether the `k`-th transaction of the run (counted over all workers) rolls back: exactly
@@ -299,7 +321,7 @@ async fn worker_loop(
     group: String,
     size: usize,
     rollback_ratio: f64,
-    deadline: Instant,
+    window: Window,
     schedule: Arc<Schedule>,
     tally: Arc<Tally>,
 ) -> Histogram<u64> {
@@ -313,15 +335,18 @@ async fn worker_loop(
     let body = prost::bytes::Bytes::from(vec![b'x'; size]);
     loop {
         let started = match schedule.next() {
-            Some(at) if at < deadline => {
+            Some(at) if at < window.deadline => {
                 tokio::time::sleep_until(at.into()).await;
-                schedule.started(at);
+                if at >= window.measured_from {
+                    schedule.started(at);
+                }
                 at
             }
             Some(_) => break,
-            None if Instant::now() < deadline => Instant::now(),
+            None if Instant::now() < window.deadline => Instant::now(),
             None => break,
         };
+        let measured = started >= window.measured_from;
         let result: Result<u64, ClientError> = match scenario {
             Scenario::Publish => {
                 let req = SendRequest {
@@ -381,6 +406,8 @@ async fn worker_loop(
             }
         };
         match result {
+            // Warm-up operations are done for their effect on the cluster only.
+            _ if !measured => {}
             Ok(counted) => {
                 let _ = latency.record(started.elapsed().as_micros().max(1) as u64);
                 tally.ok.fetch_add(1, Ordering::Relaxed);
