@@ -154,16 +154,25 @@ async fn health_metrics_and_a_real_prometheus_scrape() -> Result<()> {
             tonic::transport::Endpoint::from_shared(format!("http://{}", node.client_addr))?
                 .connect()
                 .await?;
-        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-        let reply = health
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: "txmq.v1.Txmq".into(),
-            })
-            .await?;
-        ensure!(
-            reply.into_inner().status
-                == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-        );
+        let health = tonic_health::pb::health_client::HealthClient::new(channel);
+        // The gRPC status follows readiness within about a second (the node re-checks it when
+        // its Raft metrics change, or every second), so it may still say NOT_SERVING just after
+        // /readyz turned 200.
+        wait_for("grpc.health.v1 SERVING", Duration::from_secs(10), || {
+            let mut health = health.clone();
+            async move {
+                let reply = health
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: "txmq.v1.Txmq".into(),
+                    })
+                    .await
+                    .ok()?;
+                (reply.into_inner().status
+                    == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
+                    .then_some(())
+            }
+        })
+        .await?;
     }
 
     // Phase 2: a transactional workload, plain sends and a consumer.
