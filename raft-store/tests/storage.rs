@@ -130,7 +130,21 @@ async fn apply_all(sm: &mut StateMachineStore, entries: Vec<Entry>) -> Result<()
 }
 
 fn open(dir: &std::path::Path) -> Result<Storage> {
-    Ok(Storage::open(&StorageConfig::new(dir))?)
+    // sled releases its file lock a moment after the last handle is dropped (its flusher
+    // thread lets go on its own schedule), so opening again at once within one process can find
+    // it still held. A node opens its store once per process; tests reopen in the same one.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Storage::open(&StorageConfig::new(dir)) {
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            result => return Ok(result?),
+        }
+    }
 }
 
 /// What the network sends for `snapshot` (a manifest on disk): the full snapshot, expanded with
