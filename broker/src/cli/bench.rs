@@ -159,14 +159,14 @@ pub async fn bench(client: &Client, args: BenchArgs, out: Output) -> Result<(), 
             loop {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 progress.set_position(started.elapsed().as_millis() as u64);
-                progress.set_message(if Instant::now() < window.measured_from {
-                    "warming up".to_string()
-                } else {
+                progress.set_message(if window.counts(Instant::now()) {
                     format!(
                         "{} ok, {} errors",
                         tally.ok.load(Ordering::Relaxed),
                         tally.errors.load(Ordering::Relaxed)
                     )
+                } else {
+                    "warming up".to_string()
                 });
             }
         })
@@ -235,6 +235,13 @@ pub async fn bench(client: &Client, args: BenchArgs, out: Output) -> Result<(), 
 struct Window {
     measured_from: Instant,
     deadline: Instant,
+}
+
+impl Window {
+    /// Whether an operation starting `at` counts (is past the warm-up).
+    fn counts(&self, at: Instant) -> bool {
+        at >= self.measured_from
+    }
 }
 
 /// Whether the `k`-th transaction of the run (counted over all workers) rolls back: exactly
@@ -337,7 +344,7 @@ async fn worker_loop(
         let started = match schedule.next() {
             Some(at) if at < window.deadline => {
                 tokio::time::sleep_until(at.into()).await;
-                if at >= window.measured_from {
+                if window.counts(at) {
                     schedule.started(at);
                 }
                 at
@@ -346,7 +353,7 @@ async fn worker_loop(
             None if Instant::now() < window.deadline => Instant::now(),
             None => break,
         };
-        let measured = started >= window.measured_from;
+        let measured = window.counts(started);
         let result: Result<u64, ClientError> = match scenario {
             Scenario::Publish => {
                 let req = SendRequest {
