@@ -274,6 +274,9 @@ mod tests {
 
     use super::*;
 
+    /// Each proposal's submission sizes and the sender that ends it.
+    type Proposed = mpsc::UnboundedReceiver<(Vec<usize>, oneshot::Sender<()>)>;
+
     /// A submission of `size` approximate bytes (its operation is never applied here).
     fn submission(size: usize) -> (Pending, oneshot::Receiver<Reply>) {
         let (reply, rx) = oneshot::channel();
@@ -292,12 +295,8 @@ mod tests {
         (pending, rx)
     }
 
-    /// A batcher whose proposals are held until the test releases them: yields each proposal's
-    /// submission sizes and the sender that ends it.
-    fn held_batcher() -> (
-        mpsc::Sender<Pending>,
-        mpsc::UnboundedReceiver<(Vec<usize>, oneshot::Sender<()>)>,
-    ) {
+    /// A batcher whose proposals are held until the test releases them.
+    fn held_batcher() -> (mpsc::Sender<Pending>, Proposed) {
         let (tx, rx) = mpsc::channel(64);
         let (proposed_tx, proposed) = mpsc::unbounded_channel();
         tokio::spawn(gather_and_propose(rx, move |items: Vec<Pending>| {
@@ -313,9 +312,7 @@ mod tests {
     }
 
     /// The next proposal, or None if none comes within a (virtual, paused-clock) second.
-    async fn next_proposal(
-        proposed: &mut mpsc::UnboundedReceiver<(Vec<usize>, oneshot::Sender<()>)>,
-    ) -> Option<(Vec<usize>, oneshot::Sender<()>)> {
+    async fn next_proposal(proposed: &mut Proposed) -> Option<(Vec<usize>, oneshot::Sender<()>)> {
         tokio::time::timeout(Duration::from_secs(1), proposed.recv())
             .await
             .ok()
