@@ -2,13 +2,14 @@
 //! purge, checked against a plain list of entries as the model.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use anyhow::{Result, ensure};
 use openraft::EntryPayload;
 use openraft::entry::RaftEntry;
 use proptest::prelude::*;
-use txmq_raft_store::log_files::{LogFiles, read_located};
+use txmq_raft_store::log_files::{LogFiles, PREALLOCATE_BYTES, read_located};
 use txmq_raft_store::types::alias::Entry;
 use txmq_raft_store::{Command, NewMessage, Operation};
 
@@ -78,15 +79,15 @@ fn a_torn_tail_is_cut_off_and_appending_continues() -> Result<()> {
     log.append((1..=5).map(|i| entry(i, 100)))?
         .expect("entries were written")
         .sync_data()?;
+    let end_of_5 = log.locate(5, 6)?[0].frame_end();
     drop(log);
     let name = segment_files(dir.path())?.remove(0);
     let path = dir.path().join(name);
-    let len = std::fs::metadata(&path)?.len();
-    // A crash in the middle of writing entry 5: its frame is incomplete.
+    // A crash in the middle of writing entry 5: the end of its frame never reached the disk.
     std::fs::OpenOptions::new()
         .write(true)
         .open(&path)?
-        .set_len(len - 10)?;
+        .write_all_at(&[0; 10], end_of_5 - 10)?;
     let mut log = LogFiles::open(dir.path(), None, 1 << 20)?;
     ensure!(read_all(&log)? == vec![1, 2, 3, 4]);
     log.append([entry(5, 100), entry(6, 100)])?
@@ -250,34 +251,73 @@ fn an_append_out_of_order_is_refused_before_anything_is_written() -> Result<()> 
     Ok(())
 }
 
-/// A crash can leave the newest segment longer than what reached the disk, the rest reading
-/// as zeros (the file's size was written, its pages were not). Zeros are a torn tail: cut off,
-/// not an undecodable entry that keeps the node from starting.
+/// The active segment is written with zeros ahead of its last frame (so that an append's
+/// `fdatasync` need not commit a new file size). Those zeros are not a torn tail: reopening
+/// keeps them, and the next appends overwrite them.
 #[test]
-fn a_tail_of_zeros_left_by_a_crash_is_cut_off() -> Result<()> {
+fn zeros_written_ahead_are_kept_and_overwritten() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut log = LogFiles::open(dir.path(), None, 1 << 20)?;
     log.append((1..=3).map(|i| entry(i, 100)))?
         .expect("entries were written")
         .sync_data()?;
-    drop(log);
+    let end_of_3 = log.locate(3, 4)?[0].frame_end();
     let path = dir.path().join(segment_files(dir.path())?.remove(0));
-    let len = std::fs::metadata(&path)?.len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)?
-        .set_len(len + 4096)?;
+    let written_ahead = std::fs::metadata(&path)?.len();
+    ensure!(
+        written_ahead >= end_of_3 + PREALLOCATE_BYTES,
+        "{written_ahead} bytes in the file, frames end at {end_of_3}"
+    );
+    ensure!(
+        std::fs::read(&path)?[end_of_3 as usize..]
+            .iter()
+            .all(|b| *b == 0)
+    );
+    drop(log);
     let mut log = LogFiles::open(dir.path(), None, 1 << 20)?;
     ensure!(read_all(&log)? == vec![1, 2, 3]);
     ensure!(
-        std::fs::metadata(&path)?.len() == len,
-        "the zeros were cut off"
+        std::fs::metadata(&path)?.len() == written_ahead,
+        "reopening left the zeros"
     );
     log.append([entry(4, 100)])?
         .expect("entries were written")
         .sync_data()?;
+    ensure!(
+        log.locate(4, 5)?[0].frame_end() < written_ahead,
+        "entry 4 went into the zeros, not after them"
+    );
     drop(log);
     let log = LogFiles::open(dir.path(), None, 1 << 20)?;
     ensure!(read_all(&log)? == vec![1, 2, 3, 4]);
+    Ok(())
+}
+
+/// A crash can leave the newest segment with a frame that reached the disk after one before it
+/// that did not (neither was reported flushed): what follows the first gap is a torn tail, cut
+/// off, not entries to keep or an error that keeps the node from starting.
+#[test]
+fn a_frame_after_a_gap_of_zeros_is_a_torn_tail() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut log = LogFiles::open(dir.path(), None, 1 << 20)?;
+    log.append((1..=4).map(|i| entry(i, 100)))?
+        .expect("entries were written")
+        .sync_data()?;
+    let third = log.locate(3, 4)?[0].frame_end() - log.locate(2, 3)?[0].frame_end();
+    let start_of_3 = log.locate(2, 3)?[0].frame_end();
+    drop(log);
+    let path = dir.path().join(segment_files(dir.path())?.remove(0));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)?
+        .write_all_at(&vec![0; third as usize], start_of_3)?;
+    let mut log = LogFiles::open(dir.path(), None, 1 << 20)?;
+    ensure!(read_all(&log)? == vec![1, 2]);
+    log.append([entry(3, 100)])?
+        .expect("entries were written")
+        .sync_data()?;
+    drop(log);
+    let log = LogFiles::open(dir.path(), None, 1 << 20)?;
+    ensure!(read_all(&log)? == vec![1, 2, 3]);
     Ok(())
 }
