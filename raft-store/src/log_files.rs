@@ -275,11 +275,20 @@ impl LogFiles {
         Ok(())
     }
 
-    /// Seals the active segment (synced, so every older file is durable) and starts a new one
-    /// whose first entry will be `first_index`.
+    /// Seals the active segment (cut to its frames and synced, so every older file is durable)
+    /// and starts a new one whose first entry will be `first_index`.
+    ///
+    /// Why cut: only the newest segment then has zeros after its frames, and a txmq from before
+    /// the zeros were written ahead, which reads zeros as a torn frame — cut off in the newest
+    /// segment, refused as damage in any other — can still open the log (a downgrade).
     fn start_segment(&mut self, first_index: u64) -> io::Result<()> {
-        if let Ok((_, active)) = self.active() {
-            active.sync_data()?;
+        if let Some((_, active)) = self.segments.last_key_value() {
+            if self.active_file_len > active.len {
+                active.file.set_len(active.len)?;
+                active.file.sync_all()?;
+            } else {
+                active.file.sync_data()?;
+            }
         }
         let path = self.segment_path(first_index);
         let file = numbered_files::create(&path)?;

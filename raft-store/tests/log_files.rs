@@ -72,6 +72,38 @@ fn entries_span_segments_and_survive_reopening() -> Result<()> {
     Ok(())
 }
 
+/// Only the newest segment has zeros after its frames: a sealed one is cut to its frames, so
+/// that a version of txmq that reads zeros as damage can still open the log.
+#[test]
+fn sealed_segments_end_with_their_last_frame() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = single_appends(dir.path(), 40)?;
+    let firsts: Vec<u64> = segment_files(dir.path())?
+        .iter()
+        .map(|name| name.trim_end_matches(".wal").parse())
+        .collect::<Result<_, _>>()?;
+    ensure!(firsts.len() > 3, "small segments roll");
+    for pair in firsts.windows(2) {
+        let last_frame_end = log.locate(pair[1] - 1, pair[1])?[0].frame_end();
+        let path = dir.path().join(format!("{:020}.wal", pair[0]));
+        let len = std::fs::metadata(&path)?.len();
+        ensure!(
+            len == last_frame_end,
+            "{} is {len} bytes, its frames end at {last_frame_end}",
+            path.display()
+        );
+    }
+    let newest = dir
+        .path()
+        .join(format!("{:020}.wal", firsts[firsts.len() - 1]));
+    let last_frame_end = log.locate(40, 41)?[0].frame_end();
+    ensure!(
+        std::fs::metadata(&newest)?.len() > last_frame_end,
+        "the newest segment has zeros written ahead"
+    );
+    Ok(())
+}
+
 #[test]
 fn a_torn_tail_is_cut_off_and_appending_continues() -> Result<()> {
     let dir = tempfile::tempdir()?;
