@@ -26,6 +26,9 @@ if [ -z "${BIN:-}" ]; then
   cargo build --release -p txmq-broker --bin txmq >&2
   BIN="$PWD/target/release/txmq"
 fi
+# A previous run's deleted data (1-2 GB) is still being freed, and on a `-o discard` mount
+# discarded, through the file system's journal commits: let that finish before measuring.
+sync
 DIR="$(mktemp -d -t txmq-bench-XXXXXX)"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DIR"; }
