@@ -67,8 +67,6 @@ pub struct LogFiles {
     first_index: u64,
     slots: VecDeque<Slot>,
     segment_bytes: u64,
-    /// Zeros written ahead at a time: [`PREALLOCATE_BYTES`], or a segment's size if smaller.
-    write_ahead: u64,
     /// The newest entries, decoded (see [`LogCache`]).
     cache: LogCache,
 }
@@ -89,7 +87,6 @@ impl LogFiles {
             first_index: 0,
             slots: VecDeque::new(),
             segment_bytes,
-            write_ahead: PREALLOCATE_BYTES.min(segment_bytes),
             cache: LogCache::default(),
         };
         let names = numbered_files::list(dir, SUFFIX)?;
@@ -232,6 +229,11 @@ impl LogFiles {
         self.active_file().map(Some)
     }
 
+    /// Zeros written ahead at a time: [`PREALLOCATE_BYTES`], or a segment's size if smaller.
+    fn write_ahead(&self) -> u64 {
+        PREALLOCATE_BYTES.min(self.segment_bytes)
+    }
+
     /// Bytes of frames in the newest segment (0 before the first).
     fn active_len(&self) -> u64 {
         self.segments.last_key_value().map_or(0, |(_, s)| s.len)
@@ -255,10 +257,11 @@ impl LogFiles {
         let offset = self.active_len();
         file.write_all_at(buf, offset)?;
         let end = offset + buf.len() as u64;
-        if end + self.write_ahead / 2 > self.active_file_len {
+        let write_ahead = self.write_ahead();
+        if end + write_ahead / 2 > self.active_file_len {
             let zeros_from = end.max(self.active_file_len);
-            write_zeros(&file, zeros_from, self.write_ahead)?;
-            self.active_file_len = zeros_from + self.write_ahead;
+            write_zeros(&file, zeros_from, write_ahead)?;
+            self.active_file_len = zeros_from + write_ahead;
         }
         for (log_id, start, len) in pending.drain(..) {
             self.push_slot(Slot {
