@@ -59,6 +59,26 @@ fn single_appends(dir: &Path, last: u64) -> Result<LogFiles> {
     Ok(log)
 }
 
+/// A log of entries 1..=`last` (100-byte bodies) appended and synced as one batch, in one
+/// segment big enough for all of them.
+fn one_batch(dir: &Path, last: u64) -> Result<LogFiles> {
+    let mut log = LogFiles::open(dir, None, 1 << 20)?;
+    log.append((1..=last).map(|i| entry(i, 100)))?
+        .expect("entries were written")
+        .sync_data()?;
+    Ok(log)
+}
+
+/// Overwrites `len` bytes of the file at `path` with zeros from `at`: what a crash leaves where
+/// written data never reached the disk.
+fn zero_out(path: &Path, at: u64, len: u64) -> Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)?
+        .write_all_at(&vec![0; len as usize], at)?;
+    Ok(())
+}
+
 #[test]
 fn entries_span_segments_and_survive_reopening() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -107,19 +127,13 @@ fn sealed_segments_end_with_their_last_frame() -> Result<()> {
 #[test]
 fn a_torn_tail_is_cut_off_and_appending_continues() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut log = LogFiles::open(dir.path(), None, 1 << 20)?;
-    log.append((1..=5).map(|i| entry(i, 100)))?
-        .expect("entries were written")
-        .sync_data()?;
+    let log = one_batch(dir.path(), 5)?;
     let end_of_5 = log.locate(5, 6)?[0].frame_end();
     drop(log);
     let name = segment_files(dir.path())?.remove(0);
     let path = dir.path().join(name);
     // A crash in the middle of writing entry 5: the end of its frame never reached the disk.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)?
-        .write_all_at(&[0; 10], end_of_5 - 10)?;
+    zero_out(&path, end_of_5 - 10, 10)?;
     let mut log = LogFiles::open(dir.path(), None, 1 << 20)?;
     ensure!(read_all(&log)? == vec![1, 2, 3, 4]);
     log.append([entry(5, 100), entry(6, 100)])?
@@ -289,10 +303,7 @@ fn an_append_out_of_order_is_refused_before_anything_is_written() -> Result<()> 
 #[test]
 fn zeros_written_ahead_are_kept_and_overwritten() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut log = LogFiles::open(dir.path(), None, 1 << 20)?;
-    log.append((1..=3).map(|i| entry(i, 100)))?
-        .expect("entries were written")
-        .sync_data()?;
+    let log = one_batch(dir.path(), 3)?;
     let end_of_3 = log.locate(3, 4)?[0].frame_end();
     let path = dir.path().join(segment_files(dir.path())?.remove(0));
     let written_ahead = std::fs::metadata(&path)?.len();
@@ -331,18 +342,12 @@ fn zeros_written_ahead_are_kept_and_overwritten() -> Result<()> {
 #[test]
 fn a_frame_after_a_gap_of_zeros_is_a_torn_tail() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut log = LogFiles::open(dir.path(), None, 1 << 20)?;
-    log.append((1..=4).map(|i| entry(i, 100)))?
-        .expect("entries were written")
-        .sync_data()?;
-    let third = log.locate(3, 4)?[0].frame_end() - log.locate(2, 3)?[0].frame_end();
+    let log = one_batch(dir.path(), 4)?;
     let start_of_3 = log.locate(2, 3)?[0].frame_end();
+    let end_of_3 = log.locate(3, 4)?[0].frame_end();
     drop(log);
     let path = dir.path().join(segment_files(dir.path())?.remove(0));
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)?
-        .write_all_at(&vec![0; third as usize], start_of_3)?;
+    zero_out(&path, start_of_3, end_of_3 - start_of_3)?;
     let mut log = LogFiles::open(dir.path(), None, 1 << 20)?;
     ensure!(read_all(&log)? == vec![1, 2]);
     log.append([entry(3, 100)])?
