@@ -26,8 +26,8 @@ if [ -z "${BIN:-}" ]; then
   cargo build --release -p txmq-broker --bin txmq >&2
   BIN="$PWD/target/release/txmq"
 fi
-# A previous run's deleted data (1-2 GB) is still being freed, and on a `-o discard` mount
-# discarded, through the file system's journal commits: let that finish before measuring.
+# A previous run's deleted data (1-2 GB) may still be being written back, freed and, on a
+# `-o discard` mount, discarded: let that finish before measuring.
 sync
 DIR="$(mktemp -d -t txmq-bench-XXXXXX)"
 pids=()
@@ -77,7 +77,14 @@ for i in $(seq 1 "$NODES"); do
   done
   # Raft entries this node proposed as leader (each carries a batch of client operations): the
   # scenarios' operations divided by these is the batch size, the lever of CPU per operation.
-  entries=$(curl -sf "http://127.0.0.1:$((BASE + 10 * i + 2))/metrics" 2>/dev/null |
-    awk '/^txmq_raft_proposals_total\{outcome="committed"\}/ {print $2}' || true)
-  echo "{\"node\": $i, \"cpu_s\": $cpu_s, \"rss_mib\": $((rss_kb / 1024)), \"disk_mib\": $((disk_kb / 1024)), \"entries_proposed\": ${entries:-0}$parts}"
+  metrics=$(curl -sf "http://127.0.0.1:$((BASE + 10 * i + 2))/metrics" 2>/dev/null || true)
+  entries=$(awk '/^txmq_raft_proposals_total\{outcome="committed"\}/ {print $2}' <<<"$metrics")
+  # The log's fsyncs, and how many took over 16 ms: a slow sync holds up every write waiting on
+  # it, so these say how much of a run's tail the disk made (steadier than the p99 itself).
+  fsyncs=$(awk '/^txmq_raft_log_fsync_duration_seconds_count/ {print $2}' <<<"$metrics")
+  fast=$(awk '/^txmq_raft_log_fsync_duration_seconds_bucket\{le="0.016"\}/ {print $2}' <<<"$metrics")
+  # Purges of the log after snapshots: openraft's core waits for each (see docs/monitoring.md).
+  purges=$(awk '/^txmq_raft_log_purge_duration_seconds_count/ {print $2}' <<<"$metrics")
+  purge_ms=$(awk '/^txmq_raft_log_purge_duration_seconds_sum/ {printf "%.0f", $2 * 1000}' <<<"$metrics")
+  echo "{\"node\": $i, \"cpu_s\": $cpu_s, \"rss_mib\": $((rss_kb / 1024)), \"disk_mib\": $((disk_kb / 1024)), \"entries_proposed\": ${entries:-0}, \"fsyncs\": ${fsyncs:-0}, \"fsyncs_over_16ms\": $(( ${fsyncs:-0} - ${fast:-0} )), \"purges\": ${purges:-0}, \"purge_ms\": ${purge_ms:-0}$parts}"
 done

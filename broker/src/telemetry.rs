@@ -134,6 +134,11 @@ fn describe() {
         Unit::Seconds,
         "Time of one fsync of the log's active segment file."
     );
+    describe_histogram!(
+        "txmq_raft_log_purge_duration_seconds",
+        Unit::Seconds,
+        "Time one purge of the log took before returning (openraft waits for it): the state checkpoint and the database flush that must precede it."
+    );
     describe_counter!(
         "txmq_raft_snapshots_built_total",
         "Snapshots this node built."

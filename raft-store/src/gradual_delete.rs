@@ -1,13 +1,14 @@
 //! Deleting big files a few MiB at a time.
 //!
-//! Why: the usual ext4 mount of a cloud VM (`-o discard`, as on the machine the performance
-//! figures come from) discards freed blocks as part of the journal commit that frees them, and
-//! every `fsync` on that file system waits for the current commit. Deleting a Raft log purge's
-//! 256 MiB of segments at once, on every node at about the same moment, made the Raft log's
-//! `fdatasync`s take 16–20 ms instead of 1–3 for the ~0.5 s the deletion took, and thousands
-//! of client writes waited. Cut down by [`CHUNK_BYTES`] with a pause after each cut, one
-//! commit frees at most a few MiB (the approach of RocksDB's delete scheduler, which truncates
-//! big files in chunks for the same reason).
+//! Why: ext4 mounted with `-o discard` (the usual mount of a cloud VM, and of the machine the
+//! performance figures come from) discards the blocks it frees — at the journal commit that
+//! frees them, or at once where the file system has no journal, as on that machine — and the
+//! disk works through the discards while every `fsync` of the moment waits behind them.
+//! Deleting a Raft log purge's 256 MiB of segments at once, on every node at about the same
+//! moment, made the Raft log's `fdatasync`s take 16–20 ms instead of 1–3 for the ~0.5 s the
+//! deletion took, and thousands of client writes waited. Cut down by [`CHUNK_BYTES`] with a
+//! pause after each cut, a few MiB are freed at a time (the approach of RocksDB's delete
+//! scheduler, which truncates big files in chunks for the same reason).
 
 use std::fs::File;
 use std::io;
@@ -21,17 +22,23 @@ pub const CHUNK_BYTES: u64 = 4 * 1024 * 1024;
 pub const PAUSE: Duration = Duration::from_millis(50);
 
 /// Removes `path` from its directory, then frees its blocks [`CHUNK_BYTES`] at a time through
-/// `file`, an open handle to it, pausing after each cut. Blocking and slow by design: call it
+/// `file`, an open handle to it (see [`free_gradually`]). Blocking and slow by design: call it
 /// on a background thread.
+pub fn delete_gradually(path: &Path, file: Arc<File>) -> io::Result<()> {
+    std::fs::remove_file(path)?;
+    free_gradually(&file)
+}
+
+/// Cuts a file whose name is already gone down to its last [`CHUNK_BYTES`], a chunk at a time
+/// through `file`, pausing after each cut; the rest is freed when the last handle closes.
 ///
 /// When another handle to the same `Arc` is still out there (a reader in the middle of a read),
 /// the blocks are left for the kernel to free when the last handle closes: a reader must never
 /// see its file shrink under it.
-pub fn delete_gradually(path: &Path, file: Arc<File>) -> io::Result<()> {
-    std::fs::remove_file(path)?;
+pub fn free_gradually(file: &Arc<File>) -> io::Result<()> {
     let mut len = file.metadata()?.len();
     while len > CHUNK_BYTES {
-        if Arc::strong_count(&file) > 1 {
+        if Arc::strong_count(file) > 1 {
             return Ok(());
         }
         len -= CHUNK_BYTES;

@@ -15,6 +15,7 @@ pub mod background;
 pub mod checkpoint;
 pub mod codec;
 pub mod command;
+pub mod file_reaper;
 pub mod frame;
 pub mod gradual_delete;
 pub mod keys;

@@ -184,10 +184,11 @@ impl LogFiles {
     /// reporting the entries flushed (`None`: there were no entries).
     ///
     /// The frames overwrite zeros written ahead of them ([`PREALLOCATE_BYTES`] at a time): an
-    /// `fdatasync` after a write that made the file longer must also commit the new size, an
-    /// ext4 journal commit, which waits for whatever else that commit carries (the queue files'
-    /// and the checkpoints' writes); after a write into space the file already had it flushes
-    /// only the data. On the reference VM a 2 KiB append + `fdatasync` took 0.4–0.85 ms on
+    /// `fdatasync` after a write that made the file longer must also make the new size durable
+    /// (on ext4 with a journal a journal commit, which waits for whatever else it carries — the
+    /// queue files' and the checkpoints' writes; without one, as on the reference VM, a
+    /// synchronous write of the inode's block before the flush); after a write into space the
+    /// file already had it flushes only the data. On the reference VM a 2 KiB append + `fdatasync` took 0.4–0.85 ms on
     /// average and 65–77 µs of kernel CPU when it grew the file, 0.16 ms and ~40 µs when it
     /// overwrote zeros (`docs/performance.md`).
     pub fn append(

@@ -263,6 +263,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // The purge point and the state machine's applied state become durable before any
         // entry is deleted (see the module comment); after a crash in between, the remaining
         // files are cut back to the purge point when the log is opened.
+        let started = Instant::now();
         let checkpoint = self.checkpoint.clone();
         tokio::task::spawn_blocking(move || checkpoint())
             .await
@@ -270,6 +271,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.write_meta(PURGED_KEY, &log_id)?;
         self.flush_db().await?;
         let purged = self.files().purge(log_id.index);
+        metrics::histogram!("txmq_raft_log_purge_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
         if !purged.is_empty() {
             // Off the log's lock and off openraft's core loop, which awaits this purge: the
             // deletion is not urgent, and a file it leaves behind is harmless (see

@@ -22,6 +22,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+use crate::file_reaper::FileReaper;
 use crate::{frame, numbered_files};
 
 /// A queue starts a new file once its newest one reaches this size.
@@ -72,6 +73,8 @@ pub struct QueueFiles {
     /// Files and directories changed since the last [`QueueFiles::sync`].
     unsynced: Mutex<Unsynced>,
     segment_bytes: u64,
+    /// Frees the files retention and compaction delete, one at a time.
+    reaper: FileReaper,
 }
 
 #[derive(Default)]
@@ -107,6 +110,7 @@ impl QueueFiles {
             queues: RwLock::new(queues),
             unsynced: Mutex::default(),
             segment_bytes,
+            reaper: FileReaper::default(),
         })
     }
 
@@ -238,7 +242,7 @@ impl QueueFiles {
     /// Deletes a queue's files that hold only offsets below `below` (never its newest file).
     pub fn trim_below(&self, topic: u64, queue: u32, below: u64) -> io::Result<()> {
         if let Some(q) = self.queue((topic, queue)) {
-            lock(&q).delete_below(below)?;
+            lock(&q).delete_below(below, &self.reaper)?;
         }
         Ok(())
     }
@@ -277,7 +281,7 @@ impl QueueFiles {
         }
         for (&(topic, queue), &(low, next)) in expected {
             match queues.get(&(topic, queue)) {
-                Some(q) => lock(q).cut_to(low, next)?,
+                Some(q) => lock(q).cut_to(low, next, &self.reaper)?,
                 // No files: every message was removed before this node got them (see
                 // `QueueLog::cut_to`), or none was ever stored.
                 None if low < next => tracing::warn!(
@@ -391,19 +395,23 @@ impl QueueLog {
         Ok(plans)
     }
 
-    fn delete_below(&mut self, below: u64) -> io::Result<()> {
+    /// Removes the names of the files holding only offsets below `below` now, and leaves
+    /// freeing their blocks to `reaper` (see [`crate::file_reaper`]).
+    fn delete_below(&mut self, below: u64, reaper: &FileReaper) -> io::Result<()> {
         let firsts: Vec<u64> = self.files.keys().copied().collect();
         for pair in firsts.windows(2) {
             if pair[1] <= below {
-                self.files.remove(&pair[0]);
                 std::fs::remove_file(numbered_files::path(&self.dir, pair[0], SUFFIX))?;
+                if let Some(segment) = self.files.remove(&pair[0]) {
+                    reaper.free(segment.file);
+                }
             }
         }
         Ok(())
     }
 
     /// See [`QueueFiles::reconcile`].
-    fn cut_to(&mut self, low: u64, next: u64) -> io::Result<()> {
+    fn cut_to(&mut self, low: u64, next: u64, reaper: &FileReaper) -> io::Result<()> {
         // Files starting at or after `next` hold only offsets the state has not applied yet.
         let beyond: Vec<u64> = self.files.range(next..).map(|(f, _)| *f).collect();
         for first in beyond {
@@ -437,7 +445,7 @@ impl QueueLog {
             );
         }
         self.next = next;
-        self.delete_below(low)?;
+        self.delete_below(low, reaper)?;
         numbered_files::sync_dir(&self.dir)?;
         Ok(())
     }

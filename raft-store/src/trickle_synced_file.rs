@@ -1,13 +1,13 @@
 //! A file written in the background and made durable as it goes, a little at a time.
 //!
-//! Why: on ext4 (`data=ordered`, the usual mount) a file's `fsync` is a journal commit, and a
-//! commit waits for the dirty data of every file whose blocks it allocates — so one `fsync` of a
-//! freshly written 15 MB snapshot manifest made the Raft log's own `fdatasync`, running at the
-//! same moment, wait for all 15 MB too. Every node builds its snapshot at about the same log
+//! Why: one `fsync` of a freshly written 15 MB snapshot manifest puts all 15 MB in front of the
+//! Raft log's own `fdatasync` running at the same moment (on ext4 with a journal, `data=ordered`,
+//! the commit both share waits for that data; without a journal the disk's cache flush does), so
+//! the log's sync waited for all 15 MB too. Every node builds its snapshot at about the same log
 //! index, so every client write of the cluster waited: under a steady transactional load at half
 //! the maximum rate, a snapshot round put 1,300–8,300 operations above 25 ms (up to ~100 ms).
-//! Syncing every [`TrickleSyncedFile::SYNC_EVERY`] bytes keeps each commit it shares with the
-//! log small; the final `sync_all` then has almost nothing left to write.
+//! Syncing every [`TrickleSyncedFile::SYNC_EVERY`] bytes keeps what the log's sync can find in
+//! front of it small; the final `sync_all` then has almost nothing left to write.
 
 use std::fs::File;
 use std::io::{self, Write};
