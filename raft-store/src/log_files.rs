@@ -188,9 +188,9 @@ impl LogFiles {
     /// (on ext4 with a journal a journal commit, which waits for whatever else it carries — the
     /// queue files' and the checkpoints' writes; without one, as on the reference VM, a
     /// synchronous write of the inode's block before the flush); after a write into space the
-    /// file already had it flushes only the data. On the reference VM a 2 KiB append + `fdatasync` took 0.4–0.85 ms on
-    /// average and 65–77 µs of kernel CPU when it grew the file, 0.16 ms and ~40 µs when it
-    /// overwrote zeros (`docs/performance.md`).
+    /// file already had it flushes only the data. On the reference VM a 2 KiB append +
+    /// `fdatasync` took 0.4–0.85 ms on average and 65–77 µs of kernel CPU when it grew the file,
+    /// 0.16 ms and ~40 µs when it overwrote zeros (`docs/performance.md`).
     pub fn append(
         &mut self,
         entries: impl IntoIterator<Item = Entry>,
