@@ -78,13 +78,15 @@ for i in $(seq 1 "$NODES"); do
   # Raft entries this node proposed as leader (each carries a batch of client operations): the
   # scenarios' operations divided by these is the batch size, the lever of CPU per operation.
   metrics=$(curl -sf "http://127.0.0.1:$((BASE + 10 * i + 2))/metrics" 2>/dev/null || true)
-  entries=$(awk '/^txmq_raft_proposals_total\{outcome="committed"\}/ {print $2}' <<<"$metrics")
+  # The value of the series named exactly $1 (name and labels), empty if the node has none.
+  metric() { awk -v series="$1" '$1 == series {print $2}' <<<"$metrics"; }
+  entries=$(metric 'txmq_raft_proposals_total{outcome="committed"}')
   # The log's fsyncs, and how many took over 16 ms: a slow sync holds up every write waiting on
   # it, so these say how much of a run's tail the disk made (steadier than the p99 itself).
-  fsyncs=$(awk '/^txmq_raft_log_fsync_duration_seconds_count/ {print $2}' <<<"$metrics")
-  fast=$(awk '/^txmq_raft_log_fsync_duration_seconds_bucket\{le="0.016"\}/ {print $2}' <<<"$metrics")
+  fsyncs=$(metric txmq_raft_log_fsync_duration_seconds_count)
+  fast=$(metric 'txmq_raft_log_fsync_duration_seconds_bucket{le="0.016"}')
   # Purges of the log after snapshots: openraft's core waits for each (see docs/monitoring.md).
-  purges=$(awk '/^txmq_raft_log_purge_duration_seconds_count/ {print $2}' <<<"$metrics")
-  purge_ms=$(awk '/^txmq_raft_log_purge_duration_seconds_sum/ {printf "%.0f", $2 * 1000}' <<<"$metrics")
+  purges=$(metric txmq_raft_log_purge_duration_seconds_count)
+  purge_ms=$(awk -v s="$(metric txmq_raft_log_purge_duration_seconds_sum)" 'BEGIN {printf "%.0f", s * 1000}')
   echo "{\"node\": $i, \"cpu_s\": $cpu_s, \"rss_mib\": $((rss_kb / 1024)), \"disk_mib\": $((disk_kb / 1024)), \"entries_proposed\": ${entries:-0}, \"fsyncs\": ${fsyncs:-0}, \"fsyncs_over_16ms\": $(( ${fsyncs:-0} - ${fast:-0} )), \"purges\": ${purges:-0}, \"purge_ms\": ${purge_ms:-0}$parts}"
 done

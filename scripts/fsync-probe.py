@@ -4,9 +4,9 @@
     python3 scripts/fsync-probe.py [DIR] [COUNT] [SIZE]
 
 "grow": every write makes the file longer, so every fdatasync also makes the new size durable
-(on ext4, a journal commit, or without a journal a synchronous write of the inode's block). "overwrite": the file was written with zeros first, so fdatasync only
-flushes data. txmq's Raft log writes the second way (zeros 256 KiB ahead of the last frame,
-see docs/performance.md). Prints latency percentiles and the kernel CPU time per sync.
+(on ext4, a journal commit, or without a journal a synchronous write of the inode's block).
+"overwrite": the file was written with zeros first, so fdatasync only flushes data. txmq's Raft
+log writes the second way (zeros 256 KiB ahead of the last frame, see docs/performance.md). Prints latency percentiles and the kernel CPU time per sync.
 """
 
 import os
