@@ -121,6 +121,11 @@ pub struct ServeArgs {
     /// Log filter, e.g. `info` or `txmq=debug,openraft=info`.
     #[arg(long, env = "TXMQ_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// If this node's storage turns out damaged (a corrupt log frame, queue file, journal or
+    /// database), move it aside into `DATA_DIR/damaged-<time>/` and rebuild the node from the
+    /// cluster's leader, refusing to vote until it has caught up, instead of refusing to start.
+    #[arg(long, env = "TXMQ_REPAIR_DAMAGED_STORAGE", num_args = 0..=1, default_missing_value = "true")]
+    pub repair_damaged_storage: Option<bool>,
 }
 
 /// The resolved settings of one node.
@@ -148,6 +153,8 @@ pub struct ServeConfig {
     pub worker_threads: usize,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// Rebuild a node whose storage is damaged from the cluster instead of refusing to start.
+    pub repair_damaged_storage: bool,
 }
 
 /// Transaction timing (consumed by the transaction scheduler).
@@ -213,7 +220,8 @@ impl ServeArgs {
             txn_max_lifetime,
             worker_threads,
             log_format,
-            log_level
+            log_level,
+            repair_damaged_storage
         )
     }
 
@@ -307,6 +315,7 @@ impl ServeArgs {
             worker_threads: args.worker_threads.unwrap_or(0),
             log_format,
             log_level: args.log_level.unwrap_or_else(|| "info".into()),
+            repair_damaged_storage: args.repair_damaged_storage.unwrap_or(false),
         };
         config.validate()?;
         Ok(config)

@@ -23,6 +23,7 @@ pub mod network;
 pub mod node;
 pub mod peer_service;
 pub mod proposer;
+pub mod repair;
 pub mod scheduler;
 pub mod snapshot_trigger;
 pub mod status;

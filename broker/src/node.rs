@@ -34,6 +34,11 @@ pub enum NodeError {
     RaftConfig(String),
     #[error("raft failed: {0}")]
     Raft(String),
+    #[error("cannot set the damaged storage in {path} aside: {source}")]
+    Repair {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -60,7 +65,34 @@ impl Listeners {
     }
 }
 
-fn raft_config(config: &ServeConfig) -> Result<Arc<openraft::Config>, NodeError> {
+/// Opens the node's storage; with `--repair-damaged-storage`, damaged storage is set aside and
+/// the node starts empty to be rebuilt (`true`: a repair is under way, see [`crate::repair`]).
+fn open_storage(config: &ServeConfig) -> Result<(Storage, bool), NodeError> {
+    let mut storage_config = StorageConfig::new(&config.data_dir);
+    storage_config.cache_bytes = config.cache_bytes;
+    match Storage::open(&storage_config) {
+        Ok(storage) => Ok((storage, crate::repair::in_progress(&config.data_dir))),
+        Err(e) if e.is_damage() && config.repair_damaged_storage => {
+            let aside =
+                crate::repair::set_aside(&config.data_dir).map_err(|source| NodeError::Repair {
+                    path: config.data_dir.clone(),
+                    source,
+                })?;
+            tracing::warn!(
+                damage = %e,
+                moved_to = %aside.display(),
+                "storage is damaged: set aside; rebuilding this node from the cluster (it does \
+                 not vote until it holds the leader's log)"
+            );
+            Ok((Storage::open(&storage_config)?, true))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// openraft's settings; `elect`: whether this node may stand for election (not while it is
+/// rebuilding damaged storage).
+fn raft_config(config: &ServeConfig, elect: bool) -> Result<Arc<openraft::Config>, NodeError> {
     let election_ms = config.election_timeout.as_millis() as u64;
     let raft = openraft::Config {
         cluster_name: "txmq".into(),
@@ -72,6 +104,7 @@ fn raft_config(config: &ServeConfig) -> Result<Arc<openraft::Config>, NodeError>
         // Big snapshots stream for a while; give them time.
         install_snapshot_timeout: 600_000,
         max_payload_entries: 256,
+        enable_elect: elect,
         ..Default::default()
     };
     raft.validate()
@@ -100,9 +133,8 @@ pub async fn run(
             source,
         }
     })?);
-    let mut storage_config = StorageConfig::new(&config.data_dir);
-    storage_config.cache_bytes = config.cache_bytes;
-    let storage = Storage::open(&storage_config)?;
+    let (storage, repairing) = open_storage(&config)?;
+    let vote_gate = crate::repair::VoteGate::new(repairing);
     let metrics_handle = crate::telemetry::install();
     let db = storage.db.clone();
     let log_for_metrics = storage.log.clone();
@@ -116,7 +148,7 @@ pub async fn run(
     };
     let raft = Raft::new(
         config.node_id,
-        raft_config(&config)?,
+        raft_config(&config, !repairing)?,
         network,
         storage.log,
         storage.state_machine,
@@ -138,6 +170,14 @@ pub async fn run(
         }
         .run(),
     );
+    let repair_task = repairing.then(|| {
+        tokio::spawn(crate::repair::finish_when_caught_up(
+            raft.clone(),
+            vote_gate.clone(),
+            config.data_dir.clone(),
+            routes.clone(),
+        ))
+    });
     tracing::info!(node = config.node_id, %client_addr, %peer_addr, data_dir = %config.data_dir.display(), "txmq node started");
 
     let proposer = Proposer::new(config.node_id, raft.clone(), reader.clone(), routes.clone());
@@ -188,6 +228,7 @@ pub async fn run(
     };
     let peer_service = PeerService::new(
         raft.clone(),
+        vote_gate,
         proposer,
         config.data_dir.join("snapshots").join("incoming"),
         client_addr,
@@ -237,6 +278,9 @@ pub async fn run(
         }
     };
     bootstrap_task.abort();
+    if let Some(task) = repair_task {
+        task.abort();
+    }
     health_task.abort();
     raft_metrics_task.abort();
     snapshot_task.abort();

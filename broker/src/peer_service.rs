@@ -22,6 +22,8 @@ use crate::status::local_status;
 
 pub struct PeerService {
     raft: Raft,
+    /// Closed while this node rebuilds damaged storage (see [`crate::repair`]).
+    vote_gate: std::sync::Arc<crate::repair::VoteGate>,
     proposer: Proposer,
     incoming_dir: PathBuf,
     client_addr: String,
@@ -31,6 +33,7 @@ pub struct PeerService {
 impl PeerService {
     pub fn new(
         raft: Raft,
+        vote_gate: std::sync::Arc<crate::repair::VoteGate>,
         proposer: Proposer,
         incoming_dir: PathBuf,
         client_addr: String,
@@ -38,6 +41,7 @@ impl PeerService {
     ) -> Self {
         Self {
             raft,
+            vote_gate,
             proposer,
             incoming_dir,
             client_addr,
@@ -88,6 +92,12 @@ impl Peer for PeerService {
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        if self.vote_gate.refusing() {
+            return Err(Status::unavailable(
+                "this node is rebuilding damaged storage and votes again once it holds the \
+                 leader's log",
+            ));
+        }
         let rpc: VoteRequest<TypeConfig> =
             codec::decode(&request.into_inner().data).map_err(bad_request)?;
         let resp = self.raft.vote(rpc).await.map_err(stopped)?;

@@ -35,6 +35,7 @@ pub fn local_status(raft: &Raft, client_addr: &str, peer_addr: &str) -> NodeStat
         applied_index: m.last_applied.map(|c| c.index).unwrap_or(0),
         leader_id: m.current_leader.unwrap_or(0),
         initialized: m.membership_config.voter_ids().next().is_some(),
+        last_log_index: m.last_log_index.unwrap_or(0),
     }
 }
 

@@ -10,8 +10,9 @@
 //! one MessagePack entry each, then zeros: the file is written with zeros [`PREALLOCATE_BYTES`]
 //! ahead of its last frame (see [`LogFiles::append`] for why). Only the newest file is appended
 //! to. A torn frame can only be at the end of the newest file (a crash during a write that was
-//! never reported flushed) and is cut off when the log is opened; a bad frame anywhere else is
-//! corruption and opening fails rather than losing entries silently.
+//! never reported flushed) and is cut off when the log is opened; a bad frame anywhere else —
+//! in an older file, or followed by anything valid — is corruption, and opening fails rather
+//! than losing entries silently (see [`torn_tail`] for the rule).
 //!
 //! This type does no fsync of appended data itself: the caller hands the active file to the
 //! [`crate::log_flusher::LogFlusher`] and reports an append flushed only after that returned.
@@ -75,6 +76,76 @@ fn corrupt(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
+/// What an operator reads after a damage message: the node refuses to start rather than drop
+/// entries it may have acknowledged, and how to rebuild it safely.
+pub const REPAIR_HINT: &str = ". The node stops here rather than drop entries it may have \
+    acknowledged to the cluster; restart it with --repair-damaged-storage to set this data \
+    aside and rebuild the node from the cluster's leader (docs/operations.md, \"Damaged \
+    storage\")";
+
+/// How much the torn-tail test may hash while looking for a valid frame after a bad one; past
+/// it the damage is reported as corruption (the safe side: the node is repaired, nothing cut).
+const TORN_TAIL_SCAN_BYTES: usize = 256 * 1024 * 1024;
+/// The page size a crash tears writes at.
+const PAGE: usize = 4096;
+
+/// Whether the bad frame at `bytes[offset..]` is an incomplete last write (cut off safely: it
+/// was never reported flushed) rather than damage to data that may have been acknowledged.
+///
+/// Torn: nothing valid follows it, and part of it is visibly missing — its header never reached
+/// the disk, its declared end lies past the last non-zero byte, or one of its pages is zeros.
+/// Anything else — a valid frame after it (however far), or a whole frame failing its checksum
+/// — is corruption: a flipped bit, a lost or misdirected write (Alagappan et al., FAST 2018).
+fn torn_tail(bytes: &[u8], offset: usize) -> bool {
+    let rest = &bytes[offset..];
+    let Some(last_nonzero) = rest.iter().rposition(|b| *b != 0) else {
+        return true;
+    };
+    let written = last_nonzero + 1;
+    if valid_frame_after(rest, written) {
+        return false;
+    }
+    let header = &rest[..frame::HEADER.min(rest.len())];
+    if header.iter().all(|b| *b == 0) {
+        return true;
+    }
+    let Some(declared) = frame::declared_len(header) else {
+        return false;
+    };
+    if declared > written {
+        return true;
+    }
+    // A page inside the frame that never reached the disk reads as zeros.
+    let first_page = offset.div_ceil(PAGE) * PAGE;
+    (first_page..offset + declared)
+        .step_by(PAGE)
+        .filter(|start| start + PAGE <= offset + declared)
+        .any(|start| bytes[start..start + PAGE].iter().all(|b| *b == 0))
+}
+
+/// Whether a frame that checks out (non-empty payload) starts anywhere in `rest[1..written]`.
+/// Gives `true` (the safe answer) once [`TORN_TAIL_SCAN_BYTES`] were hashed without an answer.
+fn valid_frame_after(rest: &[u8], written: usize) -> bool {
+    let mut hashed = 0usize;
+    for start in 1..written {
+        let candidate = &rest[start..];
+        let Some(len) = frame::declared_len(candidate) else {
+            continue;
+        };
+        if len <= frame::HEADER || len > candidate.len() {
+            continue;
+        }
+        hashed += len;
+        if hashed > TORN_TAIL_SCAN_BYTES {
+            return true;
+        }
+        if frame::read(candidate).is_some() {
+            return true;
+        }
+    }
+    false
+}
+
 impl LogFiles {
     /// Opens (or creates) the log in `dir`, dropping entries at or below `purged` (deleted from
     /// the index by a purge whose file deletion a crash interrupted).
@@ -113,7 +184,15 @@ impl LogFiles {
                 if !newest {
                     return Err(corrupt(format!(
                         "raft log segment {} has a damaged frame at byte {offset} and is not the \
-                         newest segment",
+                         newest segment{REPAIR_HINT}",
+                        path.display()
+                    )));
+                }
+                if !torn_tail(&bytes, offset) {
+                    return Err(corrupt(format!(
+                        "raft log segment {} has a damaged frame at byte {offset} that is not a \
+                         write torn by a crash (data follows it, or the frame is whole but fails \
+                         its checksum){REPAIR_HINT}",
                         path.display()
                     )));
                 }

@@ -48,6 +48,21 @@ pub enum StorageError {
     },
 }
 
+impl StorageError {
+    /// Whether the data on disk is damaged (a frame or row that fails its checks), as opposed
+    /// to a directory that cannot be opened at all (permissions, a missing volume): damage is
+    /// what `--repair-damaged-storage` may set aside and rebuild from the cluster.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            StorageError::Corrupt { source, .. } => {
+                source.kind() == std::io::ErrorKind::InvalidData
+            }
+            StorageError::Sled { source, .. } => matches!(source, sled::Error::Corruption { .. }),
+            StorageError::Dir { .. } => false,
+        }
+    }
+}
+
 /// The opened storage of one node.
 pub struct Storage {
     pub log: LogStore,

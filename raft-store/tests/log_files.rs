@@ -336,11 +336,11 @@ fn zeros_written_ahead_are_kept_and_overwritten() -> Result<()> {
     Ok(())
 }
 
-/// A crash can leave the newest segment with a frame that reached the disk after one before it
-/// that did not (neither was reported flushed): what follows the first gap is a torn tail, cut
-/// off, not entries to keep or an error that keeps the node from starting.
+/// A frame lost in the middle of the newest segment with valid frames after it cannot be told
+/// from a lost or misdirected write of acknowledged data, so it is damage, never a tail to cut:
+/// cutting it would silently drop entries this node may have acknowledged.
 #[test]
-fn a_frame_after_a_gap_of_zeros_is_a_torn_tail() -> Result<()> {
+fn a_gap_of_zeros_followed_by_a_frame_is_damage_not_a_torn_tail() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let log = one_batch(dir.path(), 4)?;
     let start_of_3 = log.locate(2, 3)?[0].frame_end();
@@ -348,13 +348,89 @@ fn a_frame_after_a_gap_of_zeros_is_a_torn_tail() -> Result<()> {
     drop(log);
     let path = dir.path().join(segment_files(dir.path())?.remove(0));
     zero_out(&path, start_of_3, end_of_3 - start_of_3)?;
-    let mut log = LogFiles::open(dir.path(), None, 1 << 20)?;
-    ensure!(read_all(&log)? == vec![1, 2]);
-    log.append([entry(3, 100)])?
-        .expect("entries were written")
-        .sync_data()?;
+    expect_damage(dir.path())
+}
+
+/// The case: one byte flipped in the middle of the newest segment, valid checksums on
+/// every frame before and after it.
+#[test]
+fn a_flipped_byte_mid_newest_segment_is_damage() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = one_batch(dir.path(), 6)?;
+    let start_of_3 = log.locate(2, 3)?[0].frame_end();
     drop(log);
+    let path = dir.path().join(segment_files(dir.path())?.remove(0));
+    flip(&path, start_of_3 + 20)?;
+    expect_damage(dir.path())?;
+    // Its length field too: a frame whose header now claims more than the file holds.
+    let dir = tempfile::tempdir()?;
+    let log = one_batch(dir.path(), 6)?;
+    let start_of_3 = log.locate(2, 3)?[0].frame_end();
+    drop(log);
+    let path = dir.path().join(segment_files(dir.path())?.remove(0));
+    flip(&path, start_of_3 + 2)?;
+    expect_damage(dir.path())
+}
+
+/// The last frame whole but failing its checksum: nothing is missing from it, so it is damage
+/// (a torn write leaves part of the frame unwritten).
+#[test]
+fn a_whole_last_frame_failing_its_checksum_is_damage() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = one_batch(dir.path(), 3)?;
+    let start_of_3 = log.locate(2, 3)?[0].frame_end();
+    drop(log);
+    let path = dir.path().join(segment_files(dir.path())?.remove(0));
+    flip(&path, start_of_3 + 30)?;
+    expect_damage(dir.path())
+}
+
+/// A last write whose header never reached the disk (its payload did) is a torn tail.
+#[test]
+fn a_last_frame_without_its_header_is_a_torn_tail() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = one_batch(dir.path(), 4)?;
+    let start_of_4 = log.locate(3, 4)?[0].frame_end();
+    drop(log);
+    let path = dir.path().join(segment_files(dir.path())?.remove(0));
+    zero_out(&path, start_of_4, 8)?;
     let log = LogFiles::open(dir.path(), None, 1 << 20)?;
     ensure!(read_all(&log)? == vec![1, 2, 3]);
+    Ok(())
+}
+
+fn flip(path: &Path, at: u64) -> Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let mut byte = [0u8; 1];
+    file.read_exact_at(&mut byte, at)?;
+    byte[0] ^= 0x40;
+    file.write_all_at(&byte, at)?;
+    Ok(())
+}
+
+/// Opening the log in `dir` fails, naming damage and the repair, and leaves the files alone.
+fn expect_damage(dir: &Path) -> Result<()> {
+    let before: Vec<Vec<u8>> = segment_files(dir)?
+        .iter()
+        .map(|n| std::fs::read(dir.join(n)))
+        .collect::<Result<_, _>>()?;
+    let err = match LogFiles::open(dir, None, 1 << 20) {
+        Ok(log) => anyhow::bail!("damage read as a log of {:?}", read_all(&log)?),
+        Err(e) => e,
+    };
+    ensure!(err.kind() == std::io::ErrorKind::InvalidData, "{err}");
+    ensure!(err.to_string().contains("damaged frame"), "{err}");
+    ensure!(
+        err.to_string().contains("--repair-damaged-storage"),
+        "{err}"
+    );
+    let after: Vec<Vec<u8>> = segment_files(dir)?
+        .iter()
+        .map(|n| std::fs::read(dir.join(n)))
+        .collect::<Result<_, _>>()?;
+    ensure!(before == after, "a failed open changed the files");
     Ok(())
 }
