@@ -96,6 +96,9 @@ pub struct Bootstrap {
     pub routes: std::sync::Arc<PeerRoutes>,
     /// This node's advertised addresses, as the membership should record them.
     pub me: NodeInfo,
+    /// This node is rebuilding damaged storage: it rejoins its cluster and never founds a new
+    /// one (a cluster whose every node is being repaired would otherwise start over empty).
+    pub repairing: bool,
 }
 
 impl Bootstrap {
@@ -112,6 +115,10 @@ impl Bootstrap {
             }
             let answers = self.probe(&mut clients).await;
             let waiting = match plan(&answers) {
+                Plan::Initialize if self.repairing => "this node is rebuilding damaged \
+                    storage and never founds a new cluster; waiting for a member of its cluster \
+                    to answer"
+                    .to_string(),
                 Plan::Initialize => match self.initialize().await {
                     Ok(()) => return,
                     Err(reason) => reason,

@@ -167,6 +167,7 @@ pub async fn run(
                 peer_addr: peer_addr.clone(),
                 client_addr: client_addr.clone(),
             },
+            repairing,
         }
         .run(),
     );

@@ -2,7 +2,7 @@
 //! each in its own temporary data directory. Every process is killed when the [`Cluster`] is
 //! dropped, whatever the test did.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use txmq_client::{Client, ClientOptions};
+use txmq_client::{Client, ClientOptions, ReadRequest};
 
 pub mod chaos;
 pub mod docker;
@@ -104,6 +104,33 @@ where
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// All message ids a node serves for `topic` (every queue, from offset 0); `None` if any read
+/// failed.
+pub async fn ids_served_by(client: &Client, topic: &str) -> Option<BTreeSet<String>> {
+    let mut ids = BTreeSet::new();
+    let topic_info = client.describe_topic(topic).await.ok()?;
+    for q in 0..topic_info.queues {
+        let mut from = 0;
+        loop {
+            let req = ReadRequest {
+                topic: topic.into(),
+                queue: Some(q),
+                from_offset: from,
+                max: 1000,
+            };
+            let batch = client.read(req).await.ok()?;
+            if batch.is_empty() {
+                break;
+            }
+            for m in &batch {
+                ids.insert(m.message_id.clone());
+                from = m.offset + 1;
+            }
+        }
+    }
+    Some(ids)
 }
 
 /// Waits until a transaction reaches `state` (as seen through `client`) and returns it.
@@ -203,6 +230,29 @@ impl Node {
             .with_context(|| format!("starting node {}", self.id))?;
         self.child = Some(child);
         Ok(())
+    }
+
+    /// Adds `txmq serve` flags for this node's next starts.
+    pub fn add_args(&mut self, args: &[&str]) {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+    }
+
+    /// Waits (up to `timeout`) for the process to exit by itself, and gives its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self
+            .child
+            .as_mut()
+            .context("node is not a running process")?;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                bail!("node {} still running after {timeout:?}", self.id);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// SIGSTOP: the process freezes (a long GC pause, a stalled VM).

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use txmq_client::{AddNodeRequest, Client, ReadRequest, SendRequest, TopicType};
-use txmq_cluster_tests::{Cluster, ClusterOptions, http_get, wait_for};
+use txmq_cluster_tests::{Cluster, ClusterOptions, http_get, ids_served_by, wait_for};
 
 fn msg(topic: &str, body: String, key: &str) -> SendRequest {
     SendRequest {
@@ -15,32 +15,6 @@ fn msg(topic: &str, body: String, key: &str) -> SendRequest {
         key: key.into(),
         ..Default::default()
     }
-}
-
-/// All message ids a node serves for `topic` (every queue, from offset 0).
-async fn ids_served_by(client: &Client, topic: &str) -> Option<BTreeSet<String>> {
-    let mut ids = BTreeSet::new();
-    let topic_info = client.describe_topic(topic).await.ok()?;
-    for q in 0..topic_info.queues {
-        let mut from = 0;
-        loop {
-            let req = ReadRequest {
-                topic: topic.into(),
-                queue: Some(q),
-                from_offset: from,
-                max: 1000,
-            };
-            let batch = client.read(req).await.ok()?;
-            if batch.is_empty() {
-                break;
-            }
-            for m in &batch {
-                ids.insert(m.message_id.clone());
-                from = m.offset + 1;
-            }
-        }
-    }
-    Some(ids)
 }
 
 async fn wait_until_node_serves(

@@ -9,6 +9,7 @@ use txmq_client::{
     Client, ClientError, ClusterStatusResponse, EndTransactionRequest, LocalTransactionState,
     ReadRequest, SendHalfRequest, TopicType,
 };
+use txmq_proto::client::StateDigestResponse;
 
 use super::Output;
 use crate::config::HumanDuration;
@@ -32,17 +33,21 @@ pub async fn check(client: &Client, args: CheckArgs, out: Output) -> Result<(), 
             Ok(report) => {
                 out.print(&report, || {
                     format!(
-                        "ok: leader {}, {} voters answering, transaction {} committed and read back at {}:{}",
+                        "ok: leader {}, {} voters answering, transaction {} committed and read back at {}:{}, \
+                         every voter's state digest {} at applied index {}",
                         report["leader_id"],
                         report["voters"],
                         report["transaction_id"].as_str().unwrap_or_default(),
                         report["queue"],
-                        report["offset"]
+                        report["offset"],
+                        report["digest"].as_str().unwrap_or_default(),
+                        report["applied_index"]
                     )
                 });
                 return Ok(());
             }
-            Err(e) if Instant::now() >= deadline => return Err(e),
+            // Divergence does not heal by waiting: say so at once.
+            Err(e) if e.code == "diverged" || Instant::now() >= deadline => return Err(e),
             Err(e) => {
                 tracing::debug!("cluster check not passing yet: {e}");
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -103,14 +108,93 @@ async fn check_once(client: &Client, topic: &str) -> Result<Value, ClientError> 
             end.message_id
         )));
     }
+    let digest = compare_digests(&status).await?;
     Ok(json!({
         "leader_id": status.leader_id,
         "voters": voters,
+        "applied_index": digest.applied_index,
+        "digest": format!("{:08x}", digest.digest),
         "transaction_id": end.transaction_id,
         "message_id": end.message_id,
         "queue": queue,
         "offset": offset,
     }))
+}
+
+/// How long the replicas may take to stand at one applied index together.
+const ALIGN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Every voter's state digest at one applied index, and that they are equal: replicas that
+/// applied the same log must hold the same state, so a difference is divergence (a node that
+/// lost or altered data), named node by node. Asked of each voter directly (no failover).
+async fn compare_digests(
+    status: &ClusterStatusResponse,
+) -> Result<StateDigestResponse, ClientError> {
+    let voters: Vec<(u64, Client)> = status
+        .nodes
+        .iter()
+        .filter(|n| n.voter)
+        .map(|n| {
+            if n.client_addr.is_empty() {
+                return Err(failed(format!(
+                    "voter {} has no known client address",
+                    n.id
+                )));
+            }
+            Ok((n.id, Client::new([n.client_addr.as_str()])?))
+        })
+        .collect::<Result<_, ClientError>>()?;
+    let deadline = Instant::now() + ALIGN_TIMEOUT;
+    loop {
+        let mut digests = Vec::with_capacity(voters.len());
+        for (id, client) in &voters {
+            let digest = client.state_digest_from(0).await.map_err(|e| {
+                failed(format!(
+                    "voter {id} did not give its state digest: {}",
+                    e.message
+                ))
+            })?;
+            digests.push(digest);
+        }
+        let first = &digests[0];
+        if digests
+            .iter()
+            .all(|d| d.applied_index == first.applied_index)
+        {
+            if digests.iter().all(|d| d.digest == first.digest) {
+                return Ok(first.clone());
+            }
+            return Err(diverged(&digests));
+        }
+        if Instant::now() >= deadline {
+            let at: Vec<String> = digests
+                .iter()
+                .map(|d| format!("node {} at {}", d.node_id, d.applied_index))
+                .collect();
+            return Err(failed(format!(
+                "the voters' state digests could not be compared: they did not stand at one \
+                 applied index together within {ALIGN_TIMEOUT:?} ({})",
+                at.join(", ")
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn diverged(digests: &[StateDigestResponse]) -> ClientError {
+    let detail: Vec<String> = digests
+        .iter()
+        .map(|d| format!("node {}: {:08x}", d.node_id, d.digest))
+        .collect();
+    ClientError::new(
+        "diverged",
+        format!(
+            "replicas diverge: different state digests at applied index {} ({}); a node lost or \
+             altered data — see docs/operations.md, \"Damaged storage\"",
+            digests[0].applied_index,
+            detail.join(", ")
+        ),
+    )
 }
 
 /// A leader is known and every voter answers as leader or follower.
