@@ -21,6 +21,7 @@ pub mod health;
 pub mod http;
 pub mod network;
 pub mod node;
+pub mod peer_link;
 pub mod peer_service;
 pub mod proposer;
 pub mod repair;

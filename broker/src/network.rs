@@ -3,7 +3,9 @@
 //! Openraft structures travel MessagePack-encoded inside `bytes` fields. Snapshots are streamed
 //! from the snapshot file in chunks, never loaded whole.
 
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::OptionalSend;
@@ -20,6 +22,8 @@ use txmq_proto::peer::{RaftMessage, SnapshotChunk, snapshot_chunk};
 use txmq_raft_store::codec;
 use txmq_raft_store::types::alias::{Snapshot, Vote};
 use txmq_raft_store::{NodeId, NodeInfo, TypeConfig};
+
+use crate::peer_link::PeerLink;
 
 /// A replication stream whose oldest unanswered request waited this long (or the heartbeat
 /// interval, if longer) is declared stalled: openraft then ends the session and starts another.
@@ -70,20 +74,44 @@ impl PeerRoutes {
 /// Creates one connection per target peer.
 #[derive(Clone)]
 pub struct PeerNetworkFactory {
-    pub routes: std::sync::Arc<PeerRoutes>,
+    pub routes: Arc<PeerRoutes>,
     /// Turns the snapshot manifest into the full snapshot a follower installs.
     pub snapshots: txmq_raft_store::sm_store::SnapshotSource,
+    /// Each peer's reachability, shared by every connection to it (openraft makes a new one
+    /// per replication session).
+    pub links: Arc<Mutex<BTreeMap<NodeId, Arc<PeerLink>>>>,
+}
+
+impl PeerNetworkFactory {
+    pub fn new(
+        routes: Arc<PeerRoutes>,
+        snapshots: txmq_raft_store::sm_store::SnapshotSource,
+    ) -> Self {
+        Self {
+            routes,
+            snapshots,
+            links: Arc::default(),
+        }
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerConnection {
+        let link = self
+            .links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(target)
+            .or_insert_with(|| Arc::new(PeerLink::new(target)))
+            .clone();
         PeerConnection {
             target,
             addr: self.routes.resolve(target, &node.peer_addr),
             client: None,
             snapshots: self.snapshots.clone(),
+            link,
         }
     }
 }
@@ -94,6 +122,7 @@ pub struct PeerConnection {
     addr: String,
     client: Option<PeerClient<Channel>>,
     snapshots: txmq_raft_store::sm_store::SnapshotSource,
+    link: Arc<PeerLink>,
 }
 
 type RpcErr = RPCError<TypeConfig>;
@@ -112,6 +141,15 @@ fn decode_err(e: codec::CodecError) -> RpcErr {
 }
 
 impl PeerConnection {
+    /// The error for a failed call; one that did not reach the peer delays the next attempt.
+    fn failed(&self, status: tonic::Status) -> RpcErr {
+        let error = status_to_rpc_error(status);
+        if matches!(error, RPCError::Unreachable(_)) {
+            self.link.failed(&error);
+        }
+        error
+    }
+
     fn client(&mut self) -> Result<PeerClient<Channel>, RpcErr> {
         if let Some(c) = &self.client {
             return Ok(c.clone());
@@ -136,16 +174,20 @@ impl PeerConnection {
         F: FnOnce(PeerClient<Channel>, tonic::Request<RaftMessage>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
     {
+        self.link.wait_turn().await;
         let client = self.client()?;
         let data = codec::encode(req).map_err(decode_err)?;
         let mut request = tonic::Request::new(RaftMessage { data: data.into() });
         request.set_timeout(ttl);
         match rpc(client, request).await {
-            Ok(resp) => codec::decode(&resp.into_inner().data).map_err(decode_err),
+            Ok(resp) => {
+                self.link.succeeded();
+                codec::decode(&resp.into_inner().data).map_err(decode_err)
+            }
             Err(status) => {
                 // Drop the cached channel so the next attempt reconnects.
                 self.client = None;
-                Err(status_to_rpc_error(status))
+                Err(self.failed(status))
             }
         }
     }
@@ -258,15 +300,19 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
             let stall = option.soft_ttl().max(STREAM_STALL);
             let unanswered = SendTimes::default();
             let requests = encoded_appends(input, unanswered.clone());
+            self.link.wait_turn().await;
             let mut client = self.client()?;
             let opened = tokio::time::timeout(stall, client.stream_append(requests))
                 .await
                 .map_err(|_| stalled(self.target))?;
             let responses = match opened {
-                Ok(r) => r.into_inner(),
+                Ok(r) => {
+                    self.link.succeeded();
+                    r.into_inner()
+                }
                 Err(status) => {
                     self.client = None;
-                    return Err(status_to_rpc_error(status));
+                    return Err(self.failed(status));
                 }
             };
             let results = futures::stream::unfold(

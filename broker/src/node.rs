@@ -142,10 +142,7 @@ pub async fn run(
     let routes = Arc::new(crate::network::PeerRoutes::new(
         config.peer_overrides.clone(),
     ));
-    let network = PeerNetworkFactory {
-        routes: routes.clone(),
-        snapshots: storage.snapshots.clone(),
-    };
+    let network = PeerNetworkFactory::new(routes.clone(), storage.snapshots.clone());
     let raft = Raft::new(
         config.node_id,
         raft_config(&config, !repairing)?,

@@ -87,6 +87,10 @@ fn describe() {
     describe_gauge!("txmq_raft_is_leader", "1 when this node is the leader.");
     describe_gauge!("txmq_raft_term", "The current Raft term.");
     describe_gauge!(
+        "txmq_peer_reachable",
+        "1 while this node reaches the peer (label peer: its node id), 0 while attempts to reach it fail."
+    );
+    describe_gauge!(
         "txmq_raft_commit_index",
         "The highest log index this node knows committed."
     );

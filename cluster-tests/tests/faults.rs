@@ -294,3 +294,47 @@ fn alter_body_in(file: &Path) -> Result<()> {
     std::fs::write(file, bytes)?;
     Ok(())
 }
+
+/// A follower down for 20 s: the leader's log grows by a bounded number of lines (reconnection
+/// backs off; the peer's going and coming back are logged once each), and the peer's state is
+/// a metric.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_down_for_20s_costs_a_bounded_number_of_log_lines() -> Result<()> {
+    let mut cluster = Cluster::start(3, ClusterOptions::default()).await?;
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+    let down = if leader == 1 { 2 } else { 1 };
+    let leader_log = cluster.nodes[&leader].log_path.clone();
+    let lines_before = std::fs::read_to_string(&leader_log)?.lines().count();
+    cluster.node(down).kill();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let log = std::fs::read_to_string(&leader_log)?;
+    let added: Vec<&str> = log.lines().skip(lines_before).collect();
+    eprintln!("leader log lines while a peer was down for 20 s: {}", added.len());
+    ensure!(
+        added.len() <= 150,
+        "{} log lines in 20 s with one peer down; the last ones:\n{}",
+        added.len(),
+        added[added.len().saturating_sub(10)..].join("\n")
+    );
+    ensure!(
+        added.iter().any(|l| l.contains("peer unreachable")),
+        "the peer's going was not logged"
+    );
+    let metrics_addr = cluster.nodes[&leader].metrics_addr.clone();
+    let (_, metrics) = txmq_cluster_tests::http_get(&metrics_addr, "/metrics").await?;
+    let series = format!("txmq_peer_reachable{{peer=\"{down}\"}} 0");
+    ensure!(metrics.contains(&series), "no {series} in /metrics");
+    let bin = cluster.bin.clone();
+    cluster.node(down).start(&bin)?;
+    wait_for(
+        "the leader to log the peer back",
+        Duration::from_secs(15),
+        || {
+            let back = std::fs::read_to_string(&leader_log)
+                .is_ok_and(|l| l.contains("peer reachable again"));
+            async move { back.then_some(()) }
+        },
+    )
+    .await?;
+    Ok(())
+}

@@ -7,10 +7,25 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{LogFormat, ServeArgs, ServeConfig};
 use crate::node::{self, Listeners};
 
+/// Openraft's heartbeat worker logs a WARN for every heartbeat a down peer misses (ten a
+/// second per peer); `peer_link` logs the peer's going, coming back and a reminder instead.
+/// Applied unless the filter names this target itself.
+const QUIET_HEARTBEATS: &str = "openraft::core::heartbeat=error";
+
 pub fn init_logging(config: &ServeConfig) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.log_level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, text) = match std::env::var("RUST_LOG") {
+        Ok(text) => (EnvFilter::try_new(&text), text),
+        Err(_) => (
+            EnvFilter::try_new(&config.log_level),
+            config.log_level.clone(),
+        ),
+    };
+    let mut filter = filter.unwrap_or_else(|_| EnvFilter::new("info"));
+    if !text.contains("openraft::core::heartbeat")
+        && let Ok(directive) = QUIET_HEARTBEATS.parse()
+    {
+        filter = filter.add_directive(directive);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
