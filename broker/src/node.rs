@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -271,8 +272,17 @@ pub async fn run(
         r = &mut servers => r.map(|_| ()),
         _ = shutdown => {
             tracing::info!("shutting down");
+            step_back(&raft).await;
             let _ = stop_tx.send(true);
-            servers.await.map(|_| ())
+            // Graceful shutdown waits for every open stream, and a leader's replication stream
+            // never ends by itself: bound the wait, then drop what is left.
+            match tokio::time::timeout(SERVER_DRAIN, &mut servers).await {
+                Ok(r) => r.map(|_| ()),
+                Err(_) => {
+                    tracing::info!("open streams did not end within {SERVER_DRAIN:?}; closing them");
+                    Ok(())
+                }
+            }
         }
     };
     bootstrap_task.abort();
@@ -283,14 +293,58 @@ pub async fn run(
     raft_metrics_task.abort();
     snapshot_task.abort();
     refresh_task.abort();
-    let _ = http_task.await;
-    if let Err(e) = raft.shutdown().await {
-        tracing::warn!("raft shutdown: {e}");
+    let _ = tokio::time::timeout(SERVER_DRAIN, http_task).await;
+    match tokio::time::timeout(RAFT_STOP, raft.shutdown()).await {
+        Ok(Err(e)) => tracing::warn!("raft shutdown: {e}"),
+        Err(_) => tracing::warn!("raft did not stop within {RAFT_STOP:?}; exiting anyway"),
+        Ok(Ok(())) => {}
     }
     if let Err(e) = db.flush_async().await {
         tracing::warn!("final flush: {e}");
     }
     result.map_err(NodeError::from)
+}
+
+/// How long a stopping node waits for its servers' open requests and streams.
+const SERVER_DRAIN: Duration = Duration::from_secs(3);
+/// How long a stopping node waits for openraft to stop.
+const RAFT_STOP: Duration = Duration::from_secs(5);
+/// How long a stopping leader waits for another voter to take over.
+const HANDOVER: Duration = Duration::from_secs(3);
+
+/// The first steps of a shutdown: this node starts no election from now on (a stopping node
+/// that campaigns only pushes the term up), and a leader hands leadership to the most caught-up
+/// voter, so the cluster does not wait an election timeout for a new one.
+async fn step_back(raft: &Raft) {
+    use openraft::async_runtime::WatchReceiver;
+    raft.runtime_config().elect(false);
+    let metrics = raft.metrics().borrow_watched().clone();
+    if metrics.current_leader != Some(metrics.id) {
+        return;
+    }
+    let successor = metrics.replication.as_ref().and_then(|progress| {
+        progress
+            .iter()
+            .filter(|(id, _)| **id != metrics.id)
+            .filter(|(id, _)| metrics.membership_config.voter_ids().any(|v| v == **id))
+            .max_by_key(|(_, matched)| matched.map(|m| m.index))
+            .map(|(id, _)| *id)
+    });
+    let Some(successor) = successor else {
+        return;
+    };
+    tracing::info!(successor, "leader stopping: handing leadership over");
+    if let Err(e) = raft.trigger().transfer_leader(successor).await {
+        tracing::warn!("leadership handover to {successor} failed: {e}");
+        return;
+    }
+    let handed_over = raft
+        .wait(Some(HANDOVER))
+        .metrics(|m| m.current_leader != Some(m.id), "another leader")
+        .await;
+    if handed_over.is_err() {
+        tracing::warn!("no other leader within {HANDOVER:?}; stopping anyway");
+    }
 }
 
 /// Runs the transaction scheduler exactly while this node is the leader: started by openraft's

@@ -255,6 +255,11 @@ impl Node {
         }
     }
 
+    /// SIGTERM: asks the process to stop (what Kubernetes and systemd send first).
+    pub fn terminate(&self) {
+        self.signal(libc::SIGTERM);
+    }
+
     /// SIGSTOP: the process freezes (a long GC pause, a stalled VM).
     pub fn pause(&self) {
         if let Some(c) = &self.container {

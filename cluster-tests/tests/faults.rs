@@ -309,7 +309,10 @@ async fn a_peer_down_for_20s_costs_a_bounded_number_of_log_lines() -> Result<()>
     tokio::time::sleep(Duration::from_secs(20)).await;
     let log = std::fs::read_to_string(&leader_log)?;
     let added: Vec<&str> = log.lines().skip(lines_before).collect();
-    eprintln!("leader log lines while a peer was down for 20 s: {}", added.len());
+    eprintln!(
+        "leader log lines while a peer was down for 20 s: {}",
+        added.len()
+    );
     ensure!(
         added.len() <= 150,
         "{} log lines in 20 s with one peer down; the last ones:\n{}",
@@ -335,6 +338,54 @@ async fn a_peer_down_for_20s_costs_a_bounded_number_of_log_lines() -> Result<()>
             async move { back.then_some(()) }
         },
     )
+    .await?;
+    Ok(())
+}
+
+/// SIGTERM stops a follower and a leader within a bound: the follower starts no election on
+/// its way out (the term stays), the leader hands over, each exits successfully and releases
+/// its data dir, so a restart works at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_followers_and_leaders_promptly() -> Result<()> {
+    let mut cluster = Cluster::start(3, ClusterOptions::default()).await?;
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+    let follower = if leader == 1 { 2 } else { 1 };
+    let term_before = cluster.client_of(leader)?.cluster_status().await?.term;
+    let bin = cluster.bin.clone();
+
+    let node = cluster.node(follower);
+    node.terminate();
+    let status = node.wait_exit(Duration::from_secs(10))?;
+    ensure!(status.success(), "follower exited {status}");
+    node.start(&bin)?;
+    cluster.wait_for_leader(Duration::from_secs(30)).await?;
+    let after = cluster.client_of(leader)?.cluster_status().await?;
+    ensure!(
+        after.leader_id == leader && after.term == term_before,
+        "stopping a follower changed leadership: leader {leader} term {term_before} -> leader {} term {}",
+        after.leader_id,
+        after.term
+    );
+
+    let node = cluster.node(leader);
+    node.terminate();
+    let status = node.wait_exit(Duration::from_secs(10))?;
+    ensure!(status.success(), "leader exited {status}");
+    ensure!(
+        node.log().contains("handing leadership over"),
+        "the leader did not hand over:\n{}",
+        node.log()
+    );
+    let new_leader = cluster.wait_for_leader(Duration::from_secs(10)).await?;
+    ensure!(new_leader != leader);
+    cluster.node(leader).start(&bin)?;
+    wait_for("the old leader to rejoin", Duration::from_secs(30), || {
+        let client = cluster.client_of(leader);
+        async move {
+            let status = client.ok()?.cluster_status().await.ok()?;
+            (status.leader_id != 0).then_some(())
+        }
+    })
     .await?;
     Ok(())
 }
