@@ -273,7 +273,7 @@ fn alter_one_message(queues: &Path) -> Result<()> {
 }
 
 fn alter_body_in(file: &Path) -> Result<()> {
-    let mut bytes = std::fs::read(&file)?;
+    let mut bytes = std::fs::read(file)?;
     let at = bytes
         .windows(BODY.len())
         .position(|w| w == BODY.as_bytes())

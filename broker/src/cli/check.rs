@@ -162,7 +162,7 @@ async fn compare_digests(
             .all(|d| d.applied_index == first.applied_index)
         {
             if digests.iter().all(|d| d.digest == first.digest) {
-                return Ok(first.clone());
+                return Ok(*first);
             }
             return Err(diverged(&digests));
         }
