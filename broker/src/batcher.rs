@@ -64,6 +64,7 @@ pub fn batchable(op: &Operation) -> bool {
             | Operation::Receive { .. }
             | Operation::Ack { .. }
             | Operation::ChangeInvisible { .. }
+            | Operation::Release { .. }
     )
 }
 

@@ -286,7 +286,13 @@ impl Txmq for ClientService {
         };
         let messages = self
             .reader
-            .read(&req.topic, req.queue, req.from_offset, max)
+            .read_bounded(
+                &req.topic,
+                req.queue,
+                req.from_offset,
+                max,
+                self.max_message_bytes,
+            )
             .map_err(convert::read_status)?
             .into_iter()
             .map(convert::message_to_pb)

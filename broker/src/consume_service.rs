@@ -28,6 +28,9 @@ const APPLY_WAIT: Duration = Duration::from_secs(10);
 pub struct ConsumeService {
     pub proposer: Proposer,
     pub reader: StateReader,
+    /// What the messages of one receive or read may take (beyond it a response carries one
+    /// message only): the largest message, so any message fits the response limit.
+    pub response_bytes: usize,
 }
 
 fn validate(group: &str, topic: &str) -> Result<(), Status> {
@@ -115,7 +118,7 @@ impl ConsumeService {
                     other => return Err(convert::unexpected(other)),
                 };
                 if !deliveries.is_empty() {
-                    return self.read_leased(&req.topic, deliveries, index).await;
+                    return self.read_leased(&req, deliveries, index).await;
                 }
             }
             let now = tokio::time::Instant::now();
@@ -133,31 +136,70 @@ impl ConsumeService {
         }
     }
 
-    /// Waits until this node applied the lease entry, then reads the leased payloads locally.
+    /// Waits until this node applied the lease entry, then reads the leased payloads locally,
+    /// as many as fit in one response. Leases it does not return — the response was full, or
+    /// this node could not serve them — are given back at once without using up a delivery
+    /// attempt, so a message is never leased to a consumer that cannot see it.
     async fn read_leased(
         &self,
-        topic: &str,
+        req: &pb::ReceiveRequest,
         deliveries: Vec<txmq_raft_store::command::Delivery>,
         index: u64,
     ) -> Result<pb::ReceiveResponse, Status> {
         let mut applied = self.reader.watch_applied_index();
-        let caught_up = tokio::time::timeout(APPLY_WAIT, applied.wait_for(|i| *i >= index)).await;
-        if !matches!(caught_up, Ok(Ok(_))) {
+        let caught_up = matches!(
+            tokio::time::timeout(APPLY_WAIT, applied.wait_for(|i| *i >= index)).await,
+            Ok(Ok(_))
+        );
+        if !caught_up {
+            self.release(req, deliveries.into_iter().map(|d| d.receipt).collect())
+                .await;
             return Err(Status::unavailable(
-                "this node is too far behind to serve the received messages; they will be redelivered after their invisible duration",
+                "this node is too far behind to serve the received messages; they were given back to the group",
             ));
         }
+        let (messages, unreturned) = match self.read_deliveries(&req.topic, deliveries) {
+            Ok(read) => read,
+            Err((status, receipts)) => {
+                self.release(req, receipts).await;
+                return Err(status);
+            }
+        };
+        if !unreturned.is_empty() {
+            self.release(req, unreturned).await;
+        }
+        Ok(pb::ReceiveResponse { messages })
+    }
+
+    /// The leased messages that fit in one response, and the receipts of those that did not.
+    /// On a read error: the error and every receipt (none is returned).
+    #[allow(clippy::result_large_err)]
+    fn read_deliveries(
+        &self,
+        topic: &str,
+        deliveries: Vec<txmq_raft_store::command::Delivery>,
+    ) -> Result<(Vec<pb::Message>, Vec<String>), (Status, Vec<String>)> {
         let mut messages = Vec::with_capacity(deliveries.len());
-        let (mut delivered_bytes, mut redelivered) = (0u64, 0u64);
+        let mut unreturned = Vec::new();
+        let (mut bytes, mut delivered_bytes, mut redelivered) = (0usize, 0u64, 0u64);
+        let all: Vec<String> = deliveries.iter().map(|d| d.receipt.clone()).collect();
         for d in deliveries {
-            // A message retention removed in between is skipped (the group moves past it).
-            let Some(m) = self
-                .reader
-                .message_at(topic, d.queue, d.offset)
-                .map_err(convert::read_status)?
-            else {
+            if !unreturned.is_empty() {
+                unreturned.push(d.receipt);
                 continue;
+            }
+            // A message retention removed in between is skipped (the group moves past it).
+            let m = match self.reader.message_at(topic, d.queue, d.offset) {
+                Ok(Some(m)) => m,
+                Ok(None) => continue,
+                Err(e) => return Err((convert::read_status(e), all)),
             };
+            let size = m.message.response_size();
+            if !messages.is_empty() && bytes + size > self.response_bytes {
+                unreturned.push(d.receipt);
+                continue;
+            }
+            bytes += size;
             delivered_bytes += m.message.body.len() as u64;
             redelivered += u64::from(d.attempt > 1);
             let mut pb = convert::message_to_pb(m);
@@ -171,7 +213,27 @@ impl ConsumeService {
         if redelivered > 0 {
             metrics::counter!("txmq_messages_redelivered_total").increment(redelivered);
         }
-        Ok(pb::ReceiveResponse { messages })
+        Ok((messages, unreturned))
+    }
+
+    /// Gives leases back (best effort: one that is not given back becomes visible again after
+    /// its invisible duration, with its attempt counted).
+    async fn release(&self, req: &pb::ReceiveRequest, receipts: Vec<String>) {
+        let count = receipts.len();
+        let op = Operation::Release {
+            group: req.group.clone(),
+            topic: req.topic.clone(),
+            receipts,
+        };
+        match self.proposer.write(op).await {
+            Ok(_) => metrics::counter!("txmq_messages_released_total").increment(count as u64),
+            Err(e) => tracing::warn!(
+                group = %req.group,
+                topic = %req.topic,
+                count,
+                "could not give unreturned leases back; they return after their invisible duration: {e}"
+            ),
+        }
     }
 
     pub async fn ack(&self, req: pb::AckRequest) -> Result<pb::AckResponse, Status> {

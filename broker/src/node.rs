@@ -213,6 +213,7 @@ pub async fn run(
     let consume = ConsumeService {
         proposer: proposer.clone(),
         reader: reader.clone(),
+        response_bytes: config.max_message_bytes,
     };
     let client_service = ClientService {
         routes,

@@ -217,6 +217,11 @@ fn describe() {
         "Deliveries with an attempt above 1, by this node."
     );
     describe_counter!(
+        "txmq_messages_released_total",
+        "Leased messages this node gave back unreturned (its response was full, or it could not \
+         serve them): visible again at once, their delivery attempt not counted."
+    );
+    describe_counter!(
         "txmq_messages_acked_total",
         "Messages acknowledged through this node."
     );

@@ -389,3 +389,99 @@ async fn sigterm_stops_followers_and_leaders_promptly() -> Result<()> {
     .await?;
     Ok(())
 }
+
+/// Messages of (nearly) the maximum size, several on one queue: reads and receives size their
+/// responses by bytes, so each such message is delivered — one per response — with delivery
+/// attempt 1 (a lease the response had no room for is given back, not burnt), nothing is
+/// dead-lettered, and small messages behind them come through too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_of_the_maximum_size_are_read_and_received() -> Result<()> {
+    let mut cluster = Cluster::start(3, ClusterOptions::default()).await?;
+    cluster.wait_for_leader(Duration::from_secs(30)).await?;
+    let client = cluster.client()?;
+    client.create_topic("big", TopicType::Normal, 1).await?;
+    let big = 4 * 1024 * 1024 - 256;
+    let mut sent = BTreeSet::new();
+    for (i, size) in [big, big, 100, big, 100].into_iter().enumerate() {
+        let body = vec![b'a' + i as u8; size];
+        let m = client
+            .send(SendRequest {
+                topic: "big".into(),
+                body: body.into(),
+                ..Default::default()
+            })
+            .await?;
+        sent.insert(m.message_id);
+    }
+    // Read by offset: every message, a response at a time.
+    let read = ids_served_by_one_queue(&client, "big").await?;
+    ensure!(
+        read == sent,
+        "read {} of {} messages",
+        read.len(),
+        sent.len()
+    );
+    // Receive as a group: everything, each at its first attempt.
+    let mut received = BTreeSet::new();
+    for _ in 0..20 {
+        let batch = client
+            .receive(txmq_client::ReceiveRequest {
+                group: "g".into(),
+                topic: "big".into(),
+                max: 10,
+                invisible_ms: 60_000,
+                wait_ms: 1_000,
+            })
+            .await?;
+        for m in &batch {
+            ensure!(
+                m.delivery_attempt == 1,
+                "{} delivered at attempt {}",
+                m.message_id,
+                m.delivery_attempt
+            );
+            received.insert(m.message_id.clone());
+        }
+        let receipts: Vec<String> = batch.iter().map(|m| m.receipt_handle.clone()).collect();
+        if !receipts.is_empty() {
+            client.ack("g", "big", receipts).await?;
+        }
+        if received.len() == sent.len() {
+            break;
+        }
+    }
+    ensure!(
+        received == sent,
+        "received {} of {} messages",
+        received.len(),
+        sent.len()
+    );
+    let group = client.describe_group("g", "big").await?;
+    ensure!(group.dead_lettered == 0 && group.lag == 0, "{group:?}");
+    Ok(())
+}
+
+/// Every message id of a one-queue topic, read in as many requests as it takes.
+async fn ids_served_by_one_queue(
+    client: &txmq_client::Client,
+    topic: &str,
+) -> Result<BTreeSet<String>> {
+    let mut ids = BTreeSet::new();
+    let mut from = 0;
+    for _ in 0..100 {
+        let batch = client
+            .read(txmq_client::ReadRequest {
+                topic: topic.into(),
+                queue: Some(0),
+                from_offset: from,
+                max: 1000,
+            })
+            .await?;
+        let Some(last) = batch.last() else {
+            return Ok(ids);
+        };
+        from = last.offset + 1;
+        ids.extend(batch.into_iter().map(|m| m.message_id));
+    }
+    bail!("topic {topic} did not end within 100 reads")
+}

@@ -192,6 +192,11 @@ impl fmt::Display for Command {
             }
             Operation::Batch(ops) => write!(f, "batch({} operations)", ops.len()),
             Operation::Trim { topic, trims } => write!(f, "trim({topic}, {} queues)", trims.len()),
+            Operation::Release {
+                group,
+                topic,
+                receipts,
+            } => write!(f, "release({group}, {topic}, {})", receipts.len()),
             Operation::TxnTimers {
                 checks,
                 expirations,
@@ -289,6 +294,15 @@ pub enum Operation {
     Trim {
         topic: String,
         trims: Vec<QueueTrim>,
+    },
+    /// Gives leases back unused: the node serving a receive did not return these messages
+    /// (its response was full, or reading them failed). Each becomes visible again at once and
+    /// its delivery attempt does not count. A receipt that no longer names the current lease
+    /// is ignored.
+    Release {
+        group: String,
+        topic: String,
+        receipts: Vec<String>,
     },
 }
 
@@ -450,6 +464,8 @@ pub enum CommandResult {
         /// (transaction id, reason) of each rollback.
         rolled_back: Vec<(String, DecisionSource)>,
     },
+    /// How many of a release's leases were given back.
+    Released(u32),
 }
 
 /// The state of a transaction after a decision was applied. Ids stay integers here: every

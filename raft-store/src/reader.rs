@@ -358,6 +358,20 @@ impl StateReader {
         from: u64,
         max: usize,
     ) -> Result<Vec<ReadMessage>, ReadError> {
+        self.read_bounded(topic, queue, from, max, usize::MAX)
+    }
+
+    /// [`StateReader::read`], stopping before a message that would take the messages past
+    /// `max_bytes` ([`StoredMessage::response_size`]) — but always returning at least one, so
+    /// any message up to the size limit can be read.
+    pub fn read_bounded(
+        &self,
+        topic: &str,
+        queue: Option<u32>,
+        from: u64,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<ReadMessage>, ReadError> {
         let meta = self
             .topic(topic)
             .ok_or_else(|| ReadError::UnknownTopic(topic.to_string()))?;
@@ -374,16 +388,23 @@ impl StateReader {
             None => (0..meta.queues).collect(),
         };
         let mut out = Vec::new();
+        let (mut bytes, mut full) = (0usize, false);
         for q in queues {
             let start = from.max(meta.low_offsets[q as usize]);
             let end = meta.next_offsets[q as usize];
             if start >= end {
                 continue;
             }
-            if out.len() == max {
+            if out.len() == max || full {
                 return Ok(out);
             }
             self.for_each_message(meta.id, q, start, end, |offset, message| {
+                let size = message.response_size();
+                if !out.is_empty() && bytes.saturating_add(size) > max_bytes {
+                    full = true;
+                    return false;
+                }
+                bytes = bytes.saturating_add(size);
                 out.push(ReadMessage {
                     topic: topic.to_string(),
                     queue: q,

@@ -22,6 +22,9 @@ enum Step {
         stale: bool,
     },
     Advance(u64),
+    /// Give the n-th outstanding delivery back unreturned (what a node does with leases its
+    /// response had no room for).
+    Release(usize),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -30,6 +33,7 @@ fn step() -> impl Strategy<Value = Step> {
         3 => (1u32..5, 10u64..200).prop_map(|(max, invisible)| Step::Receive { max, invisible }),
         3 => (any::<usize>(), prop::bool::weighted(0.2)).prop_map(|(pick, stale)| Step::Ack { pick, stale }),
         2 => (1u64..150).prop_map(Step::Advance),
+        1 => any::<usize>().prop_map(Step::Release),
     ]
 }
 
@@ -75,6 +79,17 @@ proptest! {
                         attempts.insert(key, attempt);
                         leases.insert(key, (now + invisible, attempt, receipt));
                     }
+                }
+                Step::Release(pick) => {
+                    let Some((key, (_, attempt, receipt))) = leases.iter().nth(pick % leases.len().max(1)).map(|(k, v)| (*k, v.clone())) else { continue };
+                    let got = apply(&mut state, now, Operation::Release { group: "g".into(), topic: "t".into(), receipts: vec![receipt.clone()] });
+                    prop_assert_eq!(got, CommandResult::Released(1));
+                    // Visible again at once, the attempt not counted, the receipt no longer valid.
+                    leases.remove(&key);
+                    attempts.insert(key, attempt - 1);
+                    old_receipts.push((key.0, key.1, receipt.clone()));
+                    let again = apply(&mut state, now, Operation::Release { group: "g".into(), topic: "t".into(), receipts: vec![receipt] });
+                    prop_assert_eq!(again, CommandResult::Released(0));
                 }
                 Step::Ack { pick, stale } => {
                     let (key, receipt, expect) = if stale && !old_receipts.is_empty() {

@@ -144,6 +144,11 @@ impl BrokerState {
                 items,
             } => self.dead_letter(at, group, topic, items, batch)?,
             Operation::Trim { topic, trims } => self.trim(topic, trims, batch)?,
+            Operation::Release {
+                group,
+                topic,
+                receipts,
+            } => self.release(at, group, topic, receipts, batch),
             Operation::RetireNode { id } => {
                 self.retired_nodes.insert(*id);
                 batch.put(keys::retired_key(*id), Vec::new());

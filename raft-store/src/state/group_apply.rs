@@ -154,6 +154,43 @@ impl BrokerState {
         Ok(CommandResult::Acked(outcomes))
     }
 
+    /// Gives unreturned leases back (see [`Operation::Release`]): visible at once, the attempt
+    /// not counted, the receipt no longer valid.
+    ///
+    /// [`Operation::Release`]: crate::Operation::Release
+    pub(super) fn release(
+        &mut self,
+        at: At,
+        group: &str,
+        topic: &str,
+        receipts: &[String],
+        batch: &mut WriteBatch,
+    ) -> CommandResult {
+        let key = (group.to_string(), topic.to_string());
+        let Some(g) = self.groups.get_mut(&key) else {
+            return CommandResult::Released(0);
+        };
+        let mut released = 0;
+        for (q, o, i) in receipts.iter().filter_map(|r| parse_receipt(r)) {
+            let Some(lease) = g
+                .queues
+                .get_mut(q as usize)
+                .and_then(|p| p.leases.get_mut(&o))
+                .filter(|l| l.lease_index == i)
+            else {
+                continue;
+            };
+            lease.attempt = lease.attempt.saturating_sub(1);
+            lease.visible_at_ms = at.now_ms;
+            lease.lease_index = at.index;
+            released += 1;
+        }
+        if released > 0 {
+            self.write_group(group, topic, batch);
+        }
+        CommandResult::Released(released)
+    }
+
     pub(super) fn change_invisible(
         &mut self,
         at: At,

@@ -48,6 +48,17 @@ impl StoredMessageRef<'_> {
 }
 
 impl StoredMessage {
+    /// About the bytes this message takes in a response (its fields and their headers): what
+    /// reads and receives size their responses by.
+    pub fn response_size(&self) -> usize {
+        self.message_id.len()
+            + self.key.len()
+            + self.tag.len()
+            + self.body.len()
+            + properties_size_hint(&self.properties)
+            + 64
+    }
+
     pub fn as_ref(&self) -> StoredMessageRef<'_> {
         StoredMessageRef {
             message_id: &self.message_id,
