@@ -31,8 +31,29 @@ const STREAM_STALL: Duration = Duration::from_secs(1);
 
 /// Snapshot chunk size on the wire.
 const SNAPSHOT_CHUNK: usize = 512 * 1024;
-/// Peer messages may carry batches of entries with messages up to the body limit.
-pub const MAX_PEER_MESSAGE: usize = 512 * 1024 * 1024;
+/// An AppendEntries request that encodes to more than this goes out as several peer messages
+/// (openraft batches up to 256 entries per request, whatever their size).
+const SPLIT_BYTES: usize = 16 * 1024 * 1024;
+const MIB: usize = 1024 * 1024;
+
+/// The largest peer message a legitimate peer sends, for a `--max-message-bytes` setting: a
+/// split part of an AppendEntries request (at most [`SPLIT_BYTES`], or a single entry), where
+/// an entry holds about 4 MiB of batched operations plus one client request (the largest body
+/// and 1 MiB of envelope) or about one message's worth of dead letters; forwarded requests and
+/// snapshot chunks are smaller. The peer port refuses anything bigger.
+pub const fn peer_message_limit(max_message_bytes: usize) -> usize {
+    let entry = max_message_bytes + 8 * MIB;
+    let part = if entry > SPLIT_BYTES {
+        entry
+    } else {
+        SPLIT_BYTES
+    };
+    part + MIB
+}
+
+/// What this node's outgoing peer calls may encode and decode: the limit for the largest body
+/// a node may be configured with (64 MiB).
+pub const MAX_PEER_MESSAGE: usize = peer_message_limit(64 * MIB);
 
 /// Opens a lazily connecting channel to a peer address.
 pub fn peer_channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
@@ -331,16 +352,29 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
     }
 }
 
-/// When each not yet answered request of a replication stream was sent, oldest first.
+/// When each not yet answered request of a replication stream was sent and in how many peer
+/// messages (a big request is split), oldest first.
 #[derive(Clone, Default)]
-struct SendTimes(std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<std::time::Instant>>>);
+struct SendTimes(
+    std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<(std::time::Instant, usize)>>>,
+);
 
 impl SendTimes {
-    fn sent(&self) {
+    fn sent(&self, parts: usize) {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push_back(std::time::Instant::now());
+            .push_back((std::time::Instant::now(), parts));
+    }
+
+    /// How many answers the oldest unanswered request takes (1 when none is unanswered: an
+    /// answer to nothing ends the stream as undecodable anyway).
+    fn parts_of_oldest(&self) -> usize {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .front()
+            .map_or(1, |(_, parts)| *parts)
     }
 
     fn answered(&self) {
@@ -353,12 +387,15 @@ impl SendTimes {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .front()
-            .is_some_and(|t| t.elapsed() >= limit)
+            .is_some_and(|(t, _)| t.elapsed() >= limit)
     }
 }
 
-/// The requests as peer messages. An unencodable request (not expected) ends the stream: the
-/// answers to those before it still arrive, and openraft resends from there.
+/// The requests as peer messages, a request that encodes to more than [`SPLIT_BYTES`] as
+/// several (each part's `prev_log_id` the last entry of the part before it; the follower
+/// answers each, and [`next_append_result`] merges the answers back into one). An
+/// unencodable request (not expected) ends the stream: the answers to those before it still
+/// arrive, and openraft resends from there.
 fn encoded_appends<S>(
     input: S,
     unanswered: SendTimes,
@@ -367,19 +404,52 @@ where
     S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
 {
     use futures::StreamExt;
-    futures::stream::unfold((input, unanswered), |(mut input, unanswered)| async move {
-        let request = input.next().await?;
-        match codec::encode(&request) {
-            Ok(data) => {
-                unanswered.sent();
-                Some((RaftMessage { data: data.into() }, (input, unanswered)))
+    let parts =
+        futures::stream::unfold((input, unanswered), |(mut input, unanswered)| async move {
+            let request = input.next().await?;
+            match encode_split(request) {
+                Ok(messages) => {
+                    unanswered.sent(messages.len());
+                    Some((futures::stream::iter(messages), (input, unanswered)))
+                }
+                Err(e) => {
+                    tracing::error!("cannot encode an AppendEntries request: {e}");
+                    None
+                }
             }
-            Err(e) => {
-                tracing::error!("cannot encode an AppendEntries request: {e}");
-                None
-            }
-        }
-    })
+        });
+    parts.flatten()
+}
+
+/// One request as peer messages of at most [`SPLIT_BYTES`] each (or one entry each).
+fn encode_split(
+    request: AppendEntriesRequest<TypeConfig>,
+) -> Result<Vec<RaftMessage>, codec::CodecError> {
+    let data = codec::encode(&request)?;
+    if data.len() <= SPLIT_BYTES || request.entries.len() < 2 {
+        return Ok(vec![RaftMessage { data: data.into() }]);
+    }
+    let AppendEntriesRequest {
+        vote,
+        prev_log_id,
+        mut entries,
+        leader_commit,
+    } = request;
+    let second = entries.split_off(entries.len() / 2);
+    let middle = entries.last().map(|e| e.log_id);
+    let mut out = encode_split(AppendEntriesRequest {
+        vote: vote.clone(),
+        prev_log_id,
+        entries,
+        leader_commit,
+    })?;
+    out.extend(encode_split(AppendEntriesRequest {
+        vote,
+        prev_log_id: middle,
+        entries: second,
+        leader_commit,
+    })?);
+    Ok(out)
 }
 
 type ResponseState = Option<(tonic::Streaming<RaftMessage>, SendTimes, NodeId)>;
@@ -396,15 +466,29 @@ async fn next_append_result(
     ResponseState,
 )> {
     use futures::StreamExt;
+    // A split request is answered part by part: its answer is the first failed part's, or the
+    // last part's (which matched everything before it).
+    // Read at the first answer: the request is recorded before its messages go out.
+    let mut parts: Option<usize> = None;
+    let mut merged: Option<StreamAppendResult<TypeConfig>> = None;
     loop {
         match tokio::time::timeout(stall, responses.next()).await {
             Ok(None) => return None,
             Ok(Some(Ok(message))) => {
-                unanswered.answered();
-                return match codec::decode::<StreamAppendResult<TypeConfig>>(&message.data) {
-                    Ok(result) => Some((Ok(result), Some((responses, unanswered, target)))),
-                    Err(e) => Some((Err(decode_err(e)), None)),
+                let result = match codec::decode::<StreamAppendResult<TypeConfig>>(&message.data) {
+                    Ok(result) => result,
+                    Err(e) => return Some((Err(decode_err(e)), None)),
                 };
+                if !matches!(merged, Some(Err(_))) {
+                    merged = Some(result);
+                }
+                let left = parts.unwrap_or_else(|| unanswered.parts_of_oldest()) - 1;
+                parts = Some(left);
+                if left == 0 {
+                    unanswered.answered();
+                    let result = merged?;
+                    return Some((Ok(result), Some((responses, unanswered, target))));
+                }
             }
             Ok(Some(Err(status))) => return Some((Err(status_to_rpc_error(status)), None)),
             Err(_) if unanswered.waited(stall) => return Some((Err(stalled(target)), None)),
@@ -459,5 +543,75 @@ impl std::io::Write for ChunkWriter {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::EntryPayload;
+    use openraft::entry::RaftEntry;
+    use txmq_raft_store::types::alias::Entry;
+    use txmq_raft_store::{Command, NewMessage, Operation};
+
+    fn entry(index: u64, body: usize) -> Entry {
+        let log_id = openraft::testing::log_id::<TypeConfig>(1, 1, index);
+        let message = NewMessage {
+            key: String::new(),
+            tag: String::new(),
+            body: vec![7; body],
+            properties: Default::default(),
+        };
+        let op = Operation::Publish {
+            topic: "t".into(),
+            messages: vec![message],
+        };
+        Entry::new(log_id, EntryPayload::Normal(Command::new(index, op)))
+    }
+
+    /// A request of 9 entries of 5 MiB goes out in parts of at most 16 MiB, each starting where
+    /// the part before it ended, together holding every entry in order.
+    #[test]
+    fn a_big_request_is_split_into_chained_parts_below_the_limit() {
+        let entries: Vec<Entry> = (11..20).map(|i| entry(i, 5 * MIB)).collect();
+        let request = AppendEntriesRequest::<TypeConfig> {
+            vote: openraft::Vote::new_committed(1, 1),
+            prev_log_id: Some(openraft::testing::log_id::<TypeConfig>(1, 1, 10)),
+            entries,
+            leader_commit: Some(openraft::testing::log_id::<TypeConfig>(1, 1, 12)),
+        };
+        let messages = encode_split(request).expect("encodes");
+        assert!(messages.len() >= 3, "{} parts", messages.len());
+        let mut expected_prev = 10;
+        let mut seen = Vec::new();
+        for m in &messages {
+            assert!(
+                m.data.len() <= SPLIT_BYTES,
+                "part of {} bytes",
+                m.data.len()
+            );
+            let part: AppendEntriesRequest<TypeConfig> = codec::decode(&m.data).expect("decodes");
+            assert_eq!(part.prev_log_id.map(|l| l.index), Some(expected_prev));
+            assert_eq!(part.leader_commit.map(|l| l.index), Some(12));
+            for e in &part.entries {
+                seen.push(e.log_id.index);
+            }
+            expected_prev = part.entries.last().expect("no empty part").log_id.index;
+        }
+        assert_eq!(seen, (11..20).collect::<Vec<_>>());
+        // A small request stays whole.
+        let small = AppendEntriesRequest::<TypeConfig> {
+            vote: openraft::Vote::new_committed(1, 1),
+            prev_log_id: None,
+            entries: vec![entry(1, 100), entry(2, 100)],
+            leader_commit: None,
+        };
+        assert_eq!(encode_split(small).expect("encodes").len(), 1);
+    }
+
+    #[test]
+    fn the_peer_limit_fits_the_largest_entry() {
+        assert_eq!(peer_message_limit(4 * MIB), 17 * MIB);
+        assert_eq!(peer_message_limit(64 * MIB), 73 * MIB);
     }
 }

@@ -14,7 +14,7 @@ use crate::checkers::CheckerRegistry;
 use crate::client_service::ClientService;
 use crate::config::ServeConfig;
 use crate::consume_service::ConsumeService;
-use crate::network::{MAX_PEER_MESSAGE, PeerNetworkFactory};
+use crate::network::{MAX_PEER_MESSAGE, PeerNetworkFactory, peer_message_limit};
 use crate::peer_service::PeerService;
 use crate::proposer::Proposer;
 use crate::scheduler::Scheduler;
@@ -263,7 +263,7 @@ pub async fn run(
     let peer_server = tonic::transport::Server::builder()
         .add_service(
             PeerServer::new(peer_service)
-                .max_decoding_message_size(MAX_PEER_MESSAGE)
+                .max_decoding_message_size(peer_message_limit(config.max_message_bytes))
                 .max_encoding_message_size(MAX_PEER_MESSAGE),
         )
         .serve_with_incoming_shutdown(no_delay(listeners.peer), stopped(stop_rx));

@@ -485,3 +485,73 @@ async fn ids_served_by_one_queue(
     }
     bail!("topic {topic} did not end within 100 reads")
 }
+
+/// Peer messages are bounded by what a legitimate peer sends: a follower that missed 24 MiB
+/// messages catches up (the leader splits its big AppendEntries requests below the bound), and
+/// a 40 MiB message to the peer port is refused without hurting the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_messages_are_bounded_and_big_catch_ups_still_work() -> Result<()> {
+    let mut cluster = Cluster::start(3, ClusterOptions::default()).await?;
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+    let lagging = if leader == 1 { 2 } else { 1 };
+    let client = cluster.client()?;
+    client.create_topic("bulk", TopicType::Normal, 1).await?;
+    cluster.node(lagging).kill();
+    let mut sent = BTreeSet::new();
+    for i in 0..24u8 {
+        let m = client
+            .send(SendRequest {
+                topic: "bulk".into(),
+                body: vec![i; 4 * 1024 * 1024 - 256].into(),
+                ..Default::default()
+            })
+            .await?;
+        sent.insert(m.message_id);
+    }
+    let bin = cluster.bin.clone();
+    cluster.node(lagging).start(&bin)?;
+    let lagging_client = cluster.client_of(lagging)?;
+    wait_for(
+        "the lagging follower to catch up",
+        Duration::from_secs(90),
+        || {
+            let c = lagging_client.clone();
+            let sent = sent.clone();
+            async move {
+                ids_served_by_one_queue(&c, "bulk")
+                    .await
+                    .ok()
+                    .filter(|ids| *ids == sent)
+            }
+        },
+    )
+    .await
+    .with_context(|| cluster.logs())?;
+
+    let peer = format!("http://{}", cluster.nodes[&leader].peer_addr);
+    let mut hostile = txmq_proto::peer::peer_client::PeerClient::connect(peer)
+        .await?
+        .max_encoding_message_size(64 * 1024 * 1024);
+    let huge = txmq_proto::peer::RaftMessage {
+        data: vec![0u8; 40 * 1024 * 1024].into(),
+    };
+    match hostile.append_entries(huge).await {
+        Ok(_) => bail!("the peer port accepted a 40 MiB message"),
+        Err(status) => ensure!(
+            matches!(
+                status.code(),
+                tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+            ),
+            "{status:?}"
+        ),
+    }
+    let m = client
+        .send(SendRequest {
+            topic: "bulk".into(),
+            body: b"after".to_vec().into(),
+            ..Default::default()
+        })
+        .await?;
+    ensure!(!m.message_id.is_empty());
+    Ok(())
+}

@@ -24,6 +24,9 @@ pub struct ReadMessage {
     pub message: StoredMessage,
 }
 
+/// About how many message bytes one dead-letter entry carries (at least one message).
+pub const DEAD_LETTER_BYTES: usize = 4 * 1024 * 1024;
+
 /// A cheap, cloneable read handle.
 #[derive(Clone)]
 pub struct StateReader {
@@ -156,7 +159,8 @@ impl StateReader {
     }
 
     /// Leases that used up their deliveries and expired: (group, topic, items), at most `limit`
-    /// items in all, with their messages (for the leader's dead-letter step).
+    /// items and about [`DEAD_LETTER_BYTES`] of messages (at least one) in all, with their
+    /// messages (for the leader's dead-letter step).
     pub fn dead_letter_candidates(
         &self,
         now_ms: u64,
@@ -186,10 +190,16 @@ impl StateReader {
             }
         }
         let mut out: Vec<(String, String, Vec<DeadLetterItem>)> = Vec::new();
+        let mut bytes = 0usize;
         for (group, topic, queue, offset, lease_index) in found {
             let Some(m) = self.message_at(&topic, queue, offset)? else {
                 continue;
             };
+            // The bodies travel in one Raft entry: keep it to about one message's size.
+            bytes = bytes.saturating_add(m.message.response_size());
+            if bytes > DEAD_LETTER_BYTES && !out.is_empty() {
+                break;
+            }
             let item = DeadLetterItem {
                 queue,
                 offset,
