@@ -25,6 +25,7 @@ pub struct ClientService {
     pub txn: TxnService,
     pub routes: std::sync::Arc<crate::network::PeerRoutes>,
     pub consume: ConsumeService,
+    pub disk: std::sync::Arc<crate::disk::DiskMonitor>,
 }
 
 #[tonic::async_trait]
@@ -305,7 +306,14 @@ impl Txmq for ClientService {
         _request: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
         Ok(Response::new(
-            cluster_status(&self.raft, &self.routes, &self.client_addr, &self.peer_addr).await,
+            cluster_status(
+                &self.raft,
+                &self.routes,
+                &self.disk,
+                &self.client_addr,
+                &self.peer_addr,
+            )
+            .await,
         ))
     }
 
@@ -347,8 +355,14 @@ impl Txmq for ClientService {
                 fresh: false,
             })
             .await?;
-        let status =
-            cluster_status(&self.raft, &self.routes, &self.client_addr, &self.peer_addr).await;
+        let status = cluster_status(
+            &self.raft,
+            &self.routes,
+            &self.disk,
+            &self.client_addr,
+            &self.peer_addr,
+        )
+        .await;
         Ok(Response::new(pb::AddNodeResponse {
             status: Some(status),
         }))
@@ -360,8 +374,14 @@ impl Txmq for ClientService {
     ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
         let id = request.into_inner().id;
         self.proposer.execute(LeaderOp::RemoveNode { id }).await?;
-        let status =
-            cluster_status(&self.raft, &self.routes, &self.client_addr, &self.peer_addr).await;
+        let status = cluster_status(
+            &self.raft,
+            &self.routes,
+            &self.disk,
+            &self.client_addr,
+            &self.peer_addr,
+        )
+        .await;
         Ok(Response::new(pb::RemoveNodeResponse {
             status: Some(status),
         }))

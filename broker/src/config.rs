@@ -98,6 +98,11 @@ pub struct ServeArgs {
     /// trimmed (decided by the leader, replicated) instead of writes failing.
     #[arg(long, env = "TXMQ_DISK_HIGH_WATER")]
     pub disk_high_water: Option<f64>,
+    /// Free bytes kept on the data volume: below them the node takes no new log entries until
+    /// space is freed (default: 5% of the volume, at least 16 MiB, at most 256 MiB; 0 turns the
+    /// reserve off, and a write that meets a full disk then stops the node's Raft).
+    #[arg(long, env = "TXMQ_DISK_RESERVE_BYTES")]
+    pub disk_reserve_bytes: Option<u64>,
     /// Transactions: delay before the first check-back.
     #[arg(long, env = "TXMQ_TXN_FIRST_CHECK_DELAY")]
     pub txn_first_check_delay: Option<HumanDuration>,
@@ -148,6 +153,8 @@ pub struct ServeConfig {
     pub logs_to_keep: u64,
     pub cache_bytes: u64,
     pub disk_high_water: f64,
+    /// `None`: the default for the volume (see `disk::default_reserve`).
+    pub disk_reserve_bytes: Option<u64>,
     pub txn: TxnSettings,
     /// 0: one per core.
     pub worker_threads: usize,
@@ -214,6 +221,7 @@ impl ServeArgs {
             logs_to_keep,
             cache_bytes,
             disk_high_water,
+            disk_reserve_bytes,
             txn_first_check_delay,
             txn_check_interval,
             txn_max_checks,
@@ -306,6 +314,7 @@ impl ServeArgs {
             logs_to_keep: args.logs_to_keep.unwrap_or(5_000),
             cache_bytes: args.cache_bytes.unwrap_or(64 * 1024 * 1024),
             disk_high_water: args.disk_high_water.unwrap_or(0.85),
+            disk_reserve_bytes: args.disk_reserve_bytes,
             txn: TxnSettings {
                 first_check_delay: d(args.txn_first_check_delay, Duration::from_secs(6)),
                 check_interval: d(args.txn_check_interval, Duration::from_secs(30)),

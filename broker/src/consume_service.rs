@@ -24,6 +24,12 @@ pub const MAX_WAIT: Duration = Duration::from_secs(60);
 /// How long a follower waits to apply the entry of its own receive before giving up.
 const APPLY_WAIT: Duration = Duration::from_secs(10);
 
+/// What one receive returns, and the receipts of the leases it had no room for.
+struct Served {
+    messages: Vec<pb::Message>,
+    unreturned: Vec<String>,
+}
+
 #[derive(Clone)]
 pub struct ConsumeService {
     pub proposer: Proposer,
@@ -158,31 +164,31 @@ impl ConsumeService {
                 "this node is too far behind to serve the received messages; they were given back to the group",
             ));
         }
-        let (messages, unreturned) = match self.read_deliveries(&req.topic, deliveries) {
-            Ok(read) => read,
-            Err((status, receipts)) => {
-                self.release(req, receipts).await;
+        let all: Vec<String> = deliveries.iter().map(|d| d.receipt.clone()).collect();
+        let served = match self.read_deliveries(&req.topic, deliveries) {
+            Ok(served) => served,
+            Err(status) => {
+                self.release(req, all).await;
                 return Err(status);
             }
         };
-        if !unreturned.is_empty() {
-            self.release(req, unreturned).await;
+        if !served.unreturned.is_empty() {
+            self.release(req, served.unreturned).await;
         }
-        Ok(pb::ReceiveResponse { messages })
+        Ok(pb::ReceiveResponse {
+            messages: served.messages,
+        })
     }
 
     /// The leased messages that fit in one response, and the receipts of those that did not.
-    /// On a read error: the error and every receipt (none is returned).
-    #[allow(clippy::result_large_err)]
     fn read_deliveries(
         &self,
         topic: &str,
         deliveries: Vec<txmq_raft_store::command::Delivery>,
-    ) -> Result<(Vec<pb::Message>, Vec<String>), (Status, Vec<String>)> {
+    ) -> Result<Served, Status> {
         let mut messages = Vec::with_capacity(deliveries.len());
         let mut unreturned = Vec::new();
         let (mut bytes, mut delivered_bytes, mut redelivered) = (0usize, 0u64, 0u64);
-        let all: Vec<String> = deliveries.iter().map(|d| d.receipt.clone()).collect();
         for d in deliveries {
             if !unreturned.is_empty() {
                 unreturned.push(d.receipt);
@@ -192,7 +198,7 @@ impl ConsumeService {
             let m = match self.reader.message_at(topic, d.queue, d.offset) {
                 Ok(Some(m)) => m,
                 Ok(None) => continue,
-                Err(e) => return Err((convert::read_status(e), all)),
+                Err(e) => return Err(convert::read_status(e)),
             };
             let size = m.message.response_size();
             if !messages.is_empty() && bytes + size > self.response_bytes {
@@ -213,7 +219,10 @@ impl ConsumeService {
         if redelivered > 0 {
             metrics::counter!("txmq_messages_redelivered_total").increment(redelivered);
         }
-        Ok((messages, unreturned))
+        Ok(Served {
+            messages,
+            unreturned,
+        })
     }
 
     /// Gives leases back (best effort: one that is not given back becomes visible again after

@@ -11,12 +11,16 @@ use txmq_raft_store::Raft;
 /// The service name clients can probe besides the overall ("") status.
 pub const SERVICE_NAME: &str = "txmq.v1.Txmq";
 
-pub async fn track_readiness(raft: Raft, reporter: HealthReporter) {
+pub async fn track_readiness(
+    raft: Raft,
+    disk: std::sync::Arc<crate::disk::DiskMonitor>,
+    reporter: HealthReporter,
+) {
     let mut metrics = raft.metrics();
     let mut last = None;
     loop {
         metrics.borrow_and_update();
-        let ready = crate::http::readiness(&raft).is_ok();
+        let ready = crate::http::readiness(&raft, &disk).is_ok();
         if last != Some(ready) {
             let status = if ready {
                 ServingStatus::Serving

@@ -15,6 +15,7 @@ pub mod config;
 pub mod consume_service;
 pub mod convert;
 pub mod decision_metrics;
+pub mod disk;
 pub mod forward;
 pub mod grpc_metrics;
 pub mod health;

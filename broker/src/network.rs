@@ -438,7 +438,7 @@ fn encode_split(
     let second = entries.split_off(entries.len() / 2);
     let middle = entries.last().map(|e| e.log_id);
     let mut out = encode_split(AppendEntriesRequest {
-        vote: vote.clone(),
+        vote,
         prev_log_id,
         entries,
         leader_commit,

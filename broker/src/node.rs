@@ -135,6 +135,12 @@ pub async fn run(
         }
     })?);
     let (storage, repairing) = open_storage(&config)?;
+    let space_gate = storage.log.space_gate();
+    let disk = crate::disk::DiskMonitor::new(
+        config.data_dir.clone(),
+        config.disk_reserve_bytes,
+        space_gate.clone(),
+    );
     let vote_gate = crate::repair::VoteGate::new(repairing);
     let metrics_handle = crate::telemetry::install();
     let db = storage.db.clone();
@@ -179,11 +185,24 @@ pub async fn run(
     });
     tracing::info!(node = config.node_id, %client_addr, %peer_addr, data_dir = %config.data_dir.display(), "txmq node started");
 
-    let proposer = Proposer::new(config.node_id, raft.clone(), reader.clone(), routes.clone());
+    let proposer = Proposer::new(
+        config.node_id,
+        raft.clone(),
+        reader.clone(),
+        routes.clone(),
+        space_gate,
+    );
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let health_task = tokio::spawn(crate::health::track_readiness(
         raft.clone(),
+        disk.clone(),
         health_reporter,
+    ));
+    let disk_task = tokio::spawn(disk.clone().run());
+    let disk_full_task = tokio::spawn(stand_aside_while_disk_full(
+        raft.clone(),
+        disk.subscribe(),
+        vote_gate.clone(),
     ));
     let checkers = Arc::new(CheckerRegistry::default());
     let raft_metrics_task = tokio::spawn(crate::telemetry::track_raft(raft.clone()));
@@ -199,8 +218,21 @@ pub async fn run(
         log_for_metrics,
         checkers.clone(),
     ));
-    let _leader_watch =
-        start_scheduler_on_leadership(&raft, &proposer, &reader, &checkers, &config);
+    let make_scheduler = {
+        let (disk, raft, routes) = (disk.clone(), raft.clone(), routes.clone());
+        let (proposer, reader, checkers) = (proposer.clone(), reader.clone(), checkers.clone());
+        let disk_high_water = config.disk_high_water;
+        move || Scheduler {
+            disk: disk.clone(),
+            raft: raft.clone(),
+            routes: routes.clone(),
+            disk_high_water,
+            proposer: proposer.clone(),
+            reader: reader.clone(),
+            checkers: checkers.clone(),
+        }
+    };
+    let _leader_watch = start_scheduler_on_leadership(&raft, make_scheduler, &checkers);
     let txn = TxnService {
         raft: raft.clone(),
         proposer: proposer.clone(),
@@ -225,10 +257,12 @@ pub async fn run(
         max_message_bytes: config.max_message_bytes,
         client_addr: client_addr.clone(),
         peer_addr: peer_addr.clone(),
+        disk: disk.clone(),
     };
     let peer_service = PeerService::new(
         raft.clone(),
         vote_gate,
+        disk.clone(),
         proposer,
         config.data_dir.join("snapshots").join("incoming"),
         client_addr,
@@ -244,6 +278,7 @@ pub async fn run(
         listeners.metrics,
         metrics_handle,
         raft.clone(),
+        disk.clone(),
         stopped(stop_rx.clone()),
     );
     let http_task = tokio::spawn(async move {
@@ -291,6 +326,8 @@ pub async fn run(
         task.abort();
     }
     health_task.abort();
+    disk_task.abort();
+    disk_full_task.abort();
     raft_metrics_task.abort();
     snapshot_task.abort();
     refresh_task.abort();
@@ -317,8 +354,14 @@ const HANDOVER: Duration = Duration::from_secs(3);
 /// that campaigns only pushes the term up), and a leader hands leadership to the most caught-up
 /// voter, so the cluster does not wait an election timeout for a new one.
 async fn step_back(raft: &Raft) {
-    use openraft::async_runtime::WatchReceiver;
     raft.runtime_config().elect(false);
+    hand_over_leadership(raft).await;
+}
+
+/// If this node leads, hands leadership to the most caught-up other voter and waits (a while)
+/// for it to take over.
+async fn hand_over_leadership(raft: &Raft) {
+    use openraft::async_runtime::WatchReceiver;
     let metrics = raft.metrics().borrow_watched().clone();
     if metrics.current_leader != Some(metrics.id) {
         return;
@@ -334,7 +377,7 @@ async fn step_back(raft: &Raft) {
     let Some(successor) = successor else {
         return;
     };
-    tracing::info!(successor, "leader stopping: handing leadership over");
+    tracing::info!(successor, "handing leadership over");
     if let Err(e) = raft.trigger().transfer_leader(successor).await {
         tracing::warn!("leadership handover to {successor} failed: {e}");
         return;
@@ -348,36 +391,49 @@ async fn step_back(raft: &Raft) {
     }
 }
 
+/// While the data volume is nearly full this node takes no new log entries, so it must not
+/// lead: it stands for no election, and a leader stops heartbeating and hands leadership over.
+/// (Its own appends wait at the space gate, which may hold up openraft's core and with it the
+/// handover; without heartbeats the followers elect a new leader after their timeout anyway.)
+/// Once space is back it heartbeats and may stand again (unless a repair still keeps it out).
+async fn stand_aside_while_disk_full(
+    raft: Raft,
+    mut full: tokio::sync::watch::Receiver<bool>,
+    vote_gate: Arc<crate::repair::VoteGate>,
+) {
+    loop {
+        let is_full = *full.borrow_and_update();
+        if is_full {
+            raft.runtime_config().elect(false);
+            raft.runtime_config().heartbeat(false);
+            hand_over_leadership(&raft).await;
+        } else {
+            raft.runtime_config().heartbeat(true);
+            if !vote_gate.refusing() {
+                raft.runtime_config().elect(true);
+            }
+        }
+        if full.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Runs the transaction scheduler exactly while this node is the leader: started by openraft's
 /// leader-change hook with the leadership to fence its proposals to, aborted when it ends (and
 /// the checker registrations, which only the leader holds, are dropped so clients reconnect).
 fn start_scheduler_on_leadership(
     raft: &Raft,
-    proposer: &Proposer,
-    reader: &txmq_raft_store::StateReader,
+    scheduler: impl Fn() -> Scheduler + Send + Sync + 'static,
     checkers: &Arc<CheckerRegistry>,
-    config: &ServeConfig,
 ) -> openraft::WatchChangeHandle<txmq_raft_store::TypeConfig> {
-    let (data_dir, disk_high_water) = (config.data_dir.clone(), config.disk_high_water);
     use openraft::vote::RaftLeaderId;
     let task: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>> = Arc::default();
     let (start_task, stop_task) = (task.clone(), task);
-    let (proposer, reader, start_checkers, stop_checkers) = (
-        proposer.clone(),
-        reader.clone(),
-        checkers.clone(),
-        checkers.clone(),
-    );
+    let stop_checkers = checkers.clone();
     raft.on_leader_change(
         move |leader_id| {
-            let scheduler = Scheduler {
-                data_dir: data_dir.clone(),
-                disk_high_water,
-                proposer: proposer.clone(),
-                reader: reader.clone(),
-                checkers: start_checkers.clone(),
-            };
-            let handle = tokio::spawn(scheduler.run(leader_id.to_committed()));
+            let handle = tokio::spawn(scheduler().run(leader_id.to_committed()));
             let previous = start_task
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

@@ -24,6 +24,8 @@ pub struct PeerService {
     raft: Raft,
     /// Closed while this node rebuilds damaged storage (see [`crate::repair`]).
     vote_gate: std::sync::Arc<crate::repair::VoteGate>,
+    /// This node's data volume, reported in its status.
+    pub disk: std::sync::Arc<crate::disk::DiskMonitor>,
     proposer: Proposer,
     incoming_dir: PathBuf,
     client_addr: String,
@@ -34,6 +36,7 @@ impl PeerService {
     pub fn new(
         raft: Raft,
         vote_gate: std::sync::Arc<crate::repair::VoteGate>,
+        disk: std::sync::Arc<crate::disk::DiskMonitor>,
         proposer: Proposer,
         incoming_dir: PathBuf,
         client_addr: String,
@@ -42,6 +45,7 @@ impl PeerService {
         Self {
             raft,
             vote_gate,
+            disk,
             proposer,
             incoming_dir,
             client_addr,
@@ -150,6 +154,7 @@ impl Peer for PeerService {
     ) -> Result<Response<NodeStatusResponse>, Status> {
         Ok(Response::new(local_status(
             &self.raft,
+            &self.disk,
             &self.client_addr,
             &self.peer_addr,
         )))

@@ -39,6 +39,9 @@ pub struct Proposer {
     peers: Arc<Mutex<HashMap<String, PeerClient<Channel>>>>,
     routes: Arc<crate::network::PeerRoutes>,
     batcher: crate::batcher::WriteBatcher,
+    /// Closed while this node's disk is nearly full: as leader it then takes no writes (its
+    /// log could not hold them), so clients go elsewhere while leadership moves.
+    space: Arc<txmq_raft_store::space_gate::SpaceGate>,
 }
 
 impl Proposer {
@@ -47,6 +50,7 @@ impl Proposer {
         raft: Raft,
         reader: StateReader,
         routes: Arc<crate::network::PeerRoutes>,
+        space: Arc<txmq_raft_store::space_gate::SpaceGate>,
     ) -> Self {
         Self {
             id,
@@ -55,6 +59,7 @@ impl Proposer {
             reader,
             peers: Arc::default(),
             routes,
+            space,
         }
     }
 
@@ -190,6 +195,12 @@ impl Proposer {
 
     /// Runs `op` on this node, which must be the leader.
     pub async fn execute_local(&self, op: LeaderOp) -> Result<LeaderOutcome, OpError> {
+        if self.space.is_closed() {
+            return Err(OpError::Unavailable(
+                "the leader's disk is nearly full and it is handing leadership over; retry shortly"
+                    .into(),
+            ));
+        }
         match op {
             LeaderOp::Write(command) => self.write_local(command.into_op()).await,
             LeaderOp::WriteMany(ops) => self.write_many_local(ops).await,

@@ -30,8 +30,10 @@ const MAX_DEAD_LETTER: usize = 256;
 const MAX_TRIM_ROWS: usize = 2048;
 
 pub struct Scheduler {
-    /// The data directory whose volume the disk high-water mark watches.
-    pub data_dir: std::path::PathBuf,
+    /// This node's data volume; the other voters report theirs in their status.
+    pub disk: Arc<crate::disk::DiskMonitor>,
+    pub raft: txmq_raft_store::Raft,
+    pub routes: Arc<crate::network::PeerRoutes>,
     pub disk_high_water: f64,
     pub proposer: Proposer,
     pub reader: StateReader,
@@ -142,13 +144,16 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Above the disk high-water mark, trims the oldest messages across topics (up to
-    /// [`MAX_TRIM_ROWS`] per round) rather than letting writes fail on a full disk.
+    /// When any voter's volume is above the disk high-water mark, trims the oldest messages
+    /// across topics (up to [`MAX_TRIM_ROWS`] per round) rather than letting that voter's
+    /// writes fail: the fullest voter decides, so a follower with a small disk is protected
+    /// too. Every trim is logged with how much and why, and counted.
     async fn disk_pressure(
         &self,
         leader: CommittedLeaderId,
     ) -> Result<(), crate::forward::OpError> {
-        let Some(used) = disk_used_fraction(&self.data_dir) else {
+        let disks = crate::status::voter_disks(&self.raft, &self.routes, &self.disk).await;
+        let Some((node, used)) = fullest_voter(&disks) else {
             return Ok(());
         };
         if used <= self.disk_high_water {
@@ -161,8 +166,18 @@ impl Scheduler {
         else {
             return Ok(());
         };
-        tracing::warn!(used, high_water = self.disk_high_water, %topic, queue = trim.queue, up_to = trim.new_low, "disk above the high-water mark: trimming the oldest messages");
+        tracing::warn!(
+            node,
+            used,
+            high_water = self.disk_high_water,
+            %topic,
+            queue = trim.queue,
+            up_to = trim.new_low,
+            bytes = trim.bytes,
+            "a voter's disk is above the high-water mark: deleting the oldest messages"
+        );
         metrics::counter!("txmq_storage_high_water_trims_total").increment(1);
+        metrics::counter!("txmq_storage_high_water_trimmed_bytes_total").increment(trim.bytes);
         self.proposer
             .write_fenced(
                 Operation::Trim {
@@ -208,14 +223,31 @@ fn internal(e: impl std::fmt::Display) -> crate::forward::OpError {
     crate::forward::OpError::Internal(e.to_string())
 }
 
-/// The used fraction of the volume holding `dir` (`None` when it cannot be read).
-pub fn disk_used_fraction(dir: &std::path::Path) -> Option<f64> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs writes into the zeroed struct we own; the path is a valid C string.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 || stat.f_blocks == 0 {
-        return None;
+/// The voter whose volume is fullest, and its used fraction.
+pub fn fullest_voter(disks: &[(u64, crate::disk::DiskSpace)]) -> Option<(u64, f64)> {
+    disks
+        .iter()
+        .map(|(id, d)| (*id, d.used_fraction()))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::DiskSpace;
+
+    #[test]
+    fn the_fullest_voter_decides() {
+        let disk = |total, free| DiskSpace {
+            total_bytes: total,
+            free_bytes: free,
+        };
+        let disks = [
+            (1, disk(1000, 500)),
+            (2, disk(100, 5)),
+            (3, disk(10_000, 9_000)),
+        ];
+        assert_eq!(fullest_voter(&disks), Some((2, 0.95)));
+        assert_eq!(fullest_voter(&[]), None);
     }
-    Some(1.0 - stat.f_bavail as f64 / stat.f_blocks as f64)
 }

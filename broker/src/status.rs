@@ -8,6 +8,7 @@ use txmq_proto::client::{ClusterStatusResponse, NodeStatus};
 use txmq_proto::peer::{NodeStatusRequest, NodeStatusResponse};
 use txmq_raft_store::Raft;
 
+use crate::disk::{DiskMonitor, DiskSpace};
 use crate::network::{PeerRoutes, peer_channel, peer_client};
 
 fn role_name(state: ServerState, is_voter: bool) -> &'static str {
@@ -22,7 +23,13 @@ fn role_name(state: ServerState, is_voter: bool) -> &'static str {
 }
 
 /// This node's own view.
-pub fn local_status(raft: &Raft, client_addr: &str, peer_addr: &str) -> NodeStatusResponse {
+pub fn local_status(
+    raft: &Raft,
+    disk: &DiskMonitor,
+    client_addr: &str,
+    peer_addr: &str,
+) -> NodeStatusResponse {
+    let space = disk.latest();
     let m = raft.metrics().borrow_watched().clone();
     let is_voter = m.membership_config.voter_ids().any(|v| v == m.id);
     NodeStatusResponse {
@@ -36,6 +43,8 @@ pub fn local_status(raft: &Raft, client_addr: &str, peer_addr: &str) -> NodeStat
         leader_id: m.current_leader.unwrap_or(0),
         initialized: m.membership_config.voter_ids().next().is_some(),
         last_log_index: m.last_log_index.unwrap_or(0),
+        disk_total_bytes: space.map_or(0, |d| d.total_bytes),
+        disk_free_bytes: space.map_or(0, |d| d.free_bytes),
     }
 }
 
@@ -43,10 +52,11 @@ pub fn local_status(raft: &Raft, client_addr: &str, peer_addr: &str) -> NodeStat
 pub async fn cluster_status(
     raft: &Raft,
     routes: &PeerRoutes,
+    disk: &DiskMonitor,
     client_addr: &str,
     peer_addr: &str,
 ) -> ClusterStatusResponse {
-    let me = local_status(raft, client_addr, peer_addr);
+    let me = local_status(raft, disk, client_addr, peer_addr);
     let m = raft.metrics().borrow_watched().clone();
     let voters: Vec<u64> = m.membership_config.voter_ids().collect();
     let members: Vec<(u64, txmq_raft_store::NodeInfo)> = m
@@ -73,6 +83,8 @@ pub async fn cluster_status(
                     commit_index: s.commit_index,
                     applied_index: s.applied_index,
                     voter,
+                    disk_total_bytes: s.disk_total_bytes,
+                    disk_free_bytes: s.disk_free_bytes,
                 },
                 None => NodeStatus {
                     id,
@@ -92,6 +104,42 @@ pub async fn cluster_status(
         nodes,
         answered_by: me.id,
     }
+}
+
+/// Every voter's data volume as it reports it (this node's from `disk`); a voter that does not
+/// answer, or knows no figures, is left out.
+pub async fn voter_disks(
+    raft: &Raft,
+    routes: &PeerRoutes,
+    disk: &DiskMonitor,
+) -> Vec<(u64, DiskSpace)> {
+    let m = raft.metrics().borrow_watched().clone();
+    let voters: Vec<(u64, String)> = m
+        .membership_config
+        .voter_ids()
+        .filter_map(|id| {
+            let node = m.membership_config.membership().get_node(&id)?;
+            Some((id, routes.resolve(id, &node.peer_addr)))
+        })
+        .collect();
+    let asks = voters.into_iter().map(|(id, addr)| async move {
+        if id == m.id {
+            return disk.latest().map(|d| (id, d));
+        }
+        let s = ask_peer(&addr).await?;
+        (s.disk_total_bytes > 0).then_some((
+            id,
+            DiskSpace {
+                total_bytes: s.disk_total_bytes,
+                free_bytes: s.disk_free_bytes,
+            },
+        ))
+    });
+    futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 async fn ask_peer(addr: &str) -> Option<NodeStatusResponse> {

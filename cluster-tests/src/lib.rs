@@ -88,6 +88,14 @@ pub fn free_port() -> Result<u16> {
     bail!("no free port between {low} and {high}")
 }
 
+fn ensure_success(status: std::process::ExitStatus, what: &str) -> Result<()> {
+    if status.success() {
+        Ok(())
+    } else {
+        bail!("{what} failed ({status})")
+    }
+}
+
 /// Waits until `check` returns `Some`, polling every 100 ms, or fails after `timeout`.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
 where
@@ -323,6 +331,9 @@ pub struct ClusterOptions {
     /// Route every peer link (each direction separately) through a [`LinkProxy`], so tests can
     /// partition the cluster.
     pub proxied_links: bool,
+    /// Nodes whose data dir is a tmpfs of this many bytes (a small, real disk that fills up;
+    /// needs root). Unmounted when the cluster is dropped.
+    pub tmpfs_data_dirs: BTreeMap<u64, u64>,
 }
 
 /// A cluster of real processes.
@@ -331,8 +342,20 @@ pub struct Cluster {
     /// (from, to) → the proxy node `from` dials to reach `to` (only with `proxied_links`).
     pub links: BTreeMap<(u64, u64), LinkProxy>,
     pub bin: PathBuf,
+    /// tmpfs mounts made for [`ClusterOptions::tmpfs_data_dirs`].
+    mounts: Vec<PathBuf>,
     dir: tempfile::TempDir,
     options: ClusterOptions,
+}
+
+impl Drop for Cluster {
+    /// Detaches the tmpfs mounts (lazily: the node processes, killed when the nodes drop right
+    /// after this, may still hold files there).
+    fn drop(&mut self) {
+        for mount in &self.mounts {
+            let _ = Command::new("umount").arg("-l").arg(mount).status();
+        }
+    }
 }
 
 impl Cluster {
@@ -344,9 +367,11 @@ impl Cluster {
             nodes: BTreeMap::new(),
             links: BTreeMap::new(),
             bin,
+            mounts: Vec::new(),
             dir,
             options,
         };
+        cluster.mount_tmpfs_data_dirs()?;
         let mut planned = Vec::new();
         for id in 1..=n {
             planned.push((id, free_port()?, free_port()?));
@@ -384,6 +409,36 @@ impl Cluster {
         }
         cluster.wait_for_leader(Duration::from_secs(20)).await?;
         Ok(cluster)
+    }
+
+    fn mount_tmpfs_data_dirs(&mut self) -> Result<()> {
+        for (id, bytes) in self.options.tmpfs_data_dirs.clone() {
+            let dir = self.dir.path().join(format!("node-{id}"));
+            std::fs::create_dir_all(&dir)?;
+            let status = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+                .arg(&dir)
+                .status()
+                .context("running mount (a tmpfs data dir needs root)")?;
+            if !status.success() {
+                bail!(
+                    "mounting a {bytes}-byte tmpfs on {} failed ({status}); these tests need root",
+                    dir.display()
+                );
+            }
+            self.mounts.push(dir);
+        }
+        Ok(())
+    }
+
+    /// Gives node `id`'s tmpfs data dir a new size (freeing space without touching its files).
+    pub fn resize_tmpfs(&self, id: u64, bytes: u64) -> Result<()> {
+        let dir = self.dir.path().join(format!("node-{id}"));
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={bytes}")])
+            .arg(&dir)
+            .status()?;
+        ensure_success(status, "remounting a tmpfs data dir")
     }
 
     fn make_node(&self, id: u64, client: u16, peer: u16, initial: Option<String>) -> Result<Node> {
@@ -453,6 +508,7 @@ impl Cluster {
             nodes,
             links: BTreeMap::new(),
             bin: txmq_binary()?,
+            mounts: Vec::new(),
             dir,
             options: ClusterOptions::default(),
         })

@@ -555,3 +555,208 @@ async fn peer_messages_are_bounded_and_big_catch_ups_still_work() -> Result<()> 
     ensure!(!m.message_id.is_empty());
     Ok(())
 }
+
+const MIB: u64 = 1024 * 1024;
+
+/// Options for the disk-full tests: node 3's data dir is a 64 MiB tmpfs; no high-water
+/// trimming (this is about the disk filling regardless).
+fn small_disk_on_node_3() -> ClusterOptions {
+    ClusterOptions {
+        extra_args: ["--disk-high-water", "1.0"].map(String::from).to_vec(),
+        tmpfs_data_dirs: [(3, 64 * MIB)].into(),
+        ..Default::default()
+    }
+}
+
+async fn readyz(cluster: &Cluster, id: u64) -> Result<(u16, String)> {
+    txmq_cluster_tests::http_get(&cluster.nodes[&id].metrics_addr, "/readyz").await
+}
+
+/// Phase: 512 KiB messages until node `full`'s /readyz says its disk is nearly full (writes
+/// keep succeeding through the others meanwhile). Returns what was acknowledged.
+async fn fill_disk_of(cluster: &mut Cluster, full: u64) -> Result<BTreeSet<String>> {
+    let client = cluster.client()?;
+    client.create_topic("fill", TopicType::Normal, 1).await?;
+    // A send in flight on a leader whose disk fills is neither refused nor done until it is
+    // free again: give each send a short deadline, and count only those acknowledged.
+    let endpoints: Vec<String> = cluster
+        .nodes
+        .values()
+        .map(|n| n.client_addr.clone())
+        .collect();
+    let options = txmq_client::ClientOptions {
+        retry_deadline: Duration::from_secs(5),
+        ..Default::default()
+    };
+    let client = txmq_client::Client::with_options(endpoints, options).unwrap_or(client);
+    let mut sent = BTreeSet::new();
+    for i in 0..200u32 {
+        let outcome = client
+            .send(SendRequest {
+                topic: "fill".into(),
+                body: vec![(i % 251) as u8; 512 * 1024].into(),
+                ..Default::default()
+            })
+            .await;
+        if let Ok(m) = outcome {
+            sent.insert(m.message_id);
+        }
+        let (code, body) = readyz(cluster, full).await?;
+        if code == 503 && body.contains("disk nearly full") {
+            return Ok(sent);
+        }
+    }
+    bail!(
+        "node {full}'s disk never reported full:\n{}",
+        cluster.logs()
+    )
+}
+
+/// Phase: with node `full`'s disk full, writes go on through the others, the full node is not
+/// the leader, its /healthz is 200 and its /readyz names the disk; after space returns it takes
+/// entries again by itself, catches up and is ready.
+async fn writes_go_on_then_the_full_node_recovers(
+    cluster: &mut Cluster,
+    full: u64,
+    mut sent: BTreeSet<String>,
+) -> Result<()> {
+    let client = cluster.client()?;
+    for i in 0..10u8 {
+        let m = client
+            .send(SendRequest {
+                topic: "fill".into(),
+                body: vec![i; 1024].into(),
+                ..Default::default()
+            })
+            .await
+            .context("a write while one node's disk is full")?;
+        sent.insert(m.message_id);
+    }
+    let leader = cluster.wait_for_leader(Duration::from_secs(15)).await?;
+    ensure!(leader != full, "the node with a full disk still leads");
+    let (code, _) =
+        txmq_cluster_tests::http_get(&cluster.nodes[&full].metrics_addr, "/healthz").await?;
+    ensure!(
+        code == 200,
+        "a full disk is recoverable: /healthz must stay 200, got {code}"
+    );
+    let (code, body) = readyz(cluster, full).await?;
+    ensure!(
+        code == 503 && body.contains("disk nearly full"),
+        "{code} {body}"
+    );
+
+    cluster.resize_tmpfs(full, 1024 * MIB)?;
+    wait_for(
+        "the full node to be ready again",
+        Duration::from_secs(60),
+        || {
+            let ready = readyz(cluster, full);
+            async move { ready.await.ok().filter(|(code, _)| *code == 200) }
+        },
+    )
+    .await
+    .with_context(|| cluster.logs())?;
+    let full_client = cluster.client_of(full)?;
+    wait_for("the full node to catch up", Duration::from_secs(60), || {
+        let c = full_client.clone();
+        let sent = sent.clone();
+        async move {
+            ids_served_by_one_queue(&c, "fill")
+                .await
+                .ok()
+                .filter(|ids| *ids == sent)
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+/// Restarting node 3 if it leads moves leadership elsewhere.
+async fn make_node_3_a_follower(cluster: &mut Cluster) -> Result<()> {
+    if cluster.wait_for_leader(Duration::from_secs(30)).await? == 3 {
+        let bin = cluster.bin.clone();
+        cluster.node(3).kill();
+        cluster.wait_for_leader(Duration::from_secs(30)).await?;
+        cluster.node(3).start(&bin)?;
+    }
+    Ok(())
+}
+
+/// A follower's small disk fills: it stops taking entries (never a storage error that would
+/// stop it for good), says why on /readyz, and resumes by itself once space returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_with_a_full_disk_stops_taking_entries_and_resumes_by_itself() -> Result<()> {
+    let mut cluster = Cluster::start(3, small_disk_on_node_3()).await?;
+    make_node_3_a_follower(&mut cluster).await?;
+    let sent = fill_disk_of(&mut cluster, 3).await?;
+    writes_go_on_then_the_full_node_recovers(&mut cluster, 3, sent).await
+}
+
+/// The leader's small disk fills: it hands leadership over, writes go on, and it resumes by
+/// itself once space returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_with_a_full_disk_hands_over_and_resumes_by_itself() -> Result<()> {
+    let mut cluster = Cluster::start(3, small_disk_on_node_3()).await?;
+    let bin = cluster.bin.clone();
+    for _ in 0..20 {
+        let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+        if leader == 3 {
+            break;
+        }
+        cluster.node(leader).kill();
+        cluster.wait_for_leader(Duration::from_secs(30)).await?;
+        cluster.node(leader).start(&bin)?;
+    }
+    ensure!(
+        cluster.wait_for_leader(Duration::from_secs(30)).await? == 3,
+        "could not make node 3 the leader"
+    );
+    let sent = fill_disk_of(&mut cluster, 3).await?;
+    writes_go_on_then_the_full_node_recovers(&mut cluster, 3, sent).await
+}
+
+/// A storage error the node cannot get past by itself (here: a full disk with the reserve
+/// turned off with `--disk-reserve-bytes 0`, so a write really fails) stops its Raft; /healthz and /readyz then fail with
+/// the reason instead of reporting a healthy, ready node that serves stale reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatal_storage_error_fails_healthz_and_readyz_with_the_reason() -> Result<()> {
+    let options = ClusterOptions {
+        extra_args: ["--disk-high-water", "1.0", "--disk-reserve-bytes", "0"]
+            .map(String::from)
+            .to_vec(),
+        tmpfs_data_dirs: [(3, 32 * MIB)].into(),
+        ..Default::default()
+    };
+    let mut cluster = Cluster::start(3, options).await?;
+    make_node_3_a_follower(&mut cluster).await?;
+    let client = cluster.client()?;
+    client.create_topic("fill", TopicType::Normal, 1).await?;
+    let metrics_addr = cluster.nodes[&3].metrics_addr.clone();
+    for i in 0..150u32 {
+        client
+            .send(SendRequest {
+                topic: "fill".into(),
+                body: vec![(i % 251) as u8; 512 * 1024].into(),
+                ..Default::default()
+            })
+            .await?;
+        let (code, body) = txmq_cluster_tests::http_get(&metrics_addr, "/healthz").await?;
+        if code == 503 {
+            ensure!(
+                body.contains("raft stopped") && body.contains("restart"),
+                "{body}"
+            );
+            let (code, body) = readyz(&cluster, 3).await?;
+            ensure!(
+                code == 503 && body.contains("raft stopped"),
+                "{code} {body}"
+            );
+            return Ok(());
+        }
+    }
+    bail!(
+        "node 3 never reported its failed storage:\n{}",
+        cluster.logs()
+    )
+}

@@ -30,6 +30,7 @@ pub mod reader;
 pub mod segment;
 pub mod sm_store;
 pub mod snapshot;
+pub mod space_gate;
 pub mod state;
 pub mod storage;
 pub mod trickle_synced_file;

@@ -21,6 +21,7 @@ use openraft::{OptionalSend, RaftLogReader};
 use crate::codec;
 use crate::log_files::{LogFiles, SEGMENT_BYTES, read_located};
 use crate::log_flusher::LogFlusher;
+use crate::space_gate::SpaceGate;
 use crate::types::TypeConfig;
 use crate::types::alias::{Entry, LogId, Vote};
 
@@ -41,10 +42,21 @@ pub struct LogStore {
     checkpoint: Checkpoint,
     /// When the committed index was last written (see `save_committed`).
     committed_written: Arc<Mutex<Option<Instant>>>,
+    /// Closed while the data volume is nearly full: appends wait (see [`SpaceGate`]).
+    space: Arc<SpaceGate>,
 }
 
 /// Writes the applied state through to disk (blocking).
 pub type Checkpoint = Arc<dyn Fn() -> io::Result<()> + Send + Sync>;
+
+/// About the bytes an entry takes in the log and, applied, in the queue files.
+fn entry_size_hint(entry: &Entry) -> u64 {
+    let op = match &entry.payload {
+        openraft::EntryPayload::Normal(command) => command.op().size_hint(),
+        _ => 0,
+    };
+    2 * op as u64 + 64
+}
 
 fn io_err(e: sled::Error) -> io::Error {
     io::Error::other(e)
@@ -68,7 +80,14 @@ impl LogStore {
             flusher: LogFlusher::start()?,
             checkpoint,
             committed_written: Arc::default(),
+            space: Arc::new(SpaceGate::watching(dir.to_path_buf())),
         })
+    }
+
+    /// The gate appends wait at while the data volume is nearly full (the node's disk monitor
+    /// opens and closes it).
+    pub fn space_gate(&self) -> Arc<SpaceGate> {
+        self.space.clone()
     }
 
     fn files(&self) -> MutexGuard<'_, LogFiles> {
@@ -244,6 +263,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        // Before anything is written: a nearly full disk makes the append wait, not fail.
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let bytes: u64 = entries.iter().map(entry_size_hint).sum();
+        self.space.wait_for_room(bytes).await;
         // Written (readable) now; reported flushed by the fsync thread, which syncs once for
         // all the appends that queue up meanwhile (group commit without blocking openraft).
         let mut count = 0u64;

@@ -149,6 +149,7 @@ pub async fn run(config: &ChaosConfig) -> Result<Report> {
             "100".into(),
         ],
         proxied_links: true,
+        ..Default::default()
     };
     let mut cluster = match &config.docker_plan {
         Some(plan) => crate::Cluster::attach_docker(plan)?,
