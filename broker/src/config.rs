@@ -98,6 +98,10 @@ pub struct ServeArgs {
     /// trimmed (decided by the leader, replicated) instead of writes failing.
     #[arg(long, env = "TXMQ_DISK_HIGH_WATER")]
     pub disk_high_water: Option<f64>,
+    /// Client connections this node admits at once (further ones wait in the kernel's
+    /// backlog); lowered to fit the open-file limit (default 10000).
+    #[arg(long, env = "TXMQ_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
     /// Free bytes kept on the data volume: below them the node takes no new log entries until
     /// space is freed (default: 5% of the volume, at least 16 MiB, at most 256 MiB; 0 turns the
     /// reserve off, and a write that meets a full disk then stops the node's Raft).
@@ -153,6 +157,7 @@ pub struct ServeConfig {
     pub logs_to_keep: u64,
     pub cache_bytes: u64,
     pub disk_high_water: f64,
+    pub max_connections: usize,
     /// `None`: the default for the volume (see `disk::default_reserve`).
     pub disk_reserve_bytes: Option<u64>,
     pub txn: TxnSettings,
@@ -222,6 +227,7 @@ impl ServeArgs {
             cache_bytes,
             disk_high_water,
             disk_reserve_bytes,
+            max_connections,
             txn_first_check_delay,
             txn_check_interval,
             txn_max_checks,
@@ -315,6 +321,7 @@ impl ServeArgs {
             cache_bytes: args.cache_bytes.unwrap_or(64 * 1024 * 1024),
             disk_high_water: args.disk_high_water.unwrap_or(0.85),
             disk_reserve_bytes: args.disk_reserve_bytes,
+            max_connections: args.max_connections.unwrap_or(10_000),
             txn: TxnSettings {
                 first_check_delay: d(args.txn_first_check_delay, Duration::from_secs(6)),
                 check_interval: d(args.txn_check_interval, Duration::from_secs(30)),

@@ -20,6 +20,7 @@ pub mod forward;
 pub mod grpc_metrics;
 pub mod health;
 pub mod http;
+pub mod listener;
 pub mod network;
 pub mod node;
 pub mod peer_link;

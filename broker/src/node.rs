@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use txmq_proto::client::txmq_server::TxmqServer;
 use txmq_proto::peer::peer_server::PeerServer;
 use txmq_raft_store::{NodeInfo, Raft, Storage, StorageConfig};
@@ -268,6 +267,10 @@ pub async fn run(
         client_addr,
         peer_addr,
     );
+    let open_files = crate::listener::raise_open_file_limit();
+    let client_connections =
+        crate::listener::client_connection_bound(open_files, config.max_connections);
+    tracing::info!(open_files, client_connections, "connection bounds");
     // Room for the largest body plus the envelope of the request.
     let max_client_message = config.max_message_bytes + 1024 * 1024;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -294,14 +297,21 @@ pub async fn run(
                 .max_decoding_message_size(max_client_message)
                 .max_encoding_message_size(max_client_message),
         )
-        .serve_with_incoming_shutdown(no_delay(listeners.client), stopped(stop_rx.clone()));
+        .serve_with_incoming_shutdown(
+            crate::listener::bounded(listeners.client, client_connections, "client"),
+            stopped(stop_rx.clone()),
+        );
     let peer_server = tonic::transport::Server::builder()
+        .max_concurrent_streams(MAX_PEER_STREAMS)
         .add_service(
             PeerServer::new(peer_service)
                 .max_decoding_message_size(peer_message_limit(config.max_message_bytes))
                 .max_encoding_message_size(MAX_PEER_MESSAGE),
         )
-        .serve_with_incoming_shutdown(no_delay(listeners.peer), stopped(stop_rx));
+        .serve_with_incoming_shutdown(
+            crate::listener::bounded(listeners.peer, crate::listener::PEER_CONNECTIONS, "peer"),
+            stopped(stop_rx),
+        );
     let servers = async { tokio::try_join!(client_server, peer_server) };
     tokio::pin!(servers);
     let result = tokio::select! {
@@ -342,6 +352,9 @@ pub async fn run(
     }
     result.map_err(NodeError::from)
 }
+
+/// Concurrent requests one peer connection may carry (forwarded client requests share it).
+const MAX_PEER_STREAMS: u32 = 1024;
 
 /// How long a stopping node waits for its servers' open requests and streams.
 const SERVER_DRAIN: Duration = Duration::from_secs(3);
@@ -452,18 +465,4 @@ fn start_scheduler_on_leadership(
             async {}
         },
     )
-}
-
-/// Accepted connections with Nagle's algorithm off. Serving from our own listener bypasses
-/// tonic's `tcp_nodelay`; without it, a response spanning several segments (a batch's
-/// positions, a receive's messages) waits for the peer's delayed ACK, about 40 ms.
-fn no_delay(
-    listener: tokio::net::TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use futures::StreamExt;
-    TcpListenerStream::new(listener).map(|accepted| {
-        let stream = accepted?;
-        stream.set_nodelay(true)?;
-        Ok(stream)
-    })
 }

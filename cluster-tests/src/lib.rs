@@ -170,6 +170,8 @@ pub struct Node {
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     args: Vec<String>,
+    /// The open-file limit the process starts with (`None`: inherited).
+    open_files: Option<u64>,
     child: Option<Child>,
     /// Set when this node is a Docker container rather than a child process.
     container: Option<docker::Container>,
@@ -228,16 +230,39 @@ impl Node {
             .create(true)
             .append(true)
             .open(&self.log_path)?;
-        let child = Command::new(bin)
+        let mut command = Command::new(bin);
+        command
             .args(&self.args)
             .env("TXMQ_LOG_LEVEL", "info,openraft=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log)
+            .stderr(log);
+        if let Some(limit) = self.open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only setrlimit (async-signal-safe) runs between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let rlimit = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command
             .spawn()
             .with_context(|| format!("starting node {}", self.id))?;
         self.child = Some(child);
         Ok(())
+    }
+
+    /// The process id, while running as a child process.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     /// Adds `txmq serve` flags for this node's next starts.
@@ -334,6 +359,8 @@ pub struct ClusterOptions {
     /// Nodes whose data dir is a tmpfs of this many bytes (a small, real disk that fills up;
     /// needs root). Unmounted when the cluster is dropped.
     pub tmpfs_data_dirs: BTreeMap<u64, u64>,
+    /// Every node's open-file limit (soft and hard), e.g. a small 1024.
+    pub open_files: Option<u64>,
 }
 
 /// A cluster of real processes.
@@ -472,6 +499,7 @@ impl Cluster {
             log_path: self.dir.path().join(format!("node-{id}.log")),
             data_dir,
             args,
+            open_files: self.options.open_files,
             child: None,
             container: None,
         })
@@ -492,6 +520,7 @@ impl Cluster {
                 data_dir: dir.path().join(format!("node-{}", n.id)),
                 log_path: dir.path().join(format!("node-{}.log", n.id)),
                 args: Vec::new(),
+                open_files: None,
                 child: None,
                 container: Some(docker::Container {
                     name: n.container.clone(),
