@@ -19,7 +19,8 @@ pub async fn track_readiness(
     let mut metrics = raft.metrics();
     let mut last = None;
     loop {
-        metrics.borrow_and_update();
+        let stopped = metrics.borrow_and_update().running_state.is_err();
+        metrics::gauge!("txmq_raft_stopped").set(if stopped { 1.0 } else { 0.0 });
         let ready = crate::http::readiness(&raft, &disk).is_ok();
         if last != Some(ready) {
             let status = if ready {

@@ -258,7 +258,34 @@ fn describe() {
     );
     describe_counter!(
         "txmq_storage_high_water_trims_total",
-        "Trims of the oldest messages because the disk passed the high-water mark (leader)."
+        "Trims of the oldest messages because a voter's disk passed the high-water mark (leader)."
+    );
+    describe_counter!(
+        "txmq_storage_high_water_trimmed_bytes_total",
+        Unit::Bytes,
+        "Body bytes of the messages deleted because a voter's disk passed the high-water mark (leader)."
+    );
+    describe_gauge!(
+        "txmq_storage_full",
+        "1 while free space on the data volume is below the reserve: the node takes no new log entries."
+    );
+    describe_gauge!(
+        "txmq_raft_stopped",
+        "1 once Raft stopped after a fatal error (storage, usually): only a restart helps."
+    );
+    describe_gauge!(
+        "txmq_disk_free_bytes",
+        Unit::Bytes,
+        "Free bytes on the data volume (available to the node)."
+    );
+    describe_gauge!(
+        "txmq_disk_total_bytes",
+        Unit::Bytes,
+        "Size of the data volume."
+    );
+    describe_counter!(
+        "txmq_accept_errors_total",
+        "Failed accepts of a connection by port (client, peer), e.g. out of descriptors; each is followed by a pause."
     );
 }
 

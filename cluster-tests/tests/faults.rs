@@ -752,6 +752,14 @@ async fn a_fatal_storage_error_fails_healthz_and_readyz_with_the_reason() -> Res
                 code == 503 && body.contains("raft stopped"),
                 "{code} {body}"
             );
+            let stopped = wait_for("txmq_raft_stopped 1", Duration::from_secs(5), || {
+                let addr = metrics_addr.clone();
+                async move {
+                    let (_, m) = txmq_cluster_tests::http_get(&addr, "/metrics").await.ok()?;
+                    m.lines().any(|l| l == "txmq_raft_stopped 1").then_some(())
+                }
+            });
+            stopped.await?;
             return Ok(());
         }
     }
