@@ -867,3 +867,87 @@ async fn idle_connections_cannot_exhaust_a_nodes_descriptors() -> Result<()> {
     drop(idle);
     Ok(())
 }
+
+/// The disk high-water mark is decided by the fullest voter, not by the leader's own disk: a
+/// follower on a small volume makes the leader (on a roomy one) delete the oldest messages,
+/// logged with the node and counted, before that follower runs out of space.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fullest_voters_disk_decides_the_high_water_trim() -> Result<()> {
+    let options = ClusterOptions {
+        extra_args: [
+            "--disk-high-water",
+            "0.85",
+            // The Raft log holds every message too until a snapshot lets it be purged, and
+            // trimming cannot shrink it: keep it short, as a small volume needs.
+            "--snapshot-logs",
+            "20",
+            "--logs-to-keep",
+            "10",
+        ]
+        .map(String::from)
+        .to_vec(),
+        tmpfs_data_dirs: [(3, 256 * MIB)].into(),
+        ..Default::default()
+    };
+    let mut cluster = Cluster::start(3, options).await?;
+    make_node_3_a_follower(&mut cluster).await?;
+    let client = cluster.client()?;
+    // The other nodes' (shared, big) volume must be below the mark for this test to say
+    // anything: otherwise their own disks would decide too.
+    let status = client.cluster_status().await?;
+    for n in status.nodes.iter().filter(|n| n.id != 3) {
+        let used = 1.0 - n.disk_free_bytes as f64 / n.disk_total_bytes.max(1) as f64;
+        ensure!(
+            used < 0.8,
+            "node {}'s volume is {used:.2} full already",
+            n.id
+        );
+    }
+    client.create_topic("bulk", TopicType::Normal, 1).await?;
+    let mut trimmed = false;
+    // About 10 MiB/s: the leader looks at the voters' disks once a second, and the 10% of this
+    // small volume between the mark and the reserve must not fill in between.
+    let mut pace = tokio::time::interval(Duration::from_millis(100));
+    for i in 0..300u32 {
+        pace.tick().await;
+        client
+            .send(SendRequest {
+                topic: "bulk".into(),
+                body: vec![(i % 251) as u8; 1024 * 1024 - 256].into(),
+                ..Default::default()
+            })
+            .await?;
+        let info = client.describe_topic("bulk").await?;
+        if info.queue_info.first().is_some_and(|q| q.low_offset > 0) {
+            trimmed = true;
+            break;
+        }
+    }
+    ensure!(trimmed, "no message was deleted:\n{}", cluster.logs());
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await?;
+    let status = client.cluster_status().await?;
+    let disks: Vec<String> = status
+        .nodes
+        .iter()
+        .map(|n| format!("{}: {}/{}", n.id, n.disk_free_bytes, n.disk_total_bytes))
+        .collect();
+    eprintln!("leader {leader}, disks {disks:?}");
+    let log = cluster.nodes[&leader].log();
+    ensure!(
+        log.lines()
+            .any(|l| l.contains("above the high-water mark") && l.contains("node=3")),
+        "the leader did not say which voter's disk decided:\n{}",
+        cluster.logs()
+    );
+    let (_, metrics) =
+        txmq_cluster_tests::http_get(&cluster.nodes[&leader].metrics_addr, "/metrics").await?;
+    ensure!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("txmq_storage_high_water_trims_total ") && !l.ends_with(" 0")),
+        "no trim counted"
+    );
+    let (code, body) = readyz(&cluster, 3).await?;
+    ensure!(code == 200, "node 3 ran out of space anyway: {body}");
+    Ok(())
+}
