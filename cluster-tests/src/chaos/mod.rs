@@ -131,6 +131,9 @@ impl Report {
     }
 }
 
+/// The size of each node's data volume (a tmpfs) in the process-based run.
+pub const DATA_DIR_BYTES: u64 = 2 << 30;
+
 /// Runs the whole scenario.
 pub async fn run(config: &ChaosConfig) -> Result<Report> {
     let options = crate::ClusterOptions {
@@ -147,8 +150,15 @@ pub async fn run(config: &ChaosConfig) -> Result<Report> {
             "500".into(),
             "--logs-to-keep".into(),
             "100".into(),
+            // The disk-full fault fills a volume past any high-water mark; deleting the oldest
+            // messages then is by design (tested on its own in faults.rs) and would read as loss
+            // here. This run checks that a full disk loses and stalls nothing.
+            "--disk-high-water".into(),
+            "1.0".into(),
         ],
         proxied_links: true,
+        // Small volumes the disk-full fault can fill (RAM-backed: what the run writes).
+        tmpfs_data_dirs: (1..=config.nodes).map(|id| (id, DATA_DIR_BYTES)).collect(),
         ..Default::default()
     };
     let mut cluster = match &config.docker_plan {

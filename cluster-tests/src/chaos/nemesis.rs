@@ -18,9 +18,11 @@ enum Fault {
     IsolateLeader,
     MajorityMinority,
     OneWayCut,
+    /// A node's data volume fills up (a ballast file takes all but half the reserve).
+    DiskFull,
 }
 
-const FAULTS: [Fault; 7] = [
+const FAULTS: [Fault; 8] = [
     Fault::KillLeader,
     Fault::KillRandom,
     Fault::PauseRandom,
@@ -28,7 +30,38 @@ const FAULTS: [Fault; 7] = [
     Fault::IsolateLeader,
     Fault::MajorityMinority,
     Fault::OneWayCut,
+    Fault::DiskFull,
 ];
+
+/// The file a disk-full fault writes into a node's data dir (on its tmpfs).
+const BALLAST: &str = "nemesis-ballast";
+
+/// Fills the volume of `data_dir` to within `leave` bytes of full with a ballast file.
+fn fill_disk(data_dir: &std::path::Path, leave: u64) -> Result<u64> {
+    use std::io::Write;
+    let free = free_bytes(data_dir)?;
+    let size = free.saturating_sub(leave);
+    let mut file = std::fs::File::create(data_dir.join(BALLAST))?;
+    let chunk = vec![0u8; 1 << 20];
+    let mut written = 0;
+    while written < size {
+        let n = (size - written).min(chunk.len() as u64) as usize;
+        file.write_all(&chunk[..n])?;
+        written += n as u64;
+    }
+    Ok(size)
+}
+
+fn free_bytes(dir: &std::path::Path) -> Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
+    // SAFETY: statvfs writes into the zeroed struct we own; the path is a valid C string.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
+}
 
 async fn leader_or_any(cluster: &mut Cluster, rng: &mut StdRng) -> u64 {
     match cluster.wait_for_leader(Duration::from_secs(10)).await {
@@ -46,11 +79,12 @@ pub async fn run(cluster: &mut Cluster, config: &ChaosConfig) -> Result<Vec<Stri
     let started = tokio::time::Instant::now();
     let mut log = Vec::new();
     let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
-    // Containers leave the network as a whole: no one-way cuts there.
     let containers = cluster.is_containers();
+    // Containers leave the network as a whole: no one-way cuts there; and their volumes are
+    // not the small tmpfs a disk-full fault fills.
     let faults: Vec<Fault> = FAULTS
         .into_iter()
-        .filter(|f| !(containers && matches!(f, Fault::OneWayCut)))
+        .filter(|f| !(containers && matches!(f, Fault::OneWayCut | Fault::DiskFull)))
         .collect();
     let (kill, pause, cut_off) = if containers {
         ("docker kill", "docker pause", "docker network disconnect")
@@ -98,6 +132,19 @@ pub async fn run(cluster: &mut Cluster, config: &ChaosConfig) -> Result<Vec<Stri
                 tokio::time::sleep(hold).await;
                 cluster.heal_links();
                 format!("{cut_off} {{{minority}}} from the rest for {hold:?}")
+            }
+            Fault::DiskFull => {
+                let victim = ids[rng.random_range(0..ids.len())];
+                let data_dir = cluster.node(victim).data_dir.clone();
+                // Half the node's default reserve (5 % of the volume) stays free.
+                let total = super::DATA_DIR_BYTES;
+                let size = fill_disk(&data_dir, total / 40)?;
+                tokio::time::sleep(hold).await;
+                std::fs::remove_file(data_dir.join(BALLAST))?;
+                format!(
+                    "fill node {victim}'s disk ({} MiB ballast) for {hold:?}",
+                    size >> 20
+                )
             }
             Fault::OneWayCut => {
                 let from = ids[rng.random_range(0..ids.len())];
