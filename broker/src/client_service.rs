@@ -28,6 +28,20 @@ pub struct ClientService {
     pub disk: std::sync::Arc<crate::disk::DiskMonitor>,
 }
 
+impl ClientService {
+    /// Every member's status, as this node sees it.
+    async fn status(&self) -> pb::ClusterStatusResponse {
+        cluster_status(
+            &self.raft,
+            &self.routes,
+            &self.disk,
+            &self.client_addr,
+            &self.peer_addr,
+        )
+        .await
+    }
+}
+
 #[tonic::async_trait]
 impl Txmq for ClientService {
     type CheckChannelStream = CheckStream;
@@ -305,16 +319,7 @@ impl Txmq for ClientService {
         &self,
         _request: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
-        Ok(Response::new(
-            cluster_status(
-                &self.raft,
-                &self.routes,
-                &self.disk,
-                &self.client_addr,
-                &self.peer_addr,
-            )
-            .await,
-        ))
+        Ok(Response::new(self.status().await))
     }
 
     async fn state_digest(
@@ -355,14 +360,7 @@ impl Txmq for ClientService {
                 fresh: false,
             })
             .await?;
-        let status = cluster_status(
-            &self.raft,
-            &self.routes,
-            &self.disk,
-            &self.client_addr,
-            &self.peer_addr,
-        )
-        .await;
+        let status = self.status().await;
         Ok(Response::new(pb::AddNodeResponse {
             status: Some(status),
         }))
@@ -374,14 +372,7 @@ impl Txmq for ClientService {
     ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
         let id = request.into_inner().id;
         self.proposer.execute(LeaderOp::RemoveNode { id }).await?;
-        let status = cluster_status(
-            &self.raft,
-            &self.routes,
-            &self.disk,
-            &self.client_addr,
-            &self.peer_addr,
-        )
-        .await;
+        let status = self.status().await;
         Ok(Response::new(pb::RemoveNodeResponse {
             status: Some(status),
         }))

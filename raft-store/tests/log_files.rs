@@ -355,34 +355,28 @@ fn a_gap_of_zeros_followed_by_a_frame_is_damage_not_a_torn_tail() -> Result<()> 
 /// every frame before and after it.
 #[test]
 fn a_flipped_byte_mid_newest_segment_is_damage() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let log = one_batch(dir.path(), 6)?;
-    let start_of_3 = log.locate(2, 3)?[0].frame_end();
-    drop(log);
-    let path = dir.path().join(segment_files(dir.path())?.remove(0));
-    flip(&path, start_of_3 + 20)?;
-    expect_damage(dir.path())?;
+    expect_damage(one_batch_with_a_flip(6, 3, 20)?.path())?;
     // Its length field too: a frame whose header now claims more than the file holds.
-    let dir = tempfile::tempdir()?;
-    let log = one_batch(dir.path(), 6)?;
-    let start_of_3 = log.locate(2, 3)?[0].frame_end();
-    drop(log);
-    let path = dir.path().join(segment_files(dir.path())?.remove(0));
-    flip(&path, start_of_3 + 2)?;
-    expect_damage(dir.path())
+    expect_damage(one_batch_with_a_flip(6, 3, 2)?.path())
 }
 
 /// The last frame whole but failing its checksum: nothing is missing from it, so it is damage
 /// (a torn write leaves part of the frame unwritten).
 #[test]
 fn a_whole_last_frame_failing_its_checksum_is_damage() -> Result<()> {
+    expect_damage(one_batch_with_a_flip(3, 3, 30)?.path())
+}
+
+/// A log of entries 1..=`last` in one batch, with a bit flipped `at` bytes into entry
+/// `entry`'s frame.
+fn one_batch_with_a_flip(last: u64, entry: u64, at: u64) -> Result<tempfile::TempDir> {
     let dir = tempfile::tempdir()?;
-    let log = one_batch(dir.path(), 3)?;
-    let start_of_3 = log.locate(2, 3)?[0].frame_end();
+    let log = one_batch(dir.path(), last)?;
+    let start = log.locate(entry - 1, entry)?[0].frame_end();
     drop(log);
     let path = dir.path().join(segment_files(dir.path())?.remove(0));
-    flip(&path, start_of_3 + 30)?;
-    expect_damage(dir.path())
+    flip(&path, start + at)?;
+    Ok(dir)
 }
 
 /// A last write whose header never reached the disk (its payload did) is a torn tail.
