@@ -352,49 +352,54 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
     }
 }
 
-/// When each not yet answered request of a replication stream was sent and in how many peer
-/// messages (a big request is split), oldest first.
+/// The peer messages of a replication stream not answered yet, oldest first: when each went
+/// out and its size.
 #[derive(Clone, Default)]
-struct SendTimes(
-    std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<(std::time::Instant, usize)>>>,
-);
+struct SendTimes(std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<Sent>>>);
+
+#[derive(Clone, Copy)]
+struct Sent {
+    at: std::time::Instant,
+    bytes: usize,
+}
+
+/// How fast a follower is assumed to take in a big message at the least (decode, write,
+/// fsync) when deciding that a stream made no progress.
+const SLOWEST_BYTES_PER_SECOND: f64 = 8.0 * 1024.0 * 1024.0;
 
 impl SendTimes {
-    fn sent(&self, parts: usize) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push_back((std::time::Instant::now(), parts));
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Sent>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// How many answers the oldest unanswered request takes (1 when none is unanswered: an
-    /// answer to nothing ends the stream as undecodable anyway).
-    fn parts_of_oldest(&self) -> usize {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .front()
-            .map_or(1, |(_, parts)| *parts)
+    fn sent(&self, bytes: usize) {
+        self.lock().push_back(Sent {
+            at: std::time::Instant::now(),
+            bytes,
+        });
     }
 
     fn answered(&self) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+        self.lock().pop_front();
     }
 
-    /// Whether the oldest unanswered request has waited `limit` or longer.
+    /// Whether the oldest unanswered message has waited `limit` or longer, plus the time a slow
+    /// follower needs for its bytes (a 16 MiB part may take a while; a stalled stream is one
+    /// that stopped answering, not one that is busy with a big message).
     fn waited(&self, limit: Duration) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .front()
-            .is_some_and(|(t, _)| t.elapsed() >= limit)
+        self.lock().front().is_some_and(|s| {
+            let allowance = Duration::from_secs_f64(s.bytes as f64 / SLOWEST_BYTES_PER_SECOND);
+            s.at.elapsed() >= limit + allowance
+        })
     }
 }
 
 /// The requests as peer messages, a request that encodes to more than [`SPLIT_BYTES`] as
-/// several (each part's `prev_log_id` the last entry of the part before it; the follower
-/// answers each, and [`next_append_result`] merges the answers back into one). An
-/// unencodable request (not expected) ends the stream: the answers to those before it still
+/// several, each part's `prev_log_id` the last entry of the part before it. The follower
+/// answers every part, and each answer goes to openraft as it is: an answer names the log id
+/// it matched (or the one in conflict), and openraft takes part of a request as acknowledged
+/// when that id lies inside it. Each message is recorded as sent when the transport takes it.
+/// An unencodable request (not expected) ends the stream: the answers to those before it still
 /// arrive, and openraft resends from there.
 fn encoded_appends<S>(
     input: S,
@@ -404,21 +409,20 @@ where
     S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
 {
     use futures::StreamExt;
-    let parts =
-        futures::stream::unfold((input, unanswered), |(mut input, unanswered)| async move {
-            let request = input.next().await?;
-            match encode_split(request) {
-                Ok(messages) => {
-                    unanswered.sent(messages.len());
-                    Some((futures::stream::iter(messages), (input, unanswered)))
-                }
-                Err(e) => {
-                    tracing::error!("cannot encode an AppendEntries request: {e}");
-                    None
-                }
+    let parts = futures::stream::unfold(input, |mut input| async move {
+        let request = input.next().await?;
+        match encode_split(request) {
+            Ok(messages) => Some((futures::stream::iter(messages), input)),
+            Err(e) => {
+                tracing::error!("cannot encode an AppendEntries request: {e}");
+                None
             }
-        });
-    parts.flatten()
+        }
+    });
+    parts.flatten().map(move |message| {
+        unanswered.sent(message.data.len());
+        message
+    })
 }
 
 /// One request as peer messages of at most [`SPLIT_BYTES`] each (or one entry each).
@@ -466,29 +470,15 @@ async fn next_append_result(
     ResponseState,
 )> {
     use futures::StreamExt;
-    // A split request is answered part by part: its answer is the first failed part's, or the
-    // last part's (which matched everything before it).
-    // Read at the first answer: the request is recorded before its messages go out.
-    let mut parts: Option<usize> = None;
-    let mut merged: Option<StreamAppendResult<TypeConfig>> = None;
     loop {
         match tokio::time::timeout(stall, responses.next()).await {
             Ok(None) => return None,
             Ok(Some(Ok(message))) => {
-                let result = match codec::decode::<StreamAppendResult<TypeConfig>>(&message.data) {
-                    Ok(result) => result,
-                    Err(e) => return Some((Err(decode_err(e)), None)),
+                unanswered.answered();
+                return match codec::decode::<StreamAppendResult<TypeConfig>>(&message.data) {
+                    Ok(result) => Some((Ok(result), Some((responses, unanswered, target)))),
+                    Err(e) => Some((Err(decode_err(e)), None)),
                 };
-                if !matches!(merged, Some(Err(_))) {
-                    merged = Some(result);
-                }
-                let left = parts.unwrap_or_else(|| unanswered.parts_of_oldest()) - 1;
-                parts = Some(left);
-                if left == 0 {
-                    unanswered.answered();
-                    let result = merged?;
-                    return Some((Ok(result), Some((responses, unanswered, target))));
-                }
             }
             Ok(Some(Err(status))) => return Some((Err(status_to_rpc_error(status)), None)),
             Err(_) if unanswered.waited(stall) => return Some((Err(stalled(target)), None)),

@@ -511,7 +511,7 @@ async fn peer_messages_are_bounded_and_big_catch_ups_still_work() -> Result<()> 
     let bin = cluster.bin.clone();
     cluster.node(lagging).start(&bin)?;
     let lagging_client = cluster.client_of(lagging)?;
-    wait_for(
+    let caught_up = wait_for(
         "the lagging follower to catch up",
         Duration::from_secs(90),
         || {
@@ -525,8 +525,17 @@ async fn peer_messages_are_bounded_and_big_catch_ups_still_work() -> Result<()> 
             }
         },
     )
-    .await
-    .with_context(|| cluster.logs())?;
+    .await;
+    if let Err(e) = caught_up {
+        let status = client.cluster_status().await;
+        let served = ids_served_by_one_queue(&lagging_client, "bulk").await;
+        bail!(
+            "{e}: status {status:?}; the follower serves {:?} of {} messages\n{}",
+            served.map(|s| s.len()),
+            sent.len(),
+            cluster.logs()
+        );
+    }
 
     let peer = format!("http://{}", cluster.nodes[&leader].peer_addr);
     let mut hostile = txmq_proto::peer::peer_client::PeerClient::connect(peer)
