@@ -324,6 +324,7 @@ fn status_json(s: &ClusterStatusResponse) -> Value {
         "nodes": s.nodes.iter().map(|n| json!({
             "id": n.id, "role": n.role, "voter": n.voter, "client_addr": n.client_addr, "peer_addr": n.peer_addr,
             "term": n.term, "commit_index": n.commit_index, "applied_index": n.applied_index,
+            "disk_total_bytes": n.disk_total_bytes, "disk_free_bytes": n.disk_free_bytes,
         })).collect::<Vec<_>>(),
     })
 }
@@ -336,11 +337,15 @@ fn status_text(s: &ClusterStatusResponse) -> String {
     };
     let mut text = format!("leader: {leader}  term: {}\n", s.term);
     text.push_str(
-        "ID  ROLE         CLIENT                 PEER                   COMMIT   APPLIED",
+        "ID  ROLE         CLIENT                 PEER                   COMMIT   APPLIED  DISK FREE",
     );
     for n in &s.nodes {
+        let disk = match n.disk_total_bytes {
+            0 => "-".to_string(),
+            total => format!("{} of {} MiB", n.disk_free_bytes >> 20, total >> 20),
+        };
         text.push_str(&format!(
-            "\n{:<3} {:<12} {:<22} {:<22} {:<8} {}",
+            "\n{:<3} {:<12} {:<22} {:<22} {:<8} {:<8} {disk}",
             n.id, n.role, n.client_addr, n.peer_addr, n.commit_index, n.applied_index
         ));
     }
