@@ -903,3 +903,73 @@ async fn batched_sends_are_all_or_nothing_and_the_publisher_loses_nothing() -> R
     ensure!(wrong.code == "invalid_argument", "{wrong:?}");
     Ok(())
 }
+
+/// Bodies from a file and from standard input, binary included, arrive byte for byte; an
+/// argument that is not UTF-8 is a clear error (exit 2, JSON with `--output json`), not a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_bodies_from_a_file_or_stdin_and_non_utf8_arguments() -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::ffi::OsStrExt;
+    use std::process::{Command, Stdio};
+    let cluster = Cluster::start(3, ClusterOptions::default()).await?;
+    let endpoints = cluster.endpoints_csv();
+    let client = Client::new(endpoints.split(','))?;
+    client.create_topic("bin", TopicType::Normal, 1).await?;
+    let binary: Vec<u8> = (0..=255u8).rev().collect();
+    let file = tempfile::NamedTempFile::new()?;
+    std::fs::write(file.path(), &binary)?;
+    let path = file.path().display().to_string();
+    let (ok, out) = cluster.cli(&[
+        "send",
+        "bin",
+        "--body-file",
+        &path,
+        "--endpoints",
+        &endpoints,
+    ])?;
+    ensure!(ok, "send --body-file failed: {out}");
+    let mut child = Command::new(&cluster.bin)
+        .args(["send", "bin", "--body", "-", "--endpoints", &endpoints])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(b"from stdin \xff")?;
+    ensure!(
+        child.wait_with_output()?.status.success(),
+        "send --body - failed"
+    );
+    let read = client
+        .read(txmq_client::ReadRequest {
+            topic: "bin".into(),
+            queue: Some(0),
+            from_offset: 0,
+            max: 10,
+        })
+        .await?;
+    let bodies: Vec<Vec<u8>> = read.iter().map(|m| m.body.to_vec()).collect();
+    ensure!(
+        bodies == vec![binary, b"from stdin \xff".to_vec()],
+        "{bodies:?}"
+    );
+
+    let output = Command::new(&cluster.bin)
+        .arg("send")
+        .arg("bin")
+        .arg("--body")
+        .arg(std::ffi::OsStr::from_bytes(b"\xff"))
+        .args(["--endpoints", &endpoints, "--output", "json"])
+        .output()?;
+    ensure!(output.status.code() == Some(2), "exit {:?}", output.status);
+    let doc: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    ensure!(
+        doc["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("UTF-8")),
+        "{doc}"
+    );
+    Ok(())
+}

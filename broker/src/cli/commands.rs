@@ -6,8 +6,8 @@ use base64::Engine;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 use txmq_client::{
-    AddNodeRequest, Client, ClusterStatusResponse, Message, ReadRequest, SendRequest, TopicInfo,
-    TopicType,
+    AddNodeRequest, Client, ClientError, ClusterStatusResponse, Message, ReadRequest, SendRequest,
+    TopicInfo, TopicType,
 };
 
 use super::Output;
@@ -48,8 +48,16 @@ pub struct TopicCreateArgs {
 /// A message's content, shared by `send` and `txn send`.
 #[derive(Debug, Args)]
 pub struct MessageArgs {
-    #[arg(long)]
-    pub body: String,
+    /// The body as text; `-` reads it from standard input (any bytes).
+    #[arg(
+        long,
+        required_unless_present = "body_file",
+        conflicts_with = "body_file"
+    )]
+    pub body: Option<String>,
+    /// Read the body from this file (any bytes); `-` is standard input.
+    #[arg(long, value_name = "FILE")]
+    pub body_file: Option<std::path::PathBuf>,
     /// Messages with the same key go to the same queue.
     #[arg(long, default_value = "")]
     pub key: String,
@@ -60,23 +68,68 @@ pub struct MessageArgs {
     pub properties: Vec<(String, String)>,
 }
 
+/// The most body bytes read from a file or standard input: the largest body a node can be
+/// configured to accept (`--max-message-bytes` at most 64 MiB), plus one to notice more.
+const MAX_BODY_READ: u64 = 64 * 1024 * 1024 + 1;
+
+/// (body, key, tag, properties) in the form the requests take.
+pub type MessageParts = (
+    tonic::codegen::Bytes,
+    String,
+    String,
+    std::collections::HashMap<String, String>,
+);
+
 impl MessageArgs {
-    /// (body, key, tag, properties) in the form the requests take.
-    pub fn into_parts(
-        self,
-    ) -> (
-        tonic::codegen::Bytes,
-        String,
-        String,
-        std::collections::HashMap<String, String>,
-    ) {
-        (
-            self.body.into_bytes().into(),
+    /// The message in the form the requests take, its body read from the file or standard
+    /// input when asked.
+    pub fn into_parts(self) -> Result<MessageParts, ClientError> {
+        let body = match (self.body, self.body_file) {
+            (Some(text), _) if text != "-" => text.into_bytes(),
+            (Some(_), _) => read_body(None)?,
+            (None, Some(path)) if path.as_os_str() == "-" => read_body(None)?,
+            (None, Some(path)) => read_body(Some(&path))?,
+            (None, None) => Vec::new(),
+        };
+        Ok((
+            body.into(),
             self.key,
             self.tag,
             self.properties.into_iter().collect(),
-        )
+        ))
     }
+}
+
+/// A body from `path`, or from standard input (`None`), refused past [`MAX_BODY_READ`].
+fn read_body(path: Option<&std::path::Path>) -> Result<Vec<u8>, ClientError> {
+    use std::io::Read;
+    let what = path.map_or("standard input".to_string(), |p| p.display().to_string());
+    let source: Box<dyn Read> = match path {
+        Some(p) => Box::new(std::fs::File::open(p).map_err(|e| {
+            ClientError::new(
+                "invalid_argument",
+                format!("cannot read the body from {what}: {e}"),
+            )
+        })?),
+        None => Box::new(std::io::stdin()),
+    };
+    let mut body = Vec::new();
+    source
+        .take(MAX_BODY_READ)
+        .read_to_end(&mut body)
+        .map_err(|e| {
+            ClientError::new(
+                "invalid_argument",
+                format!("cannot read the body from {what}: {e}"),
+            )
+        })?;
+    if body.len() as u64 == MAX_BODY_READ {
+        return Err(ClientError::new(
+            "invalid_argument",
+            format!("the body in {what} is larger than 64 MiB, more than any node accepts"),
+        ));
+    }
+    Ok(body)
 }
 
 #[derive(Debug, Args)]
@@ -249,7 +302,7 @@ async fn topic(client: &Client, cmd: TopicCommand, out: Output) -> CmdResult {
 }
 
 async fn send(client: &Client, args: SendArgs, out: Output) -> CmdResult {
-    let (body, key, tag, properties) = args.message.into_parts();
+    let (body, key, tag, properties) = args.message.into_parts()?;
     let req = SendRequest {
         topic: args.topic,
         body,

@@ -75,10 +75,18 @@ pub enum Command {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    let raw: Vec<String> = std::env::args().collect();
+    // Arguments as the OS gives them: one that is not UTF-8 is clap's error to report, not a
+    // panic (`std::env::args` panics on it).
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let cli = match Cli::try_parse_from(&raw) {
         Ok(cli) => cli,
-        Err(e) => return output::parse_error(&raw, e),
+        Err(e) => {
+            let lossy: Vec<String> = raw
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            return output::parse_error(&lossy, e);
+        }
     };
     match cli.command {
         Command::Serve(args) => serve::serve(*args),

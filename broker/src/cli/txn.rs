@@ -167,7 +167,7 @@ pub fn txn_json(t: &TransactionInfo) -> Value {
 
 async fn send(client: &Client, args: TxnSendArgs, out: Output) -> Result<(), ClientError> {
     let producer = TransactionProducer::new(client.clone(), args.group);
-    let (body, key, tag, properties) = args.message.into_parts();
+    let (body, key, tag, properties) = args.message.into_parts()?;
     let request = SendHalfRequest {
         topic: args.topic,
         body,
