@@ -29,4 +29,8 @@ export TXMQ_IMAGE=txmq:test
 export TXMQ_BIN="$PWD/target/debug/txmq"
 export CHAOS_BIN="$PWD/target/debug/chaos"
 cd helm/tests
-exec "../../$venv/bin/python" -m unittest -v test_chart test_containers
+# The image is the tests' own: removed afterwards, whatever the outcome.
+status=0
+"../../$venv/bin/python" -m unittest -v test_chart test_containers || status=$?
+docker image rm -f "$TXMQ_IMAGE" >/dev/null 2>&1 && echo "removed the test image $TXMQ_IMAGE"
+exit "$status"

@@ -12,10 +12,10 @@ step() { printf '\n==> %s\n' "$*"; }
 
 # The observability tests run a real Prometheus and promtool (Debian's `prometheus` package).
 if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
-  step "installing Debian's prometheus package (prometheus, promtool) for the observability tests"
+  step "installing Debian's prometheus package (prometheus, promtool; no recommended packages) for the observability tests"
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq prometheus >/dev/null; }; then
+  if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends prometheus; }; then
     echo "error: could not install the prometheus package; the observability tests need it" >&2
     exit 1
   fi
