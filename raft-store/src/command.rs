@@ -502,7 +502,8 @@ pub enum Rejection {
     #[error("topic '{0}' already exists; choose another name or use the existing topic")]
     TopicExists(String),
     #[error(
-        "topic '{0}' does not exist; create it first with `txmq topic create {0} --type normal`"
+        "topic '{0}' does not exist; create it first with `txmq topic create {0} --type normal` \
+         (`--type transaction` for transactional messages)"
     )]
     UnknownTopic(String),
     #[error("{}", wrong_type_message(topic, *expected, *actual))]

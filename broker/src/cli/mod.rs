@@ -56,7 +56,8 @@ pub enum Command {
     Topic(commands::TopicCommand),
     /// Publish a message to a normal topic.
     Send(commands::SendArgs),
-    /// Receive (and acknowledge) messages as a consumer group; one JSON object per message.
+    /// Receive (and acknowledge) messages as a consumer group; one line per message (a JSON
+    /// object per line with `--output json`).
     Consume(group::ConsumeArgs),
     /// Consumer groups: list, describe, reset, config.
     #[command(subcommand)]
