@@ -162,11 +162,13 @@ fn decode_err(e: codec::CodecError) -> RpcErr {
 }
 
 impl PeerConnection {
-    /// The error for a failed call; one that did not reach the peer delays the next attempt.
-    fn failed(&self, status: tonic::Status) -> RpcErr {
+    /// The error for a failed call; one that did not reach the peer is reported after a pause
+    /// (see [`PeerLink`]).
+    async fn failed(&self, status: tonic::Status) -> RpcErr {
         let error = status_to_rpc_error(status);
         if matches!(error, RPCError::Unreachable(_)) {
-            self.link.failed(&error);
+            let pause = self.link.failed(&error);
+            tokio::time::sleep(pause).await;
         }
         error
     }
@@ -195,7 +197,6 @@ impl PeerConnection {
         F: FnOnce(PeerClient<Channel>, tonic::Request<RaftMessage>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
     {
-        self.link.wait_turn().await;
         let client = self.client()?;
         let data = codec::encode(req).map_err(decode_err)?;
         let mut request = tonic::Request::new(RaftMessage { data: data.into() });
@@ -208,7 +209,7 @@ impl PeerConnection {
             Err(status) => {
                 // Drop the cached channel so the next attempt reconnects.
                 self.client = None;
-                Err(self.failed(status))
+                Err(self.failed(status).await)
             }
         }
     }
@@ -321,7 +322,6 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
             let stall = option.soft_ttl().max(STREAM_STALL);
             let unanswered = SendTimes::default();
             let requests = encoded_appends(input, unanswered.clone());
-            self.link.wait_turn().await;
             let mut client = self.client()?;
             let opened = tokio::time::timeout(stall, client.stream_append(requests))
                 .await
@@ -333,7 +333,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
                 }
                 Err(status) => {
                     self.client = None;
-                    return Err(self.failed(status));
+                    return Err(self.failed(status).await);
                 }
             };
             let results = futures::stream::unfold(

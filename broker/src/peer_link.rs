@@ -1,6 +1,10 @@
-//! How this node treats a peer it cannot reach: reconnection attempts back off (exponential,
-//! capped, jittered) instead of retrying at once, and the peer's state is logged when it goes,
-//! when it comes back and in a reminder every minute — not once per failed attempt. Openraft
+//! How this node treats a peer it cannot reach: a failed attempt is reported to openraft only
+//! after a pause that grows with every failure in a row (exponential, capped, jittered), so
+//! openraft — which retries at once — makes a few attempts a second at most; and the peer's
+//! state is logged when it goes, when it comes back and in a reminder every minute — not once
+//! per failed attempt. The pause comes after the failure, never before an attempt: openraft
+//! builds a replication session's payload before calling us, and entries purged while a
+//! session slept would be read as missing forever. Openraft
 //! logs every failed replication attempt, and without a wait it attempts again as soon as the
 //! connection is refused: thousands of lines a second while one peer is down.
 
@@ -27,8 +31,6 @@ pub struct PeerLink {
 struct LinkState {
     /// Consecutive failed attempts (0: reachable).
     failures: u32,
-    /// No attempt before this.
-    retry_at: Option<Instant>,
     down_since: Option<Instant>,
     reminded_at: Option<Instant>,
 }
@@ -46,20 +48,13 @@ impl PeerLink {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits until the next attempt is due (at once while the peer is reachable).
-    pub async fn wait_turn(&self) {
-        let retry_at = self.lock().retry_at;
-        if let Some(at) = retry_at {
-            tokio::time::sleep_until(at.into()).await;
-        }
-    }
-
-    /// An attempt failed to reach the peer: the next one waits longer.
-    pub fn failed(&self, error: &dyn std::fmt::Display) {
+    /// An attempt failed to reach the peer: how long to pause before reporting it (longer
+    /// with every failure in a row).
+    pub fn failed(&self, error: &dyn std::fmt::Display) -> Duration {
         let now = Instant::now();
         let mut state = self.lock();
         state.failures = state.failures.saturating_add(1);
-        state.retry_at = Some(now + retry_delay(state.failures));
+        let pause = retry_delay(state.failures);
         match state.down_since {
             None => {
                 state.down_since = Some(now);
@@ -79,6 +74,7 @@ impl PeerLink {
             }
             Some(_) => {}
         }
+        pause
     }
 
     /// An attempt reached the peer.
@@ -94,7 +90,7 @@ impl PeerLink {
 
 /// The wait after `failures` consecutive failures: doubling from [`FIRST_DELAY`], capped at
 /// [`MAX_DELAY`], less up to a quarter at random so that nodes retrying one peer spread out.
-fn retry_delay(failures: u32) -> Duration {
+pub fn retry_delay(failures: u32) -> Duration {
     let exponent = failures.saturating_sub(1).min(16);
     let full = FIRST_DELAY.saturating_mul(1 << exponent).min(MAX_DELAY);
     // The clock's nanoseconds, mixed with the pid, are random enough to spread retries.
@@ -125,18 +121,21 @@ mod tests {
         assert!(retry_delay(30) >= MAX_DELAY * 3 / 4);
     }
 
-    #[tokio::test]
-    async fn a_failed_peer_is_retried_later_and_reset_by_a_success() {
+    #[test]
+    fn failures_pause_longer_and_a_success_resets() {
         let link = PeerLink::new(7);
-        link.wait_turn().await;
+        let first = link.failed(&"refused");
+        let mut last = first;
         for _ in 0..5 {
-            link.failed(&"refused");
+            last = link.failed(&"refused");
         }
-        let due = link.lock().retry_at.expect("a retry time after failures");
-        assert!(due > Instant::now() + Duration::from_millis(500));
+        assert!(
+            first <= FIRST_DELAY && last > Duration::from_millis(500),
+            "{first:?} {last:?}"
+        );
         assert!(link.lock().down_since.is_some());
         link.succeeded();
         assert_eq!(link.lock().failures, 0);
-        assert!(link.lock().retry_at.is_none());
+        assert!(link.failed(&"refused") <= FIRST_DELAY);
     }
 }

@@ -21,6 +21,31 @@ use txmq_proto::client::{
 
 use crate::error::ClientError;
 
+/// Whether a failed call got an answer from a server (any status it sent) rather than failing
+/// to connect or losing the connection.
+fn reached_a_server(status: &tonic::Status) -> bool {
+    use std::error::Error;
+    status
+        .source()
+        .is_none_or(|source| source.downcast_ref::<tonic::transport::Error>().is_none())
+}
+
+/// A failed call's message and, for a transport failure, its innermost cause (e.g.
+/// "Connection refused"), which the message alone ("tcp connect error") does not say.
+fn failure_detail(status: &tonic::Status) -> String {
+    use std::error::Error;
+    let mut cause: Option<&dyn Error> = status.source();
+    let mut innermost = None;
+    while let Some(e) = cause {
+        innermost = Some(e.to_string());
+        cause = e.source();
+    }
+    match innermost {
+        Some(inner) if inner != status.message() => format!("{}: {inner}", status.message()),
+        _ => status.message().to_string(),
+    }
+}
+
 /// Tuning of a [`Client`].
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -59,8 +84,15 @@ pub struct Client {
     /// Whether `current` was pointed at the leader since the last failure: requests then skip
     /// the follower-to-leader forwarding hop.
     leader_located: Arc<AtomicBool>,
+    /// Whether any endpoint ever answered (a server's answer, even an error): until then a
+    /// round of refused connections gives up after [`NEVER_REACHED_GIVE_UP`], not the full
+    /// retry deadline meant for elections.
+    answered: Arc<AtomicBool>,
     options: ClientOptions,
 }
+
+/// How long a client that never reached any endpoint keeps trying.
+const NEVER_REACHED_GIVE_UP: Duration = Duration::from_secs(3);
 
 impl Client {
     /// A client of the nodes at `endpoints` (`host:port` of their client API).
@@ -113,6 +145,7 @@ impl Client {
             next_connection: Arc::new(AtomicUsize::new(0)),
             current: Arc::new(AtomicUsize::new(0)),
             leader_located: Arc::new(AtomicBool::new(false)),
+            answered: Arc::new(AtomicBool::new(false)),
             options,
         })
     }
@@ -160,23 +193,37 @@ impl Client {
         F: FnMut(TxmqClient<Channel>, Duration) -> Fut,
         Fut: Future<Output = Result<T, tonic::Status>>,
     {
-        let deadline = Instant::now() + self.options.retry_deadline;
+        let started = Instant::now();
+        let deadline = started + self.options.retry_deadline;
         let n = self.endpoints.len();
         if n > 1 && !self.leader_located.swap(true, Ordering::Relaxed) {
             self.locate_leader().await;
         }
+        let mut tried: Vec<Option<String>> = vec![None; n];
         let mut attempt = 0usize;
         loop {
             let i = (self.current.load(Ordering::Relaxed) + attempt) % n;
             match call(self.grpc(i), self.options.request_timeout).await {
                 Ok(v) => {
+                    self.answered.store(true, Ordering::Relaxed);
                     self.current.store(i, Ordering::Relaxed);
                     return Ok(v);
                 }
                 Err(status) => {
+                    if reached_a_server(&status) {
+                        self.answered.store(true, Ordering::Relaxed);
+                    }
+                    tried[i] = Some(failure_detail(&status));
                     let err = ClientError::from(status);
-                    if !err.is_retryable() || Instant::now() >= deadline {
+                    let now = Instant::now();
+                    let never_reached = !self.answered.load(Ordering::Relaxed)
+                        && attempt + 1 >= n
+                        && now >= started + NEVER_REACHED_GIVE_UP;
+                    if !err.is_retryable() {
                         return Err(err);
+                    }
+                    if now >= deadline || never_reached {
+                        return Err(self.naming_endpoints(err, &tried, never_reached));
                     }
                     tracing::debug!(endpoint = %self.endpoints[i], "retrying elsewhere: {}", err.message);
                     self.leader_located.store(false, Ordering::Relaxed);
@@ -188,6 +235,34 @@ impl Client {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
+    }
+
+    /// `err` with the endpoints tried and why each failed, so a person sees which addresses
+    /// were wrong or down.
+    fn naming_endpoints(
+        &self,
+        err: ClientError,
+        tried: &[Option<String>],
+        never_reached: bool,
+    ) -> ClientError {
+        let each: Vec<String> = self
+            .endpoints
+            .iter()
+            .zip(tried)
+            .map(|(e, why)| format!("{e} ({})", why.as_deref().unwrap_or("not tried")))
+            .collect();
+        let what = if never_reached {
+            "no endpoint could be reached"
+        } else {
+            "the cluster did not answer in time"
+        };
+        ClientError::new(
+            &err.code,
+            format!(
+                "{what}; tried {} — check --endpoints / TXMQ_ENDPOINTS and that the nodes run",
+                each.join(", ")
+            ),
+        )
     }
 
     /// Points `current` at the leader's endpoint when the leader is among the endpoints (best

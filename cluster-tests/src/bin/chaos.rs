@@ -29,6 +29,10 @@ struct Args {
     /// disconnect.
     #[arg(long)]
     docker_plan: Option<std::path::PathBuf>,
+    /// Also fill a node's disk now and then (each node's data dir becomes a 2 GiB tmpfs; needs
+    /// root). Not part of the CI run: see docs/testing.md.
+    #[arg(long)]
+    disk_faults: bool,
     /// Where to write the JSON report.
     #[arg(long, default_value = "chaos-report.json")]
     report: std::path::PathBuf,
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
         None => {
             let mut config = ChaosConfig::new(seed, args.duration);
             config.nodes = args.nodes;
+            config.disk_faults = args.disk_faults;
             config
         }
     };

@@ -28,6 +28,9 @@ pub struct ChaosConfig {
     pub max_lifetime: Duration,
     /// Run against these already running containers instead of starting processes.
     pub docker_plan: Option<crate::docker::DockerPlan>,
+    /// Let the nemesis fill a node's disk too (process runs only: each node's data dir is then
+    /// a tmpfs of [`DATA_DIR_BYTES`]).
+    pub disk_faults: bool,
 }
 
 impl ChaosConfig {
@@ -41,6 +44,7 @@ impl ChaosConfig {
             max_checks: 8,
             max_lifetime: Duration::from_secs(30),
             docker_plan: None,
+            disk_faults: false,
         }
     }
 
@@ -56,6 +60,7 @@ impl ChaosConfig {
             max_checks: t.max_checks,
             max_lifetime: Duration::from_millis(t.max_lifetime_ms),
             docker_plan: Some(plan),
+            disk_faults: false,
         }
     }
 
@@ -69,10 +74,15 @@ impl ChaosConfig {
             );
         }
         format!(
-            "cargo build -p txmq-broker --bin txmq && cargo run -p txmq-cluster-tests --bin chaos -- --seed {} --duration {}s --nodes {}",
+            "cargo build -p txmq-broker --bin txmq && cargo run -p txmq-cluster-tests --bin chaos -- --seed {} --duration {}s --nodes {}{}",
             self.seed,
             self.duration.as_secs(),
-            self.nodes
+            self.nodes,
+            if self.disk_faults {
+                " --disk-faults"
+            } else {
+                ""
+            }
         )
     }
 }
@@ -158,7 +168,11 @@ pub async fn run(config: &ChaosConfig) -> Result<Report> {
         ],
         proxied_links: true,
         // Small volumes the disk-full fault can fill (RAM-backed: what the run writes).
-        tmpfs_data_dirs: (1..=config.nodes).map(|id| (id, DATA_DIR_BYTES)).collect(),
+        tmpfs_data_dirs: if config.disk_faults {
+            (1..=config.nodes).map(|id| (id, DATA_DIR_BYTES)).collect()
+        } else {
+            Default::default()
+        },
         ..Default::default()
     };
     let mut cluster = match &config.docker_plan {

@@ -84,7 +84,8 @@ pub async fn run(cluster: &mut Cluster, config: &ChaosConfig) -> Result<Vec<Stri
     // not the small tmpfs a disk-full fault fills.
     let faults: Vec<Fault> = FAULTS
         .into_iter()
-        .filter(|f| !(containers && matches!(f, Fault::OneWayCut | Fault::DiskFull)))
+        .filter(|f| !(containers && matches!(f, Fault::OneWayCut)))
+        .filter(|f| config.disk_faults && !containers || !matches!(f, Fault::DiskFull))
         .collect();
     let (kill, pause, cut_off) = if containers {
         ("docker kill", "docker pause", "docker network disconnect")
