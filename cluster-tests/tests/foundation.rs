@@ -973,3 +973,43 @@ async fn cli_bodies_from_a_file_or_stdin_and_non_utf8_arguments() -> Result<()> 
     );
     Ok(())
 }
+
+/// A client of endpoints where nothing listens gives up after a few seconds (not the 20 s
+/// meant for elections of a cluster that answered before), naming every endpoint and why.
+#[test]
+fn an_unreachable_cluster_fails_fast_naming_each_endpoint() -> Result<()> {
+    let bin = txmq_cluster_tests::txmq_binary()?;
+    let (a, b) = (
+        txmq_cluster_tests::free_port()?,
+        txmq_cluster_tests::free_port()?,
+    );
+    let endpoints = format!("127.0.0.1:{a},127.0.0.1:{b}");
+    let started = Instant::now();
+    let out = std::process::Command::new(bin)
+        .args([
+            "cluster",
+            "status",
+            "--output",
+            "json",
+            "--endpoints",
+            &endpoints,
+        ])
+        .output()?;
+    let took = started.elapsed();
+    ensure!(!out.status.success(), "status of nothing succeeded");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let message = doc["error"]["message"].as_str().unwrap_or_default();
+    ensure!(
+        doc["error"]["code"] == "unavailable"
+            && message.contains("no endpoint could be reached")
+            && message.contains(&format!("127.0.0.1:{a}"))
+            && message.contains(&format!("127.0.0.1:{b}")),
+        "{doc}"
+    );
+    // The old behaviour was 20 s of silence; a wide margin over the 3 s it now takes.
+    ensure!(
+        took < Duration::from_secs(12),
+        "gave up only after {took:?}"
+    );
+    Ok(())
+}
