@@ -306,6 +306,8 @@ async fn a_peer_down_for_20s_costs_a_bounded_number_of_log_lines() -> Result<()>
     let leader_log = cluster.nodes[&leader].log_path.clone();
     let lines_before = std::fs::read_to_string(&leader_log)?.lines().count();
     cluster.node(down).kill();
+    // The fault itself: the peer stays down this long (a duration to measure over, not a wait
+    // for a condition).
     tokio::time::sleep(Duration::from_secs(20)).await;
     let log = std::fs::read_to_string(&leader_log)?;
     let added: Vec<&str> = log.lines().skip(lines_before).collect();
