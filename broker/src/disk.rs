@@ -6,40 +6,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use txmq_raft_store::space_gate::DiskSpace;
 use txmq_raft_store::space_gate::SpaceGate;
 
 const CHECK_EVERY: Duration = Duration::from_millis(500);
 const MIB: u64 = 1024 * 1024;
-
-/// Free and total bytes of a volume.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DiskSpace {
-    pub total_bytes: u64,
-    /// Available to this (unprivileged) process.
-    pub free_bytes: u64,
-}
-
-impl DiskSpace {
-    /// The volume holding `dir` (`None` when it cannot be read).
-    pub fn of(dir: &std::path::Path) -> Option<DiskSpace> {
-        use std::os::unix::ffi::OsStrExt;
-        let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-        // SAFETY: statvfs writes into the zeroed struct we own; the path is a valid C string.
-        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-        if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 || stat.f_blocks == 0 {
-            return None;
-        }
-        let block = stat.f_frsize as u64;
-        Some(DiskSpace {
-            total_bytes: stat.f_blocks as u64 * block,
-            free_bytes: stat.f_bavail as u64 * block,
-        })
-    }
-
-    pub fn used_fraction(&self) -> f64 {
-        1.0 - self.free_bytes as f64 / self.total_bytes.max(1) as f64
-    }
-}
 
 /// The reserve for a volume of `total_bytes`: 5 % of it, at least 16 MiB and at most 256 MiB —
 /// room for the node to apply and checkpoint what its log already holds once it stops taking

@@ -90,7 +90,7 @@ impl PeerLink {
 
 /// The wait after `failures` consecutive failures: doubling from [`FIRST_DELAY`], capped at
 /// [`MAX_DELAY`], less up to a quarter at random so that nodes retrying one peer spread out.
-pub fn retry_delay(failures: u32) -> Duration {
+fn retry_delay(failures: u32) -> Duration {
     let exponent = failures.saturating_sub(1).min(16);
     let full = FIRST_DELAY.saturating_mul(1 << exponent).min(MAX_DELAY);
     // The clock's nanoseconds, mixed with the pid, are random enough to spread retries.

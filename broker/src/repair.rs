@@ -25,15 +25,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
-use txmq_proto::peer::NodeStatusRequest;
 use txmq_raft_store::Raft;
 
-use crate::network::{PeerRoutes, peer_channel, peer_client};
+use crate::network::PeerRoutes;
 
 /// Present in the data dir while a repair is under way.
 pub const MARKER: &str = "REPAIRING";
 const POLL: Duration = Duration::from_millis(500);
-const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a repair that keeps waiting says why (in polls).
 const REPORT_EVERY: u32 = 20;
 
@@ -147,16 +145,9 @@ async fn leader_last_index(raft: &Raft, routes: &PeerRoutes) -> Result<u64, Stri
         ));
     };
     let addr = routes.resolve(leader, &info.peer_addr);
-    let mut client = peer_channel(&addr)
-        .map(peer_client)
-        .map_err(|e| format!("leader {leader} at {addr}: {e}"))?;
-    let mut request = tonic::Request::new(NodeStatusRequest {});
-    request.set_timeout(ASK_TIMEOUT);
-    let status = client
-        .node_status(request)
-        .await
-        .map_err(|s| format!("asking leader {leader} at {addr}: {}", s.message()))?
-        .into_inner();
+    let Some(status) = crate::status::ask_peer(&addr).await else {
+        return Err(format!("leader {leader} at {addr} did not answer"));
+    };
     if status.role != "leader" {
         return Err(format!("node {leader} is no longer the leader"));
     }

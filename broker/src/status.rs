@@ -142,7 +142,7 @@ pub async fn voter_disks(
         .collect()
 }
 
-async fn ask_peer(addr: &str) -> Option<NodeStatusResponse> {
+pub(crate) async fn ask_peer(addr: &str) -> Option<NodeStatusResponse> {
     let mut client = peer_client(peer_channel(addr).ok()?);
     let mut req = tonic::Request::new(NodeStatusRequest {});
     req.set_timeout(Duration::from_millis(1500));

@@ -149,8 +149,7 @@ async fn damage_on_one_node_is_refused_then_repaired_without_loss() -> Result<()
     let data_dir = cluster.node(damaged).data_dir.clone();
     wait_for("the repair to finish", Duration::from_secs(60), || {
         let done = !data_dir.join("REPAIRING").exists()
-            && std::fs::read_to_string(&cluster.nodes[&damaged].log_path)
-                .is_ok_and(|l| l.contains("repair finished"));
+            && cluster.nodes[&damaged].log().contains("repair finished");
         async move { done.then_some(()) }
     })
     .await
@@ -199,8 +198,9 @@ async fn damage_on_a_majority_keeps_the_cluster_unavailable_and_says_why() -> Re
         Duration::from_secs(30),
         || {
             let said = damaged.iter().all(|id| {
-                std::fs::read_to_string(&cluster.nodes[id].log_path)
-                    .is_ok_and(|l| l.contains("not voting: no leader yet"))
+                cluster.nodes[id]
+                    .log()
+                    .contains("not voting: no leader yet")
             });
             async move { said.then_some(()) }
         },
@@ -303,13 +303,12 @@ async fn a_peer_down_for_20s_costs_a_bounded_number_of_log_lines() -> Result<()>
     let mut cluster = Cluster::start(3, ClusterOptions::default()).await?;
     let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
     let down = if leader == 1 { 2 } else { 1 };
-    let leader_log = cluster.nodes[&leader].log_path.clone();
-    let lines_before = std::fs::read_to_string(&leader_log)?.lines().count();
+    let lines_before = cluster.nodes[&leader].log().lines().count();
     cluster.node(down).kill();
     // The fault itself: the peer stays down this long (a duration to measure over, not a wait
     // for a condition).
     tokio::time::sleep(Duration::from_secs(20)).await;
-    let log = std::fs::read_to_string(&leader_log)?;
+    let log = cluster.nodes[&leader].log();
     let added: Vec<&str> = log.lines().skip(lines_before).collect();
     eprintln!(
         "leader log lines while a peer was down for 20 s: {}",
@@ -335,8 +334,9 @@ async fn a_peer_down_for_20s_costs_a_bounded_number_of_log_lines() -> Result<()>
         "the leader to log the peer back",
         Duration::from_secs(15),
         || {
-            let back = std::fs::read_to_string(&leader_log)
-                .is_ok_and(|l| l.contains("peer reachable again"));
+            let back = cluster.nodes[&leader]
+                .log()
+                .contains("peer reachable again");
             async move { back.then_some(()) }
         },
     )

@@ -66,22 +66,42 @@ impl SpaceGate {
     fn has_room(&self, bytes: u64) -> bool {
         let reserve = self.reserve.load(Ordering::Acquire);
         match (&self.dir, reserve) {
-            (Some(dir), r) if r > 0 => free_bytes(dir).is_none_or(|free| free >= r + bytes),
+            (Some(dir), r) if r > 0 => {
+                DiskSpace::of(dir).is_none_or(|space| space.free_bytes >= r + bytes)
+            }
             _ => true,
         }
     }
 }
 
-/// Bytes available to this process on the volume holding `dir` (`None` if unknown).
-pub fn free_bytes(dir: &std::path::Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs writes into the zeroed struct we own; the path is a valid C string.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
-        return None;
+/// Free and total bytes of a volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskSpace {
+    pub total_bytes: u64,
+    /// Available to this (unprivileged) process.
+    pub free_bytes: u64,
+}
+
+impl DiskSpace {
+    /// The volume holding `dir` (`None` when it cannot be read).
+    pub fn of(dir: &std::path::Path) -> Option<DiskSpace> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+        // SAFETY: statvfs writes into the zeroed struct we own; the path is a valid C string.
+        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 || stat.f_blocks == 0 {
+            return None;
+        }
+        let block = stat.f_frsize as u64;
+        Some(DiskSpace {
+            total_bytes: stat.f_blocks as u64 * block,
+            free_bytes: stat.f_bavail as u64 * block,
+        })
     }
-    Some(stat.f_bavail as u64 * stat.f_frsize as u64)
+
+    pub fn used_fraction(&self) -> f64 {
+        1.0 - self.free_bytes as f64 / self.total_bytes.max(1) as f64
+    }
 }
 
 #[cfg(test)]
@@ -111,7 +131,7 @@ mod tests {
     async fn an_append_that_would_eat_into_the_reserve_closes_the_gate_and_waits() {
         let dir = tempfile::tempdir().expect("temp dir");
         let gate = Arc::new(SpaceGate::watching(dir.path().to_path_buf()));
-        let free = free_bytes(dir.path()).expect("statvfs");
+        let free = DiskSpace::of(dir.path()).expect("statvfs").free_bytes;
         gate.set_reserve(1);
         gate.wait_for_room(1024).await;
         gate.set_reserve(free);
