@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use txmq_raft_store::state::{Decision, DecisionSource, TxnTiming};
-use txmq_raft_store::{Command, NewMessage, Operation, TopicKind, TopicSpec};
+use txmq_state::{Command, NewMessage, Operation, TopicKind, TopicSpec};
+use txmq_state::{Decision, DecisionSource, TxnTiming};
 
 /// A `normal` topic creation command.
 pub fn create_topic(name: &str, queues: u32) -> Command {

@@ -24,7 +24,8 @@ use std::time::Instant;
 
 use openraft::errors::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot, watch};
-use txmq_raft_store::{Command, CommandResult, Operation, Raft, TypeConfig};
+use txmq_raft_store::{Raft, TypeConfig};
+use txmq_state::{Command, CommandResult, Operation};
 
 use crate::forward::OpError;
 use crate::proposer::now_ms;
@@ -271,7 +272,7 @@ fn to_op_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> OpErro
 mod tests {
     use std::time::Duration;
 
-    use txmq_raft_store::command::{Decision, DecisionSource};
+    use txmq_state::{Decision, DecisionSource};
 
     use super::*;
 

@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use txmq_proto::peer::peer_client::PeerClient;
 use txmq_proto::peer::{ForwardRequest, NodeStatusRequest, NodeStatusResponse};
-use txmq_raft_store::{NodeId, NodeInfo, Raft, codec};
+use txmq_raft_store::{NodeId, NodeInfo, Raft};
+use txmq_state::codec;
 
 use crate::forward::{ForwardReply, LeaderOp};
 use crate::network::{PeerRoutes, peer_channel, peer_client};

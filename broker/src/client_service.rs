@@ -3,7 +3,8 @@
 use tonic::{Request, Response, Status};
 use txmq_proto::client as pb;
 use txmq_proto::client::txmq_server::Txmq;
-use txmq_raft_store::{CommandResult, NodeInfo, Operation, Raft, StateReader};
+use txmq_raft_store::{NodeInfo, Raft, StateReader};
+use txmq_state::{CommandResult, Operation};
 
 use crate::consume_service::ConsumeService;
 use crate::convert;

@@ -310,7 +310,7 @@ impl ServeArgs {
             advertise_peer_addr: args.advertise_peer_addr,
             max_message_bytes: args
                 .max_message_bytes
-                .unwrap_or(txmq_raft_store::limits::DEFAULT_MAX_MESSAGE_BYTES),
+                .unwrap_or(txmq_state::limits::DEFAULT_MAX_MESSAGE_BYTES),
             heartbeat_interval: d(args.heartbeat_interval, Duration::from_millis(100)),
             election_timeout: d(args.election_timeout, Duration::from_millis(500)),
             snapshot_logs: args.snapshot_logs.unwrap_or(DEFAULT_SNAPSHOT_LOGS),

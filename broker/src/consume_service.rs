@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use tonic::Status;
 use txmq_proto::client as pb;
-use txmq_raft_store::command::{AckOutcome, ResetTarget};
-use txmq_raft_store::state::{GroupState, TopicMeta};
-use txmq_raft_store::{CommandResult, Operation, StateReader, limits};
+use txmq_raft_store::StateReader;
+use txmq_state::{AckOutcome, ResetTarget};
+use txmq_state::{CommandResult, Operation, limits};
+use txmq_state::{GroupState, TopicMeta};
 
 use crate::convert;
 use crate::proposer::{Proposer, now_ms};
@@ -149,7 +150,7 @@ impl ConsumeService {
     async fn read_leased(
         &self,
         req: &pb::ReceiveRequest,
-        deliveries: Vec<txmq_raft_store::command::Delivery>,
+        deliveries: Vec<txmq_state::Delivery>,
         index: u64,
     ) -> Result<pb::ReceiveResponse, Status> {
         let mut applied = self.reader.watch_applied_index();
@@ -184,7 +185,7 @@ impl ConsumeService {
     fn read_deliveries(
         &self,
         topic: &str,
-        deliveries: Vec<txmq_raft_store::command::Delivery>,
+        deliveries: Vec<txmq_state::Delivery>,
     ) -> Result<Served, Status> {
         let mut messages = Vec::with_capacity(deliveries.len());
         let mut unreturned = Vec::new();

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use tonic::Status;
 use txmq_proto::client as pb;
-use txmq_raft_store::limits;
-use txmq_raft_store::reader::{ReadError, ReadMessage};
-use txmq_raft_store::state::TopicMeta;
-use txmq_raft_store::{CommandResult, NewMessage, Rejection, TopicKind, TopicSpec};
+use txmq_raft_store::machine::reader::{ReadError, ReadMessage};
+use txmq_state::TopicMeta;
+use txmq_state::limits;
+use txmq_state::{CommandResult, NewMessage, Rejection, TopicKind, TopicSpec};
 
 pub fn topic_kind_to_pb(kind: TopicKind) -> pb::TopicType {
     match kind {

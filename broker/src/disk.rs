@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use txmq_raft_store::space_gate::DiskSpace;
-use txmq_raft_store::space_gate::SpaceGate;
+pub use txmq_raft_store::log::space_gate::DiskSpace;
+use txmq_raft_store::log::space_gate::SpaceGate;
 
 const CHECK_EVERY: Duration = Duration::from_millis(500);
 const MIB: u64 = 1024 * 1024;

@@ -2,7 +2,8 @@
 //! forwarded them over the peer API.
 
 use serde::{Deserialize, Serialize};
-use txmq_raft_store::{Command, CommandResult, NodeId, NodeInfo};
+use txmq_raft_store::{NodeId, NodeInfo};
+use txmq_state::{Command, CommandResult};
 
 /// An operation that only the leader can carry out.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -10,7 +11,7 @@ pub enum LeaderOp {
     /// Propose a command through Raft.
     Write(Command),
     /// Propose several operations together (the items of one batched client request).
-    WriteMany(Vec<txmq_raft_store::Operation>),
+    WriteMany(Vec<txmq_state::Operation>),
     /// Add a node as a learner, wait until it caught up, then (unless `learner_only`) promote it.
     AddNode {
         id: NodeId,

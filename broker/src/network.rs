@@ -19,9 +19,9 @@ use openraft::raft::{
 use tonic::transport::{Channel, Endpoint};
 use txmq_proto::peer::peer_client::PeerClient;
 use txmq_proto::peer::{RaftMessage, SnapshotChunk, snapshot_chunk};
-use txmq_raft_store::codec;
 use txmq_raft_store::types::alias::{Snapshot, Vote};
 use txmq_raft_store::{NodeId, NodeInfo, TypeConfig};
+use txmq_state::codec;
 
 use crate::peer_link::PeerLink;
 
@@ -97,17 +97,14 @@ impl PeerRoutes {
 pub struct PeerNetworkFactory {
     pub routes: Arc<PeerRoutes>,
     /// Turns the snapshot manifest into the full snapshot a follower installs.
-    pub snapshots: txmq_raft_store::sm_store::SnapshotSource,
+    pub snapshots: txmq_raft_store::SnapshotSource,
     /// Each peer's reachability, shared by every connection to it (openraft makes a new one
     /// per replication session).
     pub links: Arc<Mutex<BTreeMap<NodeId, Arc<PeerLink>>>>,
 }
 
 impl PeerNetworkFactory {
-    pub fn new(
-        routes: Arc<PeerRoutes>,
-        snapshots: txmq_raft_store::sm_store::SnapshotSource,
-    ) -> Self {
+    pub fn new(routes: Arc<PeerRoutes>, snapshots: txmq_raft_store::SnapshotSource) -> Self {
         Self {
             routes,
             snapshots,
@@ -142,7 +139,7 @@ pub struct PeerConnection {
     target: NodeId,
     addr: String,
     client: Option<PeerClient<Channel>>,
-    snapshots: txmq_raft_store::sm_store::SnapshotSource,
+    snapshots: txmq_raft_store::SnapshotSource,
     link: Arc<PeerLink>,
 }
 
@@ -542,7 +539,7 @@ mod tests {
     use openraft::EntryPayload;
     use openraft::entry::RaftEntry;
     use txmq_raft_store::types::alias::Entry;
-    use txmq_raft_store::{Command, NewMessage, Operation};
+    use txmq_state::{Command, NewMessage, Operation};
 
     fn entry(index: u64, body: usize) -> Entry {
         let log_id = openraft::testing::log_id::<TypeConfig>(1, 1, index);

@@ -14,7 +14,8 @@ use txmq_proto::peer::{
     SnapshotChunk, snapshot_chunk,
 };
 use txmq_raft_store::types::alias::{SnapshotMeta, Vote};
-use txmq_raft_store::{Raft, TypeConfig, codec};
+use txmq_raft_store::{Raft, TypeConfig};
+use txmq_state::codec;
 
 use crate::forward::{ForwardReply, LeaderOp};
 use crate::proposer::Proposer;

@@ -13,7 +13,8 @@ use tonic::transport::Channel;
 use txmq_proto::peer::ForwardRequest;
 use txmq_proto::peer::peer_client::PeerClient;
 use txmq_raft_store::types::alias::CommittedLeaderId;
-use txmq_raft_store::{Command, CommandResult, NodeId, Operation, Raft, StateReader, codec};
+use txmq_raft_store::{NodeId, Raft, StateReader};
+use txmq_state::{Command, CommandResult, Operation, codec};
 
 use crate::forward::{ForwardReply, LeaderOp, LeaderOutcome, OpError};
 use crate::network::{peer_channel, peer_client};
@@ -41,7 +42,7 @@ pub struct Proposer {
     batcher: crate::batcher::WriteBatcher,
     /// Closed while this node's disk is nearly full: as leader it then takes no writes (its
     /// log could not hold them), so clients go elsewhere while leadership moves.
-    space: Arc<txmq_raft_store::space_gate::SpaceGate>,
+    space: Arc<txmq_raft_store::log::space_gate::SpaceGate>,
 }
 
 impl Proposer {
@@ -50,7 +51,7 @@ impl Proposer {
         raft: Raft,
         reader: StateReader,
         routes: Arc<crate::network::PeerRoutes>,
-        space: Arc<txmq_raft_store::space_gate::SpaceGate>,
+        space: Arc<txmq_raft_store::log::space_gate::SpaceGate>,
     ) -> Self {
         Self {
             id,

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use txmq_proto::client::CheckRequest;
+use txmq_raft_store::StateReader;
 use txmq_raft_store::types::alias::CommittedLeaderId;
-use txmq_raft_store::{CommandResult, Operation, StateReader};
+use txmq_state::{CommandResult, Operation};
 
 use crate::checkers::CheckerRegistry;
 use crate::proposer::{Proposer, now_ms};

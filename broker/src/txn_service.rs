@@ -9,8 +9,9 @@ use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use txmq_proto::client as pb;
-use txmq_raft_store::state::{Decision, DecisionSource, TxnRecord, TxnTiming};
-use txmq_raft_store::{CommandResult, Operation, Raft, StateReader, limits};
+use txmq_raft_store::{Raft, StateReader};
+use txmq_state::{CommandResult, Operation, limits};
+use txmq_state::{Decision, DecisionSource, TxnRecord, TxnTiming};
 
 use crate::checkers::CheckerRegistry;
 use crate::config::TxnSettings;

@@ -1,45 +1,35 @@
-//! Everything txmq replicates.
+//! Where txmq keeps what it replicates: the Raft log, the state machine's stores, snapshots.
 //!
-//! * [`types`]: the openraft type configuration ([`TypeConfig`]) and the node record.
-//! * [`command`]: the commands proposed through Raft and the results every replica agrees on.
-//! * [`state`]: the pure, deterministic state machine. It never reads a clock, never does I/O:
-//!   `apply(command, log index)` with the leader's time inside the command, producing a
-//!   [`state::WriteBatch`] that the store writes atomically.
-//! * [`log_store`]: the Raft log: entries in append-only segment files ([`log_files`]), reported
-//!   flushed only after fsync ([`log_flusher`], group commit); vote and purge point in sled.
-//! * [`sm_store`]: the sled-backed state-machine store, snapshot build and install.
-//! * [`snapshot`]: the streaming snapshot file format.
-//! * [`reader`]: read access to committed state, shared with the gRPC services.
+//! The state machine itself is [`txmq_state`] (pure: no clock, no I/O). This crate decides how
+//! its changes become files and rows, and serves openraft its storage:
+//!
+//! * [`log`]: the Raft log — segment files, group commit, cache, the disk-space gate.
+//! * [`machine`]: the openraft state-machine store, the live replica, checkpoints, snapshot
+//!   build and install, the read API ([`StateReader`]).
+//! * [`snapshot`]: the snapshot file format and manifest expansion.
+//! * [`files`]: frames, queue files, the transaction journal, file deletion, the idle thread.
+//! * [`rows`]: sled keys and row encodings.
+//! * [`types`]: the openraft type configuration and the node record.
+//! * [`storage`]: opening all of it from a data directory.
+//!
+//! Dependencies point down that list's reverse: `rows` and `files` depend on nothing here but
+//! `types`; `snapshot` on those; `log` on `files`; `machine` on all of them.
 
-pub mod background;
-pub mod checkpoint;
-pub mod codec;
-pub mod command;
-pub mod file_reaper;
-pub mod frame;
-pub mod gradual_delete;
-pub mod keys;
-pub mod limits;
-pub mod log_cache;
-pub mod log_files;
-pub mod log_flusher;
-pub mod log_store;
-pub mod numbered_files;
-pub mod queue_files;
-pub mod reader;
-pub mod segment;
-pub mod sm_store;
+pub mod files;
+pub mod log;
+pub mod machine;
+pub mod rows;
 pub mod snapshot;
-pub mod space_gate;
-pub mod state;
 pub mod storage;
-pub mod trickle_synced_file;
-pub mod txn_journal;
 pub mod types;
 
-pub use command::{Command, CommandResult, NewMessage, Operation, Rejection, TopicKind, TopicSpec};
-pub use log_store::LogStore;
-pub use reader::StateReader;
-pub use sm_store::StateMachineStore;
+pub use log::space_gate::{DiskSpace, SpaceGate};
+pub use log::store::LogStore;
+pub use machine::reader::{ReadError, ReadMessage, StateReader};
+pub use machine::store::StateMachineStore;
+pub use snapshot::expand::SnapshotSource;
 pub use storage::{Storage, StorageConfig, StorageError};
-pub use types::{NodeId, NodeInfo, Raft, TypeConfig};
+pub use types::{NodeId, NodeInfo, TypeConfig};
+
+/// The Raft handle, typed with txmq's state-machine store.
+pub type Raft = openraft::Raft<TypeConfig, StateMachineStore>;

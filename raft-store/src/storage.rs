@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
-use crate::log_store::LogStore;
-use crate::queue_files::{QUEUE_SEGMENT_BYTES, QueueFiles};
-use crate::reader::StateReader;
-use crate::sm_store::StateMachineStore;
-use crate::txn_journal::TxnJournal;
+use crate::files::queue_files::{QUEUE_SEGMENT_BYTES, QueueFiles};
+use crate::files::txn_journal::TxnJournal;
+use crate::log::store::LogStore;
+use crate::machine::reader::StateReader;
+use crate::machine::store::StateMachineStore;
 
 /// Where and how to open storage.
 #[derive(Debug, Clone)]
@@ -69,7 +69,7 @@ pub struct Storage {
     pub state_machine: StateMachineStore,
     pub reader: StateReader,
     /// Expands snapshot manifests into the full stream sent to followers.
-    pub snapshots: crate::sm_store::SnapshotSource,
+    pub snapshots: crate::snapshot::expand::SnapshotSource,
     pub db: sled::Db,
 }
 

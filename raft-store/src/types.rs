@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Command, CommandResult};
+use txmq_state::{Command, CommandResult};
 
 /// A node id. Never reuse one: a removed node's id stays retired.
 pub type NodeId = u64;
@@ -33,9 +33,6 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = NodeInfo,
 );
-
-/// The Raft handle, typed with txmq's state machine store.
-pub type Raft = openraft::Raft<TypeConfig, crate::sm_store::StateMachineStore>;
 
 /// Aliases used across crates.
 pub mod alias {

@@ -9,9 +9,9 @@ use anyhow::{Result, ensure};
 use openraft::EntryPayload;
 use openraft::entry::RaftEntry;
 use proptest::prelude::*;
-use txmq_raft_store::log_files::{LogFiles, PREALLOCATE_BYTES, read_located};
+use txmq_raft_store::log::segments::{LogFiles, PREALLOCATE_BYTES, read_located};
 use txmq_raft_store::types::alias::Entry;
-use txmq_raft_store::{Command, NewMessage, Operation};
+use txmq_state::{Command, NewMessage, Operation};
 
 /// Small segments so that a few entries span several files.
 const SEGMENT: u64 = 2048;

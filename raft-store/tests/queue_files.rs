@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Result, ensure};
 use proptest::prelude::*;
-use txmq_raft_store::queue_files::QueueFiles;
+use txmq_raft_store::files::queue_files::QueueFiles;
 
 /// Small files so that a few messages span several.
 const SEGMENT: u64 = 1024;

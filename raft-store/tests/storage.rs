@@ -9,12 +9,10 @@ use openraft::storage::{RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::type_config::TypeConfigExt;
 use openraft::{EntryPayload, RaftLogReader, StorageError};
-use txmq_raft_store::state::{Decision, DecisionSource, TxnTiming};
 use txmq_raft_store::types::alias::Entry;
-use txmq_raft_store::{
-    Command, LogStore, NewMessage, Operation, StateMachineStore, Storage, StorageConfig, TopicKind,
-    TopicSpec, TypeConfig,
-};
+use txmq_raft_store::{LogStore, StateMachineStore, Storage, StorageConfig, TypeConfig};
+use txmq_state::{Command, NewMessage, Operation, TopicKind, TopicSpec};
+use txmq_state::{Decision, DecisionSource, TxnTiming};
 
 struct SledBuilder;
 
@@ -321,7 +319,7 @@ async fn state_not_yet_checkpointed_is_rebuilt_from_the_log() -> Result<()> {
 }
 
 /// The records of the workload's three transactions, as the node holds them.
-fn transactions(s: &Storage) -> Result<Vec<txmq_raft_store::state::TxnRecord>> {
+fn transactions(s: &Storage) -> Result<Vec<txmq_state::TxnRecord>> {
     (203..206u64)
         .map(|index| {
             let id = format!("T{index:016X}00000000");
@@ -351,13 +349,13 @@ async fn message_rows_kept_in_sled_by_an_earlier_version_move_to_queue_files() -
         let tree = db.open_tree("state")?;
         for item in s.db.open_tree("state")?.iter() {
             let (k, v) = item?;
-            if k.as_ref() != txmq_raft_store::keys::JOURNAL_KEY {
+            if k.as_ref() != txmq_raft_store::rows::keys::JOURNAL_KEY {
                 tree.insert(k, v)?;
             }
         }
         for record in transactions(&s)? {
-            let row = record.encode_row()?;
-            tree.insert(txmq_raft_store::keys::txn_key(&record.id), row)?;
+            let row = txmq_raft_store::rows::txn_row::encode_txn_row(&record)?;
+            tree.insert(txmq_raft_store::rows::keys::txn_key(&record.id), row)?;
         }
         for topic in s.reader.topics() {
             for queue in 0..topic.queues {
@@ -376,10 +374,10 @@ async fn message_rows_kept_in_sled_by_an_earlier_version_move_to_queue_files() -
                 for chunk in messages.chunks(10) {
                     let encoded = chunk
                         .iter()
-                        .map(|(_, m)| txmq_raft_store::codec::encode_compact(m))
+                        .map(|(_, m)| txmq_state::codec::encode_compact(m))
                         .collect::<Result<Vec<_>, _>>()?;
-                    let key = txmq_raft_store::keys::message_key(topic.id, queue, chunk[0].0);
-                    tree.insert(key, txmq_raft_store::segment::encode(&encoded))?;
+                    let key = txmq_raft_store::rows::keys::message_key(topic.id, queue, chunk[0].0);
+                    tree.insert(key, txmq_raft_store::rows::message_rows::encode(&encoded))?;
                     segments += 1;
                 }
             }
@@ -398,12 +396,12 @@ async fn message_rows_kept_in_sled_by_an_earlier_version_move_to_queue_files() -
     );
     let rows_left =
         s.db.open_tree("state")?
-            .scan_prefix([txmq_raft_store::keys::MESSAGE_PREFIX])
+            .scan_prefix([txmq_raft_store::rows::keys::MESSAGE_PREFIX])
             .count();
     ensure!(rows_left == 0, "{rows_left} message rows left in sled");
     let txn_rows_left =
         s.db.open_tree("state")?
-            .scan_prefix([txmq_raft_store::keys::TXN_PREFIX])
+            .scan_prefix([txmq_raft_store::rows::keys::TXN_PREFIX])
             .count();
     ensure!(
         txn_rows_left == 0,
@@ -428,10 +426,7 @@ async fn a_log_kept_in_sled_by_an_earlier_version_is_moved_to_segment_files() ->
         let db = sled::open(dir.path().join("db"))?;
         let old = db.open_tree("raft_log")?;
         for e in &entries {
-            old.insert(
-                e.log_id.index.to_be_bytes(),
-                txmq_raft_store::codec::encode(e)?,
-            )?;
+            old.insert(e.log_id.index.to_be_bytes(), txmq_state::codec::encode(e)?)?;
         }
         db.flush()?;
     }
@@ -517,7 +512,7 @@ async fn disk_pressure_trims_the_globally_oldest_queue_first() -> Result<()> {
 /// stores applying the same log (one after a snapshot install) keep identical rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_trims_inside_and_across_message_segments() -> Result<()> {
-    use txmq_raft_store::command::QueueTrim;
+    use txmq_state::QueueTrim;
     let message = |i: usize| NewMessage {
         key: "one-queue".into(),
         tag: String::new(),

@@ -8,12 +8,11 @@ use rustc_hash::FxHashSet;
 use std::path::Path;
 
 use proptest::prelude::*;
-use txmq_raft_store::state::{
-    BrokerState, Decision, DecisionSource, MAX_DECIDED_KEPT, Transactions, TxnId, TxnTiming,
-    WriteBatch, WriteOp,
+use txmq_raft_store::files::txn_journal::{JournalLimits, JournalRange, TxnJournal};
+use txmq_state::{
+    BrokerState, Change, Decision, DecisionSource, MAX_DECIDED_KEPT, Transactions, TxnId, TxnTiming,
 };
-use txmq_raft_store::txn_journal::{JournalLimits, JournalRange, TxnJournal};
-use txmq_raft_store::{Command, CommandResult, NewMessage, Operation, TopicKind, TopicSpec};
+use txmq_state::{Command, CommandResult, NewMessage, Operation, TopicKind, TopicSpec};
 
 const TIMING: TxnTiming = TxnTiming {
     first_check_delay_ms: 100,
@@ -63,18 +62,14 @@ impl Node {
 
     fn apply(&mut self, op: Operation) -> CommandResult {
         self.index += 1;
-        let mut batch = WriteBatch::default();
         let command = Command::new(1_000 + self.index, op);
-        let result = self
-            .state
-            .apply(self.index, &command, &mut batch)
-            .expect("apply");
-        for op in batch.ops {
-            if let WriteOp::Txn(id) = op {
+        let applied = self.state.apply(self.index, &command).expect("apply");
+        for change in applied.changes.into_list() {
+            if let Change::Txn(id) = change {
                 self.changed.insert(id);
             }
         }
-        result
+        applied.result
     }
 
     /// Stores `n` half messages in one entry; returns their ids.

@@ -1,0 +1,247 @@
+//! Write-behind of the state machine to the transaction journal and to sled.
+//!
+//! Applying an entry changes memory ([`txmq_state::BrokerState`]), appends message bodies to
+//! the queue files, and records its row changes here. A checkpoint then, in this order:
+//! appends the changed transaction records to the transaction journal
+//! ([`crate::files::txn_journal`]), syncs the queue files and the journal, writes the coalesced row
+//! changes, the journal's range and the applied log id to sled in one atomic batch, and (only
+//! if retention moved a low offset or the journal compacted) flushes sled before deleting the
+//! files below it. So whatever sled holds after a crash names only durable messages and
+//! journal frames, and never one whose file is gone.
+//!
+//! Why: a row written per entry cost sled a node copy each. Coalesced, a row changed many times
+//! between checkpoints is written once (or not at all); topic and group rows, and transaction
+//! records, are not even encoded at apply (the state reports *that* they changed): the checkpoint
+//! encodes their state once, under the state's read lock so that it is the state as of the
+//! applied log id it records — a consumer group's row, with all its leases, changed by every
+//! receive and ack, used to be re-encoded for each of them. Transaction records go to the
+//! journal rather than sled: two B-tree updates per transaction (insert when decided, delete
+//! when it left the decided window) were a third of a node's CPU under a transactional load.
+//!
+//! The Raft log is the redo log: entries after the last checkpoint are re-applied from it after
+//! a restart, so the log store checkpoints before it purges (see `crate::log::store`).
+
+use std::collections::BTreeSet;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashSet;
+
+use txmq_state::codec;
+use txmq_state::{BrokerState, Change, Changes, TxnId};
+
+use crate::files::queue_files::QueueFiles;
+use crate::files::txn_journal::TxnJournal;
+use crate::rows::applied_state::AppliedState;
+use crate::rows::keys;
+use crate::rows::state_rows::{changed_row_key, row_value};
+
+/// How long applied rows may wait in memory before a checkpoint writes them.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+/// ... or how many distinct rows may wait.
+const MAX_PENDING_ROWS: usize = 20_000;
+
+/// Row changes applied since the last checkpoint.
+#[derive(Default)]
+struct Pending {
+    /// Rows that changed: each is written as the state holds it when the checkpoint is taken.
+    rows: BTreeSet<Vec<u8>>,
+    /// Transactions whose record changed (or left the state): journaled at the checkpoint.
+    txns: FxHashSet<TxnId>,
+    /// Retention moves: (topic, queue, new low offset).
+    trims: Vec<(u64, u32, u64)>,
+    applied: Option<AppliedState>,
+    since: Option<Instant>,
+}
+
+/// The pending rows and the lock that orders checkpoints.
+#[derive(Default)]
+pub struct Checkpointer {
+    pending: Mutex<Pending>,
+    /// Held for a whole checkpoint: two checkpoints must reach sled in order.
+    writing: Mutex<()>,
+    /// A checkpoint runs in the background (at most one is started at a time).
+    in_background: AtomicBool,
+    /// Why a background checkpoint failed: the next apply fails with it (the node stops).
+    failed: Mutex<Option<String>>,
+}
+
+impl Checkpointer {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records one applied entry: its messages go to the queue files now, its other changes
+    /// and `applied` join the pending checkpoint together (a checkpoint never holds part of an
+    /// entry).
+    pub fn record(
+        &self,
+        queues: &QueueFiles,
+        changes: Changes,
+        applied: AppliedState,
+    ) -> io::Result<()> {
+        let mut rest = Vec::new();
+        for change in changes.into_list() {
+            match change {
+                Change::Appended {
+                    topic,
+                    queue,
+                    first,
+                    messages,
+                } => queues.append(topic, queue, first, &messages)?,
+                other => rest.push(other),
+            }
+        }
+        let mut p = self.pending();
+        p.since.get_or_insert_with(Instant::now);
+        for change in rest {
+            match change {
+                Change::Txn(id) => {
+                    p.txns.insert(id);
+                }
+                Change::TrimmedBelow {
+                    topic,
+                    queue,
+                    below,
+                } => p.trims.push((topic, queue, below)),
+                row => {
+                    if let Some(key) = changed_row_key(&row) {
+                        p.rows.insert(key);
+                    }
+                }
+            }
+        }
+        p.applied = Some(applied);
+        Ok(())
+    }
+
+    /// Whether a checkpoint is due (by age or size).
+    pub fn due(&self) -> bool {
+        let p = self.pending();
+        p.rows.len() + p.txns.len() >= MAX_PENDING_ROWS
+            || p.since.is_some_and(|s| s.elapsed() >= CHECKPOINT_INTERVAL)
+    }
+
+    /// Claims the right to run a background checkpoint: false while one is still running.
+    pub fn start_background(&self) -> bool {
+        !self.in_background.swap(true, Ordering::AcqRel)
+    }
+
+    /// Ends a background checkpoint (a failure is kept by [`Self::checkpoint`] itself).
+    pub fn finish_background(&self, result: io::Result<()>) {
+        if let Err(e) = result {
+            tracing::error!("state checkpoint failed: {e}");
+        }
+        self.in_background.store(false, Ordering::Release);
+    }
+
+    /// The failure of an earlier checkpoint, if any. Once one failed, its taken rows are lost
+    /// to sled: every later checkpoint refuses (a later applied id without those rows would
+    /// be a wrong state), the log is no longer purged, and applies fail, so the node stops and
+    /// restarts from its last good checkpoint and the log.
+    pub fn earlier_failure(&self) -> io::Result<()> {
+        match &*self.failed.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(e) => Err(io::Error::other(format!(
+                "an earlier state checkpoint failed: {e}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Holds off checkpoints while the caller replaces the stored state.
+    pub fn exclusive(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets pending changes (a snapshot replaces the whole state).
+    pub fn discard(&self) {
+        *self.pending() = Pending::default();
+    }
+
+    /// Writes a checkpoint (see the module comment). Blocking: call it off the async workers.
+    /// Concurrent calls run one after the other.
+    pub fn checkpoint(
+        &self,
+        stores: CheckpointTargets<'_>,
+        state: &RwLock<BrokerState>,
+    ) -> io::Result<()> {
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        self.earlier_failure()?;
+        let result = self.write_checkpoint(stores, state);
+        if let Err(e) = &result {
+            *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        }
+        result
+    }
+
+    fn write_checkpoint(
+        &self,
+        stores: CheckpointTargets<'_>,
+        state: &RwLock<BrokerState>,
+    ) -> io::Result<()> {
+        let CheckpointTargets {
+            queues,
+            journal,
+            tree,
+        } = stores;
+        let started = Instant::now();
+        let (pending, mut batch, journal_plan) = {
+            // Under the state's read lock no entry is half applied (apply holds the write lock
+            // while it records), so the refreshed rows and the journaled records are taken as
+            // of `applied` exactly. The records are shared, not copied, and encoded after the
+            // lock is released: the apply waits for this block.
+            let state = state.read().unwrap_or_else(|p| p.into_inner());
+            let pending = std::mem::take(&mut *self.pending());
+            let batch = sled_batch(&pending, &state)?;
+            let journal_plan = journal.prepare(&pending.txns, &state.transactions);
+            (pending, batch, journal_plan)
+        };
+        let journal_write = journal_plan.encode()?;
+        let Some(applied) = pending.applied else {
+            return Ok(());
+        };
+        let range = journal.append(&journal_write)?;
+        queues.sync()?;
+        journal.sync()?;
+        batch.insert(keys::JOURNAL_KEY, codec::encode(&range)?);
+        batch.insert(keys::APPLIED_KEY, codec::encode(&applied)?);
+        tree.apply_batch(batch).map_err(io::Error::other)?;
+        let compacted = journal_write.compacts();
+        if !pending.trims.is_empty() || compacted {
+            // Files go only once sled durably names the offsets that replace them.
+            tree.flush().map_err(io::Error::other)?;
+            for (topic, queue, below) in pending.trims {
+                queues.trim_below(topic, queue, below)?;
+            }
+            if compacted {
+                journal.trim()?;
+            }
+        }
+        metrics::histogram!("txmq_state_checkpoint_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("txmq_state_checkpoint_rows").record(pending.rows.len() as f64);
+        Ok(())
+    }
+}
+
+/// Where a checkpoint writes: message bodies, transaction records, rows.
+#[derive(Clone, Copy)]
+pub struct CheckpointTargets<'a> {
+    pub queues: &'a QueueFiles,
+    pub journal: &'a TxnJournal,
+    pub tree: &'a sled::Tree,
+}
+
+/// The sled batch of a checkpoint's changed rows, encoded from `state`.
+fn sled_batch(pending: &Pending, state: &BrokerState) -> io::Result<sled::Batch> {
+    let mut batch = sled::Batch::default();
+    for key in &pending.rows {
+        match row_value(state, key)? {
+            Some(v) => batch.insert(key.as_slice(), v),
+            None => batch.remove(key.as_slice()),
+        }
+    }
+    Ok(batch)
+}
