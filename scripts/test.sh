@@ -27,6 +27,18 @@ cargo fmt --all -- --check
 step "lints (cargo clippy -D warnings)"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "layering (no module import circles; txmq-state depends on data crates only)"
+python3 scripts/check-module-cycles.py
+if cargo tree -p txmq-state -e normal --prefix none | grep -Eq '^(tokio|sled|openraft|tonic|libc) '; then
+  echo "error: txmq-state must stay pure, but depends on:" >&2
+  cargo tree -p txmq-state -e normal --prefix none | grep -E '^(tokio|sled|openraft|tonic|libc) ' >&2
+  exit 1
+fi
+if grep -q '^sled' broker/Cargo.toml; then
+  echo "error: txmq-broker must not depend on sled directly (the store reports what the node needs)" >&2
+  exit 1
+fi
+
 step "build (the txmq binary the cluster tests run)"
 cargo build --workspace --bins
 

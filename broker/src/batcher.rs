@@ -27,8 +27,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use txmq_raft_store::{Raft, TypeConfig};
 use txmq_state::{Command, CommandResult, Operation};
 
-use crate::forward::OpError;
-use crate::proposer::now_ms;
+use crate::clock::now_ms;
+use crate::op_error::OpError;
 
 /// Entries proposed and not yet applied, at most.
 pub const MAX_IN_FLIGHT: usize = 2;
@@ -265,7 +265,7 @@ fn fail_all(items: Vec<Pending>, e: OpError) {
 }
 
 fn to_op_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> OpError {
-    crate::proposer::write_error(e)
+    crate::op_error::write_error(e)
 }
 
 #[cfg(test)]

@@ -20,10 +20,10 @@ use std::time::Duration;
 use txmq_proto::peer::peer_client::PeerClient;
 use txmq_proto::peer::{ForwardRequest, NodeStatusRequest, NodeStatusResponse};
 use txmq_raft_store::{NodeId, NodeInfo, Raft};
-use txmq_state::codec;
 
-use crate::forward::{ForwardReply, LeaderOp};
+use crate::leader_op::{ForwardReply, LeaderOp};
 use crate::network::{PeerRoutes, peer_channel, peer_client};
+use crate::peer_payload;
 
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -209,7 +209,7 @@ impl Bootstrap {
             learner_only: false,
             fresh: true,
         };
-        let bytes = codec::encode(&op).map_err(|e| e.to_string())?;
+        let bytes = peer_payload::encode(&op).map_err(|e| e.to_string())?;
         let mut client = peer_channel(addr)
             .map(peer_client)
             .map_err(|e| e.to_string())?;
@@ -221,7 +221,7 @@ impl Bootstrap {
             .await
             .map_err(|s| format!("asking leader {leader} at {addr} to add us: {s}"))?;
         let reply: ForwardReply =
-            codec::decode(&response.into_inner().result).map_err(|e| e.to_string())?;
+            peer_payload::decode(&response.into_inner().result).map_err(|e| e.to_string())?;
         match reply {
             Ok(_) => {
                 tracing::info!(node = self.node_id, "joined the cluster as a voter");

@@ -8,7 +8,7 @@ use txmq_state::{CommandResult, Operation};
 
 use crate::consume_service::ConsumeService;
 use crate::convert;
-use crate::forward::LeaderOp;
+use crate::leader_op::LeaderOp;
 use crate::proposer::Proposer;
 use crate::status::cluster_status;
 use crate::txn_service::{CheckStream, TxnService};
@@ -383,7 +383,7 @@ impl Txmq for ClientService {
 /// One failed item of a batch, with the same code a single request would have failed with.
 fn failure(status: &Status) -> pb::Failure {
     pb::Failure {
-        code: txmq_client::error_code_name(status.code()).to_string(),
+        code: txmq_proto::codes::code_name(status.code()).to_string(),
         message: status.message().to_string(),
     }
 }

@@ -14,8 +14,9 @@ use txmq_state::{AckOutcome, ResetTarget};
 use txmq_state::{CommandResult, Operation, limits};
 use txmq_state::{GroupState, TopicMeta};
 
+use crate::clock::now_ms;
 use crate::convert;
-use crate::proposer::{Proposer, now_ms};
+use crate::proposer::Proposer;
 
 /// Defaults and bounds of a receive.
 pub const DEFAULT_MAX: u32 = 32;

@@ -4,7 +4,7 @@
 //! metrics registry for each of them was a visible share of the leader's CPU. A tally adds them
 //! up and touches each counter once.
 
-use crate::proposer::now_ms;
+use crate::clock::now_ms;
 
 /// Decisions of one request (or one scheduler tick), recorded together.
 #[derive(Default)]

@@ -50,7 +50,7 @@ fn method_label(path: &str) -> &'static str {
 }
 
 fn code_label(code: tonic::Code) -> &'static str {
-    txmq_client::error_code_name(code)
+    txmq_proto::codes::code_name(code)
 }
 
 #[derive(Clone, Default)]

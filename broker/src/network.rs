@@ -24,6 +24,7 @@ use txmq_raft_store::{NodeId, NodeInfo, TypeConfig};
 use txmq_state::codec;
 
 use crate::peer_link::PeerLink;
+use crate::peer_payload;
 
 /// A replication stream whose oldest unanswered request waited this long (or the heartbeat
 /// interval, if longer) is declared stalled: openraft then ends the session and starts another.
@@ -189,19 +190,19 @@ impl PeerConnection {
         rpc: F,
     ) -> Result<Resp, RpcErr>
     where
-        Req: serde::Serialize,
-        Resp: serde::de::DeserializeOwned,
+        Req: crate::peer_payload::PeerPayload,
+        Resp: crate::peer_payload::PeerPayload,
         F: FnOnce(PeerClient<Channel>, tonic::Request<RaftMessage>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
     {
         let client = self.client()?;
-        let data = codec::encode(req).map_err(decode_err)?;
+        let data = peer_payload::encode(req).map_err(decode_err)?;
         let mut request = tonic::Request::new(RaftMessage { data: data.into() });
         request.set_timeout(ttl);
         match rpc(client, request).await {
             Ok(resp) => {
                 self.link.succeeded();
-                codec::decode(&resp.into_inner().data).map_err(decode_err)
+                peer_payload::decode(&resp.into_inner().data).map_err(decode_err)
             }
             Err(status) => {
                 // Drop the cached channel so the next attempt reconnects.
@@ -247,7 +248,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         let mut client = self
             .client()
             .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
-        let header = codec::encode(&(vote, snapshot.meta.clone()))
+        let header = peer_payload::encode(&(vote, snapshot.meta.clone()))
             .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
         // A bounded channel: the snapshot is produced only as fast as the peer accepts chunks.
         let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(4);
@@ -290,7 +291,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
             Ok(Err(e)) => return Err(StreamingError::Network(NetworkError::new(&e))),
             Err(e) => return Err(StreamingError::Network(NetworkError::new(&e))),
         }
-        codec::decode(&resp.into_inner().data)
+        peer_payload::decode(&resp.into_inner().data)
             .map_err(|e| StreamingError::Network(NetworkError::new(&e)))
     }
 
@@ -426,7 +427,7 @@ where
 fn encode_split(
     request: AppendEntriesRequest<TypeConfig>,
 ) -> Result<Vec<RaftMessage>, codec::CodecError> {
-    let data = codec::encode(&request)?;
+    let data = peer_payload::encode(&request)?;
     if data.len() <= SPLIT_BYTES || request.entries.len() < 2 {
         return Ok(vec![RaftMessage { data: data.into() }]);
     }
@@ -472,7 +473,7 @@ async fn next_append_result(
             Ok(None) => return None,
             Ok(Some(Ok(message))) => {
                 unanswered.answered();
-                return match codec::decode::<StreamAppendResult<TypeConfig>>(&message.data) {
+                return match peer_payload::decode::<StreamAppendResult<TypeConfig>>(&message.data) {
                     Ok(result) => Some((Ok(result), Some((responses, unanswered, target)))),
                     Err(e) => Some((Err(decode_err(e)), None)),
                 };
@@ -577,7 +578,8 @@ mod tests {
                 "part of {} bytes",
                 m.data.len()
             );
-            let part: AppendEntriesRequest<TypeConfig> = codec::decode(&m.data).expect("decodes");
+            let part: AppendEntriesRequest<TypeConfig> =
+                peer_payload::decode(&m.data).expect("decodes");
             assert_eq!(part.prev_log_id.map(|l| l.index), Some(expected_prev));
             assert_eq!(part.leader_commit.map(|l| l.index), Some(12));
             for e in &part.entries {

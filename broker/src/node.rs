@@ -142,7 +142,7 @@ pub async fn run(
     );
     let vote_gate = crate::repair::VoteGate::new(repairing);
     let metrics_handle = crate::telemetry::install();
-    let db = storage.db.clone();
+    let storage_handle = storage.handle.clone();
     let log_for_metrics = storage.log.clone();
     let reader = storage.reader.clone();
     let routes = Arc::new(crate::network::PeerRoutes::new(
@@ -213,7 +213,7 @@ pub async fn run(
     let refresh_task = tokio::spawn(crate::telemetry::refresh_periodically(
         metrics_handle.clone(),
         reader.clone(),
-        db.clone(),
+        storage_handle.clone(),
         log_for_metrics,
         checkers.clone(),
     ));
@@ -347,7 +347,7 @@ pub async fn run(
         Err(_) => tracing::warn!("raft did not stop within {RAFT_STOP:?}; exiting anyway"),
         Ok(Ok(())) => {}
     }
-    if let Err(e) = db.flush_async().await {
+    if let Err(e) = storage_handle.flush().await {
         tracing::warn!("final flush: {e}");
     }
     result.map_err(NodeError::from)

@@ -15,9 +15,9 @@ use txmq_proto::peer::{
 };
 use txmq_raft_store::types::alias::{SnapshotMeta, Vote};
 use txmq_raft_store::{Raft, TypeConfig};
-use txmq_state::codec;
 
-use crate::forward::{ForwardReply, LeaderOp};
+use crate::leader_op::{ForwardReply, LeaderOp};
+use crate::peer_payload;
 use crate::proposer::Proposer;
 use crate::status::local_status;
 
@@ -63,8 +63,8 @@ fn stopped(e: impl std::fmt::Display) -> Status {
     Status::unavailable(format!("raft is not running on this node: {e}"))
 }
 
-fn reply<T: serde::Serialize>(value: &T) -> Result<Response<RaftMessage>, Status> {
-    let data = codec::encode(value).map_err(|e| Status::internal(e.to_string()))?;
+fn reply<T: peer_payload::PeerPayload>(value: &T) -> Result<Response<RaftMessage>, Status> {
+    let data = peer_payload::encode(value).map_err(|e| Status::internal(e.to_string()))?;
     Ok(Response::new(RaftMessage { data: data.into() }))
 }
 
@@ -78,7 +78,7 @@ impl Peer for PeerService {
     ) -> Result<Response<Self::StreamAppendStream>, Status> {
         let requests = decoded_appends(request.into_inner());
         let results = self.raft.stream_append(requests).map(|item| match item {
-            Ok(result) => codec::encode(&result)
+            Ok(result) => peer_payload::encode(&result)
                 .map(|data| RaftMessage { data: data.into() })
                 .map_err(|e| Status::internal(e.to_string())),
             Err(fatal) => Err(stopped(fatal)),
@@ -91,7 +91,7 @@ impl Peer for PeerService {
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> =
-            codec::decode(&request.into_inner().data).map_err(bad_request)?;
+            peer_payload::decode(&request.into_inner().data).map_err(bad_request)?;
         let resp = self.raft.append_entries(rpc).await.map_err(stopped)?;
         reply(&resp)
     }
@@ -104,7 +104,7 @@ impl Peer for PeerService {
             ));
         }
         let rpc: VoteRequest<TypeConfig> =
-            codec::decode(&request.into_inner().data).map_err(bad_request)?;
+            peer_payload::decode(&request.into_inner().data).map_err(bad_request)?;
         let resp = self.raft.vote(rpc).await.map_err(stopped)?;
         reply(&resp)
     }
@@ -125,13 +125,14 @@ impl Peer for PeerService {
                 ));
             }
         };
-        let (vote, meta): (Vote, SnapshotMeta) = codec::decode(&header).map_err(bad_request)?;
+        let (vote, meta): (Vote, SnapshotMeta) =
+            peer_payload::decode(&header).map_err(bad_request)?;
         tokio::fs::create_dir_all(&self.incoming_dir)
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
         let path = self
             .incoming_dir
-            .join(format!("incoming-{}.snap.tmp", crate::proposer::now_ms()));
+            .join(format!("incoming-{}.snap.tmp", crate::clock::now_ms()));
         let result = receive_and_install(&self.raft, &path, &mut stream, vote, meta).await;
         let _ = tokio::fs::remove_file(&path).await;
         result
@@ -141,9 +142,9 @@ impl Peer for PeerService {
         &self,
         request: Request<ForwardRequest>,
     ) -> Result<Response<ForwardResponse>, Status> {
-        let op: LeaderOp = codec::decode(&request.into_inner().op).map_err(bad_request)?;
+        let op: LeaderOp = peer_payload::decode(&request.into_inner().op).map_err(bad_request)?;
         let outcome: ForwardReply = self.proposer.execute_local(op).await;
-        let bytes = codec::encode(&outcome).map_err(|e| Status::internal(e.to_string()))?;
+        let bytes = peer_payload::encode(&outcome).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(ForwardResponse {
             result: bytes.into(),
         }))
@@ -169,7 +170,7 @@ fn decoded_appends(
 ) -> impl futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + 'static {
     futures::stream::unfold(incoming, |mut incoming| async move {
         match incoming.next().await? {
-            Ok(message) => match codec::decode(&message.data) {
+            Ok(message) => match peer_payload::decode(&message.data) {
                 Ok(request) => Some((request, incoming)),
                 Err(e) => {
                     tracing::warn!("undecodable AppendEntries in a replication stream: {e}");

@@ -4,33 +4,28 @@
 use openraft::async_runtime::WatchReceiver;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use openraft::ChangeMembers;
-use openraft::errors::{ClientWriteError, RaftError};
+use openraft::errors::RaftError;
 use openraft::impls::ProgressResponder;
 use tonic::transport::Channel;
 use txmq_proto::peer::ForwardRequest;
 use txmq_proto::peer::peer_client::PeerClient;
 use txmq_raft_store::types::alias::CommittedLeaderId;
 use txmq_raft_store::{NodeId, Raft, StateReader};
-use txmq_state::{Command, CommandResult, Operation, codec};
+use txmq_state::{Command, CommandResult, Operation};
 
-use crate::forward::{ForwardReply, LeaderOp, LeaderOutcome, OpError};
+use crate::clock::now_ms;
+use crate::leader_op::{ForwardReply, LeaderOp, LeaderOutcome};
 use crate::network::{peer_channel, peer_client};
+use crate::op_error::{OpError, write_error};
+use crate::peer_payload;
 
 /// How long a request waits for a leader before it is answered `Unavailable`.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
 /// How long one forwarded request may take (membership changes wait for catch-up).
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Milliseconds since the Unix epoch: the leader's clock, stamped into commands.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 #[derive(Clone)]
 pub struct Proposer {
@@ -161,12 +156,12 @@ impl Proposer {
         op: &LeaderOp,
     ) -> Result<LeaderOutcome, OpError> {
         let mut client = self.peer(addr)?;
-        let bytes = codec::encode(op).map_err(|e| OpError::Internal(e.to_string()))?;
+        let bytes = peer_payload::encode(op).map_err(|e| OpError::Internal(e.to_string()))?;
         let mut request = tonic::Request::new(ForwardRequest { op: bytes.into() });
         request.set_timeout(FORWARD_TIMEOUT);
         match client.forward(request).await {
             Ok(resp) => {
-                let reply: ForwardReply = codec::decode(&resp.into_inner().result)
+                let reply: ForwardReply = peer_payload::decode(&resp.into_inner().result)
                     .map_err(|e| OpError::Internal(e.to_string()))?;
                 reply
             }
@@ -343,20 +338,6 @@ impl Proposer {
             .map_err(write_error)?;
         self.write_local(Operation::RetireNode { id }).await?;
         Ok(LeaderOutcome::MembershipChanged)
-    }
-}
-
-pub fn write_error(
-    e: RaftError<txmq_raft_store::TypeConfig, ClientWriteError<txmq_raft_store::TypeConfig>>,
-) -> OpError {
-    match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => OpError::NotLeader { leader: f.leader_id },
-        RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => OpError::Unavailable(
-            "leadership changed while the request was in flight; its outcome is unknown, retry if the operation is idempotent".into(),
-        ),
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => OpError::FailedPrecondition(e.to_string()),
-        RaftError::APIError(ClientWriteError::PreconditionFailed(e)) => OpError::FailedPrecondition(e.to_string()),
-        RaftError::Fatal(f) => OpError::Unavailable(format!("this node's Raft stopped: {f}")),
     }
 }
 

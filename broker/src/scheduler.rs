@@ -17,7 +17,8 @@ use txmq_raft_store::types::alias::CommittedLeaderId;
 use txmq_state::{CommandResult, Operation};
 
 use crate::checkers::CheckerRegistry;
-use crate::proposer::{Proposer, now_ms};
+use crate::clock::now_ms;
+use crate::proposer::Proposer;
 
 /// How often the scheduler looks for due transactions.
 pub const TICK: Duration = Duration::from_millis(200);
@@ -66,7 +67,7 @@ impl Scheduler {
         }
     }
 
-    async fn tick(&self, leader: CommittedLeaderId) -> Result<(), crate::forward::OpError> {
+    async fn tick(&self, leader: CommittedLeaderId) -> Result<(), crate::op_error::OpError> {
         let now = now_ms();
         let mut checks = Vec::new();
         let mut expirations = Vec::new();
@@ -106,7 +107,7 @@ impl Scheduler {
     }
 
     /// Moves expired leases that used up their deliveries to the group's dead-letter topic.
-    async fn dead_letter(&self, leader: CommittedLeaderId) -> Result<(), crate::forward::OpError> {
+    async fn dead_letter(&self, leader: CommittedLeaderId) -> Result<(), crate::op_error::OpError> {
         let found = self
             .reader
             .dead_letter_candidates(now_ms(), MAX_DEAD_LETTER)
@@ -128,7 +129,7 @@ impl Scheduler {
     }
 
     /// Trims messages past their topic's retention time or size.
-    async fn retention(&self, leader: CommittedLeaderId) -> Result<(), crate::forward::OpError> {
+    async fn retention(&self, leader: CommittedLeaderId) -> Result<(), crate::op_error::OpError> {
         let trims = self
             .reader
             .retention_trims(now_ms(), MAX_TRIM_ROWS)
@@ -152,7 +153,7 @@ impl Scheduler {
     async fn disk_pressure(
         &self,
         leader: CommittedLeaderId,
-    ) -> Result<(), crate::forward::OpError> {
+    ) -> Result<(), crate::op_error::OpError> {
         let disks = crate::status::voter_disks(&self.raft, &self.routes, &self.disk).await;
         let Some((node, used)) = fullest_voter(&disks) else {
             return Ok(());
@@ -220,8 +221,8 @@ impl Scheduler {
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> crate::forward::OpError {
-    crate::forward::OpError::Internal(e.to_string())
+fn internal(e: impl std::fmt::Display) -> crate::op_error::OpError {
+    crate::op_error::OpError::Internal(e.to_string())
 }
 
 /// The voter whose volume is fullest, and its used fraction.

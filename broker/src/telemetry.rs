@@ -336,7 +336,7 @@ pub async fn track_raft(raft: Raft) {
 pub async fn refresh_periodically(
     handle: Option<PrometheusHandle>,
     reader: StateReader,
-    db: sled::Db,
+    size: txmq_raft_store::storage::StorageHandle,
     log: txmq_raft_store::LogStore,
     checkers: std::sync::Arc<CheckerRegistry>,
 ) {
@@ -346,7 +346,7 @@ pub async fn refresh_periodically(
         if let Some(h) = &handle {
             h.run_upkeep();
         }
-        let now = crate::proposer::now_ms();
+        let now = crate::clock::now_ms();
         gauge!("txmq_txn_pending").set(reader.pending_transaction_count() as f64);
         let oldest = reader
             .pending_transactions(None, 1)
@@ -369,8 +369,7 @@ pub async fn refresh_periodically(
             gauge!("txmq_consumer_lag_messages", &labels).set(lag as f64);
             gauge!("txmq_consumer_in_flight_messages", &labels).set(g.in_flight() as f64);
         }
-        if let Ok(size) = db.size_on_disk() {
-            let total = size + log.disk_bytes() + reader.queue_file_bytes();
+        if let Ok(total) = size.total_bytes() {
             gauge!("txmq_storage_size_bytes").set(total as f64);
         }
         gauge!("txmq_storage_log_entries").set(log.entry_count() as f64);

@@ -14,10 +14,11 @@ use txmq_state::{CommandResult, Operation, limits};
 use txmq_state::{Decision, DecisionSource, TxnRecord, TxnTiming};
 
 use crate::checkers::CheckerRegistry;
+use crate::clock::now_ms;
 use crate::config::TxnSettings;
 use crate::convert;
 use crate::decision_metrics::DecisionTally;
-use crate::proposer::{Proposer, now_ms};
+use crate::proposer::Proposer;
 
 /// The longest first-check delay a producer may ask for.
 pub const MAX_REQUESTED_CHECK_DELAY: Duration = Duration::from_secs(3600);

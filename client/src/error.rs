@@ -23,30 +23,6 @@ impl ClientError {
     }
 }
 
-/// The snake_case name of a gRPC code.
-pub fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "ok",
-        Cancelled => "cancelled",
-        Unknown => "unknown",
-        InvalidArgument => "invalid_argument",
-        DeadlineExceeded => "deadline_exceeded",
-        NotFound => "not_found",
-        AlreadyExists => "already_exists",
-        PermissionDenied => "permission_denied",
-        ResourceExhausted => "resource_exhausted",
-        FailedPrecondition => "failed_precondition",
-        Aborted => "aborted",
-        OutOfRange => "out_of_range",
-        Unimplemented => "unimplemented",
-        Internal => "internal",
-        Unavailable => "unavailable",
-        DataLoss => "data_loss",
-        Unauthenticated => "unauthenticated",
-    }
-}
-
 impl From<tonic::Status> for ClientError {
     fn from(s: tonic::Status) -> Self {
         // Transport failures (connection refused, reset) surface as Unavailable/Unknown with a
@@ -54,7 +30,7 @@ impl From<tonic::Status> for ClientError {
         let code = match s.code() {
             tonic::Code::Unknown if s.message().contains("transport") => "unavailable",
             tonic::Code::Cancelled => "unavailable",
-            c => code_name(c),
+            c => txmq_proto::codes::code_name(c),
         };
         ClientError::new(code, s.message().to_string())
     }

@@ -24,7 +24,7 @@ mod transaction;
 pub use batcher::BatchOptions;
 pub use client::{Client, ClientOptions, TransactionBatchResults};
 pub use consumer::{ConsumeResult, PushConsumer, PushOptions};
-pub use error::{ClientError, code_name as error_code_name};
+pub use error::ClientError;
 pub use publisher::Publisher;
 pub use transaction::{
     CheckerHandle, LocalTransactionState, TransactionChecker, TransactionProducer,
@@ -38,6 +38,7 @@ pub use txmq_proto::client::{
     SendRequest, SendResponse, TopicInfo, TopicType, TransactionEvent, TransactionInfo,
     reset_group_request,
 };
+pub use txmq_proto::codes::code_name as error_code_name;
 
 /// Convenience constructors for requests.
 pub trait SendRequestExt {

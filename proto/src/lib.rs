@@ -2,6 +2,9 @@
 //!
 //! * [`client`]: the client API (`txmq.v1.Txmq`), served on the client port.
 //! * [`peer`]: the peer API (`txmq.peer.v1.Peer`), served on the peer port only.
+//! * [`codes`]: the stable error code names both sides use.
+
+pub mod codes;
 
 /// The client API.
 pub mod client {

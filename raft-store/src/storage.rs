@@ -70,7 +70,37 @@ pub struct Storage {
     pub reader: StateReader,
     /// Expands snapshot manifests into the full stream sent to followers.
     pub snapshots: crate::snapshot::expand::SnapshotSource,
+    /// What the node needs of the stores besides Raft: their size, a final flush.
+    pub handle: StorageHandle,
+    /// The sled database (vote, purge point, state rows), for the store's own tests and tools.
     pub db: sled::Db,
+}
+
+/// What a node needs of its stores outside openraft: how many bytes they take on disk, and a
+/// final flush when it stops. Cheap to clone.
+#[derive(Clone)]
+pub struct StorageHandle {
+    db: sled::Db,
+    log: LogStore,
+    reader: StateReader,
+}
+
+impl StorageHandle {
+    /// The stores' bytes on disk; an error when sled cannot tell.
+    pub fn total_bytes(&self) -> std::io::Result<u64> {
+        let db = self.db.size_on_disk().map_err(std::io::Error::other)?;
+        Ok(db + self.log.disk_bytes() + self.reader.queue_file_bytes())
+    }
+
+    /// Makes sled's pending writes durable (a stopping node's last step; the log and the queue
+    /// files are durable already).
+    pub async fn flush(&self) -> std::io::Result<()> {
+        self.db
+            .flush_async()
+            .await
+            .map(|_| ())
+            .map_err(std::io::Error::other)
+    }
 }
 
 impl Storage {
@@ -120,11 +150,17 @@ impl Storage {
         log.migrate_from_sled_tree("raft_log")
             .map_err(corrupt(&log_dir))?;
         let reader = state_machine.reader();
+        let handle = StorageHandle {
+            db: db.clone(),
+            log: log.clone(),
+            reader: reader.clone(),
+        };
         Ok(Storage {
             log,
             state_machine,
             reader,
             snapshots,
+            handle,
             db,
         })
     }

@@ -113,7 +113,7 @@ pub async fn bench(client: &Client, args: BenchArgs, out: Output) -> Result<(), 
     let group = args
         .group
         .clone()
-        .unwrap_or_else(|| format!("bench-{}", crate::proposer::now_ms()));
+        .unwrap_or_else(|| format!("bench-{}", crate::clock::now_ms()));
     let tally = Arc::new(Tally {
         transactions: AtomicU64::new(0),
         ok: AtomicU64::new(0),

@@ -7,7 +7,7 @@ use txmq_client::{
 };
 
 use super::Output;
-use super::commands::message_json;
+use super::message::message_json;
 use crate::config::HumanDuration;
 
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@ mod check;
 mod commands;
 mod dev;
 mod group;
+mod message;
 mod output;
 mod serve;
 mod txn;
@@ -100,8 +101,31 @@ pub fn main() -> ExitCode {
                     return out.fail("internal", &format!("cannot start the async runtime: {e}"));
                 }
             };
-            runtime.block_on(commands::run(command, &cli.endpoints, out))
+            runtime.block_on(run_client_command(command, &cli.endpoints, out))
         }
+    }
+}
+
+/// Runs one client command against the cluster at `endpoints`.
+async fn run_client_command(command: Command, endpoints: &[String], out: Output) -> ExitCode {
+    let client = match txmq_client::Client::new(endpoints) {
+        Ok(c) => c,
+        Err(e) => return out.client_error(&e),
+    };
+    let result = match command {
+        Command::Topic(cmd) => commands::topic(&client, cmd, out).await,
+        Command::Send(args) => commands::send(&client, args, out).await,
+        Command::Read(args) => commands::read(&client, args, out).await,
+        Command::Cluster(cmd) => commands::cluster(&client, cmd, out).await,
+        Command::Txn(cmd) => txn::run(&client, cmd, out).await,
+        Command::Bench(args) => bench::bench(&client, args, out).await,
+        Command::Consume(args) => group::consume(&client, args, out).await,
+        Command::Group(cmd) => group::group(&client, cmd, out).await,
+        Command::Serve(_) | Command::Dev(_) => unreachable!("handled by cli::main"),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => out.client_error(&e),
     }
 }
 

@@ -54,7 +54,7 @@ pub struct TxnSendArgs {
     #[arg(long)]
     pub group: String,
     #[command(flatten)]
-    pub message: super::commands::MessageArgs,
+    pub message: super::message::MessageArgs,
     /// The decision to send after the half message.
     #[arg(long, value_enum, default_value = "commit")]
     pub decide: DecideArg,

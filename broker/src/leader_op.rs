@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 use txmq_raft_store::{NodeId, NodeInfo};
 use txmq_state::{Command, CommandResult};
 
+use crate::op_error::OpError;
+
 /// An operation that only the leader can carry out.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum LeaderOp {
@@ -42,35 +44,6 @@ pub enum LeaderOutcome {
         index: u64,
     },
     MembershipChanged,
-}
-
-/// Why an operation failed. Travels over the peer API, so it is plain data.
-#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
-pub enum OpError {
-    #[error("this node is not the leader")]
-    NotLeader { leader: Option<NodeId> },
-    #[error("{0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    InvalidArgument(String),
-    #[error("{0}")]
-    FailedPrecondition(String),
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl From<OpError> for tonic::Status {
-    fn from(e: OpError) -> Self {
-        match e {
-            OpError::NotLeader { .. } => tonic::Status::unavailable(
-                "no leader is reachable right now (election in progress?); retry shortly",
-            ),
-            OpError::Unavailable(m) => tonic::Status::unavailable(m),
-            OpError::InvalidArgument(m) => tonic::Status::invalid_argument(m),
-            OpError::FailedPrecondition(m) => tonic::Status::failed_precondition(m),
-            OpError::Internal(m) => tonic::Status::internal(m),
-        }
-    }
 }
 
 /// The reply of a forwarded operation.
