@@ -14,6 +14,11 @@ use crate::{Decision, DecisionSource};
 use crate::{StoredMessage, TxnTiming};
 
 /// What a command does.
+///
+/// **Append-only**: this is the Raft log's format and the format of writes forwarded between
+/// nodes of possibly different versions. A new variant goes at the end; a new field goes last
+/// with a default; nothing is renamed, reordered or removed. `tests/saved_formats.rs` decodes
+/// every variant from bytes saved by earlier code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Operation {
     CreateTopic(TopicSpec),
