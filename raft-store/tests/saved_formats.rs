@@ -132,9 +132,12 @@ fn sample_entries() -> Vec<Entry> {
 }
 
 /// The state the sample log leads to, and the messages it appended, by (topic id, queue).
-fn sample_state() -> (BrokerState, BTreeMap<(u64, u32), Vec<Vec<u8>>>) {
+/// Encoded messages by (topic id, queue), from offset 0.
+type QueueContents = BTreeMap<(u64, u32), Vec<Vec<u8>>>;
+
+fn sample_state() -> (BrokerState, QueueContents) {
     let mut state = BrokerState::default();
-    let mut appended: BTreeMap<(u64, u32), Vec<Vec<u8>>> = BTreeMap::new();
+    let mut appended = QueueContents::new();
     for entry in sample_entries() {
         if let EntryPayload::Normal(command) = &entry.payload {
             let applied = state.apply(entry.log_id.index, command).expect("apply");
