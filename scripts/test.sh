@@ -27,8 +27,9 @@ cargo fmt --all -- --check
 step "lints (cargo clippy -D warnings)"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "layering (no module import circles; txmq-state depends on data crates only)"
+step "layering and size (no module import circles; txmq-state depends on data crates only; functions of at most 70 lines)"
 python3 scripts/check-module-cycles.py
+python3 scripts/check-function-length.py
 if cargo tree -p txmq-state -e normal --prefix none | grep -Eq '^(tokio|sled|openraft|tonic|libc) '; then
   echo "error: txmq-state must stay pure, but depends on:" >&2
   cargo tree -p txmq-state -e normal --prefix none | grep -E '^(tokio|sled|openraft|tonic|libc) ' >&2

@@ -241,22 +241,46 @@ impl ServeArgs {
 
     /// Resolves flags/env with the optional TOML file and the defaults, and validates.
     pub fn resolve(self) -> Result<ServeConfig, ConfigError> {
-        let args = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                let file: ServeArgs =
-                    toml::from_str(&text).map_err(|source| ConfigError::Parse {
-                        path: path.clone(),
-                        source: Box::new(source),
-                    })?;
-                self.or(file)
-            }
-            None => self,
+        let args = self.with_config_file()?;
+        let node_id = args.node_id()?;
+        let initial_cluster = match &args.initial_cluster {
+            Some(s) => parse_initial_cluster(s)?,
+            None => BTreeMap::new(),
         };
-        let node_id = match (args.node_id, &args.node_id_from_pod_name) {
+        let peer_overrides = match &args.peer_override {
+            Some(s) => parse_initial_cluster(s).map_err(|e| {
+                ConfigError::Invalid(
+                    e.to_string()
+                        .replace("--initial-cluster", "--peer-override"),
+                )
+            })?,
+            None => BTreeMap::new(),
+        };
+        let log_format = parse_log_format(args.log_format.as_deref())?;
+        let config = args.into_config(node_id, initial_cluster, peer_overrides, log_format);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// These settings over those of `--config FILE`, if given.
+    fn with_config_file(self) -> Result<ServeArgs, ConfigError> {
+        let Some(path) = &self.config else {
+            return Ok(self);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let file: ServeArgs = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.clone(),
+            source: Box::new(source),
+        })?;
+        Ok(self.or(file))
+    }
+
+    /// The node id, given directly or derived from a StatefulSet pod name.
+    fn node_id(&self) -> Result<u64, ConfigError> {
+        let node_id = match (self.node_id, &self.node_id_from_pod_name) {
             (Some(_), Some(_)) => {
                 return Err(ConfigError::Invalid(
                     "give either --node-id or --node-id-from-pod-name, not both".into(),
@@ -273,30 +297,20 @@ impl ServeArgs {
         if node_id == 0 {
             return Err(ConfigError::Invalid("--node-id must be 1 or more".into()));
         }
-        let initial_cluster = match &args.initial_cluster {
-            Some(s) => parse_initial_cluster(s)?,
-            None => BTreeMap::new(),
-        };
-        let peer_overrides = match &args.peer_override {
-            Some(s) => parse_initial_cluster(s).map_err(|e| {
-                ConfigError::Invalid(
-                    e.to_string()
-                        .replace("--initial-cluster", "--peer-override"),
-                )
-            })?,
-            None => BTreeMap::new(),
-        };
-        let log_format = match args.log_format.as_deref().unwrap_or("human") {
-            "human" | "text" => LogFormat::Human,
-            "json" => LogFormat::Json,
-            other => {
-                return Err(ConfigError::Invalid(format!(
-                    "--log-format must be human or json, not '{other}'"
-                )));
-            }
-        };
+        Ok(node_id)
+    }
+
+    /// The configuration with every default filled in (validated by the caller).
+    fn into_config(
+        self,
+        node_id: u64,
+        initial_cluster: BTreeMap<u64, String>,
+        peer_overrides: BTreeMap<u64, String>,
+        log_format: LogFormat,
+    ) -> ServeConfig {
+        let args = self;
         let d = |v: Option<HumanDuration>, default: Duration| v.map(|h| h.0).unwrap_or(default);
-        let config = ServeConfig {
+        ServeConfig {
             node_id,
             data_dir: args
                 .data_dir
@@ -332,9 +346,17 @@ impl ServeArgs {
             log_format,
             log_level: args.log_level.unwrap_or_else(|| "info".into()),
             repair_damaged_storage: args.repair_damaged_storage.unwrap_or(false),
-        };
-        config.validate()?;
-        Ok(config)
+        }
+    }
+}
+
+fn parse_log_format(text: Option<&str>) -> Result<LogFormat, ConfigError> {
+    match text.unwrap_or("human") {
+        "human" | "text" => Ok(LogFormat::Human),
+        "json" => Ok(LogFormat::Json),
+        other => Err(ConfigError::Invalid(format!(
+            "--log-format must be human or json, not '{other}'"
+        ))),
     }
 }
 

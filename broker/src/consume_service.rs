@@ -16,6 +16,7 @@ use txmq_state::{GroupState, TopicMeta};
 
 use crate::clock::now_ms;
 use crate::convert;
+use crate::long_poll::LongPoll;
 use crate::proposer::Proposer;
 
 /// Defaults and bounds of a receive.
@@ -104,9 +105,10 @@ impl ConsumeService {
             req.max.min(1000)
         };
         let invisible_ms = invisible(req.invisible_ms)?;
-        let wait = Duration::from_millis(req.wait_ms).min(MAX_WAIT);
-        let deadline = tokio::time::Instant::now() + wait;
-        let mut applied = self.reader.watch_applied_index();
+        let mut poll = LongPoll::new(
+            &self.reader,
+            Duration::from_millis(req.wait_ms).min(MAX_WAIT),
+        );
         loop {
             let (work, wake_at) = self.reader.group_work(&req.group, &req.topic, now_ms());
             // Propose a lease only when this node's applied state shows something to lease (a
@@ -129,18 +131,11 @@ impl ConsumeService {
                     return self.read_leased(&req, deliveries, index).await;
                 }
             }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
+            if !poll.wait(wake_at).await {
                 return Ok(pb::ReceiveResponse {
                     messages: Vec::new(),
                 });
             }
-            // Sleep until something changes here, a lease expires, or the wait is over.
-            let until_wake = wake_at
-                .map(|w| Duration::from_millis(w.saturating_sub(now_ms())))
-                .unwrap_or(wait);
-            let nap = until_wake.min(deadline - now).min(Duration::from_secs(1));
-            let _ = tokio::time::timeout(nap, applied.changed()).await;
         }
     }
 
@@ -315,7 +310,11 @@ impl ConsumeService {
                 let meta = self.topic(&req.topic)?;
                 ResetTarget::Offsets(vec![o; meta.queues as usize])
             }
-            Some(To::TimestampMs(t)) => ResetTarget::Offsets(self.offsets_at_time(&req.topic, t)?),
+            Some(To::TimestampMs(t)) => ResetTarget::Offsets(
+                self.reader
+                    .offsets_at_time(&req.topic, t)
+                    .map_err(convert::read_status)?,
+            ),
             None => {
                 return Err(Status::invalid_argument(
                     "say where to reset to: earliest, latest, an offset or a time",
@@ -382,29 +381,5 @@ impl ConsumeService {
         self.reader
             .topic(topic)
             .ok_or_else(|| Status::not_found(format!("topic '{topic}' does not exist")))
-    }
-
-    /// Per queue, the first retained offset whose message was born at or after `time_ms`.
-    fn offsets_at_time(&self, topic: &str, time_ms: u64) -> Result<Vec<u64>, Status> {
-        let meta = self.topic(topic)?;
-        let mut offsets = Vec::with_capacity(meta.queues as usize);
-        for q in 0..meta.queues {
-            let (mut lo, mut hi) = (meta.low_offsets[q as usize], meta.next_offsets[q as usize]);
-            // Born times grow with offsets within a queue: binary search.
-            while lo < hi {
-                let mid = lo + (hi - lo) / 2;
-                let born = self
-                    .reader
-                    .message_at(topic, q, mid)
-                    .map_err(convert::read_status)?
-                    .map(|m| m.message.born_at_ms);
-                match born {
-                    Some(b) if b < time_ms => lo = mid + 1,
-                    _ => hi = mid,
-                }
-            }
-            offsets.push(lo);
-        }
-        Ok(offsets)
     }
 }

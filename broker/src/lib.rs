@@ -22,6 +22,7 @@ pub mod health;
 pub mod http;
 pub mod leader_op;
 pub mod listener;
+pub mod long_poll;
 pub mod network;
 pub mod node;
 pub mod op_error;

@@ -63,6 +63,8 @@ pub fn install() -> Option<PrometheusHandle> {
     Some(handle)
 }
 
+/// Every metric txmq exports, with its help text. Long by design: a table, one entry per
+/// metric, that an operator reads top to bottom.
 fn describe() {
     describe_gauge!(
         "txmq_build_info",

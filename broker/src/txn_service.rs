@@ -11,9 +11,10 @@ use tonic::{Request, Response, Status, Streaming};
 use txmq_proto::client as pb;
 use txmq_raft_store::{Raft, StateReader};
 use txmq_state::{CommandResult, Operation, limits};
-use txmq_state::{Decision, DecisionSource, TxnRecord, TxnTiming};
+use txmq_state::{Decision, DecisionSource, TxnId, TxnRecord, TxnTiming};
 
 use crate::checkers::CheckerRegistry;
+use crate::checkers::session::CheckSession;
 use crate::clock::now_ms;
 use crate::config::TxnSettings;
 use crate::convert;
@@ -22,8 +23,6 @@ use crate::proposer::Proposer;
 
 /// The longest first-check delay a producer may ask for.
 pub const MAX_REQUESTED_CHECK_DELAY: Duration = Duration::from_secs(3600);
-/// How long a new check channel may take to register.
-const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What an item of a mixed batch needs for its response.
 enum BatchItem {
@@ -146,9 +145,7 @@ impl TxnService {
         req: pb::EndTransactionRequest,
     ) -> Result<(DecisionSource, Operation), Status> {
         let decision = decision_from_pb(req.decision)?;
-        if req.transaction_id.is_empty() {
-            return Err(Status::invalid_argument("transaction id is empty"));
-        }
+        parse_txn_id(&req.transaction_id)?;
         limits::validate_name("producer group", &req.group).map_err(Status::invalid_argument)?;
         let source = if req.operator {
             DecisionSource::Operator
@@ -313,7 +310,8 @@ impl TxnService {
         })
     }
 
-    /// Opens a check channel: only on the leader (see the proto for the redirect).
+    /// Opens a check channel: only on the leader (see the proto for the redirect). The session
+    /// itself is [`CheckSession`]'s; this turns its answers into decisions.
     pub async fn check_channel(
         &self,
         request: Request<Streaming<pb::CheckerMessage>>,
@@ -322,68 +320,41 @@ impl TxnService {
             return Err(self.not_leader().await);
         }
         let mut inbound = request.into_inner();
-        let first = tokio::time::timeout(REGISTER_TIMEOUT, inbound.next())
-            .await
-            .map_err(|_| {
-                Status::deadline_exceeded(
-                    "the first message of a check channel must register a producer group",
-                )
-            })?;
-        let register = match first {
-            Some(Ok(pb::CheckerMessage {
-                kind: Some(pb::checker_message::Kind::Register(r)),
-            })) => r,
-            Some(Err(s)) => return Err(s),
-            _ => {
-                return Err(Status::invalid_argument(
-                    "the first message of a check channel must register a producer group",
-                ));
-            }
-        };
-        limits::validate_name("producer group", &register.group)
-            .map_err(Status::invalid_argument)?;
-        let (key, checks) = self
-            .checkers
-            .register(&register.group)
-            .map_err(|e| Status::resource_exhausted(e.to_string()))?;
-        tracing::info!(group = %register.group, instance = %register.instance_id, "checker connected");
+        let (session, checks) = CheckSession::open(&self.checkers, &mut inbound).await?;
         let service = self.clone();
-        tokio::spawn(async move {
-            service.read_answers(&register.group, &mut inbound).await;
-            service.checkers.unregister(&register.group, key);
-            tracing::info!(group = %register.group, instance = %register.instance_id, "checker disconnected");
-        });
+        let group = session.group().to_string();
+        tokio::spawn(session.relay_answers(inbound, move |answer| {
+            let (service, group) = (service.clone(), group.clone());
+            async move { service.apply_answer(group, answer).await }
+        }));
         let stream = ReceiverStream::new(checks).map(Ok);
         Ok(Response::new(Box::pin(stream)))
     }
 
-    /// Turns answers into decisions (source `check`) until the instance disconnects.
-    async fn read_answers(&self, group: &str, inbound: &mut Streaming<pb::CheckerMessage>) {
-        while let Some(Ok(message)) = inbound.next().await {
-            let Some(pb::checker_message::Kind::Answer(answer)) = message.kind else {
-                continue;
-            };
-            let Ok(decision) = decision_from_pb(answer.decision) else {
-                continue;
-            };
-            metrics::counter!("txmq_txn_checks_answered_total", "answer" => decision.as_str())
-                .increment(1);
-            // An instance answers only for its own group; the state machine enforces it too.
-            let outcome = self
-                .decide(
-                    answer.transaction_id.clone(),
-                    group.to_string(),
-                    decision,
-                    DecisionSource::Check,
-                )
-                .await;
-            match outcome {
-                Ok(o) => {
-                    tracing::info!(txn = %o.transaction_id, state = %o.state, "check answered")
-                }
-                Err(s) => {
-                    tracing::info!(txn = %answer.transaction_id, "check answer not applied: {}", s.message())
-                }
+    /// One check answer as a decision (source `check`). An instance answers only for its own
+    /// group (the state machine enforces it too); malformed answers are dropped here.
+    async fn apply_answer(&self, group: String, answer: pb::CheckAnswer) {
+        let Ok(decision) = decision_from_pb(answer.decision) else {
+            return;
+        };
+        if TxnId::parse(&answer.transaction_id).is_none() {
+            tracing::info!(txn = %answer.transaction_id, "check answer ignored: not a transaction id");
+            return;
+        }
+        metrics::counter!("txmq_txn_checks_answered_total", "answer" => decision.as_str())
+            .increment(1);
+        let outcome = self
+            .decide(
+                answer.transaction_id.clone(),
+                group,
+                decision,
+                DecisionSource::Check,
+            )
+            .await;
+        match outcome {
+            Ok(o) => tracing::info!(txn = %o.transaction_id, state = %o.state, "check answered"),
+            Err(s) => {
+                tracing::info!(txn = %answer.transaction_id, "check answer not applied: {}", s.message())
             }
         }
     }
@@ -399,6 +370,20 @@ impl TxnService {
         }
         status
     }
+}
+
+/// A transaction id as clients write it (`T` + 24 hex digits), checked here so that a
+/// malformed one is refused at once and never costs a Raft entry.
+pub fn parse_txn_id(text: &str) -> Result<TxnId, Status> {
+    if text.is_empty() {
+        return Err(Status::invalid_argument("transaction id is empty"));
+    }
+    TxnId::parse(text).ok_or_else(|| {
+        Status::invalid_argument(format!(
+            "'{text}' is not a transaction id (they look like T followed by 24 hex digits, as \
+             `txmq txn send` and `txmq txn list` print them)"
+        ))
+    })
 }
 
 fn decide_op(

@@ -672,6 +672,58 @@ async fn bench_prints_the_documented_summary_and_keeps_to_its_rate() -> Result<(
     Ok(())
 }
 
+/// The first hour's trap: `bench publish` makes the default topic a normal one, and a
+/// transactional bench on it used to fail every request and exit 0. Each scenario now has a
+/// default topic of its own type, and a topic of the wrong type is refused at once, saying
+/// what to do, with a failing exit status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_scenarios_get_topics_of_their_type_and_a_wrong_one_fails_loudly() -> Result<()> {
+    let mut cluster = Cluster::start(3, ClusterOptions::default()).await?;
+    let client = cluster.client()?;
+    let endpoints = cluster.endpoints_csv();
+    let bench = |args: &[&str]| -> Result<(bool, String)> {
+        let mut full = vec!["bench"];
+        full.extend(args);
+        full.extend(["--duration", "1s", "--concurrency", "4"]);
+        full.extend(["--output", "json", "--endpoints", endpoints.as_str()]);
+        cluster.cli(&full)
+    };
+    for scenario in ["publish", "txn"] {
+        let (ok, out) = bench(&[scenario])?;
+        let summary: serde_json::Value = serde_json::from_str(out.trim())
+            .with_context(|| format!("{scenario}: no JSON summary: {out}"))?;
+        ensure!(
+            ok && summary["errors"] == 0 && summary["ok"].as_u64() > Some(0),
+            "bench {scenario} on its default topic: {out}"
+        );
+    }
+    let kinds = [("bench", "normal"), ("bench-txn", "transaction")];
+    for (topic, kind) in kinds {
+        let info = client.describe_topic(topic).await?;
+        let expected = if kind == "normal" {
+            TopicType::Normal
+        } else {
+            TopicType::Transaction
+        };
+        ensure!(
+            info.r#type == expected as i32,
+            "{topic} should be {kind}: {info:?}"
+        );
+    }
+    let (ok, out) = bench(&["txn", "--topic", "bench"])?;
+    ensure!(!ok, "a txn bench on a normal topic exited 0: {out}");
+    let error: serde_json::Value =
+        serde_json::from_str(out.trim()).with_context(|| format!("no JSON error: {out}"))?;
+    let message = error["error"]["message"].as_str().unwrap_or_default();
+    ensure!(
+        error["error"]["code"] == "failed_precondition"
+            && message.contains("needs a transaction topic")
+            && message.contains("--topic"),
+        "{out}"
+    );
+    Ok(())
+}
+
 /// The StatefulSet way of growing and shrinking: a fresh node listed in `--initial-cluster`
 /// next to a running cluster joins it by itself and becomes a voter that commits need; after
 /// `cluster remove-above` and losing its volume it can come back under the same (retired) id, because

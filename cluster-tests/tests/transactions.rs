@@ -206,10 +206,19 @@ async fn half_messages_are_invisible_commit_is_exactly_once_and_decisions_are_fe
         "{e:?}"
     );
     let e = producer
-        .end("T00000000DEADBEEF", LocalTransactionState::Commit)
+        .end("T00000000DEADBEEF00000000", LocalTransactionState::Commit)
         .await
         .expect_err("unknown id");
     ensure!(e.code == "not_found", "{e:?}");
+    // A malformed id is refused at the edge (it never reaches the log).
+    let e = producer
+        .end("T00000000DEADBEEF", LocalTransactionState::Commit)
+        .await
+        .expect_err("malformed id");
+    ensure!(
+        e.code == "invalid_argument" && e.message.contains("not a transaction id"),
+        "{e:?}"
+    );
 
     // Phase 5: the rolled back message never appeared; history tells the story.
     ensure!(visible_ids(&client, "pay").await? == vec![a.message_id.clone()]);
@@ -627,7 +636,10 @@ async fn batched_transactions_each_get_their_own_outcome() -> Result<()> {
         operator: false,
     };
     let results = client
-        .end_transaction_batch(vec![decide("T-no-such"), decide(&half.transaction_id)])
+        .end_transaction_batch(vec![
+            decide("T00000000DEADBEEF00000000"),
+            decide(&half.transaction_id),
+        ])
         .await?;
     ensure!(results.len() == 2, "{results:?}");
     ensure!(
@@ -666,8 +678,10 @@ async fn batched_transactions_each_get_their_own_outcome() -> Result<()> {
         "{ends:?}"
     );
     ensure!(
-        ends[1].as_ref().is_err_and(|e| e.code == "not_found"),
-        "{ends:?}"
+        ends[1]
+            .as_ref()
+            .is_err_and(|e| e.code == "invalid_argument"),
+        "a malformed id fails alone: {ends:?}"
     );
     let stored = client
         .get_transaction(&halves[0].as_ref().expect("checked").transaction_id)

@@ -85,6 +85,8 @@ impl BrokerState {
         Ok(CommandResult::Batch(results))
     }
 
+    /// One operation, dispatched to its rule. Long by design: one arm per `Operation`
+    /// variant reads better as one table than split across functions.
     fn apply_op(
         &mut self,
         at: EntryPoint,

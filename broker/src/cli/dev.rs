@@ -125,9 +125,21 @@ async fn wait_and_print(
     endpoints: &[String],
     children: &mut [tokio::process::Child],
 ) -> Result<(), String> {
+    let leader = wait_for_leader(args, nodes, endpoints, children).await?;
+    print_banner(exe, args, nodes, endpoints, leader);
+    watch_until_stopped(nodes, children).await
+}
+
+/// Waits (30 s at most) until the cluster has a leader; fails at once if a node exits.
+async fn wait_for_leader(
+    args: &DevArgs,
+    nodes: &[DevNode],
+    endpoints: &[String],
+    children: &mut [tokio::process::Child],
+) -> Result<u64, String> {
     let client = txmq_client::Client::new(endpoints).map_err(|e| e.to_string())?;
     let deadline = Instant::now() + Duration::from_secs(30);
-    let leader = loop {
+    loop {
         for (n, child) in nodes.iter().zip(children.iter_mut()) {
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(format!(
@@ -140,7 +152,7 @@ async fn wait_and_print(
         if let Ok(s) = client.cluster_status().await
             && s.leader_id != 0
         {
-            break s.leader_id;
+            return Ok(s.leader_id);
         }
         if Instant::now() > deadline {
             return Err(format!(
@@ -149,7 +161,16 @@ async fn wait_and_print(
             ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    }
+}
+
+fn print_banner(
+    exe: &std::path::Path,
+    args: &DevArgs,
+    nodes: &[DevNode],
+    endpoints: &[String],
+    leader: u64,
+) {
     let exe = exe.display();
     println!(
         "txmq dev: a 3-node cluster is running (leader: node {leader}); data and logs in {}",
@@ -168,6 +189,14 @@ async fn wait_and_print(
     println!("  {exe} send orders --body 'hello' --key order-1");
     println!("  {exe} read orders --output json");
     println!("\nPress Ctrl-C to stop the cluster (data is kept; run `txmq dev` again to resume).");
+}
+
+/// Runs until Ctrl-C; a node that dies (or that you killed to watch a failover) is reported,
+/// not fatal, until none is left.
+async fn watch_until_stopped(
+    nodes: &[DevNode],
+    children: &mut [tokio::process::Child],
+) -> Result<(), String> {
     let shutdown = super::serve::shutdown_signal();
     tokio::pin!(shutdown);
     let mut reported = vec![false; children.len()];
@@ -176,7 +205,6 @@ async fn wait_and_print(
             _ = &mut shutdown => return Ok(()),
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
-        // A node that dies (or that you killed to watch a failover) is reported, not fatal.
         for (i, child) in children.iter_mut().enumerate() {
             if !reported[i]
                 && let Ok(Some(status)) = child.try_wait()

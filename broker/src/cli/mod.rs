@@ -118,7 +118,7 @@ async fn run_client_command(command: Command, endpoints: &[String], out: Output)
         Command::Read(args) => commands::read(&client, args, out).await,
         Command::Cluster(cmd) => commands::cluster(&client, cmd, out).await,
         Command::Txn(cmd) => txn::run(&client, cmd, out).await,
-        Command::Bench(args) => bench::bench(&client, args, out).await,
+        Command::Bench(args) => return bench::run(&client, args, out).await,
         Command::Consume(args) => group::consume(&client, args, out).await,
         Command::Group(cmd) => group::group(&client, cmd, out).await,
         Command::Serve(_) | Command::Dev(_) => unreachable!("handled by cli::main"),

@@ -78,7 +78,6 @@ pub async fn run(cluster: &mut Cluster, config: &ChaosConfig) -> Result<Vec<Stri
     let mut rng = StdRng::seed_from_u64(config.seed);
     let started = tokio::time::Instant::now();
     let mut log = Vec::new();
-    let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
     let containers = cluster.is_containers();
     // Containers leave the network as a whole: no one-way cuts there; and their volumes are
     // not the small tmpfs a disk-full fault fills.
@@ -87,83 +86,95 @@ pub async fn run(cluster: &mut Cluster, config: &ChaosConfig) -> Result<Vec<Stri
         .filter(|f| !(containers && matches!(f, Fault::OneWayCut)))
         .filter(|f| config.disk_faults && !containers || !matches!(f, Fault::DiskFull))
         .collect();
-    let (kill, pause, cut_off) = if containers {
-        ("docker kill", "docker pause", "docker network disconnect")
-    } else {
-        ("kill -9", "SIGSTOP", "isolate")
-    };
     while started.elapsed() < config.duration {
         // Calm between faults.
         tokio::time::sleep(Duration::from_millis(rng.random_range(1_000..3_000))).await;
         let fault = faults[rng.random_range(0..faults.len())];
         let hold = Duration::from_millis(rng.random_range(1_500..4_000));
         let at = started.elapsed().as_secs_f64();
-        let what = match fault {
-            Fault::KillLeader | Fault::KillRandom => {
-                let victim = match fault {
-                    Fault::KillLeader => leader_or_any(cluster, &mut rng).await,
-                    _ => ids[rng.random_range(0..ids.len())],
-                };
-                cluster.node(victim).kill();
-                tokio::time::sleep(hold).await;
-                let bin = cluster.bin.clone();
-                cluster.node(victim).start(&bin)?;
-                format!("{kill} node {victim}, restart after {hold:?}")
-            }
-            Fault::PauseRandom | Fault::PauseLeader => {
-                let victim = match fault {
-                    Fault::PauseLeader => leader_or_any(cluster, &mut rng).await,
-                    _ => ids[rng.random_range(0..ids.len())],
-                };
-                cluster.node(victim).pause();
-                tokio::time::sleep(hold).await;
-                cluster.node(victim).resume();
-                format!("{pause} node {victim} for {hold:?}")
-            }
-            Fault::IsolateLeader => {
-                let victim = leader_or_any(cluster, &mut rng).await;
-                cluster.isolate(victim);
-                tokio::time::sleep(hold).await;
-                cluster.heal_links();
-                format!("{cut_off} leader {victim} for {hold:?}")
-            }
-            Fault::MajorityMinority => {
-                let minority = ids[rng.random_range(0..ids.len())];
-                cluster.split(&[minority]);
-                tokio::time::sleep(hold).await;
-                cluster.heal_links();
-                format!("{cut_off} {{{minority}}} from the rest for {hold:?}")
-            }
-            Fault::DiskFull => {
-                let victim = ids[rng.random_range(0..ids.len())];
-                let data_dir = cluster.node(victim).data_dir.clone();
-                // Half the node's default reserve (5 % of the volume) stays free.
-                let total = super::DATA_DIR_BYTES;
-                let size = fill_disk(&data_dir, total / 40)?;
-                tokio::time::sleep(hold).await;
-                std::fs::remove_file(data_dir.join(BALLAST))?;
-                format!(
-                    "fill node {victim}'s disk ({} MiB ballast) for {hold:?}",
-                    size >> 20
-                )
-            }
-            Fault::OneWayCut => {
-                let from = ids[rng.random_range(0..ids.len())];
-                let to = *ids
-                    .iter()
-                    .filter(|i| **i != from)
-                    .nth(rng.random_range(0..ids.len() - 1))
-                    .unwrap_or(&from);
-                cluster.cut(from, to);
-                tokio::time::sleep(hold).await;
-                cluster.heal_links();
-                format!("cut link {from} -> {to} (one way) for {hold:?}")
-            }
-        };
+        let what = inject(cluster, fault, hold, &mut rng).await?;
         tracing::info!("nemesis at {at:.1}s: {what}");
         log.push(format!("{at:.1}s {what}"));
     }
     Ok(log)
+}
+
+/// Injects one fault, holds it for `hold`, heals it; says what it did.
+async fn inject(
+    cluster: &mut Cluster,
+    fault: Fault,
+    hold: Duration,
+    rng: &mut StdRng,
+) -> Result<String> {
+    let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+    let (kill, pause, cut_off) = if cluster.is_containers() {
+        ("docker kill", "docker pause", "docker network disconnect")
+    } else {
+        ("kill -9", "SIGSTOP", "isolate")
+    };
+    let any = |rng: &mut StdRng| ids[rng.random_range(0..ids.len())];
+    Ok(match fault {
+        Fault::KillLeader | Fault::KillRandom => {
+            let victim = match fault {
+                Fault::KillLeader => leader_or_any(cluster, rng).await,
+                _ => any(rng),
+            };
+            cluster.node(victim).kill();
+            tokio::time::sleep(hold).await;
+            let bin = cluster.bin.clone();
+            cluster.node(victim).start(&bin)?;
+            format!("{kill} node {victim}, restart after {hold:?}")
+        }
+        Fault::PauseRandom | Fault::PauseLeader => {
+            let victim = match fault {
+                Fault::PauseLeader => leader_or_any(cluster, rng).await,
+                _ => any(rng),
+            };
+            cluster.node(victim).pause();
+            tokio::time::sleep(hold).await;
+            cluster.node(victim).resume();
+            format!("{pause} node {victim} for {hold:?}")
+        }
+        Fault::IsolateLeader => {
+            let victim = leader_or_any(cluster, rng).await;
+            cluster.isolate(victim);
+            tokio::time::sleep(hold).await;
+            cluster.heal_links();
+            format!("{cut_off} leader {victim} for {hold:?}")
+        }
+        Fault::MajorityMinority => {
+            let minority = any(rng);
+            cluster.split(&[minority]);
+            tokio::time::sleep(hold).await;
+            cluster.heal_links();
+            format!("{cut_off} {{{minority}}} from the rest for {hold:?}")
+        }
+        Fault::DiskFull => fill_disk_for(cluster, any(rng), hold).await?,
+        Fault::OneWayCut => {
+            let from = any(rng);
+            let others: Vec<u64> = ids.iter().copied().filter(|i| *i != from).collect();
+            let to = others
+                .get(rng.random_range(0..others.len().max(1)))
+                .copied()
+                .unwrap_or(from);
+            cluster.cut(from, to);
+            tokio::time::sleep(hold).await;
+            cluster.heal_links();
+            format!("cut link {from} -> {to} (one way) for {hold:?}")
+        }
+    })
+}
+
+/// Fills `victim`'s data volume to half its default reserve (5 % of the volume) for `hold`.
+async fn fill_disk_for(cluster: &mut Cluster, victim: u64, hold: Duration) -> Result<String> {
+    let data_dir = cluster.node(victim).data_dir.clone();
+    let size = fill_disk(&data_dir, super::DATA_DIR_BYTES / 40)?;
+    tokio::time::sleep(hold).await;
+    std::fs::remove_file(data_dir.join(BALLAST))?;
+    Ok(format!(
+        "fill node {victim}'s disk ({} MiB ballast) for {hold:?}",
+        size >> 20
+    ))
 }
 
 /// Heals links, resumes and restarts every node, and waits for a leader.

@@ -290,44 +290,56 @@ async fn txn_producer(client: Client, shared: Arc<Shared>, seed: u64, stop: watc
             let _ = producer.end(&id, LocalTransactionState::Rollback).await;
             continue;
         }
-        match rng.random_range(0..10) {
-            // Decide right away (the decision may be lost: then check-back decides).
-            0..=3 => {
-                shared.finish(&id, Local::Committed);
-                let _ = producer.end(&id, LocalTransactionState::Commit).await;
-            }
-            4..=5 => {
-                shared.finish(&id, Local::RolledBack);
-                let _ = producer.end(&id, LocalTransactionState::Rollback).await;
-            }
-            // Never send a decision: the local transaction finishes later; check-back decides.
-            6..=7 => {
-                let outcome = if rng.random_bool(0.7) {
-                    Local::Committed
-                } else {
-                    Local::RolledBack
-                };
-                let delay = Duration::from_millis(rng.random_range(0..3_000));
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    shared.finish(&id, outcome);
-                });
-            }
-            // Answer unknown now, commit locally a bit later.
-            8 => {
-                let _ = producer.end(&id, LocalTransactionState::Unknown).await;
-                let shared = shared.clone();
-                let delay = Duration::from_millis(rng.random_range(0..2_000));
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    shared.finish(&id, Local::Committed);
-                });
-            }
-            // The producer "crashes" mid-transaction: its local transaction never finishes.
-            _ => {}
-        }
+        finish_transaction(&producer, &shared, id, &mut rng).await;
         tokio::time::sleep(Duration::from_millis(rng.random_range(5..40))).await;
+    }
+}
+
+/// What the producer does after its half message was stored: decide at once (the decision
+/// may be lost: then check-back decides), never send a decision (its local transaction ends
+/// later, check-back decides), answer unknown then commit locally, or "crash" for good.
+async fn finish_transaction(
+    producer: &TransactionProducer,
+    shared: &Arc<Shared>,
+    id: String,
+    rng: &mut StdRng,
+) {
+    match rng.random_range(0..10) {
+        // Decide right away (the decision may be lost: then check-back decides).
+        0..=3 => {
+            shared.finish(&id, Local::Committed);
+            let _ = producer.end(&id, LocalTransactionState::Commit).await;
+        }
+        4..=5 => {
+            shared.finish(&id, Local::RolledBack);
+            let _ = producer.end(&id, LocalTransactionState::Rollback).await;
+        }
+        // Never send a decision: the local transaction finishes later; check-back decides.
+        6..=7 => {
+            let outcome = if rng.random_bool(0.7) {
+                Local::Committed
+            } else {
+                Local::RolledBack
+            };
+            let delay = Duration::from_millis(rng.random_range(0..3_000));
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                shared.finish(&id, outcome);
+            });
+        }
+        // Answer unknown now, commit locally a bit later.
+        8 => {
+            let _ = producer.end(&id, LocalTransactionState::Unknown).await;
+            let shared = shared.clone();
+            let delay = Duration::from_millis(rng.random_range(0..2_000));
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                shared.finish(&id, Local::Committed);
+            });
+        }
+        // The producer "crashes" mid-transaction: its local transaction never finishes.
+        _ => {}
     }
 }
 

@@ -110,6 +110,31 @@ impl StateReader {
         (false, wake)
     }
 
+    /// Per queue, the first retained offset whose message was born at or after `time_ms` (the
+    /// next offset when none was): where a group reset "to a time" starts.
+    pub fn offsets_at_time(&self, topic: &str, time_ms: u64) -> Result<Vec<u64>, ReadError> {
+        let meta = self
+            .topic(topic)
+            .ok_or_else(|| ReadError::UnknownTopic(topic.to_string()))?;
+        let mut offsets = Vec::with_capacity(meta.queues as usize);
+        for q in 0..meta.queues {
+            let (mut lo, mut hi) = (meta.low_offsets[q as usize], meta.next_offsets[q as usize]);
+            // Born times grow with offsets within a queue: binary search.
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                let born = self
+                    .message_at(topic, q, mid)?
+                    .map(|m| m.message.born_at_ms);
+                match born {
+                    Some(b) if b < time_ms => lo = mid + 1,
+                    _ => hi = mid,
+                }
+            }
+            offsets.push(lo);
+        }
+        Ok(offsets)
+    }
+
     /// One message by position, if retained.
     pub fn message_at(
         &self,

@@ -62,42 +62,7 @@ fn install_blocking(
         full.seek(io::SeekFrom::Start(0))?;
         return install_blocking(stores, dir, meta, full);
     }
-    queues.clear()?;
-    journal.reset()?;
-    tree.clear().map_err(io_err)?;
-    let mut batch = sled::Batch::default();
-    let mut pending = 0usize;
-    let mut records: Vec<TxnRecord> = Vec::new();
-    while let Some((key, value)) = rows.next_row()? {
-        if let Some((topic, queue, first)) = keys::parse_message_key(&key) {
-            let messages = message_rows::decode(first, &value)?;
-            let messages: Vec<Vec<u8>> = messages.into_iter().map(|(_, m)| m.to_vec()).collect();
-            queues.append(topic, queue, first, &messages)?;
-            continue;
-        }
-        if key.first() == Some(&keys::TXN_PREFIX) {
-            records.push(decode_txn_row(&value)?);
-            if records.len() == INSTALL_BATCH_ROWS {
-                journal.put_all(&records)?;
-                records.clear();
-            }
-            continue;
-        }
-        batch.insert(key, value);
-        pending += 1;
-        if pending == INSTALL_BATCH_ROWS {
-            tree.apply_batch(std::mem::take(&mut batch))
-                .map_err(io_err)?;
-            pending = 0;
-        }
-    }
-    journal.put_all(&records)?;
-    batch.insert(keys::JOURNAL_KEY, codec::encode(&journal.range())?);
-    batch.insert(keys::APPLIED_KEY, codec::encode(&header.applied)?);
-    queues.sync()?;
-    journal.sync()?;
-    tree.apply_batch(batch).map_err(io_err)?;
-    tree.flush().map_err(io_err)?;
+    restore_rows(stores, &mut rows, &header)?;
     // The in-memory state is rebuilt from what was just written, exactly as after a restart.
     let (state, applied) = load(tree, journal)?;
     // Keep a manifest of it as our current snapshot, so we can serve it to others.
@@ -117,6 +82,56 @@ fn install_blocking(
         },
     )?;
     Ok((state, applied))
+}
+
+/// Replaces the stores' contents with the snapshot's rows: message rows go to the queue files,
+/// transaction rows to the journal, the rest to sled, written in bounded batches; the journal's
+/// range and the applied state go last, in the batch written after every file is synced.
+fn restore_rows<R: io::Read>(
+    stores: CheckpointTargets<'_>,
+    rows: &mut SnapshotReader<R>,
+    header: &SnapshotHeader,
+) -> io::Result<()> {
+    let CheckpointTargets {
+        queues,
+        journal,
+        tree,
+    } = stores;
+    queues.clear()?;
+    journal.reset()?;
+    tree.clear().map_err(io_err)?;
+    let mut batch = sled::Batch::default();
+    let mut pending = 0usize;
+    let mut records: Vec<TxnRecord> = Vec::new();
+    while let Some((key, value)) = rows.next_row()? {
+        if let Some((topic, queue, first)) = keys::parse_message_key(&key) {
+            let messages = message_rows::decode(first, &value)?;
+            let messages: Vec<Vec<u8>> = messages.into_iter().map(|(_, m)| m.to_vec()).collect();
+            queues.append(topic, queue, first, &messages)?;
+        } else if key.first() == Some(&keys::TXN_PREFIX) {
+            records.push(decode_txn_row(&value)?);
+            if records.len() == INSTALL_BATCH_ROWS {
+                journal.put_all(&records)?;
+                records.clear();
+            }
+        } else {
+            batch.insert(key, value);
+            pending += 1;
+            if pending == INSTALL_BATCH_ROWS {
+                tree.apply_batch(std::mem::take(&mut batch))
+                    .map_err(io_err)?;
+                pending = 0;
+            }
+        }
+    }
+    journal.put_all(&records)?;
+    batch.insert(keys::JOURNAL_KEY, codec::encode(&journal.range())?);
+    batch.insert(keys::APPLIED_KEY, codec::encode(&header.applied)?);
+    queues.sync()?;
+    journal.sync()?;
+    tree.apply_batch(batch).map_err(io_err)?;
+    tree.flush().map_err(io_err)?;
+    Ok(())
 }
 
 /// An anonymous temporary file next to the snapshots (same disk, removed when closed).

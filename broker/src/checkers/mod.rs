@@ -1,8 +1,11 @@
 //! The producer instances connected to this node for check-backs, by producer group.
 //!
-//! Only the leader holds registrations (see `client_service::check_channel`). Checks for a
+//! Only the leader holds registrations (see `txn_service::check_channel`; one channel's
+//! life is [`session::CheckSession`]). Checks for a
 //! group are spread round robin over its instances; each instance has a bounded queue, and a
 //! full queue moves on to the next instance.
+
+pub mod session;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
