@@ -155,11 +155,15 @@ fn sample_state() -> (BrokerState, QueueContents) {
         }
     }
     assert_eq!(
-        state.transactions.pending().count(),
+        state.transactions().pending().count(),
         1,
         "one transaction stays pending"
     );
-    assert_eq!(state.transactions.decided().count(), 1, "one is committed");
+    assert_eq!(
+        state.transactions().decided().count(),
+        1,
+        "one is committed"
+    );
     (state, appended)
 }
 
@@ -303,9 +307,9 @@ fn saved_queue_files_read_back_as_the_same_messages() -> Result<()> {
 fn a_saved_transaction_journal_loads_the_same_records() -> Result<()> {
     let (state, _) = sample_state();
     let records: Vec<&TxnRecord> = state
-        .transactions
+        .transactions()
         .pending()
-        .chain(state.transactions.decided())
+        .chain(state.transactions().decided())
         .collect();
     let range_file = saved("journal_range.bin");
     let make = |dir: &Path| -> Result<()> {
@@ -401,9 +405,9 @@ fn saved_sled_rows_decode_to_the_same_values() -> Result<()> {
     let bytes = pinned("applied_state.bin", codec::encode(&applied)?)?;
     ensure!(codec::decode::<AppliedState>(&bytes)? == applied);
     for record in state
-        .transactions
+        .transactions()
         .pending()
-        .chain(state.transactions.decided())
+        .chain(state.transactions().decided())
     {
         let name = format!("txn_row_{:?}.bin", record.state).to_lowercase();
         let bytes = pinned(&name, encode_txn_row(record)?)?;

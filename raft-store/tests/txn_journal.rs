@@ -117,7 +117,7 @@ impl Node {
     fn checkpoint(&mut self) {
         let write = self
             .journal
-            .prepare(&self.changed, &self.state.transactions)
+            .prepare(&self.changed, self.state.transactions())
             .encode()
             .expect("encode");
         self.changed.clear();
@@ -126,7 +126,7 @@ impl Node {
         if write.compacts() {
             self.journal.trim().expect("trim");
         }
-        self.at_checkpoint = self.state.transactions.clone();
+        self.at_checkpoint = self.state.transactions().clone();
     }
 
     /// A restart: a new journal over the same files, loaded at the recorded range.
@@ -186,7 +186,7 @@ fn records_survive_restarts_through_compaction() {
     assert_eq!(loaded, node.at_checkpoint, "restart loads the checkpoint");
     assert!(loaded.get_by_name(&lingering[0]).is_some());
     // And again: the loaded journal keeps working.
-    node.state.transactions = loaded;
+    node.state = with_transactions(&node.state, loaded);
     let more = node.halves(3);
     node.decide(&more, Decision::Commit);
     node.checkpoint();
@@ -239,7 +239,7 @@ fn a_transaction_decided_and_forgotten_between_checkpoints_stays_forgotten() {
         node.decide(&ids, Decision::Rollback);
         decided += ids.len();
     }
-    assert!(node.state.transactions.get_by_name(&first[0]).is_none());
+    assert!(node.state.transactions().get_by_name(&first[0]).is_none());
     node.checkpoint();
     let loaded = node.restart(dir.path(), limits);
     assert!(
@@ -261,7 +261,7 @@ fn frames_after_the_last_recorded_checkpoint_are_cut_at_restart() {
     node.decide(&ids, Decision::Commit);
     let write = node
         .journal
-        .prepare(&node.changed, &node.state.transactions)
+        .prepare(&node.changed, node.state.transactions())
         .encode()
         .expect("encode");
     node.journal.append(&write).expect("append");
@@ -327,7 +327,7 @@ proptest! {
                     prop_assert_eq!(&loaded, &node.at_checkpoint);
                     // What was applied after the checkpoint is lost with the crash; the log
                     // would re-apply it. Continue from the checkpoint.
-                    node.state.transactions = loaded;
+                    node.state = with_transactions(&node.state, loaded);
                     node.changed.clear();
                 }
             }
@@ -343,10 +343,10 @@ fn a_checkpoint_journals_its_records_as_taken_while_applies_go_on() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut node = Node::new(dir.path(), SMALL);
     let ids = node.halves(4);
-    let taken = node.state.transactions.clone();
+    let taken = node.state.transactions().clone();
     let plan = node
         .journal
-        .prepare(&node.changed, &node.state.transactions);
+        .prepare(&node.changed, node.state.transactions());
     node.changed.clear();
     // Applies after the plan was taken: an `unknown` answer edits two pending records, and
     // the other two are committed.
@@ -354,7 +354,7 @@ fn a_checkpoint_journals_its_records_as_taken_while_applies_go_on() {
     node.decide(&ids[2..], Decision::Commit);
     let edited = node
         .state
-        .transactions
+        .transactions()
         .get_by_name(&ids[0])
         .expect("pending");
     assert_eq!(edited.events.len(), 1, "the unknown answer was recorded");
@@ -369,4 +369,15 @@ fn a_checkpoint_journals_its_records_as_taken_while_applies_go_on() {
     let loaded_first = loaded.get_by_name(&ids[0]).expect("journaled");
     assert!(loaded_first.events.is_empty());
     assert_eq!(loaded.pending_count(), 4);
+}
+
+/// `state` with its transactions replaced by `loaded` (what a restart rebuilds).
+fn with_transactions(state: &BrokerState, loaded: Transactions) -> BrokerState {
+    BrokerState::restore(
+        state.topics().values().cloned(),
+        state.retired_nodes().iter().copied(),
+        state.groups().values().cloned(),
+        loaded,
+    )
+    .expect("the state's own parts fit together")
 }

@@ -2,13 +2,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
-
 use crate::codec::CodecError;
 use crate::entry_point::EntryPoint;
 use crate::limits;
 use crate::message::{StoredMessageRef, message_id};
-use crate::{Changes, GroupState, TopicMeta, Transactions, TxnRecord};
+use crate::{Changes, GroupState, TopicMeta, Transactions};
 use crate::{
     Command, CommandResult, MessagePosition, NewMessage, Operation, Rejection, TopicKind, TopicSpec,
 };
@@ -22,17 +20,17 @@ pub struct Applied {
 }
 
 /// The replicated metadata. Message rows are not held here; `apply` emits them as writes.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Fields are private: only `apply` changes a state (keeping the invariants of
+/// [`BrokerState::check_invariants`]), and a store rebuilds one with [`BrokerState::restore`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BrokerState {
-    pub topics: BTreeMap<String, TopicMeta>,
+    pub(crate) topics: BTreeMap<String, TopicMeta>,
     /// Node ids that were removed from the cluster; never handed out again.
-    pub retired_nodes: BTreeSet<u64>,
-    /// Consumer groups' progress by (group, topic); stored as rows, rebuilt on load.
-    #[serde(skip)]
-    pub groups: BTreeMap<(String, String), GroupState>,
-    /// Transactions; stored as rows, rebuilt from them on load (not part of serialization).
-    #[serde(skip)]
-    pub transactions: Transactions,
+    pub(crate) retired_nodes: BTreeSet<u64>,
+    /// Consumer groups' progress by (group, topic).
+    pub(crate) groups: BTreeMap<(String, String), GroupState>,
+    pub(crate) transactions: Transactions,
 }
 
 impl BrokerState {
@@ -244,9 +242,65 @@ impl BrokerState {
         self.topics.get(name)
     }
 
-    /// Restores transactions from their stored records (any order, each id once).
-    pub fn restore_transactions(&mut self, records: impl IntoIterator<Item = TxnRecord>) {
-        self.transactions = Transactions::restore(records);
+    /// A state rebuilt from what a store kept (topics, retired node ids, groups and the
+    /// transactions' records, in any order). Refused when the parts do not fit together (a
+    /// group of a topic that does not exist, a topic twice).
+    pub fn restore(
+        topics: impl IntoIterator<Item = TopicMeta>,
+        retired_nodes: impl IntoIterator<Item = u64>,
+        groups: impl IntoIterator<Item = GroupState>,
+        transactions: Transactions,
+    ) -> Result<BrokerState, String> {
+        let mut state = BrokerState {
+            retired_nodes: retired_nodes.into_iter().collect(),
+            transactions,
+            ..BrokerState::default()
+        };
+        for meta in topics {
+            if let Some(twice) = state.topics.insert(meta.name.clone(), meta) {
+                return Err(format!("topic '{}' is stored twice", twice.name));
+            }
+        }
+        for g in groups {
+            let Some(topic) = state.topics.get(&g.topic) else {
+                return Err(format!(
+                    "group '{}' reads topic '{}', which does not exist",
+                    g.group, g.topic
+                ));
+            };
+            if g.queues.len() != topic.queues as usize {
+                return Err(format!(
+                    "group '{}' has {} queues of topic '{}', which has {}",
+                    g.group,
+                    g.queues.len(),
+                    g.topic,
+                    topic.queues
+                ));
+            }
+            state.groups.insert((g.group.clone(), g.topic.clone()), g);
+        }
+        Ok(state)
+    }
+
+    pub fn topics(&self) -> &BTreeMap<String, TopicMeta> {
+        &self.topics
+    }
+
+    pub fn retired_nodes(&self) -> &BTreeSet<u64> {
+        &self.retired_nodes
+    }
+
+    /// Consumer groups' progress by (group, topic).
+    pub fn groups(&self) -> &BTreeMap<(String, String), GroupState> {
+        &self.groups
+    }
+
+    pub fn group(&self, group: &str, topic: &str) -> Option<&GroupState> {
+        self.groups.get(&(group.to_string(), topic.to_string()))
+    }
+
+    pub fn transactions(&self) -> &Transactions {
+        &self.transactions
     }
 
     /// Invariants over all topics; checked after every apply in debug builds.
@@ -270,5 +324,67 @@ impl BrokerState {
             }
             g.check_invariants();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TopicKind;
+
+    fn topic_state() -> BrokerState {
+        let mut state = BrokerState::default();
+        let spec = TopicSpec {
+            name: "t".into(),
+            kind: TopicKind::Normal,
+            queues: 2,
+            retention_ms: 1,
+            retention_bytes: 0,
+        };
+        state
+            .apply(1, &Command::new(1, Operation::CreateTopic(spec)))
+            .expect("apply");
+        let receive = Operation::Receive {
+            group: "g".into(),
+            topic: "t".into(),
+            max: 1,
+            invisible_ms: 10,
+        };
+        state.apply(2, &Command::new(2, receive)).expect("apply");
+        state
+    }
+
+    #[test]
+    fn a_restored_state_equals_the_one_it_was_stored_from() {
+        let state = topic_state();
+        let restored = BrokerState::restore(
+            state.topics().values().cloned(),
+            [4],
+            state.groups().values().cloned(),
+            state.transactions().clone(),
+        )
+        .expect("restore");
+        assert_eq!(restored.topics(), state.topics());
+        assert_eq!(restored.groups(), state.groups());
+        assert!(restored.retired_nodes().contains(&4));
+    }
+
+    #[test]
+    fn parts_that_do_not_fit_together_are_refused() {
+        let state = topic_state();
+        let orphan = BrokerState::restore(
+            [],
+            [],
+            state.groups().values().cloned(),
+            Transactions::default(),
+        );
+        assert!(orphan.is_err_and(|e| e.contains("does not exist")));
+        let twice = state
+            .topics()
+            .values()
+            .cloned()
+            .chain(state.topics().values().cloned());
+        let doubled = BrokerState::restore(twice, [], [], Transactions::default());
+        assert!(doubled.is_err_and(|e| e.contains("twice")));
     }
 }

@@ -123,7 +123,7 @@ proptest! {
             prop_assert!(outcomes.iter().all(|o| *o == AckOutcome::Acked));
         }
         prop_assert_eq!(acked.len() as u64, published);
-        let g = state.groups.get(&("g".to_string(), "t".to_string()));
+        let g = state.groups().get(&("g".to_string(), "t".to_string()));
         if let Some(g) = g {
             let topic = state.topic("t").unwrap();
             for (q, p) in g.queues.iter().enumerate() {

@@ -289,7 +289,7 @@ fn sample_state() -> BrokerState {
         );
     }
     let first = state
-        .transactions
+        .transactions()
         .pending()
         .next()
         .expect("pending")
@@ -315,12 +315,12 @@ fn sample_state() -> BrokerState {
 fn the_states_records_as_stored() {
     let state = sample_state();
     pinned("topic_meta", state.topic("orders").expect("topic"), named);
-    let group = state.groups.values().next().expect("a group");
+    let group = state.groups().values().next().expect("a group");
     assert!(group.in_flight() > 0, "the sample group holds a lease");
     pinned("group_state", group, positional);
-    let pending = state.transactions.pending().next().expect("pending");
+    let pending = state.transactions().pending().next().expect("pending");
     pinned("txn_record_pending", pending, positional);
-    let committed = state.transactions.decided().next().expect("decided");
+    let committed = state.transactions().decided().next().expect("decided");
     pinned("txn_record_committed", committed, positional);
     pinned(
         "stored_message",

@@ -146,7 +146,7 @@ proptest! {
             }
         }
         // Every queue of every topic holds exactly the model's messages, at dense offsets.
-        prop_assert_eq!(state.topics.len(), model.topics.len());
+        prop_assert_eq!(state.topics().len(), model.topics.len());
         for (name, (kind, queues, _)) in &model.topics {
             let meta = state.topic(name).unwrap();
             prop_assert_eq!(meta.kind, *kind);

@@ -159,7 +159,7 @@ proptest! {
         }
         // Final agreement: states, counts, and the committed messages in commit order.
         for (id, m) in &model {
-            let r = state.transactions.get_by_name(id).unwrap();
+            let r = state.transactions().get_by_name(id).unwrap();
             prop_assert_eq!(r.state, m.state);
             prop_assert_eq!(r.check_count, m.checks);
             prop_assert!(r.check_count <= TIMING.max_checks);
@@ -167,9 +167,9 @@ proptest! {
         let pay = state.topic("pay").unwrap();
         let visible: u64 = pay.next_offsets.iter().sum();
         prop_assert_eq!(visible, committed_order.len() as u64);
-        prop_assert_eq!(state.transactions.pending_count(), model.values().filter(|m| m.state == TxnState::Pending).count());
+        prop_assert_eq!(state.transactions().pending_count(), model.values().filter(|m| m.state == TxnState::Pending).count());
         // The deadline index only returns what is due, earliest first.
-        let due = state.transactions.due(now, usize::MAX);
+        let due = state.transactions().due(now, usize::MAX);
         prop_assert!(due.iter().all(|r| r.due_ms() <= now && r.state == TxnState::Pending));
         prop_assert!(due.windows(2).all(|w| w[0].due_ms() <= w[1].due_ms()));
     }
@@ -221,7 +221,7 @@ fn a_stale_scheduler_proposal_cannot_roll_back_early() {
         }
     );
     assert_eq!(
-        state.transactions.get_by_name(&txn_id).unwrap().state,
+        state.transactions().get_by_name(&txn_id).unwrap().state,
         TxnState::Pending
     );
 }

@@ -195,7 +195,7 @@ impl Checkpointer {
             let state = state.read().unwrap_or_else(|p| p.into_inner());
             let pending = std::mem::take(&mut *self.pending());
             let batch = sled_batch(&pending, &state)?;
-            let journal_plan = journal.prepare(&pending.txns, &state.transactions);
+            let journal_plan = journal.prepare(&pending.txns, state.transactions());
             (pending, batch, journal_plan)
         };
         let journal_write = journal_plan.encode()?;

@@ -21,12 +21,12 @@ pub(crate) fn load(
     tree: &sled::Tree,
     journal: &TxnJournal,
 ) -> io::Result<(BrokerState, AppliedState)> {
-    let mut state = BrokerState::default();
+    let mut topics: Vec<TopicMeta> = Vec::new();
     for item in tree.scan_prefix([keys::TOPIC_PREFIX]) {
         let (_, bytes) = item.map_err(io_err)?;
-        let meta: TopicMeta = codec::decode(&bytes)?;
-        state.topics.insert(meta.name.clone(), meta);
+        topics.push(codec::decode(&bytes)?);
     }
+    let mut retired = Vec::new();
     for item in tree.scan_prefix([keys::RETIRED_PREFIX]) {
         let (key, _) = item.map_err(io_err)?;
         let id = key
@@ -36,18 +36,19 @@ pub(crate) fn load(
             .ok_or_else(|| {
                 io::Error::new(io::ErrorKind::InvalidData, "malformed retired-node row")
             })?;
-        state.retired_nodes.insert(id);
+        retired.push(id);
     }
+    let mut groups: Vec<GroupState> = Vec::new();
     for item in tree.scan_prefix([keys::GROUP_PREFIX]) {
         let (_, bytes) = item.map_err(io_err)?;
-        let g: GroupState = codec::decode(&bytes)?;
-        state.groups.insert((g.group.clone(), g.topic.clone()), g);
+        groups.push(codec::decode(&bytes)?);
     }
     let range: JournalRange = match tree.get(keys::JOURNAL_KEY).map_err(io_err)? {
         Some(bytes) => codec::decode(&bytes)?,
         None => JournalRange::default(),
     };
-    state.transactions = journal.load(range)?;
+    let state = BrokerState::restore(topics, retired, groups, journal.load(range)?)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("stored state: {e}")))?;
     let applied = match tree.get(keys::APPLIED_KEY).map_err(io_err)? {
         Some(bytes) => codec::decode(&bytes)?,
         None => AppliedState::default(),
@@ -58,7 +59,7 @@ pub(crate) fn load(
 /// The offsets each queue holds, `(low, next)` by `(topic id, queue)`.
 pub(crate) fn stored_offsets(state: &BrokerState) -> HashMap<(u64, u32), (u64, u64)> {
     let mut out = HashMap::new();
-    for topic in state.topics.values() {
+    for topic in state.topics().values() {
         for queue in 0..topic.queues {
             let q = queue as usize;
             out.insert(

@@ -55,7 +55,12 @@ impl StateReader {
     }
 
     pub fn topics(&self) -> Vec<TopicMeta> {
-        self.replica.read_state().topics.values().cloned().collect()
+        self.replica
+            .read_state()
+            .topics()
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn topic(&self, name: &str) -> Option<TopicMeta> {
@@ -66,14 +71,19 @@ impl StateReader {
     pub fn group(&self, group: &str, topic: &str) -> Option<GroupState> {
         self.replica
             .read_state()
-            .groups
+            .groups()
             .get(&(group.to_string(), topic.to_string()))
             .cloned()
     }
 
     /// Every consumer group, sorted by (group, topic).
     pub fn groups(&self) -> Vec<GroupState> {
-        self.replica.read_state().groups.values().cloned().collect()
+        self.replica
+            .read_state()
+            .groups()
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Whether a receive for the group could lease something now, judged from this node's
@@ -83,7 +93,7 @@ impl StateReader {
         let Some(meta) = state.topic(topic) else {
             return (false, None);
         };
-        let Some(g) = state.groups.get(&(group.to_string(), topic.to_string())) else {
+        let Some(g) = state.groups().get(&(group.to_string(), topic.to_string())) else {
             let any = meta
                 .low_offsets
                 .iter()
@@ -195,7 +205,7 @@ impl StateReader {
         let mut found = Vec::new();
         {
             let state = self.replica.read_state();
-            for g in state.groups.values() {
+            for g in state.groups().values() {
                 for (q, p) in g.queues.iter().enumerate() {
                     for (offset, lease) in &p.leases {
                         if found.len() == limit {
@@ -338,7 +348,7 @@ impl StateReader {
     pub fn transaction(&self, id: &str) -> Option<TxnRecord> {
         self.replica
             .read_state()
-            .transactions
+            .transactions()
             .get_by_name(id)
             .cloned()
     }
@@ -348,7 +358,7 @@ impl StateReader {
         let state = self.replica.read_state();
         // Sort references and clone only what is returned: pending records hold their bodies.
         let mut refs: Vec<&TxnRecord> = state
-            .transactions
+            .transactions()
             .pending()
             .filter(|r| group.is_none_or(|g| r.group == g))
             .collect();
@@ -358,14 +368,14 @@ impl StateReader {
 
     /// The number of pending transactions.
     pub fn pending_transaction_count(&self) -> usize {
-        self.replica.read_state().transactions.pending_count()
+        self.replica.read_state().transactions().pending_count()
     }
 
     /// Pending transactions due at `now_ms` (the scheduler's input; cost ∝ number due).
     pub fn due_transactions(&self, now_ms: u64, limit: usize) -> Vec<TxnRecord> {
         self.replica
             .read_state()
-            .transactions
+            .transactions()
             .due(now_ms, limit)
             .into_iter()
             .cloned()
@@ -373,7 +383,7 @@ impl StateReader {
     }
 
     pub fn is_retired(&self, node_id: u64) -> bool {
-        self.replica.read_state().retired_nodes.contains(&node_id)
+        self.replica.read_state().retired_nodes().contains(&node_id)
     }
 
     pub fn applied(&self) -> AppliedState {
@@ -476,7 +486,7 @@ impl StateReader {
         for (k, v) in &rows {
             hash(k, v);
         }
-        let mut topics: Vec<_> = state.topics.values().collect();
+        let mut topics: Vec<_> = state.topics().values().collect();
         topics.sort_by_key(|t| t.id);
         for topic in topics {
             for queue in 0..topic.queues {

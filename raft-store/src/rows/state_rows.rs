@@ -30,24 +30,24 @@ pub fn row_value(state: &BrokerState, key: &[u8]) -> Result<Option<Vec<u8>>, Cod
     };
     let text = || std::str::from_utf8(rest).ok();
     Ok(match prefix {
-        TOPIC_PREFIX => match text().and_then(|name| state.topics.get(name)) {
+        TOPIC_PREFIX => match text().and_then(|name| state.topics().get(name)) {
             Some(meta) => Some(codec::encode(meta)?),
             None => None,
         },
-        TXN_PREFIX => match text().and_then(|id| state.transactions.get_by_name(id)) {
+        TXN_PREFIX => match text().and_then(|id| state.transactions().get_by_name(id)) {
             Some(record) => Some(encode_txn_row(record)?),
             None => None,
         },
         GROUP_PREFIX => {
             let names = text().and_then(|t| t.split_once('\0'));
-            match names.and_then(|(g, t)| state.groups.get(&(g.to_string(), t.to_string()))) {
+            match names.and_then(|(g, t)| state.groups().get(&(g.to_string(), t.to_string()))) {
                 Some(group) => Some(codec::encode_compact(group)?),
                 None => None,
             }
         }
         RETIRED_PREFIX => {
             let id = rest.try_into().ok().map(u64::from_be_bytes);
-            id.filter(|id| state.retired_nodes.contains(id))
+            id.filter(|id| state.retired_nodes().contains(id))
                 .map(|_| Vec::new())
         }
         _ => None,
@@ -56,17 +56,17 @@ pub fn row_value(state: &BrokerState, key: &[u8]) -> Result<Option<Vec<u8>>, Cod
 
 /// Every metadata row of `state`, as the store holds them (written into snapshot files).
 pub fn metadata_rows(state: &BrokerState) -> Result<Vec<Row>, CodecError> {
-    let txns = &state.transactions;
+    let txns = &state.transactions();
     let mut rows = Vec::with_capacity(
-        state.topics.len() + state.retired_nodes.len() + state.groups.len() + txns.len(),
+        state.topics().len() + state.retired_nodes().len() + state.groups().len() + txns.len(),
     );
-    for meta in state.topics.values() {
+    for meta in state.topics().values() {
         rows.push((keys::topic_key(&meta.name), codec::encode(meta)?));
     }
-    for id in &state.retired_nodes {
+    for id in state.retired_nodes() {
         rows.push((keys::retired_key(*id).to_vec(), Vec::new()));
     }
-    for g in state.groups.values() {
+    for g in state.groups().values() {
         rows.push((
             keys::group_key(&g.group, &g.topic),
             codec::encode_compact(g)?,
