@@ -2,11 +2,11 @@
 //! the transaction journal, and how files are deleted (gradually, by a reaper) and written
 //! (trickle-synced snapshots, an idle-priority thread for bursts of CPU).
 
-pub mod file_reaper;
+pub(crate) mod file_reaper;
 pub mod frame;
-pub mod gradual_delete;
-pub mod idle_thread;
-pub mod numbered_files;
+pub(crate) mod gradual_delete;
+pub(crate) mod idle_thread;
+pub(crate) mod numbered_files;
 pub mod queue_files;
-pub mod trickle_synced_file;
+pub(crate) mod trickle_synced_file;
 pub mod txn_journal;

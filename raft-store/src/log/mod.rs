@@ -2,8 +2,8 @@
 //! only after fsync, a cache of recent entries, and the gate that holds appends while the disk
 //! is nearly full. [`store::LogStore`] is openraft's view of it.
 
-pub mod cache;
-pub mod flusher;
+pub(crate) mod cache;
+pub(crate) mod flusher;
 pub mod segments;
 pub mod space_gate;
 pub mod store;
