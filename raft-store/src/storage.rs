@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
-use crate::files::queue_files::{QUEUE_SEGMENT_BYTES, QueueFiles};
+use crate::files::queue_files::{QUEUE_FILE_BYTES, QueueFiles};
 use crate::files::txn_journal::TxnJournal;
 use crate::log::store::LogStore;
 use crate::machine::reader::StateReader;
@@ -132,8 +132,7 @@ impl Storage {
             let path = path.clone();
             move |source| StorageError::Corrupt { path, source }
         };
-        let queues =
-            QueueFiles::open(&queue_dir, QUEUE_SEGMENT_BYTES).map_err(corrupt(&queue_dir))?;
+        let queues = QueueFiles::open(&queue_dir, QUEUE_FILE_BYTES).map_err(corrupt(&queue_dir))?;
         let journal_dir = dir.join("txn-journal");
         let journal = TxnJournal::open(&journal_dir).map_err(corrupt(&journal_dir))?;
         let state_machine = StateMachineStore::open(sm_tree, queues, journal, snapshot_dir)

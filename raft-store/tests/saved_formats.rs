@@ -17,7 +17,7 @@ use anyhow::{Context, Result, ensure};
 use openraft::entry::RaftEntry;
 use openraft::{EntryPayload, Membership};
 use txmq_raft_store::files::frame;
-use txmq_raft_store::files::queue_files::{QUEUE_SEGMENT_BYTES, QueueFiles};
+use txmq_raft_store::files::queue_files::{QUEUE_FILE_BYTES, QueueFiles};
 use txmq_raft_store::files::txn_journal::{JournalRange, TxnJournal};
 use txmq_raft_store::log::segments::{LogFiles, SEGMENT_BYTES, read_located};
 use txmq_raft_store::rows::applied_state::AppliedState;
@@ -270,7 +270,7 @@ fn a_saved_log_segment_reads_back_as_the_same_entries() -> Result<()> {
 fn saved_queue_files_read_back_as_the_same_messages() -> Result<()> {
     let (_, appended) = sample_state();
     let make = |dir: &Path| -> Result<()> {
-        let queues = QueueFiles::open(dir, QUEUE_SEGMENT_BYTES)?;
+        let queues = QueueFiles::open(dir, QUEUE_FILE_BYTES)?;
         for ((topic, queue), messages) in &appended {
             queues.append(*topic, *queue, 0, messages)?;
         }
@@ -280,7 +280,7 @@ fn saved_queue_files_read_back_as_the_same_messages() -> Result<()> {
     let saved = saved_dir("queues", make, whole)?;
     let copy = tempfile::tempdir()?;
     copy_dir(&saved, copy.path())?;
-    let queues = QueueFiles::open(copy.path(), QUEUE_SEGMENT_BYTES)?;
+    let queues = QueueFiles::open(copy.path(), QUEUE_FILE_BYTES)?;
     // As at a node's start: the state names each queue's offsets.
     let offsets = appended
         .iter()

@@ -14,9 +14,9 @@ use txmq_raft_store::{LogStore, StateMachineStore, Storage, StorageConfig, TypeC
 use txmq_state::{Command, NewMessage, Operation, TopicKind, TopicSpec};
 use txmq_state::{Decision, DecisionSource, TxnTiming};
 
-struct SledBuilder;
+struct TempDirStores;
 
-impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for SledBuilder {
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for TempDirStores {
     async fn build(
         &self,
     ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
@@ -29,8 +29,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sled_log_store_passes_the_openraft_suite() -> Result<()> {
-    Suite::test_all(SledBuilder).await?;
+async fn the_log_and_state_machine_stores_pass_the_openraft_suite() -> Result<()> {
+    Suite::test_all(TempDirStores).await?;
     Ok(())
 }
 

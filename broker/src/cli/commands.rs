@@ -76,7 +76,7 @@ pub enum ClusterCommand {
     },
     /// Check that the cluster serves transactions now: a leader, every voter answering, and
     /// one transaction committed and read back. Exits non-zero when not (after --timeout).
-    Check(super::check::CheckArgs),
+    Check(super::cluster_check::CheckArgs),
     /// Remove every member whose id is above N, highest first (nothing when there is none).
     /// For clusters whose ids are StatefulSet ordinal + 1: the Helm chart runs this before a
     /// scale-down, so the pods that go away have left the membership first.
@@ -265,7 +265,7 @@ fn status_text(s: &ClusterStatusResponse) -> String {
 
 pub(super) async fn cluster(client: &Client, cmd: ClusterCommand, out: Output) -> CmdResult {
     let status = match cmd {
-        ClusterCommand::Check(args) => return super::check::check(client, args, out).await,
+        ClusterCommand::Check(args) => return super::cluster_check::check(client, args, out).await,
         ClusterCommand::Status => client.cluster_status().await?,
         ClusterCommand::AddNode(a) => {
             let req = AddNodeRequest {

@@ -1,7 +1,7 @@
 //! The `txmq` command line: `serve`, `dev`, and the client commands.
 
 mod bench;
-mod check;
+mod cluster_check;
 mod commands;
 mod dev;
 mod group;

@@ -26,7 +26,7 @@ use crate::files::file_reaper::FileReaper;
 use crate::files::{frame, numbered_files};
 
 /// A queue starts a new file once its newest one reaches this size.
-pub const QUEUE_SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+pub const QUEUE_FILE_BYTES: u64 = 16 * 1024 * 1024;
 /// One position is indexed per this many offsets (and each file's first).
 const INDEX_EVERY: u64 = 32;
 /// Bytes of the first `pread` of a scan: a receive of a few dozen small messages needs no more.
@@ -50,7 +50,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// One file of a queue.
-struct QueueSegment {
+struct QueueFile {
     file: Arc<File>,
     len: u64,
     /// `(offset, byte position)` of the file's first message and every `INDEX_EVERY`-th offset;
@@ -62,7 +62,7 @@ struct QueueSegment {
 /// from the first file's name up to `next`; only the last file is appended to.
 struct QueueLog {
     dir: PathBuf,
-    files: BTreeMap<u64, QueueSegment>,
+    files: BTreeMap<u64, QueueFile>,
     next: u64,
 }
 
@@ -72,7 +72,7 @@ pub struct QueueFiles {
     queues: RwLock<HashMap<QueueId, Arc<Mutex<QueueLog>>>>,
     /// Files and directories changed since the last [`QueueFiles::sync`].
     unsynced: Mutex<Unsynced>,
-    segment_bytes: u64,
+    file_bytes: u64,
     /// Frees the files retention and compaction delete, one at a time.
     reaper: FileReaper,
 }
@@ -94,7 +94,7 @@ struct ReadPlan {
 impl QueueFiles {
     /// Opens the queue files under `dir` (created if missing). Call [`Self::reconcile`] before
     /// use after a restart.
-    pub fn open(dir: &Path, segment_bytes: u64) -> io::Result<Self> {
+    pub fn open(dir: &Path, file_bytes: u64) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let mut queues = HashMap::new();
         for item in std::fs::read_dir(dir)? {
@@ -109,7 +109,7 @@ impl QueueFiles {
             dir: dir.to_path_buf(),
             queues: RwLock::new(queues),
             unsynced: Mutex::default(),
-            segment_bytes,
+            file_bytes,
             reaper: FileReaper::default(),
         })
     }
@@ -162,12 +162,12 @@ impl QueueFiles {
         let needs_new_file = q
             .files
             .last_key_value()
-            .is_none_or(|(_, s)| s.len >= self.segment_bytes);
+            .is_none_or(|(_, s)| s.len >= self.file_bytes);
         if needs_new_file {
             let file = numbered_files::create(&numbered_files::path(&q.dir, first, SUFFIX))?;
             q.files.insert(
                 first,
-                QueueSegment {
+                QueueFile {
                     file: Arc::new(file),
                     len: 0,
                     index: Some(Vec::new()),
@@ -175,7 +175,7 @@ impl QueueFiles {
             );
             lock(&self.unsynced).dirs.push(q.dir.clone());
         }
-        let Some((&file_first, segment)) = q.files.iter_mut().next_back() else {
+        let Some((&file_first, file)) = q.files.iter_mut().next_back() else {
             return Err(io::Error::other("queue has no file after creating one"));
         };
         let mut buf = Vec::with_capacity(messages.iter().map(|m| m.len() + frame::HEADER).sum());
@@ -183,16 +183,16 @@ impl QueueFiles {
         for (i, message) in messages.iter().enumerate() {
             let offset = first + i as u64;
             if offset == file_first || offset.is_multiple_of(INDEX_EVERY) {
-                index_entries.push((offset, segment.len + buf.len() as u64));
+                index_entries.push((offset, file.len + buf.len() as u64));
             }
             frame::write(&mut buf, message)?;
         }
-        segment.file.write_all_at(&buf, segment.len)?;
-        segment.len += buf.len() as u64;
-        if let Some(index) = segment.index.as_mut() {
+        file.file.write_all_at(&buf, file.len)?;
+        file.len += buf.len() as u64;
+        if let Some(index) = file.index.as_mut() {
             index.extend(index_entries);
         }
-        let file = segment.file.clone();
+        let file = file.file.clone();
         q.next = first + messages.len() as u64;
         drop(q);
         let mut unsynced = lock(&self.unsynced);
@@ -328,7 +328,7 @@ impl QueueLog {
             let len = file.metadata()?.len();
             files.insert(
                 first,
-                QueueSegment {
+                QueueFile {
                     file: Arc::new(file),
                     len,
                     index: None,
@@ -344,20 +344,20 @@ impl QueueLog {
 
     /// Builds a file's position index by reading it (files found at startup).
     fn ensure_index(&mut self, first: u64) -> io::Result<()> {
-        let Some(segment) = self.files.get_mut(&first) else {
+        let Some(file) = self.files.get_mut(&first) else {
             return Ok(());
         };
-        if segment.index.is_some() {
+        if file.index.is_some() {
             return Ok(());
         }
-        let (index, _, end) = index_file(&segment.file, segment.len, first, u64::MAX)?;
-        if end != segment.len {
+        let (index, _, end) = index_file(&file.file, file.len, first, u64::MAX)?;
+        if end != file.len {
             return Err(corrupt(format!(
                 "{}: damaged frame at byte {end}",
                 numbered_files::path(&self.dir, first, SUFFIX).display()
             )));
         }
-        segment.index = Some(index);
+        file.index = Some(index);
         Ok(())
     }
 
@@ -377,8 +377,8 @@ impl QueueLog {
         };
         self.ensure_index(start_file)?;
         let mut plans = Vec::new();
-        for (&first, segment) in self.files.range(start_file..end) {
-            let (offset, position) = match (&segment.index, first == start_file) {
+        for (&first, file) in self.files.range(start_file..end) {
+            let (offset, position) = match (&file.index, first == start_file) {
                 (Some(index), true) => {
                     let i = index.partition_point(|(o, _)| *o <= from).saturating_sub(1);
                     index.get(i).copied().unwrap_or((first, 0))
@@ -386,10 +386,10 @@ impl QueueLog {
                 _ => (first, 0),
             };
             plans.push(ReadPlan {
-                file: segment.file.clone(),
+                file: file.file.clone(),
                 first_offset: offset,
                 position,
-                len: segment.len,
+                len: file.len,
             });
         }
         Ok(plans)
@@ -402,8 +402,8 @@ impl QueueLog {
         for pair in firsts.windows(2) {
             if pair[1] <= below {
                 std::fs::remove_file(numbered_files::path(&self.dir, pair[0], SUFFIX))?;
-                if let Some(segment) = self.files.remove(&pair[0]) {
-                    reaper.free(segment.file);
+                if let Some(file) = self.files.remove(&pair[0]) {
+                    reaper.free(file.file);
                 }
             }
         }
@@ -420,7 +420,7 @@ impl QueueLog {
         }
         let first_held = self.files.keys().next().copied();
         let end = match self.files.iter_mut().next_back() {
-            Some((&first, segment)) => Some(cut_segment(segment, first, next)?),
+            Some((&first, file)) => Some(cut_queue_file(file, first, next)?),
             None => None,
         };
         // The newest messages are synced before any checkpoint names them, so missing ones
@@ -453,14 +453,14 @@ impl QueueLog {
 
 /// Cuts the newest file of a queue (first offset `first`) after offset `next - 1` (or after its
 /// last whole frame), rebuilding its index. Returns the offset after its last message.
-fn cut_segment(segment: &mut QueueSegment, first: u64, next: u64) -> io::Result<u64> {
-    let (index, offset, valid_end) = index_file(&segment.file, segment.len, first, next)?;
-    if valid_end != segment.len {
-        segment.file.set_len(valid_end)?;
-        segment.file.sync_all()?;
-        segment.len = valid_end;
+fn cut_queue_file(file: &mut QueueFile, first: u64, next: u64) -> io::Result<u64> {
+    let (index, offset, valid_end) = index_file(&file.file, file.len, first, next)?;
+    if valid_end != file.len {
+        file.file.set_len(valid_end)?;
+        file.file.sync_all()?;
+        file.len = valid_end;
     }
-    segment.index = Some(index);
+    file.index = Some(index);
     Ok(offset)
 }
 

@@ -26,7 +26,7 @@ use txmq_state::codec;
 pub const FORMAT_VERSION: u32 = 1;
 /// The file name of a node's current snapshot (a manifest) in its snapshot directory.
 pub const CURRENT_SNAPSHOT: &str = "current.snap";
-/// The largest frame a reader accepts (a segment row holds the messages one entry appended to
+/// The largest frame a reader accepts (a message row holds the messages one entry appended to
 /// a queue: a few MiB, at most a little over one maximum-size message).
 const MAX_FRAME: usize = 256 * 1024 * 1024;
 
@@ -35,7 +35,7 @@ pub struct SnapshotHeader {
     pub format_version: u32,
     pub meta: SnapshotMeta,
     pub applied: AppliedState,
-    /// Only the metadata rows: message segments come from the tree when it is sent.
+    /// Only the metadata rows: the messages are read from the queue files when it is sent.
     #[serde(default)]
     pub manifest: bool,
 }
