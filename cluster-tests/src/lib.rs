@@ -114,6 +114,54 @@ where
     }
 }
 
+/// Checks that something does *not* happen: `holds` must stay true (polled every 100 ms) for
+/// the whole `period`; fails at the first poll where it is false. The absence of an event has
+/// no condition to wait for, so this watches it throughout instead of sleeping and looking once.
+pub async fn holds_for<F, Fut>(what: &str, period: Duration, mut holds: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool>>,
+{
+    let started = Instant::now();
+    loop {
+        let elapsed = started.elapsed();
+        if !holds().await? {
+            bail!("{what} stopped holding after {elapsed:?} (it must hold for {period:?})");
+        }
+        if elapsed >= period {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Checks that an operation fails with gRPC code `code` (snake_case, as `ClientError` has it)
+/// and a message mentioning each of `mentions`.
+pub fn expect_failure<T: std::fmt::Debug>(
+    result: std::result::Result<T, txmq_client::ClientError>,
+    code: &str,
+    mentions: &[&str],
+) -> Result<txmq_client::ClientError> {
+    let e = match result {
+        Ok(v) => bail!("expected a {code} failure, got success: {v:?}"),
+        Err(e) => e,
+    };
+    anyhow::ensure!(
+        e.code == code,
+        "expected {code}, got {}: {}",
+        e.code,
+        e.message
+    );
+    for m in mentions {
+        anyhow::ensure!(
+            e.message.contains(m),
+            "the {code} message does not mention '{m}': {}",
+            e.message
+        );
+    }
+    Ok(e)
+}
+
 /// All message ids a node serves for `topic` (every queue, from offset 0); `None` if any read
 /// failed.
 pub async fn ids_served_by(client: &Client, topic: &str) -> Option<BTreeSet<String>> {

@@ -149,10 +149,10 @@ async fn groups_each_get_every_message_acked_ones_never_return_unacked_ones_do()
             Duration::from_secs(30),
         )
         .await?;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // A receive that waits well past the first lease's 500 ms gets nothing: the extension holds.
     ensure!(
         client
-            .receive(recv("billing", "orders", 10, 500, 0))
+            .receive(recv("billing", "orders", 10, 500, 1_300))
             .await?
             .is_empty()
     );
@@ -301,7 +301,13 @@ async fn reset_reconsumes_and_retention_removes_old_messages() -> Result<()> {
     client.create_topic("log", TopicType::Normal, 2).await?;
     let first = send_n(&client, "log", 10, "old").await?;
     let mid_time = txmq_broker_time_ms();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The next messages are born strictly later than `mid_time`.
+    wait_for(
+        "the clock to move past the first batch",
+        Duration::from_secs(1),
+        || async { (txmq_broker_time_ms() > mid_time + 1).then_some(()) },
+    )
+    .await?;
     let second = send_n(&client, "log", 10, "new").await?;
     let everything: BTreeSet<String> = first.union(&second).cloned().collect();
     ensure!(ids(&drain(&client, "r", "log", 20).await?) == everything);

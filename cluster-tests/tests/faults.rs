@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use txmq_client::{SendRequest, TopicType};
-use txmq_cluster_tests::{Cluster, ClusterOptions, ids_served_by, wait_for};
+use txmq_client::{Client, SendRequest, TopicType};
+use txmq_cluster_tests::{Cluster, ClusterOptions, holds_for, ids_served_by, wait_for};
 
 const TOPIC: &str = "orders";
 const MESSAGES: usize = 200;
@@ -209,16 +209,23 @@ async fn damage_on_a_majority_keeps_the_cluster_unavailable_and_says_why() -> Re
     logs_say_why.with_context(|| cluster.logs())?;
     // Several election timeouts later there is still no leader anywhere.
     let client = cluster.client_of(healthy)?;
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    for id in [1, 2, 3] {
-        let status = cluster.client_of(id)?.cluster_status().await?;
-        ensure!(
-            status.leader_id == 0,
-            "node {id} reports leader {}\n{}",
-            status.leader_id,
-            cluster.logs()
-        );
-    }
+    let clients: Vec<Client> = [1, 2, 3]
+        .iter()
+        .map(|id| cluster.client_of(*id))
+        .collect::<Result<_>>()?;
+    let leaderless = holds_for("no leader anywhere", Duration::from_secs(5), || {
+        let clients = clients.clone();
+        async move {
+            for c in &clients {
+                if c.cluster_status().await?.leader_id != 0 {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        }
+    })
+    .await;
+    leaderless.with_context(|| cluster.logs())?;
     match client.create_topic("after", TopicType::Normal, 1).await {
         Ok(_) => bail!("a write succeeded with a majority of voters damaged"),
         Err(e) => ensure!(e.code == "unavailable", "{e}"),
@@ -810,12 +817,14 @@ async fn idle_connections_cannot_exhaust_a_nodes_descriptors() -> Result<()> {
     for _ in 0..1100 {
         idle.push(std::net::TcpStream::connect(&addr)?);
     }
+    // Not a wait for a condition: the accept burst's own CPU must be over before the window
+    // below measures the idle cost.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // Not spinning: a busy accept loop used a whole core (a correctness property, so a wide
     // margin: under a fifth of a core over three seconds while the cluster is idle).
     let before = cpu_seconds(pid)?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // the measurement window
     let used = cpu_seconds(pid)? - before;
     ensure!(
         used < 0.6,

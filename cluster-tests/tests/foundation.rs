@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use txmq_client::{AddNodeRequest, Client, ReadRequest, SendRequest, TopicType};
-use txmq_cluster_tests::{Cluster, ClusterOptions, http_get, ids_served_by, wait_for};
+use txmq_cluster_tests::{
+    Cluster, ClusterOptions, expect_failure, http_get, ids_served_by, wait_for,
+};
 
 fn msg(topic: &str, body: String, key: &str) -> SendRequest {
     SendRequest {
@@ -321,68 +323,40 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() -> Result<()> {
             "{name:?}: {e:?}"
         );
     }
-    let e = client
-        .create_topic("q", TopicType::Normal, 1000)
-        .await
-        .expect_err("1000 queues accepted");
-    ensure!(e.code == "invalid_argument", "{e:?}");
-    // Duplicate topic.
-    let e = client
-        .create_topic("t1", TopicType::Normal, 2)
-        .await
-        .expect_err("duplicate accepted");
-    ensure!(
-        e.code == "already_exists" && e.message.contains("t1"),
-        "{e:?}"
-    );
-    // Oversized body.
-    let e = client
-        .send(msg("t1", "x".repeat(2000), ""))
-        .await
-        .expect_err("oversized accepted");
-    ensure!(
-        e.code == "invalid_argument" && e.message.contains("maximum is 1024"),
-        "{e:?}"
-    );
+    let queues_1000 = client.create_topic("q", TopicType::Normal, 1000).await;
+    expect_failure(queues_1000, "invalid_argument", &[])?;
+    let duplicate = client.create_topic("t1", TopicType::Normal, 2).await;
+    expect_failure(duplicate, "already_exists", &["t1"])?;
+    let oversized = client.send(msg("t1", "x".repeat(2000), "")).await;
+    expect_failure(oversized, "invalid_argument", &["maximum is 1024"])?;
     // Unknown topic, for send and read.
-    let e = client
-        .send(msg("nope", "x".into(), ""))
-        .await
-        .expect_err("unknown topic accepted");
-    ensure!(e.code == "not_found" && e.message.contains("nope"), "{e:?}");
-    let e = client
+    let unknown = client.send(msg("nope", "x".into(), "")).await;
+    expect_failure(unknown, "not_found", &["nope"])?;
+    let read_unknown = client
         .read(ReadRequest {
             topic: "nope".into(),
             ..Default::default()
         })
-        .await
-        .expect_err("read unknown");
-    ensure!(e.code == "not_found", "{e:?}");
-    let e = client
+        .await;
+    expect_failure(read_unknown, "not_found", &[])?;
+    let unknown_queue = client
         .read(ReadRequest {
             topic: "t1".into(),
             queue: Some(9),
             ..Default::default()
         })
-        .await
-        .expect_err("unknown queue");
-    ensure!(
-        e.code == "invalid_argument" && e.message.contains("queue 9"),
-        "{e:?}"
-    );
+        .await;
+    expect_failure(unknown_queue, "invalid_argument", &["queue 9"])?;
     // Too many properties.
     let mut props = msg("t1", "x".into(), "");
     props.properties = (0..100)
         .map(|i| (format!("p{i}"), "v".to_string()))
         .collect();
-    let e = client
-        .send(props)
-        .await
-        .expect_err("100 properties accepted");
-    ensure!(
-        e.code == "invalid_argument" && e.message.contains("properties"),
-        "{e:?}"
-    );
+    expect_failure(
+        client.send(props).await,
+        "invalid_argument",
+        &["properties"],
+    )?;
 
     // Malformed CLI flags: a JSON error and a failing exit status.
     let endpoints = cluster.endpoints_csv();

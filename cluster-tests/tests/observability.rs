@@ -230,7 +230,32 @@ async fn health_metrics_and_a_real_prometheus_scrape() -> Result<()> {
     for id in &pending {
         wait_for_transaction(&client, id, "committed", Duration::from_secs(15)).await?;
     }
-    tokio::time::sleep(Duration::from_millis(2500)).await; // one refresh of the computed gauges
+    // The gauges computed from state appear with their first refresh (every 2 s).
+    let metrics_addrs: Vec<String> = cluster
+        .nodes
+        .values()
+        .map(|n| n.metrics_addr.clone())
+        .collect();
+    wait_for(
+        "every family on every node",
+        Duration::from_secs(15),
+        || {
+            let addrs = metrics_addrs.clone();
+            async move {
+                for addr in &addrs {
+                    let (_, body) = http_get(addr, "/metrics").await.ok()?;
+                    if !REQUIRED
+                        .iter()
+                        .all(|f| body.contains(&format!("# TYPE {f} ")))
+                    {
+                        return None;
+                    }
+                }
+                Some(())
+            }
+        },
+    )
+    .await?;
 
     // Phase 3: each node's exposition passes `promtool check metrics`; all families are there.
     let mut all = String::new();

@@ -11,7 +11,9 @@ use txmq_client::{
     CheckRequest, Client, EndTransactionRequest, LocalTransactionState, ReadRequest,
     SendHalfRequest, SendRequest, TopicType, TransactionChecker, TransactionProducer,
 };
-use txmq_cluster_tests::{Cluster, ClusterOptions, wait_for, wait_for_transaction};
+use txmq_cluster_tests::{
+    Cluster, ClusterOptions, expect_failure, holds_for, wait_for, wait_for_transaction,
+};
 
 fn options(first: &str, interval: &str, max_checks: u32, lifetime: &str) -> ClusterOptions {
     ClusterOptions {
@@ -122,15 +124,26 @@ async fn half_messages_are_invisible_commit_is_exactly_once_and_decisions_are_fe
 
     // Phase 2: a half message is invisible on every node.
     let a = producer.send_half(half("pay", "order 1"), None).await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    for id in [1, 2, 3] {
-        ensure!(
-            visible_ids(&cluster.client_of(id)?, "pay")
-                .await?
-                .is_empty(),
-            "half visible on node {id}"
-        );
-    }
+    let clients: Vec<Client> = [1, 2, 3]
+        .iter()
+        .map(|id| cluster.client_of(*id))
+        .collect::<Result<_>>()?;
+    holds_for(
+        "the half message invisible on every node",
+        Duration::from_millis(500),
+        || {
+            let clients = clients.clone();
+            async move {
+                for c in &clients {
+                    if !visible_ids(c, "pay").await?.is_empty() {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
+        },
+    )
+    .await?;
     let listed = client.list_transactions("orders", 10).await?;
     ensure!(
         listed.transactions.len() == 1
@@ -205,20 +218,15 @@ async fn half_messages_are_invisible_commit_is_exactly_once_and_decisions_are_fe
         e.code == "failed_precondition" && e.message.contains("rolled_back"),
         "{e:?}"
     );
-    let e = producer
+    let unknown = producer
         .end("T00000000DEADBEEF00000000", LocalTransactionState::Commit)
-        .await
-        .expect_err("unknown id");
-    ensure!(e.code == "not_found", "{e:?}");
+        .await;
+    expect_failure(unknown, "not_found", &[])?;
     // A malformed id is refused at the edge (it never reaches the log).
-    let e = producer
+    let malformed = producer
         .end("T00000000DEADBEEF", LocalTransactionState::Commit)
-        .await
-        .expect_err("malformed id");
-    ensure!(
-        e.code == "invalid_argument" && e.message.contains("not a transaction id"),
-        "{e:?}"
-    );
+        .await;
+    expect_failure(malformed, "invalid_argument", &["not a transaction id"])?;
 
     // Phase 5: the rolled back message never appeared; history tells the story.
     ensure!(visible_ids(&client, "pay").await? == vec![a.message_id.clone()]);
@@ -292,11 +300,15 @@ async fn a_producer_that_dies_after_the_half_message_is_committed_by_check_back(
     }
 
     // Phase 3: no further checks for a decided transaction.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    ensure!(
-        checker.count(&id) == 1,
-        "a committed transaction was checked again"
-    );
+    holds_for(
+        "one check of the decided transaction",
+        Duration::from_secs(2),
+        || {
+            let n = checker.count(&id);
+            async move { Ok(n == 1) }
+        },
+    )
+    .await?;
     Ok(())
 }
 
@@ -313,9 +325,15 @@ async fn without_a_checker_no_attempt_is_used_and_the_lifetime_rolls_back() -> R
         .await?;
 
     // Phase 1: checks are due, but nobody of the group is connected: nothing is used up.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let t = client.get_transaction(&a.transaction_id).await?;
-    ensure!(t.state == "pending" && t.check_count == 0, "{t:?}");
+    holds_for("pending with no check used", Duration::from_secs(2), || {
+        let client = client.clone();
+        let id = a.transaction_id.clone();
+        async move {
+            let t = client.get_transaction(&id).await?;
+            Ok(t.state == "pending" && t.check_count == 0)
+        }
+    })
+    .await?;
 
     // Phase 2: at the maximum lifetime the leader rolls it back, reason `timeout`.
     let t = wait_for_transaction(
