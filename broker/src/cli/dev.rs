@@ -189,6 +189,12 @@ fn print_banner(
     println!("  {exe} send orders --body 'hello' --key order-1");
     println!("  {exe} read orders --output json");
     println!("\nPress Ctrl-C to stop the cluster (data is kept; run `txmq dev` again to resume).");
+    if cfg!(debug_assertions) {
+        println!(
+            "\nNote: this is a debug build, many times slower than txmq is. To measure it, run \
+             `cargo run --release -p txmq-broker --bin txmq -- dev` (see the README)."
+        );
+    }
 }
 
 /// Runs until Ctrl-C; a node that dies (or that you killed to watch a failover) is reported,
