@@ -13,7 +13,7 @@
 //! cluster whatever it carries, so proposing a second one for a few operations only turns
 //! spare CPU into more, smaller entries. With the second slot always open, the cluster's CPU
 //! was nearly flat in the load and a moderate load kept the cores almost as busy as the
-//! maximum one — and queueing for a core was what set the tail latency (docs/performance.md).
+//! maximum one — and queueing for a core was what set the tail latency (docs/performance-history.md).
 //!
 //! A submission is a group of operations (one, or the items of a batched request) that stay
 //! together in one entry and get one reply: a batched request of 256 half messages costs one

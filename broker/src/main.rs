@@ -2,7 +2,7 @@
 
 /// mimalloc instead of glibc's malloc: the write path allocates and frees many small buffers
 /// across threads (sled's copy-on-write nodes, decoded entries); measured in
-/// docs/performance.md (throughput and RSS).
+/// docs/performance-history.md (throughput and RSS).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

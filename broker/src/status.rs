@@ -45,6 +45,7 @@ pub fn local_status(
         last_log_index: m.last_log_index.unwrap_or(0),
         disk_total_bytes: space.map_or(0, |d| d.total_bytes),
         disk_free_bytes: space.map_or(0, |d| d.free_bytes),
+        pid: std::process::id(),
     }
 }
 
@@ -85,6 +86,7 @@ pub async fn cluster_status(
                     voter,
                     disk_total_bytes: s.disk_total_bytes,
                     disk_free_bytes: s.disk_free_bytes,
+                    pid: s.pid,
                 },
                 None => NodeStatus {
                     id,

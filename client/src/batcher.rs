@@ -5,7 +5,7 @@
 //! items wait (or a full batch); otherwise they wait for the request out and leave together
 //! after it. Spare capacity then makes fuller requests instead of more of them: every request
 //! costs the client and the broker about the same CPU whatever it carries, and a moderate load
-//! that kept every slot busy used nearly as much CPU as the maximum one (docs/performance.md).
+//! that kept every slot busy used nearly as much CPU as the maximum one (docs/performance-history.md).
 
 use std::future::Future;
 use std::sync::Arc;

@@ -32,7 +32,7 @@ pub use transaction::{
 };
 pub use txmq_proto::client::{
     AckResult, AddNodeRequest, BatchMessage, CheckRequest, ClusterStatusResponse,
-    EndTransactionRequest, EndTransactionResponse, GroupInfo, GroupQueueInfo,
+    CreateTopicRequest, EndTransactionRequest, EndTransactionResponse, GroupInfo, GroupQueueInfo,
     ListTransactionsResponse, Message, NodeStatus, QueueInfo, ReadRequest, ReceiveRequest,
     ResetGroupRequest, SendBatchRequest, SendBatchResponse, SendHalfRequest, SendHalfResponse,
     SendRequest, SendResponse, TopicInfo, TopicType, TransactionEvent, TransactionInfo,

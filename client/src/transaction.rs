@@ -188,23 +188,32 @@ impl TransactionProducer {
         checker: Arc<C>,
         instance_id: impl Into<String>,
     ) -> CheckerHandle {
+        let (connected_tx, connected) = tokio::sync::watch::channel(None);
         let task = tokio::spawn(run_checker(
             self.client.clone(),
             self.group.clone(),
             instance_id.into(),
             checker,
+            connected_tx,
         ));
-        CheckerHandle { task }
+        CheckerHandle { task, connected }
     }
 }
 
 /// Stops the checker when dropped.
 pub struct CheckerHandle {
     task: tokio::task::JoinHandle<()>,
+    connected: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 impl CheckerHandle {
     pub fn stop(self) {}
+
+    /// The endpoint (the leader) whose check channel is open now, `None` while reconnecting.
+    /// Wait for changes with `changed()` on the returned receiver.
+    pub fn connection(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.connected.clone()
+    }
 }
 
 impl Drop for CheckerHandle {
@@ -218,6 +227,7 @@ async fn run_checker<C: TransactionChecker>(
     group: String,
     instance_id: String,
     checker: Arc<C>,
+    connected: tokio::sync::watch::Sender<Option<String>>,
 ) {
     let mut leader_hint: Option<String> = None;
     let mut attempt = 0usize;
@@ -226,7 +236,17 @@ async fn run_checker<C: TransactionChecker>(
             attempt += 1;
             client.endpoints()[attempt % client.endpoints().len()].clone()
         });
-        match serve_checks(&client, &target, &group, &instance_id, checker.as_ref()).await {
+        let serving = serve_checks(
+            &client,
+            &target,
+            &group,
+            &instance_id,
+            checker.as_ref(),
+            &connected,
+        );
+        let outcome = serving.await;
+        connected.send_replace(None);
+        match outcome {
             Ok(()) => tracing::info!(%target, "check channel closed; reconnecting"),
             Err(status) => {
                 leader_hint = status
@@ -251,6 +271,7 @@ async fn serve_checks<C: TransactionChecker>(
     group: &str,
     instance_id: &str,
     checker: &C,
+    connected: &tokio::sync::watch::Sender<Option<String>>,
 ) -> Result<(), tonic::Status> {
     let (tx, rx) = mpsc::channel::<CheckerMessage>(64);
     let register = CheckerMessage {
@@ -270,6 +291,7 @@ async fn serve_checks<C: TransactionChecker>(
         .await?
         .into_inner();
     tracing::info!(%target, %group, "check channel open");
+    connected.send_replace(Some(target.to_string()));
     while let Some(request) = checks.next().await {
         let request = request?;
         let state = checker.check(&request).await;

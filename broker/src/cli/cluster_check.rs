@@ -16,7 +16,8 @@ use crate::config::HumanDuration;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// The transaction topic the check writes one committed message to (created if missing).
+    /// The transaction topic the check writes one committed message to (created if missing,
+    /// with a retention of one hour and 1 MiB: the check's messages do not pile up).
     #[arg(long, default_value = "txmq-check")]
     pub topic: String,
     /// Keep trying for this long (a cluster that is still forming passes once it formed).
@@ -25,6 +26,9 @@ pub struct CheckArgs {
 }
 
 const GROUP: &str = "txmq-check";
+/// The check topic keeps its messages this long, and at most this much of them.
+const CHECK_RETENTION_MS: u64 = 3_600_000;
+const CHECK_RETENTION_BYTES: u64 = 1024 * 1024;
 
 pub async fn check(client: &Client, args: CheckArgs, out: Output) -> Result<(), ClientError> {
     let deadline = Instant::now() + args.timeout.0;
@@ -59,11 +63,7 @@ pub async fn check(client: &Client, args: CheckArgs, out: Output) -> Result<(), 
 async fn check_once(client: &Client, topic: &str) -> Result<Value, ClientError> {
     let status = client.cluster_status().await?;
     let voters = healthy_voters(&status)?;
-    match client.create_topic(topic, TopicType::Transaction, 1).await {
-        Ok(_) => {}
-        Err(e) if e.code == "already_exists" => {}
-        Err(e) => return Err(e),
-    }
+    ensure_check_topic(client, topic).await?;
     let half = client
         .send_half(SendHalfRequest {
             topic: topic.into(),
@@ -119,6 +119,22 @@ async fn check_once(client: &Client, topic: &str) -> Result<Value, ClientError> 
         "queue": queue,
         "offset": offset,
     }))
+}
+
+/// Creates the check's topic when missing.
+async fn ensure_check_topic(client: &Client, topic: &str) -> Result<(), ClientError> {
+    let spec = txmq_client::CreateTopicRequest {
+        name: topic.into(),
+        r#type: TopicType::Transaction as i32,
+        queues: 1,
+        retention_ms: CHECK_RETENTION_MS,
+        retention_bytes: CHECK_RETENTION_BYTES,
+    };
+    match client.create_topic_with(spec).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.code == "already_exists" => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// How long the replicas may take to stand at one applied index together.

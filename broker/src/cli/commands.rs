@@ -58,10 +58,16 @@ pub struct ReadArgs {
     /// Start at this offset in each queue.
     #[arg(long, default_value_t = 0)]
     pub from: u64,
-    /// At most this many messages (1 to 1000).
+    /// At most this many messages (1 to 1000; per queue and round with --follow).
     #[arg(long, default_value_t = 32)]
     pub max: u32,
+    /// Keep printing messages as they are committed (like `tail -f`), until Ctrl-C.
+    #[arg(long)]
+    pub follow: bool,
 }
+
+/// How often `read --follow` looks for new messages when there were none.
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(500);
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
@@ -205,26 +211,74 @@ pub(super) async fn send(client: &Client, args: SendArgs, out: Output) -> CmdRes
 }
 
 pub(super) async fn read(client: &Client, args: ReadArgs, out: Output) -> CmdResult {
+    if args.follow {
+        return read_follow(client, args, out).await;
+    }
     let req = ReadRequest {
         topic: args.topic,
         queue: args.queue,
         from_offset: args.from,
         max: args.max,
     };
-    let messages = client.read(req).await?;
-    for m in &messages {
-        out.print(&message_json(m), || {
-            format!(
-                "{}\tq{}@{}\t{}\t{}",
-                m.message_id,
-                m.queue,
-                m.offset,
-                m.key,
-                String::from_utf8_lossy(&m.body)
-            )
-        });
+    for m in &client.read(req).await? {
+        print_read(m, out);
     }
     Ok(())
+}
+
+fn print_read(m: &txmq_client::Message, out: Output) {
+    out.print(&message_json(m), || {
+        format!(
+            "{}\tq{}@{}\t{}\t{}",
+            m.message_id,
+            m.queue,
+            m.offset,
+            m.key,
+            String::from_utf8_lossy(&m.body)
+        )
+    });
+}
+
+/// `read --follow`: every queue (or the one asked) from `--from`, then new messages as they
+/// are committed, until Ctrl-C.
+async fn read_follow(client: &Client, args: ReadArgs, out: Output) -> CmdResult {
+    let info = client.describe_topic(&args.topic).await?;
+    let queues: Vec<u32> = match args.queue {
+        Some(q) => vec![q],
+        None => (0..info.queues).collect(),
+    };
+    let mut next: Vec<u64> = vec![args.from; queues.len()];
+    let shutdown = super::serve::shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut waiting_said = false;
+    loop {
+        let mut got = 0;
+        for (i, &queue) in queues.iter().enumerate() {
+            let req = ReadRequest {
+                topic: args.topic.clone(),
+                queue: Some(queue),
+                from_offset: next[i],
+                max: args.max,
+            };
+            for m in &client.read(req).await? {
+                print_read(m, out);
+                next[i] = m.offset + 1;
+                got += 1;
+            }
+        }
+        if got > 0 {
+            waiting_said = false;
+            continue;
+        }
+        if !waiting_said && !out.json() {
+            eprintln!("waiting for messages on '{}'… (Ctrl-C to stop)", args.topic);
+            waiting_said = true;
+        }
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            _ = tokio::time::sleep(FOLLOW_POLL) => {}
+        }
+    }
 }
 
 fn status_json(s: &ClusterStatusResponse) -> Value {
@@ -236,6 +290,7 @@ fn status_json(s: &ClusterStatusResponse) -> Value {
             "id": n.id, "role": n.role, "voter": n.voter, "client_addr": n.client_addr, "peer_addr": n.peer_addr,
             "term": n.term, "commit_index": n.commit_index, "applied_index": n.applied_index,
             "disk_total_bytes": n.disk_total_bytes, "disk_free_bytes": n.disk_free_bytes,
+            "pid": (n.pid != 0).then_some(n.pid),
         })).collect::<Vec<_>>(),
     })
 }
@@ -248,16 +303,20 @@ fn status_text(s: &ClusterStatusResponse) -> String {
     };
     let mut text = format!("leader: {leader}  term: {}\n", s.term);
     text.push_str(
-        "ID  ROLE         CLIENT                 PEER                   COMMIT   APPLIED  DISK FREE",
+        "ID  ROLE         PID      CLIENT                 PEER                   COMMIT   APPLIED  DISK FREE",
     );
     for n in &s.nodes {
         let disk = match n.disk_total_bytes {
             0 => "-".to_string(),
             total => format!("{} of {} MiB", n.disk_free_bytes >> 20, total >> 20),
         };
+        let pid = match n.pid {
+            0 => "-".to_string(),
+            pid => pid.to_string(),
+        };
         text.push_str(&format!(
-            "\n{:<3} {:<12} {:<22} {:<22} {:<8} {:<8} {disk}",
-            n.id, n.role, n.client_addr, n.peer_addr, n.commit_index, n.applied_index
+            "\n{:<3} {:<12} {:<8} {:<22} {:<22} {:<8} {:<8} {disk}",
+            n.id, n.role, pid, n.client_addr, n.peer_addr, n.commit_index, n.applied_index
         ));
     }
     text

@@ -27,7 +27,14 @@ pub struct ConsumeArgs {
     /// Do not acknowledge: the messages come back after the invisible duration.
     #[arg(long)]
     pub no_ack: bool,
+    /// Keep receiving (and acknowledging) until Ctrl-C, like `nats sub`: each round waits up
+    /// to `--wait` (at least 5 s) for messages.
+    #[arg(long)]
+    pub follow: bool,
 }
+
+/// How long one `--follow` round waits for messages at least.
+const FOLLOW_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug, Subcommand)]
 pub enum GroupCommand {
@@ -54,12 +61,52 @@ pub enum GroupCommand {
 }
 
 pub async fn consume(client: &Client, args: ConsumeArgs, out: Output) -> Result<(), ClientError> {
+    if !args.follow {
+        let got = consume_once(client, &args, args.wait.0, out).await?;
+        if got == 0 && !out.json() {
+            eprintln!("no messages for group '{}' on '{}'", args.group, args.topic);
+        }
+        return Ok(());
+    }
+    let wait = args.wait.0.max(FOLLOW_WAIT);
+    let shutdown = super::serve::shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut waiting_said = false;
+    loop {
+        let round = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            r = consume_once(client, &args, wait, out) => r,
+        };
+        match round {
+            Ok(0) if !waiting_said && !out.json() => {
+                eprintln!(
+                    "waiting for messages on '{}' as group '{}'… (Ctrl-C to stop)",
+                    args.topic, args.group
+                );
+                waiting_said = true;
+            }
+            Ok(0) => {}
+            Ok(_) => waiting_said = false,
+            // A failover or a restarting node: the client already retried; say so and go on.
+            Err(e) if e.is_retryable() => eprintln!("receive failed ({}); retrying", e.message),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One receive (and its ack); how many messages it printed.
+async fn consume_once(
+    client: &Client,
+    args: &ConsumeArgs,
+    wait: std::time::Duration,
+    out: Output,
+) -> Result<usize, ClientError> {
     let req = ReceiveRequest {
         group: args.group.clone(),
         topic: args.topic.clone(),
         max: args.max,
         invisible_ms: args.invisible.0.as_millis() as u64,
-        wait_ms: args.wait.0.as_millis() as u64,
+        wait_ms: wait.as_millis() as u64,
     };
     let messages = client.receive(req).await?;
     for m in &messages {
@@ -92,7 +139,7 @@ pub async fn consume(client: &Client, args: ConsumeArgs, out: Output) -> Result<
             ));
         }
     }
-    Ok(())
+    Ok(messages.len())
 }
 
 pub fn group_json(g: &GroupInfo) -> Value {

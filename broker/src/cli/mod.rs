@@ -30,11 +30,18 @@ pub struct Cli {
         global = true,
         env = "TXMQ_ENDPOINTS",
         value_delimiter = ',',
-        default_value = "127.0.0.1:9870"
+        default_value = "127.0.0.1:9870",
+        help_heading = "Client options (ignored by serve and dev)"
     )]
     pub endpoints: Vec<String>,
-    /// Output format.
-    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    /// Output format of client commands.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t = OutputFormat::Text,
+        help_heading = "Client options (ignored by serve and dev)"
+    )]
     pub output: OutputFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -80,7 +87,8 @@ pub fn main() -> ExitCode {
     // Arguments as the OS gives them: one that is not UTF-8 is clap's error to report, not a
     // panic (`std::env::args` panics on it).
     let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let cli = match Cli::try_parse_from(&raw) {
+    let parsed = Cli::try_parse_from(&raw);
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             let lossy: Vec<String> = raw

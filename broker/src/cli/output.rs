@@ -48,6 +48,16 @@ impl Output {
     }
 }
 
+/// A time in milliseconds since the Unix epoch as text people read (RFC 3339, UTC, ms);
+/// "-" for 0 (not set). JSON output keeps the epoch milliseconds.
+pub fn human_time(ms: u64) -> String {
+    if ms == 0 {
+        return "-".into();
+    }
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
 /// Writes one line to stdout. When the reader has gone away (`txmq read … | head -1`), the
 /// command ends quietly, as other command-line tools do; `println!` panicked there.
 fn print_line(line: impl Display) {
@@ -80,4 +90,15 @@ pub fn parse_error(raw: &[String], e: clap::Error) -> ExitCode {
         let _ = e.print();
     }
     ExitCode::from(2)
+}
+
+#[cfg(test)]
+mod time_tests {
+    use super::human_time;
+
+    #[test]
+    fn epoch_milliseconds_read_as_utc_dates() {
+        assert_eq!(human_time(0), "-");
+        assert_eq!(human_time(1_796_541_746_834), "2026-12-06T07:22:26.834Z");
+    }
 }

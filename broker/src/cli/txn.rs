@@ -129,12 +129,24 @@ pub async fn run(client: &Client, cmd: TxnCommand, out: Output) -> Result<(), Cl
         TxnCommand::Show { transaction_id } => {
             let t = client.get_transaction(&transaction_id).await?;
             out.print(&txn_json(&t), || {
+                use super::output::human_time;
                 let mut s = format!(
-                    "{} {} ({}) group {} topic {}",
-                    t.transaction_id, t.state, t.reason, t.group, t.topic
+                    "{} {} ({}) group {} topic {}\n  created {}  decided {}  next check {}  \
+                     deadline {}  checks {}/{}",
+                    t.transaction_id,
+                    t.state,
+                    t.reason,
+                    t.group,
+                    t.topic,
+                    human_time(t.created_at_ms),
+                    human_time(t.decided_at_ms),
+                    human_time(t.next_check_at_ms),
+                    human_time(t.deadline_at_ms),
+                    t.check_count,
+                    t.max_checks
                 );
                 for e in &t.history {
-                    s.push_str(&format!("\n  {} {}", e.at_ms, e.description));
+                    s.push_str(&format!("\n  {}  {}", human_time(e.at_ms), e.description));
                 }
                 s
             });
@@ -272,8 +284,26 @@ async fn checker(client: &Client, args: TxnCheckerArgs, out: Output) -> Result<(
         AnswerArg::Rollback => LocalTransactionState::Rollback,
         AnswerArg::Unknown => LocalTransactionState::Unknown,
     };
+    let group = args.group.clone();
     let producer = TransactionProducer::new(client.clone(), args.group);
-    let _handle = producer.start_checker(Arc::new(FixedAnswer { answer, out }), args.instance_id);
-    super::serve::shutdown_signal().await;
-    Ok(())
+    let handle = producer.start_checker(Arc::new(FixedAnswer { answer, out }), args.instance_id);
+    let shutdown = super::serve::shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut connection = handle.connection();
+    loop {
+        // Text mode says where it is connected (stderr: stdout carries only the answers).
+        if !out.json() {
+            match connection.borrow_and_update().clone() {
+                Some(leader) => eprintln!(
+                    "connected to the leader at {leader}; waiting for check-backs of group \
+                     '{group}'… (Ctrl-C to stop)"
+                ),
+                None => eprintln!("connecting to the leader…"),
+            }
+        }
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            changed = connection.changed() => if changed.is_err() { return Ok(()) },
+        }
+    }
 }

@@ -270,7 +270,7 @@ impl LogFiles {
     /// synchronous write of the inode's block before the flush); after a write into space the
     /// file already had it flushes only the data. On the reference VM a 2 KiB append +
     /// `fdatasync` took 0.4–0.85 ms on average and 65–77 µs of kernel CPU when it grew the file,
-    /// 0.16 ms and ~40 µs when it overwrote zeros (`docs/performance.md`).
+    /// 0.16 ms and ~40 µs when it overwrote zeros (`docs/performance-history.md`).
     pub fn append(
         &mut self,
         entries: impl IntoIterator<Item = Entry>,

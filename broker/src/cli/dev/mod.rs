@@ -1,20 +1,27 @@
 //! `txmq dev`: a local 3-node cluster in one command, for trying txmq out.
 //!
 //! Starts three `txmq serve` child processes of this same binary, waits until they elected a
-//! leader, prints how to use the cluster, and stops them on Ctrl-C (or SIGTERM).
+//! leader, prints how to use the cluster, and stops them on Ctrl-C (or SIGTERM). Each node's
+//! exact command line and pid are written next to its log, and `txmq dev restart N` asks the
+//! running `txmq dev` to start a node again (so it stays one of its children and stops with it).
+
+mod files;
+mod supervisor;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::Args;
+use clap::{Args, Subcommand};
 
 use super::client_runtime;
+use files::DevFiles;
+use supervisor::Supervisor;
 
 #[derive(Debug, Args)]
 pub struct DevArgs {
-    /// Where the nodes keep their data and logs.
-    #[arg(long, default_value = "txmq-data")]
+    /// Where the nodes keep their data and logs (and their command lines and pids).
+    #[arg(long, default_value = "txmq-data", global = true)]
     pub data_dir: PathBuf,
     /// Node N listens on BASE+10*(N-1) (client), +1 (peer), +2 (metrics).
     #[arg(long, default_value_t = 9870)]
@@ -22,9 +29,21 @@ pub struct DevArgs {
     /// Host the nodes listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
+    #[command(subcommand)]
+    pub action: Option<DevAction>,
 }
 
-struct DevNode {
+#[derive(Debug, Subcommand)]
+pub enum DevAction {
+    /// Start a stopped node of the running `txmq dev` again (same command line, same data).
+    Restart {
+        /// The node's id (1, 2 or 3).
+        node: u64,
+    },
+}
+
+/// One node of the dev cluster.
+pub(super) struct DevNode {
     id: u64,
     client: String,
     peer: String,
@@ -53,7 +72,11 @@ pub fn dev(args: DevArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    let result = match args.action {
+        Some(DevAction::Restart { node }) => runtime.block_on(restart(&args.data_dir, node)),
+        None => runtime.block_on(run(args)),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("txmq dev: {e}");
@@ -64,51 +87,54 @@ pub fn dev(args: DevArgs) -> ExitCode {
 
 async fn run(args: DevArgs) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the txmq binary: {e}"))?;
+    let files = DevFiles::claim(&args.data_dir)?;
     let nodes = plan(&args);
-    let initial: Vec<String> = nodes
-        .iter()
-        .map(|n| format!("{}={}", n.id, n.peer))
-        .collect();
-    std::fs::create_dir_all(&args.data_dir)
-        .map_err(|e| format!("cannot create {}: {e}", args.data_dir.display()))?;
-    let mut children = Vec::new();
-    for n in &nodes {
-        let log_path = args.data_dir.join(format!("node-{}.log", n.id));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
-        let log_err = log.try_clone().map_err(|e| e.to_string())?;
-        let child = tokio::process::Command::new(&exe)
-            .arg("serve")
-            .args(["--node-id", &n.id.to_string()])
-            .arg("--data-dir")
-            .arg(args.data_dir.join(format!("node-{}", n.id)))
-            .args([
-                "--client-addr",
-                &n.client,
-                "--peer-addr",
-                &n.peer,
-                "--metrics-addr",
-                &n.metrics,
-            ])
-            .args(["--initial-cluster", &initial.join(",")])
-            .args([
-                "--worker-threads",
-                &workers_per_node(nodes.len()).to_string(),
-            ])
-            .stdout(log)
-            .stderr(log_err)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("cannot start node {}: {e}", n.id))?;
-        children.push(child);
+    if files.holds_data(&nodes) {
+        println!(
+            "txmq dev: resuming the cluster whose data is in {} (delete it to start afresh)",
+            args.data_dir.display()
+        );
+    } else {
+        println!(
+            "txmq dev: starting a new cluster in {}",
+            args.data_dir.display()
+        );
     }
-    let endpoints: Vec<String> = nodes.iter().map(|n| n.client.clone()).collect();
-    let result = wait_and_print(&exe, &args, &nodes, &endpoints, &mut children).await;
-    stop(&mut children).await;
+    let mut supervisor = Supervisor::new(exe.clone(), files, nodes);
+    let result = match supervisor.start_all() {
+        Ok(()) => wait_and_print(&exe, &args, &mut supervisor).await,
+        Err(e) => Err(e),
+    };
+    supervisor.stop().await;
     result
+}
+
+/// Asks the running `txmq dev` on `data_dir` to start node `node` again, and waits until it did.
+async fn restart(data_dir: &std::path::Path, node: u64) -> Result<(), String> {
+    if !(1..=3).contains(&node) {
+        return Err(format!(
+            "there is no node {node}: the dev cluster has nodes 1, 2 and 3"
+        ));
+    }
+    let files = DevFiles::open(data_dir)?;
+    files.request_restart(node)?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if !files.restart_requested(node) {
+            let pid = files.node_pid(node).map_or("?".into(), |p| p.to_string());
+            println!(
+                "txmq dev: node {node} restarted (pid {pid}); its log: {}",
+                files.log_path(node).display()
+            );
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!(
+        "the running txmq dev did not restart node {node} within 15 s (is the node still running? \
+         see {})",
+        files.log_path(node).display()
+    ))
 }
 
 /// The nodes share this machine's cores: more worker threads than cores in all only add
@@ -121,53 +147,18 @@ fn workers_per_node(nodes: usize) -> usize {
 async fn wait_and_print(
     exe: &std::path::Path,
     args: &DevArgs,
-    nodes: &[DevNode],
-    endpoints: &[String],
-    children: &mut [tokio::process::Child],
+    supervisor: &mut Supervisor,
 ) -> Result<(), String> {
-    let leader = wait_for_leader(args, nodes, endpoints, children).await?;
-    print_banner(exe, args, nodes, endpoints, leader);
-    watch_until_stopped(nodes, children).await
-}
-
-/// Waits (30 s at most) until the cluster has a leader; fails at once if a node exits.
-async fn wait_for_leader(
-    args: &DevArgs,
-    nodes: &[DevNode],
-    endpoints: &[String],
-    children: &mut [tokio::process::Child],
-) -> Result<u64, String> {
-    let client = txmq_client::Client::new(endpoints).map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        for (n, child) in nodes.iter().zip(children.iter_mut()) {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!(
-                    "node {} exited ({status}); see {}",
-                    n.id,
-                    args.data_dir.join(format!("node-{}.log", n.id)).display()
-                ));
-            }
-        }
-        if let Ok(s) = client.cluster_status().await
-            && s.leader_id != 0
-        {
-            return Ok(s.leader_id);
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "no leader after 30s; see the logs in {}",
-                args.data_dir.display()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let endpoints = supervisor.endpoints();
+    let leader = supervisor.wait_for_leader(&endpoints).await?;
+    print_banner(exe, args, supervisor, &endpoints, leader);
+    supervisor.watch_until_stopped().await
 }
 
 fn print_banner(
     exe: &std::path::Path,
     args: &DevArgs,
-    nodes: &[DevNode],
+    supervisor: &Supervisor,
     endpoints: &[String],
     leader: u64,
 ) {
@@ -176,75 +167,26 @@ fn print_banner(
         "txmq dev: a 3-node cluster is running (leader: node {leader}); data and logs in {}",
         args.data_dir.display()
     );
-    for n in nodes {
-        println!(
-            "  node {}: client {}  peer {}  metrics {}",
-            n.id, n.client, n.peer, n.metrics
-        );
+    for line in supervisor.node_lines() {
+        println!("  {line}");
     }
+    println!(
+        "  (each node's exact command line: {}/node-N.cmd; its pid: node-N.pid)",
+        args.data_dir.display()
+    );
     println!("\nIn another terminal:");
     println!("  export TXMQ_ENDPOINTS={}", endpoints.join(","));
     println!("  {exe} cluster status");
     println!("  {exe} topic create orders --type normal");
     println!("  {exe} send orders --body 'hello' --key order-1");
     println!("  {exe} read orders --output json");
+    println!("  kill -9 <a pid above>; {exe} dev restart <its node id>   # try a failover");
     println!("\nPress Ctrl-C to stop the cluster (data is kept; run `txmq dev` again to resume).");
     if cfg!(debug_assertions) {
         println!(
             "\nNote: this is a debug build, many times slower than txmq is. To measure it, run \
              `cargo run --release -p txmq-broker --bin txmq -- dev` (see the README)."
         );
-    }
-}
-
-/// Runs until Ctrl-C; a node that dies (or that you killed to watch a failover) is reported,
-/// not fatal, until none is left.
-async fn watch_until_stopped(
-    nodes: &[DevNode],
-    children: &mut [tokio::process::Child],
-) -> Result<(), String> {
-    let shutdown = super::serve::shutdown_signal();
-    tokio::pin!(shutdown);
-    let mut reported = vec![false; children.len()];
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-        }
-        for (i, child) in children.iter_mut().enumerate() {
-            if !reported[i]
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                reported[i] = true;
-                println!(
-                    "txmq dev: node {} stopped ({status}); the others keep running",
-                    nodes[i].id
-                );
-            }
-        }
-        if reported.iter().all(|r| *r) {
-            return Err("every node has stopped".into());
-        }
-    }
-}
-
-/// Asks every child to stop (SIGTERM), then kills whatever is left after a grace period.
-async fn stop(children: &mut [tokio::process::Child]) {
-    for c in children.iter() {
-        if let Some(pid) = c.id() {
-            // SAFETY: kill(2) with a pid we spawned and a valid signal number has no memory effects.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGTERM);
-            }
-        }
-    }
-    for c in children.iter_mut() {
-        if tokio::time::timeout(Duration::from_secs(5), c.wait())
-            .await
-            .is_err()
-        {
-            let _ = c.kill().await;
-        }
     }
 }
 
