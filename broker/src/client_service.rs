@@ -4,7 +4,7 @@ use tonic::{Request, Response, Status};
 use txmq_proto::client as pb;
 use txmq_proto::client::txmq_server::Txmq;
 use txmq_raft_store::{NodeInfo, Raft, StateReader};
-use txmq_state::{CommandResult, Operation};
+use txmq_state::{CommandResult, Operation, limits};
 
 use crate::consume_service::ConsumeService;
 use crate::convert;
@@ -202,6 +202,62 @@ impl Txmq for ClientService {
             CommandResult::TopicCreated(meta) => Ok(Response::new(pb::CreateTopicResponse {
                 topic: Some(convert::topic_info(&meta)),
             })),
+            other => Err(convert::unexpected(other)),
+        }
+    }
+
+    async fn delete_topic(
+        &self,
+        request: Request<pb::DeleteTopicRequest>,
+    ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+        let name = request.into_inner().name;
+        limits::validate_name("topic", &name).map_err(Status::invalid_argument)?;
+        match self.proposer.write(Operation::DeleteTopic { name }).await? {
+            CommandResult::TopicDeleted { messages } => {
+                Ok(Response::new(pb::DeleteTopicResponse { messages }))
+            }
+            other => Err(convert::unexpected(other)),
+        }
+    }
+
+    async fn update_topic(
+        &self,
+        request: Request<pb::UpdateTopicRequest>,
+    ) -> Result<Response<pb::TopicInfo>, Status> {
+        let r = request.into_inner();
+        limits::validate_name("topic", &r.name).map_err(Status::invalid_argument)?;
+        if r.retention_ms.is_none() && r.retention_bytes.is_none() {
+            return Err(Status::invalid_argument(
+                "nothing to update: give a retention time and/or size",
+            ));
+        }
+        if r.retention_ms == Some(0) {
+            return Err(Status::invalid_argument("a retention time must be above 0"));
+        }
+        let op = Operation::UpdateTopic {
+            name: r.name,
+            retention_ms: r.retention_ms,
+            retention_bytes: r.retention_bytes,
+        };
+        match self.proposer.write(op).await? {
+            CommandResult::TopicUpdated(meta) => Ok(Response::new(convert::topic_info(&meta))),
+            other => Err(convert::unexpected(other)),
+        }
+    }
+
+    async fn delete_group(
+        &self,
+        request: Request<pb::DeleteGroupRequest>,
+    ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
+        let r = request.into_inner();
+        limits::validate_name("consumer group", &r.group).map_err(Status::invalid_argument)?;
+        limits::validate_name("topic", &r.topic).map_err(Status::invalid_argument)?;
+        let op = Operation::DeleteGroup {
+            group: r.group,
+            topic: r.topic,
+        };
+        match self.proposer.write(op).await? {
+            CommandResult::GroupDeleted => Ok(Response::new(pb::DeleteGroupResponse {})),
             other => Err(convert::unexpected(other)),
         }
     }

@@ -131,6 +131,8 @@ pub fn rejection_status(r: Rejection) -> Status {
     let msg = r.to_string();
     match r {
         Rejection::TopicExists(_) => Status::already_exists(msg),
+        Rejection::PendingTransactions { .. } => Status::failed_precondition(msg),
+        Rejection::UnknownGroup { .. } => Status::not_found(msg),
         Rejection::UnknownTopic(_) => Status::not_found(msg),
         Rejection::WrongTopicType { .. } => Status::failed_precondition(msg),
         Rejection::Invalid(_) => Status::invalid_argument(msg),

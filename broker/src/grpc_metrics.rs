@@ -34,6 +34,9 @@ const METHODS: &[&str] = &[
     "ClusterStatus",
     "AddNode",
     "RemoveNode",
+    "DeleteTopic",
+    "UpdateTopic",
+    "DeleteGroup",
     "StateDigest",
 ];
 

@@ -16,7 +16,7 @@ use txmq_proto::client::{
     RemoveNodeRequest, ResetGroupRequest, SendBatchRequest, SendBatchResponse,
     SendHalfBatchRequest, SendHalfOutcome, SendHalfRequest, SendHalfResponse, SendRequest,
     SendResponse, TopicInfo, TopicType, TransactionBatchRequest, TransactionInfo,
-    end_transaction_outcome, send_half_outcome,
+    UpdateTopicRequest, end_transaction_outcome, send_half_outcome,
 };
 
 use crate::error::ClientError;
@@ -568,6 +568,44 @@ impl Client {
             })
             .await?;
         Ok(resp.into_inner().receipt_handle)
+    }
+
+    /// Deletes a topic with its messages and groups; how many messages it held. If the answer
+    /// is lost to a failover, the retry answers `not_found`: the topic is gone.
+    pub async fn delete_topic(&self, name: &str) -> Result<u64, ClientError> {
+        let req = txmq_proto::client::DeleteTopicRequest { name: name.into() };
+        let resp = self
+            .retrying(|mut c, _| {
+                let r = req.clone();
+                async move { c.delete_topic(r).await }
+            })
+            .await?;
+        Ok(resp.into_inner().messages)
+    }
+
+    /// Changes a topic's retention (fields left `None` keep their value).
+    pub async fn update_topic(&self, req: UpdateTopicRequest) -> Result<TopicInfo, ClientError> {
+        let resp = self
+            .retrying(|mut c, _| {
+                let r = req.clone();
+                async move { c.update_topic(r).await }
+            })
+            .await?;
+        Ok(resp.into_inner())
+    }
+
+    /// Forgets a consumer group's progress on a topic.
+    pub async fn delete_group(&self, group: &str, topic: &str) -> Result<(), ClientError> {
+        let req = txmq_proto::client::DeleteGroupRequest {
+            group: group.into(),
+            topic: topic.into(),
+        };
+        self.retrying(|mut c, _| {
+            let r = req.clone();
+            async move { c.delete_group(r).await }
+        })
+        .await?;
+        Ok(())
     }
 
     pub async fn reset_group(&self, req: ResetGroupRequest) -> Result<GroupInfo, ClientError> {

@@ -36,7 +36,7 @@ pub use txmq_proto::client::{
     ListTransactionsResponse, Message, NodeStatus, QueueInfo, ReadRequest, ReceiveRequest,
     ResetGroupRequest, SendBatchRequest, SendBatchResponse, SendHalfRequest, SendHalfResponse,
     SendRequest, SendResponse, TopicInfo, TopicType, TransactionEvent, TransactionInfo,
-    reset_group_request,
+    UpdateTopicRequest, reset_group_request,
 };
 pub use txmq_proto::codes::code_name as error_code_name;
 

@@ -180,3 +180,134 @@ async fn follow_modes_checker_feedback_and_human_times() -> Result<()> {
     );
     Ok(())
 }
+
+/// Every queue directory a node holds.
+fn queue_dirs(data_dir: &Path) -> usize {
+    std::fs::read_dir(data_dir.join("queues"))
+        .map(|d| {
+            d.filter(|e| e.as_ref().is_ok_and(|e| e.path().is_dir()))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_are_updated_and_deleted_and_groups_forgotten() -> Result<()> {
+    let mut cluster = Cluster::start(3, ClusterOptions::default()).await?;
+    let client = cluster.client()?;
+    let endpoints = cluster.endpoints_csv();
+    client.create_topic("old", TopicType::Normal, 2).await?;
+    for i in 0..5 {
+        let body = format!("m{i}").into_bytes().into();
+        client
+            .send(SendRequest {
+                topic: "old".into(),
+                body,
+                ..Default::default()
+            })
+            .await?;
+    }
+    let receive = txmq_client::ReceiveRequest {
+        group: "g".into(),
+        topic: "old".into(),
+        max: 2,
+        invisible_ms: 30_000,
+        wait_ms: 0,
+    };
+    ensure!(client.receive(receive).await?.len() == 2);
+
+    // Phase 1: retention is updated in place.
+    let (ok, out) = cluster.cli(&[
+        "topic",
+        "update",
+        "old",
+        "--retention",
+        "2h",
+        "--output",
+        "json",
+        "--endpoints",
+        &endpoints,
+    ])?;
+    ensure!(ok, "{out}");
+    ensure!(client.describe_topic("old").await?.retention_ms == 7_200_000);
+
+    // Phase 2: a topic with a pending transaction is not deleted; once decided it is.
+    client
+        .create_topic("pay", TopicType::Transaction, 1)
+        .await?;
+    let producer = txmq_client::TransactionProducer::new(client.clone(), "shop");
+    let half = txmq_client::SendHalfRequest {
+        topic: "pay".into(),
+        body: b"x".to_vec().into(),
+        ..Default::default()
+    };
+    let pending = producer.send_half(half, None).await?;
+    let refused = client.delete_topic("pay").await;
+    txmq_cluster_tests::expect_failure(refused, "failed_precondition", &["pending"])?;
+    producer
+        .end(
+            &pending.transaction_id,
+            txmq_client::LocalTransactionState::Commit,
+        )
+        .await?;
+    ensure!(client.delete_topic("pay").await? == 1);
+
+    // Phase 3: the CLI asks for --yes, then deletes messages and groups on every node.
+    let (ok, out) = cluster.cli(&["topic", "delete", "old", "--endpoints", &endpoints])?;
+    ensure!(!ok, "deleted without --yes: {out}");
+    let (ok, out) = cluster.cli(&[
+        "topic",
+        "delete",
+        "old",
+        "--yes",
+        "--output",
+        "json",
+        "--endpoints",
+        &endpoints,
+    ])?;
+    ensure!(ok && out.contains("\"messages\":5"), "{out}");
+    txmq_cluster_tests::expect_failure(client.describe_group("g", "old").await, "not_found", &[])?;
+    let data_dirs: Vec<std::path::PathBuf> =
+        cluster.nodes.values().map(|n| n.data_dir.clone()).collect();
+    wait_for(
+        "every node to delete the topics' files",
+        Duration::from_secs(15),
+        || {
+            let dirs = data_dirs.clone();
+            async move { dirs.iter().all(|d| queue_dirs(d) == 0).then_some(()) }
+        },
+    )
+    .await?;
+
+    // Phase 4: the name is free again and starts empty; a group is forgotten on request.
+    client.create_topic("old", TopicType::Normal, 2).await?;
+    let read = client
+        .read(txmq_client::ReadRequest {
+            topic: "old".into(),
+            ..Default::default()
+        })
+        .await?;
+    ensure!(
+        read.is_empty(),
+        "a recreated topic holds old messages: {read:?}"
+    );
+    client
+        .send(SendRequest {
+            topic: "old".into(),
+            body: b"new".to_vec().into(),
+            ..Default::default()
+        })
+        .await?;
+    let receive = txmq_client::ReceiveRequest {
+        group: "h".into(),
+        topic: "old".into(),
+        max: 10,
+        invisible_ms: 30_000,
+        wait_ms: 2_000,
+    };
+    ensure!(client.receive(receive).await?.len() == 1);
+    let (ok, out) = cluster.cli(&["group", "delete", "h", "old", "--endpoints", &endpoints])?;
+    ensure!(ok, "{out}");
+    txmq_cluster_tests::expect_failure(client.delete_group("h", "old").await, "not_found", &["h"])?;
+    Ok(())
+}

@@ -152,6 +152,13 @@ impl BrokerState {
                 topic,
                 receipts,
             } => self.release(at, group, topic, receipts, changes),
+            Operation::DeleteTopic { name } => self.delete_topic(name, changes),
+            Operation::UpdateTopic {
+                name,
+                retention_ms,
+                retention_bytes,
+            } => self.update_topic(name, *retention_ms, *retention_bytes, changes),
+            Operation::DeleteGroup { group, topic } => self.delete_group(group, topic, changes),
             Operation::RetireNode { id } => {
                 self.retired_nodes.insert(*id);
                 changes.node_retired(*id);

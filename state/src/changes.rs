@@ -31,6 +31,8 @@ pub enum Change {
     },
     /// Retention moved the queue's low offset to `below`: messages under it may be deleted.
     TrimmedBelow { topic: u64, queue: u32, below: u64 },
+    /// The topic with this id was deleted: its `queues` queues' messages may be deleted.
+    TopicDeleted { topic: u64, queues: u32 },
 }
 
 /// The changes of one applied entry, in order.
@@ -98,6 +100,10 @@ impl Changes {
             queue,
             below,
         });
+    }
+
+    pub fn topic_deleted(&mut self, topic: u64, queues: u32) {
+        self.list.push(Change::TopicDeleted { topic, queues });
     }
 
     pub fn is_empty(&self) -> bool {

@@ -196,6 +196,9 @@ impl fmt::Display for Command {
                 topic,
                 receipts,
             } => write!(f, "release({group}, {topic}, {})", receipts.len()),
+            Operation::DeleteTopic { name } => write!(f, "delete_topic({name})"),
+            Operation::UpdateTopic { name, .. } => write!(f, "update_topic({name})"),
+            Operation::DeleteGroup { group, topic } => write!(f, "delete_group({group}, {topic})"),
             Operation::TxnTimers {
                 checks,
                 expirations,

@@ -27,6 +27,7 @@ mod operation;
 mod outcome;
 mod rejection;
 mod topic;
+mod topic_admin;
 mod transaction;
 mod transactions;
 mod txn_apply;

@@ -110,6 +110,23 @@ pub enum Operation {
         topic: String,
         receipts: Vec<String>,
     },
+    /// Deletes a topic with its messages and its consumer groups' progress. Refused while any
+    /// of its transactions is pending (decide them, or let them time out, first).
+    DeleteTopic {
+        name: String,
+    },
+    /// Changes a topic's retention; a field left `None` keeps its value.
+    UpdateTopic {
+        name: String,
+        retention_ms: Option<u64>,
+        retention_bytes: Option<u64>,
+    },
+    /// Forgets a consumer group's progress on a topic (its leases included); the group starts
+    /// again from the oldest retained message if it receives again.
+    DeleteGroup {
+        group: String,
+        topic: String,
+    },
 }
 
 impl Operation {

@@ -44,6 +44,12 @@ pub enum CommandResult {
     },
     /// How many of a release's leases were given back.
     Released(u32),
+    /// A topic was deleted, with this many retained messages.
+    TopicDeleted {
+        messages: u64,
+    },
+    TopicUpdated(TopicMeta),
+    GroupDeleted,
 }
 
 /// The state of a transaction after a decision was applied. Ids stay integers here: every

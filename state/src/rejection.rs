@@ -52,6 +52,13 @@ pub enum Rejection {
         reason: String,
         requested: String,
     },
+    #[error(
+        "topic '{topic}' has {count} pending transaction(s); decide them (`txmq txn list`, \
+         `txmq txn end`) or wait for their timeout, then delete the topic"
+    )]
+    PendingTransactions { topic: String, count: usize },
+    #[error("consumer group '{group}' has not consumed topic '{topic}'")]
+    UnknownGroup { group: String, topic: String },
 }
 
 fn wrong_type_message(topic: &str, expected: TopicKind, actual: TopicKind) -> String {

@@ -223,6 +223,27 @@ fn every_operation() -> Vec<(&'static str, Operation)> {
                 receipts: vec!["4-5-6".into()],
             },
         ),
+        (
+            "delete_topic",
+            Operation::DeleteTopic {
+                name: "orders".into(),
+            },
+        ),
+        (
+            "update_topic",
+            Operation::UpdateTopic {
+                name: "orders".into(),
+                retention_ms: Some(60_000),
+                retention_bytes: None,
+            },
+        ),
+        (
+            "delete_group",
+            Operation::DeleteGroup {
+                group: "billing".into(),
+                topic: "orders".into(),
+            },
+        ),
     ]
 }
 

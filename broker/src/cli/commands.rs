@@ -8,6 +8,7 @@ use txmq_client::{
 
 use super::Output;
 use super::message::{MessageArgs, message_json};
+use crate::config::HumanDuration;
 
 #[derive(Debug, Subcommand)]
 pub enum TopicCommand {
@@ -17,6 +18,24 @@ pub enum TopicCommand {
     List,
     /// Show one topic with its queues' offsets.
     Describe { name: String },
+    /// Delete a topic: its messages and its consumer groups' progress go too. Refused while
+    /// any of its transactions is pending.
+    Delete {
+        name: String,
+        /// Confirm: the topic's messages cannot be brought back.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Change a topic's retention.
+    Update {
+        name: String,
+        /// Keep messages this long (e.g. 72h).
+        #[arg(long)]
+        retention: Option<HumanDuration>,
+        /// Keep at most this many bytes per queue (0: no size limit).
+        #[arg(long)]
+        retention_bytes: Option<u64>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -171,6 +190,32 @@ pub(super) async fn topic(client: &Client, cmd: TopicCommand, out: Output) -> Cm
             out.print(&doc, || {
                 topics.iter().map(topic_text).collect::<Vec<_>>().join("\n")
             });
+        }
+        TopicCommand::Delete { name, yes } => {
+            if !yes {
+                return Err(txmq_client::ClientError::new(
+                    "invalid_argument",
+                    format!(
+                        "deleting '{name}' removes its messages for good; add --yes to confirm"
+                    ),
+                ));
+            }
+            let messages = client.delete_topic(&name).await?;
+            let doc = json!({"deleted": name, "messages": messages});
+            out.print(&doc, || format!("deleted {name} ({messages} messages)"));
+        }
+        TopicCommand::Update {
+            name,
+            retention,
+            retention_bytes,
+        } => {
+            let req = txmq_client::UpdateTopicRequest {
+                name,
+                retention_ms: retention.map(|d| d.0.as_millis() as u64),
+                retention_bytes,
+            };
+            let t = client.update_topic(req).await?;
+            out.print(&topic_json(&t), || format!("updated {}", topic_text(&t)));
         }
         TopicCommand::Describe { name } => {
             let t = client.describe_topic(&name).await?;

@@ -50,6 +50,9 @@ pub enum GroupCommand {
         #[arg(long)]
         to: String,
     },
+    /// Forget a group's progress on a topic (it starts again from the oldest retained
+    /// message if it receives again).
+    Delete { group: String, topic: String },
     /// Change a group's settings.
     Config {
         group: String,
@@ -217,6 +220,12 @@ pub async fn group(client: &Client, cmd: GroupCommand, out: Output) -> Result<()
             return Ok(());
         }
         GroupCommand::Describe { group, topic } => client.describe_group(&group, &topic).await?,
+        GroupCommand::Delete { group, topic } => {
+            client.delete_group(&group, &topic).await?;
+            let doc = json!({"deleted_group": group, "topic": topic});
+            out.print(&doc, || format!("deleted group {group} on {topic}"));
+            return Ok(());
+        }
         GroupCommand::Reset { group, topic, to } => {
             let req = ResetGroupRequest {
                 group,

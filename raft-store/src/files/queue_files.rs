@@ -298,6 +298,19 @@ impl QueueFiles {
         Ok(())
     }
 
+    /// Deletes a queue with all its files (its topic was deleted).
+    pub fn remove_queue(&self, topic: u64, queue: u32) -> io::Result<()> {
+        let removed = {
+            let mut queues = self.queues.write().unwrap_or_else(|p| p.into_inner());
+            queues.remove(&(topic, queue))
+        };
+        if let Some(q) = removed {
+            std::fs::remove_dir_all(&lock(&q).dir)?;
+            numbered_files::sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
     /// Deletes every queue's files (before a snapshot is installed).
     pub fn clear(&self) -> io::Result<()> {
         let mut queues = self.queues.write().unwrap_or_else(|p| p.into_inner());

@@ -52,6 +52,8 @@ struct Pending {
     txns: FxHashSet<TxnId>,
     /// Retention moves: (topic, queue, new low offset).
     trims: Vec<(u64, u32, u64)>,
+    /// Deleted topics: (topic id, queue count), whose files go once sled forgot them.
+    deleted_topics: Vec<(u64, u32)>,
     applied: Option<AppliedState>,
     since: Option<Instant>,
 }
@@ -106,6 +108,7 @@ impl Checkpointer {
                     queue,
                     below,
                 } => p.trims.push((topic, queue, below)),
+                Change::TopicDeleted { topic, queues } => p.deleted_topics.push((topic, queues)),
                 row => {
                     if let Some(key) = changed_row_key(&row) {
                         p.rows.insert(key);
@@ -117,10 +120,12 @@ impl Checkpointer {
         Ok(())
     }
 
-    /// Whether a checkpoint is due (by age or size).
+    /// Whether a checkpoint is due (by age or size, or a deleted topic whose files should go
+    /// now rather than at the next write).
     pub fn due(&self) -> bool {
         let p = self.pending();
         p.rows.len() + p.txns.len() >= MAX_PENDING_ROWS
+            || !p.deleted_topics.is_empty()
             || p.since.is_some_and(|s| s.elapsed() >= CHECKPOINT_INTERVAL)
     }
 
@@ -209,11 +214,16 @@ impl Checkpointer {
         batch.insert(keys::APPLIED_KEY, codec::encode(&applied)?);
         tree.apply_batch(batch).map_err(io::Error::other)?;
         let compacted = journal_write.compacts();
-        if !pending.trims.is_empty() || compacted {
+        if !pending.trims.is_empty() || !pending.deleted_topics.is_empty() || compacted {
             // Files go only once sled durably names the offsets that replace them.
             tree.flush().map_err(io::Error::other)?;
             for (topic, queue, below) in pending.trims {
                 queues.trim_below(topic, queue, below)?;
+            }
+            for (topic, count) in pending.deleted_topics {
+                for queue in 0..count {
+                    queues.remove_queue(topic, queue)?;
+                }
             }
             if compacted {
                 journal.trim()?;

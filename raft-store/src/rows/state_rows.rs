@@ -18,7 +18,7 @@ pub fn changed_row_key(change: &Change) -> Option<Vec<u8>> {
         Change::Group { group, topic } => Some(keys::group_key(group, topic)),
         Change::NodeRetired(id) => Some(keys::retired_key(*id).to_vec()),
         Change::Txn(id) => Some(keys::txn_key(id)),
-        Change::Appended { .. } | Change::TrimmedBelow { .. } => None,
+        Change::Appended { .. } | Change::TrimmedBelow { .. } | Change::TopicDeleted { .. } => None,
     }
 }
 
