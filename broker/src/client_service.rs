@@ -206,6 +206,40 @@ impl Txmq for ClientService {
         }
     }
 
+    async fn get_message(
+        &self,
+        request: Request<pb::GetMessageRequest>,
+    ) -> Result<Response<pb::GetMessageResponse>, Status> {
+        let asked = request.into_inner().message_id;
+        let id = asked
+            .strip_prefix('T')
+            .unwrap_or(&asked)
+            .to_ascii_uppercase();
+        if id.len() != 24 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Status::invalid_argument(format!(
+                "'{asked}' is not a message id (24 hex digits, as `txmq send` prints them)"
+            )));
+        }
+        let found = self
+            .reader
+            .find_message(&id)
+            .map_err(convert::read_status)?;
+        let transaction = self
+            .reader
+            .transaction(&format!("T{id}"))
+            .map(|r| crate::txn_service::transaction_info(&r, crate::clock::now_ms()));
+        match found {
+            Some(m) => Ok(Response::new(pb::GetMessageResponse {
+                message: Some(convert::message_to_pb(m)),
+                transaction,
+            })),
+            None => Err(Status::not_found(not_found_message(
+                &id,
+                transaction.as_ref(),
+            ))),
+        }
+    }
+
     async fn delete_topic(
         &self,
         request: Request<pb::DeleteTopicRequest>,
@@ -459,5 +493,19 @@ fn end_outcome(r: Result<pb::EndTransactionResponse, Status>) -> pb::EndTransact
             Ok(end) => pb::end_transaction_outcome::Result::End(end),
             Err(status) => pb::end_transaction_outcome::Result::Error(failure(&status)),
         }),
+    }
+}
+
+/// Why a message id found nothing, as precisely as the node knows.
+fn not_found_message(id: &str, transaction: Option<&pb::TransactionInfo>) -> String {
+    match transaction {
+        Some(t) => format!(
+            "message {id} is transaction T{id}'s, which is {}: its message is not visible",
+            t.state
+        ),
+        None => format!(
+            "no retained message has id {id} on this node (never sent, removed by retention or \
+             with its topic, or this node has not caught up)"
+        ),
     }
 }

@@ -37,6 +37,7 @@ const METHODS: &[&str] = &[
     "DeleteTopic",
     "UpdateTopic",
     "DeleteGroup",
+    "GetMessage",
     "StateDigest",
 ];
 

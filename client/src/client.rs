@@ -583,6 +583,23 @@ impl Client {
         Ok(resp.into_inner().messages)
     }
 
+    /// A retained message by its id, with its transaction for a transactional message.
+    pub async fn get_message(
+        &self,
+        message_id: &str,
+    ) -> Result<txmq_proto::client::GetMessageResponse, ClientError> {
+        let req = txmq_proto::client::GetMessageRequest {
+            message_id: message_id.into(),
+        };
+        let resp = self
+            .retrying(|mut c, _| {
+                let r = req.clone();
+                async move { c.get_message(r).await }
+            })
+            .await?;
+        Ok(resp.into_inner())
+    }
+
     /// Changes a topic's retention (fields left `None` keep their value).
     pub async fn update_topic(&self, req: UpdateTopicRequest) -> Result<TopicInfo, ClientError> {
         let resp = self

@@ -311,3 +311,92 @@ async fn topics_are_updated_and_deleted_and_groups_forgotten() -> Result<()> {
     txmq_cluster_tests::expect_failure(client.delete_group("h", "old").await, "not_found", &["h"])?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_are_found_by_id_and_by_key() -> Result<()> {
+    let mut cluster = Cluster::start(3, ClusterOptions::default()).await?;
+    let client = cluster.client()?;
+    let endpoints = cluster.endpoints_csv();
+    client.create_topic("orders", TopicType::Normal, 3).await?;
+    let mut keyed = Vec::new();
+    for i in 0..30 {
+        let key = if i % 10 == 0 { "order-7" } else { "other" };
+        let req = SendRequest {
+            topic: "orders".into(),
+            key: key.into(),
+            body: format!("b{i}").into_bytes().into(),
+            ..Default::default()
+        };
+        let sent = client.send(req).await?;
+        if key == "order-7" {
+            keyed.push(sent.message_id);
+        }
+    }
+    let run = |args: &[&str]| -> Result<(bool, String)> {
+        let mut full: Vec<&str> = args.to_vec();
+        full.extend(["--output", "json", "--endpoints", &endpoints]);
+        cluster.cli(&full)
+    };
+
+    // By id, on any node: every field, for a message in the middle of its queue.
+    let (ok, out) = run(&["message", "show", &keyed[1]])?;
+    let doc: serde_json::Value = serde_json::from_str(out.trim())?;
+    ensure!(
+        ok && doc["message_id"] == keyed[1].as_str()
+            && doc["key"] == "order-7"
+            && doc["body"] == "b10",
+        "{out}"
+    );
+
+    // A transactional message comes with its transaction's history.
+    client
+        .create_topic("pay", TopicType::Transaction, 1)
+        .await?;
+    let producer = txmq_client::TransactionProducer::new(client.clone(), "shop");
+    let half = txmq_client::SendHalfRequest {
+        topic: "pay".into(),
+        body: b"paid".to_vec().into(),
+        ..Default::default()
+    };
+    let sent = producer.send_half(half, None).await?;
+    let (ok, pending) = run(&["message", "show", &sent.message_id])?;
+    ensure!(
+        !ok && pending.contains("pending"),
+        "a pending transaction's message is not shown: {pending}"
+    );
+    producer
+        .end(
+            &sent.transaction_id,
+            txmq_client::LocalTransactionState::Commit,
+        )
+        .await?;
+    let (ok, out) = run(&["message", "show", &sent.message_id])?;
+    let doc: serde_json::Value = serde_json::from_str(out.trim())?;
+    ensure!(ok && doc["transaction"]["state"] == "committed", "{out}");
+    ensure!(
+        doc["transaction"]["history"]
+            .as_array()
+            .is_some_and(|h| h.len() >= 2),
+        "{out}"
+    );
+
+    // Bad and unknown ids say so.
+    let (ok, out) = run(&["message", "show", "nope"])?;
+    ensure!(!ok && out.contains("invalid_argument"), "{out}");
+    let (ok, out) = run(&["message", "show", "0000000000FFFFFF00000000"])?;
+    ensure!(!ok && out.contains("not_found"), "{out}");
+
+    // By key: exactly the keyed messages.
+    let (ok, out) = run(&["message", "find", "orders", "--key", "order-7"])?;
+    let found: Vec<String> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|m| m["message_id"].as_str().map(str::to_string))
+        .collect();
+    let mut expected = keyed.clone();
+    expected.sort();
+    let mut got = found.clone();
+    got.sort();
+    ensure!(ok && got == expected, "found {found:?}, sent {keyed:?}");
+    Ok(())
+}

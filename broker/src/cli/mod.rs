@@ -6,6 +6,7 @@ mod commands;
 mod dev;
 mod group;
 mod message;
+mod message_lookup;
 mod output;
 mod serve;
 mod txn;
@@ -72,6 +73,9 @@ pub enum Command {
     Group(group::GroupCommand),
     /// Read committed messages by offset from the node asked.
     Read(commands::ReadArgs),
+    /// Look a message up by id or by key.
+    #[command(subcommand)]
+    Message(message_lookup::MessageCommand),
     /// Transactional messages: send, decide, answer check-backs, inspect.
     #[command(subcommand)]
     Txn(txn::TxnCommand),
@@ -124,6 +128,7 @@ async fn run_client_command(command: Command, endpoints: &[String], out: Output)
         Command::Topic(cmd) => commands::topic(&client, cmd, out).await,
         Command::Send(args) => commands::send(&client, args, out).await,
         Command::Read(args) => commands::read(&client, args, out).await,
+        Command::Message(cmd) => message_lookup::run(&client, cmd, out).await,
         Command::Cluster(cmd) => commands::cluster(&client, cmd, out).await,
         Command::Txn(cmd) => txn::run(&client, cmd, out).await,
         Command::Bench(args) => return bench::run(&client, args, out).await,

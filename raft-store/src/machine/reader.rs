@@ -120,6 +120,56 @@ impl StateReader {
         (false, wake)
     }
 
+    /// The retained message with this id (24 hex digits), wherever it is. A committed
+    /// transaction's message is found through its record (in the decided window); in a normal
+    /// topic, ids grow with offsets in each queue (both follow the log), so each queue is
+    /// binary-searched: a few reads per queue, not a scan.
+    pub fn find_message(&self, id: &str) -> Result<Option<ReadMessage>, ReadError> {
+        if let Some(record) = self.transaction(&format!("T{id}")) {
+            return match record.position {
+                Some((queue, offset)) => self.message_at(&record.topic, queue, offset),
+                None => Ok(None),
+            };
+        }
+        let normal = self
+            .topics()
+            .into_iter()
+            .filter(|t| t.kind == txmq_state::TopicKind::Normal);
+        for topic in normal {
+            for queue in 0..topic.queues {
+                if let Some(found) = self.search_queue(&topic, queue, id)? {
+                    return Ok(Some(found));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Binary search of one queue of a normal topic for a message id.
+    fn search_queue(
+        &self,
+        topic: &TopicMeta,
+        queue: u32,
+        id: &str,
+    ) -> Result<Option<ReadMessage>, ReadError> {
+        let q = queue as usize;
+        let (mut lo, mut hi) = (topic.low_offsets[q], topic.next_offsets[q]);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let Some(m) = self.message_at(&topic.name, queue, mid)? else {
+                // Trimmed meanwhile: only newer offsets can still hold it.
+                lo = mid + 1;
+                continue;
+            };
+            match m.message.message_id.as_str().cmp(id) {
+                std::cmp::Ordering::Equal => return Ok(Some(m)),
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+            }
+        }
+        Ok(None)
+    }
+
     /// Per queue, the first retained offset whose message was born at or after `time_ms` (the
     /// next offset when none was): where a group reset "to a time" starts.
     pub fn offsets_at_time(&self, topic: &str, time_ms: u64) -> Result<Vec<u64>, ReadError> {
