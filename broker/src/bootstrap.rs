@@ -17,12 +17,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use txmq_proto::peer::peer_client::PeerClient;
 use txmq_proto::peer::{ForwardRequest, NodeStatusRequest, NodeStatusResponse};
 use txmq_raft_store::{NodeId, NodeInfo, Raft};
 
 use crate::leader_op::{ForwardReply, LeaderOp};
-use crate::network::{PeerRoutes, peer_channel, peer_client};
+use crate::network::PeerRoutes;
+use crate::peer_dialer::PeerRpc;
 use crate::peer_payload;
 
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
@@ -108,7 +108,7 @@ impl Bootstrap {
         if self.initial_cluster.is_empty() {
             return; // Joins only when an operator runs `txmq cluster add-node`.
         }
-        let mut clients: BTreeMap<NodeId, PeerClient<tonic::transport::Channel>> = BTreeMap::new();
+        let mut clients: BTreeMap<NodeId, PeerRpc> = BTreeMap::new();
         let mut round = 0u32;
         loop {
             if self.raft.is_initialized().await.unwrap_or(false) {
@@ -141,7 +141,7 @@ impl Bootstrap {
     /// Asks every other initial voter for its status, in parallel.
     async fn probe(
         &self,
-        clients: &mut BTreeMap<NodeId, PeerClient<tonic::transport::Channel>>,
+        clients: &mut BTreeMap<NodeId, PeerRpc>,
     ) -> BTreeMap<NodeId, (String, Option<NodeStatusResponse>)> {
         let mut asks = Vec::new();
         for (id, addr) in self
@@ -152,7 +152,7 @@ impl Bootstrap {
             let addr = self.routes.resolve(*id, addr);
             let client = match clients.get(id) {
                 Some(c) => Some(c.clone()),
-                None => peer_channel(&addr).ok().map(peer_client),
+                None => self.routes.client(&addr).ok(),
             };
             if let Some(c) = &client {
                 clients.insert(*id, c.clone());
@@ -210,9 +210,7 @@ impl Bootstrap {
             fresh: true,
         };
         let bytes = peer_payload::encode(&op).map_err(|e| e.to_string())?;
-        let mut client = peer_channel(addr)
-            .map(peer_client)
-            .map_err(|e| e.to_string())?;
+        let mut client = self.routes.client(addr).map_err(|e| e.to_string())?;
         let mut request = tonic::Request::new(ForwardRequest { op: bytes.into() });
         request.set_timeout(JOIN_TIMEOUT);
         tracing::info!(node = self.node_id, leader, %addr, "joining the existing cluster");

@@ -135,6 +135,33 @@ pub struct ServeArgs {
     /// cluster's leader, refusing to vote until it has caught up, instead of refusing to start.
     #[arg(long, env = "TXMQ_REPAIR_DAMAGED_STORAGE", num_args = 0..=1, default_missing_value = "true")]
     pub repair_damaged_storage: Option<bool>,
+    /// Serve the client API over TLS with this certificate (PEM, chain with the leaf first).
+    #[arg(long, env = "TXMQ_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(long, env = "TXMQ_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Also require client certificates signed by this CA (PEM) on the client API.
+    #[arg(long, env = "TXMQ_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Mutual TLS on the peer port: this node's certificate (PEM), presented to peers both
+    /// when serving and when dialing them.
+    #[arg(long, env = "TXMQ_PEER_TLS_CERT", requires_all = ["peer_tls_key", "peer_tls_ca"])]
+    pub peer_tls_cert: Option<PathBuf>,
+    /// The private key of `--peer-tls-cert` (PEM).
+    #[arg(long, env = "TXMQ_PEER_TLS_KEY", requires = "peer_tls_cert")]
+    pub peer_tls_key: Option<PathBuf>,
+    /// The CA (PEM) every peer's certificate must be signed by, in both directions.
+    #[arg(long, env = "TXMQ_PEER_TLS_CA", requires = "peer_tls_cert")]
+    pub peer_tls_ca: Option<PathBuf>,
+    /// A file holding a secret every node of the cluster shares; peers that do not present it
+    /// are refused. Use it where peer TLS is not set up (it travels in the clear without TLS).
+    #[arg(long, env = "TXMQ_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Turn authentication on: the file holds one line `NAME:PASSWORD`, the bootstrap
+    /// administrator, created on first start if no such user exists.
+    #[arg(long, env = "TXMQ_AUTH_ADMIN_FILE")]
+    pub auth_admin_file: Option<PathBuf>,
 }
 
 /// The resolved settings of one node.
@@ -167,6 +194,17 @@ pub struct ServeConfig {
     pub log_level: String,
     /// Rebuild a node whose storage is damaged from the cluster instead of refusing to start.
     pub repair_damaged_storage: bool,
+    pub security: Security,
+}
+
+/// TLS, peer authentication and client authentication settings.
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    pub client_tls: Option<crate::tls::ServerTlsFiles>,
+    /// The peer port's certificate, key and CA (mutual TLS in both directions).
+    pub peer_tls: Option<crate::tls::ServerTlsFiles>,
+    pub cluster_secret_file: Option<PathBuf>,
+    pub auth_admin_file: Option<PathBuf>,
 }
 
 /// Transaction timing (consumed by the transaction scheduler).
@@ -235,7 +273,15 @@ impl ServeArgs {
             worker_threads,
             log_format,
             log_level,
-            repair_damaged_storage
+            repair_damaged_storage,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
+            peer_tls_cert,
+            peer_tls_key,
+            peer_tls_ca,
+            cluster_secret_file,
+            auth_admin_file
         )
     }
 
@@ -257,6 +303,7 @@ impl ServeArgs {
             None => BTreeMap::new(),
         };
         let log_format = parse_log_format(args.log_format.as_deref())?;
+        check_security_pairs(&args)?;
         let config = args.into_config(node_id, initial_cluster, peer_overrides, log_format);
         config.validate()?;
         Ok(config)
@@ -346,8 +393,30 @@ impl ServeArgs {
             log_format,
             log_level: args.log_level.unwrap_or_else(|| "info".into()),
             repair_damaged_storage: args.repair_damaged_storage.unwrap_or(false),
+            security: Security {
+                client_tls: pair(args.tls_cert, args.tls_key).map(|(cert, key)| {
+                    crate::tls::ServerTlsFiles {
+                        cert,
+                        key,
+                        client_ca: args.tls_client_ca,
+                    }
+                }),
+                peer_tls: pair(args.peer_tls_cert, args.peer_tls_key).map(|(cert, key)| {
+                    crate::tls::ServerTlsFiles {
+                        cert,
+                        key,
+                        client_ca: args.peer_tls_ca,
+                    }
+                }),
+                cluster_secret_file: args.cluster_secret_file,
+                auth_admin_file: args.auth_admin_file,
+            },
         }
     }
+}
+
+fn pair<A, B>(a: Option<A>, b: Option<B>) -> Option<(A, B)> {
+    a.zip(b)
 }
 
 fn parse_log_format(text: Option<&str>) -> Result<LogFormat, ConfigError> {
@@ -476,6 +545,36 @@ pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<u64, String>, ConfigErr
         return Err(ConfigError::Invalid("--initial-cluster is empty".into()));
     }
     Ok(out)
+}
+
+/// Settings that only make sense together (a TOML file bypasses clap's `requires` rules).
+fn check_security_pairs(args: &ServeArgs) -> Result<(), ConfigError> {
+    let both = |a: bool, b: bool, names: &str| {
+        if a == b {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(format!("give {names} together")))
+        }
+    };
+    both(
+        args.tls_cert.is_some(),
+        args.tls_key.is_some(),
+        "--tls-cert and --tls-key",
+    )?;
+    let peer = [&args.peer_tls_cert, &args.peer_tls_key, &args.peer_tls_ca];
+    let peer_given = peer.iter().filter(|p| p.is_some()).count();
+    if peer_given != 0 && peer_given != 3 {
+        return Err(ConfigError::Invalid(
+            "give --peer-tls-cert, --peer-tls-key and --peer-tls-ca together: peers verify each other"
+                .into(),
+        ));
+    }
+    if args.tls_client_ca.is_some() && args.tls_cert.is_none() {
+        return Err(ConfigError::Invalid(
+            "--tls-client-ca needs --tls-cert and --tls-key (client certificates need TLS)".into(),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -57,14 +58,23 @@ pub fn client_connection_bound(open_files: u64, configured: usize) -> usize {
 /// Connections the peer port admits at once (each other node opens a few).
 pub const PEER_CONNECTIONS: usize = 128;
 
+/// A port's TLS configuration, reloaded when its files change; `None` serves plaintext.
+pub type PortTls = Option<Arc<crate::tls::Reloading<rustls::ServerConfig>>>;
+
+/// TLS handshakes in progress at once on one port, beyond which accepted connections wait.
+const HANDSHAKES_IN_FLIGHT: usize = 64;
+
 /// The connections `listener` accepts, at most `bound` open at once, with Nagle's algorithm
 /// off (serving from our own listener bypasses tonic's `tcp_nodelay`; without it a response
-/// spanning several segments waits for the peer's delayed ACK, about 40 ms).
+/// spanning several segments waits for the peer's delayed ACK, about 40 ms). With `tls`, each
+/// connection's handshake runs in its own task (a slow client must not hold up the others) and
+/// must finish within [`FIRST_BYTE_DEADLINE`].
 pub fn bounded(
     listener: TcpListener,
     bound: usize,
     port: &'static str,
-) -> impl futures::Stream<Item = io::Result<Connection>> {
+    tls: PortTls,
+) -> futures::stream::BoxStream<'static, io::Result<Connection>> {
     let state = Acceptor {
         listener,
         permits: Arc::new(Semaphore::new(bound)),
@@ -72,10 +82,56 @@ pub fn bounded(
         failures: 0,
         reported_at: None,
     };
-    futures::stream::unfold(state, |mut state| async move {
-        let connection = state.next().await;
-        Some((Ok(connection), state))
-    })
+    match tls {
+        None => Box::pin(futures::stream::unfold(state, |mut state| async move {
+            let (stream, permit) = state.next().await;
+            Some((Ok(Connection::new(Transport::Plain(stream), permit)), state))
+        })),
+        Some(tls) => {
+            let (sender, receiver) = tokio::sync::mpsc::channel(HANDSHAKES_IN_FLIGHT);
+            tokio::spawn(accept_tls(state, tls, sender));
+            Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver).map(Ok))
+        }
+    }
+}
+
+/// Accepts connections and hands each to a handshake task, until the server stops listening.
+async fn accept_tls(
+    mut state: Acceptor,
+    tls: Arc<crate::tls::Reloading<rustls::ServerConfig>>,
+    ready: tokio::sync::mpsc::Sender<Connection>,
+) {
+    let handshakes = Arc::new(Semaphore::new(HANDSHAKES_IN_FLIGHT));
+    loop {
+        let (stream, permit) = tokio::select! {
+            _ = ready.closed() => return,
+            accepted = state.next() => accepted,
+        };
+        let Ok(handshake_slot) = handshakes.clone().acquire_owned().await else {
+            return;
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+        let (ready, port) = (ready.clone(), state.port);
+        tokio::spawn(async move {
+            let _slot = handshake_slot;
+            match tokio::time::timeout(FIRST_BYTE_DEADLINE, acceptor.accept(stream)).await {
+                Ok(Ok(tls_stream)) => {
+                    let transport = Transport::Tls(Box::new(tls_stream));
+                    let _ = ready.send(Connection::new(transport, permit)).await;
+                }
+                Ok(Err(e)) => handshake_failed(port, &e.to_string()),
+                Err(_) => handshake_failed(port, "no handshake within the deadline"),
+            }
+        });
+    }
+}
+
+/// A failed handshake: plaintext to a TLS port, an untrusted client certificate, a scanner.
+/// Counted, and logged at debug level only: anyone can cause these, so they must not flood
+/// the log.
+fn handshake_failed(port: &'static str, reason: &str) {
+    metrics::counter!("txmq_tls_handshake_failures_total", "port" => port).increment(1);
+    tracing::debug!(port, reason, "TLS handshake failed");
 }
 
 struct Acceptor {
@@ -88,8 +144,9 @@ struct Acceptor {
 }
 
 impl Acceptor {
-    /// The next connection, waiting for a free slot first and pausing after errors.
-    async fn next(&mut self) -> Connection {
+    /// The next connection and its slot, waiting for a free slot first and pausing after
+    /// errors.
+    async fn next(&mut self) -> (TcpStream, OwnedSemaphorePermit) {
         loop {
             let Ok(permit) = self.permits.clone().acquire_owned().await else {
                 // The semaphore is never closed; wait politely if it ever were.
@@ -100,7 +157,7 @@ impl Acceptor {
                 Ok((stream, _)) => {
                     self.failures = 0;
                     let _ = stream.set_nodelay(true);
-                    return Connection::new(stream, permit);
+                    return (stream, permit);
                 }
                 Err(e) => {
                     drop(permit);
@@ -125,16 +182,22 @@ impl Acceptor {
     }
 }
 
+/// What a connection speaks over its socket.
+enum Transport {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
 /// An accepted connection holding its slot until dropped.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Transport,
     _permit: OwnedSemaphorePermit,
     /// Until the first byte arrived: when the connection is given up.
     first_byte: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Connection {
-    fn new(stream: TcpStream, permit: OwnedSemaphorePermit) -> Self {
+    fn new(stream: Transport, permit: OwnedSemaphorePermit) -> Self {
         Self {
             stream,
             _permit: permit,
@@ -150,7 +213,7 @@ impl AsyncRead for Connection {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        let polled = on_transport!(self, s => Pin::new(s).poll_read(cx, buf));
         let Some(deadline) = self.first_byte.as_mut() else {
             return polled;
         };
@@ -174,15 +237,15 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        on_transport!(self, s => Pin::new(s).poll_write(cx, buf))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        on_transport!(self, s => Pin::new(s).poll_flush(cx))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        on_transport!(self, s => Pin::new(s).poll_shutdown(cx))
     }
 
     fn poll_write_vectored(
@@ -190,11 +253,14 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        on_transport!(self, s => Pin::new(s).poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        match &self.stream {
+            Transport::Plain(s) => s.is_write_vectored(),
+            Transport::Tls(s) => s.is_write_vectored(),
+        }
     }
 }
 
@@ -202,14 +268,27 @@ impl tonic::transport::server::Connected for Connection {
     type ConnectInfo = <TcpStream as tonic::transport::server::Connected>::ConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+        match &self.stream {
+            Transport::Plain(stream) => stream.connect_info(),
+            Transport::Tls(stream) => stream.get_ref().0.connect_info(),
+        }
     }
 }
+
+/// Forwards each I/O call to the socket, whichever transport it is.
+macro_rules! on_transport {
+    ($self:expr, $stream:ident => $call:expr) => {
+        match &mut $self.stream {
+            Transport::Plain($stream) => $call,
+            Transport::Tls($stream) => $call,
+        }
+    };
+}
+use on_transport;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures::StreamExt;
     use tokio::io::AsyncWriteExt;
 
     #[test]
@@ -223,7 +302,7 @@ mod tests {
     async fn at_the_bound_the_next_connection_waits_for_a_slot() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let mut incoming = Box::pin(bounded(listener, 1, "test"));
+        let mut incoming = Box::pin(bounded(listener, 1, "test", None));
         let mut first_client = TcpStream::connect(addr).await.expect("connect");
         let first = incoming.next().await.expect("stream").expect("accepted");
         let _second_client = TcpStream::connect(addr).await.expect("connect");
@@ -246,7 +325,7 @@ mod tests {
         use tokio::io::AsyncReadExt;
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let mut incoming = Box::pin(bounded(listener, 4, "test"));
+        let mut incoming = Box::pin(bounded(listener, 4, "test", None));
         let _client = TcpStream::connect(addr).await.expect("connect");
         let mut accepted = incoming.next().await.expect("stream").expect("accepted");
         let mut buf = [0u8; 8];

@@ -16,13 +16,13 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, VoteRequest,
     VoteResponse,
 };
-use tonic::transport::{Channel, Endpoint};
-use txmq_proto::peer::peer_client::PeerClient;
 use txmq_proto::peer::{RaftMessage, SnapshotChunk, snapshot_chunk};
 use txmq_raft_store::types::alias::{Snapshot, Vote};
 use txmq_raft_store::{NodeId, NodeInfo, TypeConfig};
 use txmq_state::codec;
 
+use crate::peer_dialer::{PeerDialer, PeerRpc};
+pub use crate::peer_limits::{MAX_PEER_MESSAGE, MIB, SPLIT_BYTES, peer_message_limit};
 use crate::peer_link::PeerLink;
 use crate::peer_payload;
 
@@ -32,56 +32,15 @@ const STREAM_STALL: Duration = Duration::from_secs(1);
 
 /// Snapshot chunk size on the wire.
 const SNAPSHOT_CHUNK: usize = 512 * 1024;
-/// An AppendEntries request that encodes to more than this goes out as several peer messages
-/// (openraft batches up to 256 entries per request, whatever their size).
-const SPLIT_BYTES: usize = 16 * 1024 * 1024;
-const MIB: usize = 1024 * 1024;
-
-/// The largest peer message a legitimate peer sends, for a `--max-message-bytes` setting: a
-/// split part of an AppendEntries request (at most [`SPLIT_BYTES`], or a single entry), where
-/// an entry holds about 4 MiB of batched operations plus one client request (the largest body
-/// and 1 MiB of envelope) or about one message's worth of dead letters; forwarded requests and
-/// snapshot chunks are smaller. The peer port refuses anything bigger.
-pub const fn peer_message_limit(max_message_bytes: usize) -> usize {
-    let entry = max_message_bytes + 8 * MIB;
-    let part = if entry > SPLIT_BYTES {
-        entry
-    } else {
-        SPLIT_BYTES
-    };
-    part + MIB
-}
-
-/// What this node's outgoing peer calls may encode and decode: the limit for the largest body
-/// a node may be configured with (64 MiB).
-pub const MAX_PEER_MESSAGE: usize = peer_message_limit(64 * MIB);
-
-/// Opens a lazily connecting channel to a peer address.
-pub fn peer_channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .connect_lazy())
-}
-
-pub fn peer_client(channel: Channel) -> PeerClient<Channel> {
-    PeerClient::new(channel)
-        .max_decoding_message_size(MAX_PEER_MESSAGE)
-        .max_encoding_message_size(MAX_PEER_MESSAGE)
-}
-
-/// Where to reach each peer: the address in the membership, unless this node was told to use
-/// another one for that peer (`--peer-override ID=HOST:PORT`: NAT, a sidecar, or the chaos
-/// tests' fault-injecting proxies).
-#[derive(Debug, Clone, Default)]
+/// Where peers are (with overrides of their membership addresses) and how to dial them.
 pub struct PeerRoutes {
     overrides: std::collections::BTreeMap<NodeId, String>,
+    dialer: PeerDialer,
 }
 
 impl PeerRoutes {
-    pub fn new(overrides: std::collections::BTreeMap<NodeId, String>) -> Self {
-        Self { overrides }
+    pub fn new(overrides: std::collections::BTreeMap<NodeId, String>, dialer: PeerDialer) -> Self {
+        Self { overrides, dialer }
     }
 
     /// The address to dial for node `id` whose membership address is `addr`.
@@ -90,6 +49,16 @@ impl PeerRoutes {
             .get(&id)
             .cloned()
             .unwrap_or_else(|| addr.to_string())
+    }
+
+    /// A client of the peer at `addr` (already resolved).
+    pub fn client(&self, addr: &str) -> Result<PeerRpc, tonic::transport::Error> {
+        self.dialer.client(addr)
+    }
+
+    /// See [`PeerDialer::generation`].
+    pub fn generation(&self) -> u64 {
+        self.dialer.generation()
     }
 }
 
@@ -128,6 +97,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
         PeerConnection {
             target,
             addr: self.routes.resolve(target, &node.peer_addr),
+            routes: self.routes.clone(),
             client: None,
             snapshots: self.snapshots.clone(),
             link,
@@ -139,7 +109,8 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
 pub struct PeerConnection {
     target: NodeId,
     addr: String,
-    client: Option<PeerClient<Channel>>,
+    routes: Arc<PeerRoutes>,
+    client: Option<PeerRpc>,
     snapshots: txmq_raft_store::SnapshotSource,
     link: Arc<PeerLink>,
 }
@@ -171,13 +142,14 @@ impl PeerConnection {
         error
     }
 
-    fn client(&mut self) -> Result<PeerClient<Channel>, RpcErr> {
+    fn client(&mut self) -> Result<PeerRpc, RpcErr> {
         if let Some(c) = &self.client {
             return Ok(c.clone());
         }
-        let channel =
-            peer_channel(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
-        let client = peer_client(channel);
+        let client = self
+            .routes
+            .client(&self.addr)
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         self.client = Some(client.clone());
         Ok(client)
     }
@@ -192,7 +164,7 @@ impl PeerConnection {
     where
         Req: crate::peer_payload::PeerPayload,
         Resp: crate::peer_payload::PeerPayload,
-        F: FnOnce(PeerClient<Channel>, tonic::Request<RaftMessage>) -> Fut,
+        F: FnOnce(PeerRpc, tonic::Request<RaftMessage>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
     {
         let client = self.client()?;

@@ -9,17 +9,15 @@ use std::time::{Duration, Instant};
 use openraft::ChangeMembers;
 use openraft::errors::RaftError;
 use openraft::impls::ProgressResponder;
-use tonic::transport::Channel;
 use txmq_proto::peer::ForwardRequest;
-use txmq_proto::peer::peer_client::PeerClient;
 use txmq_raft_store::types::alias::CommittedLeaderId;
 use txmq_raft_store::{NodeId, Raft, StateReader};
 use txmq_state::{Command, CommandResult, Operation};
 
 use crate::clock::now_ms;
 use crate::leader_op::{ForwardReply, LeaderOp, LeaderOutcome};
-use crate::network::{peer_channel, peer_client};
 use crate::op_error::{OpError, write_error};
+use crate::peer_dialer::PeerRpc;
 use crate::peer_payload;
 
 /// How long a request waits for a leader before it is answered `Unavailable`.
@@ -32,7 +30,8 @@ pub struct Proposer {
     id: NodeId,
     raft: Raft,
     reader: StateReader,
-    peers: Arc<Mutex<HashMap<String, PeerClient<Channel>>>>,
+    /// Clients of peers by address, with the TLS generation they were made with.
+    peers: Arc<Mutex<HashMap<String, (u64, PeerRpc)>>>,
     routes: Arc<crate::network::PeerRoutes>,
     batcher: crate::batcher::WriteBatcher,
     /// Closed while this node's disk is nearly full: as leader it then takes no writes (its
@@ -177,15 +176,19 @@ impl Proposer {
         }
     }
 
-    fn peer(&self, addr: &str) -> Result<PeerClient<Channel>, OpError> {
+    fn peer(&self, addr: &str) -> Result<PeerRpc, OpError> {
+        let generation = self.routes.generation();
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = peers.get(addr) {
+        if let Some((made_with, c)) = peers.get(addr)
+            && *made_with == generation
+        {
             return Ok(c.clone());
         }
-        let channel = peer_channel(addr)
+        let client = self
+            .routes
+            .client(addr)
             .map_err(|e| OpError::Internal(format!("bad peer address {addr}: {e}")))?;
-        let client = peer_client(channel);
-        peers.insert(addr.to_string(), client.clone());
+        peers.insert(addr.to_string(), (generation, client.clone()));
         Ok(client)
     }
 

@@ -145,7 +145,7 @@ async fn leader_last_index(raft: &Raft, routes: &PeerRoutes) -> Result<u64, Stri
         ));
     };
     let addr = routes.resolve(leader, &info.peer_addr);
-    let Some(status) = crate::status::ask_peer(&addr).await else {
+    let Some(status) = crate::status::ask_peer(routes, &addr).await else {
         return Err(format!("leader {leader} at {addr} did not answer"));
     };
     if status.role != "leader" {

@@ -9,7 +9,7 @@ use txmq_proto::peer::{NodeStatusRequest, NodeStatusResponse};
 use txmq_raft_store::Raft;
 
 use crate::disk::{DiskMonitor, DiskSpace};
-use crate::network::{PeerRoutes, peer_channel, peer_client};
+use crate::network::PeerRoutes;
 
 fn role_name(state: ServerState, is_voter: bool) -> &'static str {
     match state {
@@ -72,7 +72,7 @@ pub async fn cluster_status(
             let status = if id == me.id {
                 Some(me)
             } else {
-                ask_peer(&routes.resolve(id, &info.peer_addr)).await
+                ask_peer(routes, &routes.resolve(id, &info.peer_addr)).await
             };
             match status {
                 Some(s) => NodeStatus {
@@ -128,7 +128,7 @@ pub async fn voter_disks(
         if id == m.id {
             return disk.latest().map(|d| (id, d));
         }
-        let s = ask_peer(&addr).await?;
+        let s = ask_peer(routes, &addr).await?;
         (s.disk_total_bytes > 0).then_some((
             id,
             DiskSpace {
@@ -144,8 +144,8 @@ pub async fn voter_disks(
         .collect()
 }
 
-pub(crate) async fn ask_peer(addr: &str) -> Option<NodeStatusResponse> {
-    let mut client = peer_client(peer_channel(addr).ok()?);
+pub(crate) async fn ask_peer(routes: &PeerRoutes, addr: &str) -> Option<NodeStatusResponse> {
+    let mut client = routes.client(addr).ok()?;
     let mut req = tonic::Request::new(NodeStatusRequest {});
     req.set_timeout(Duration::from_millis(1500));
     client.node_status(req).await.ok().map(|r| r.into_inner())
@@ -159,7 +159,7 @@ pub async fn leader_client_addr(raft: &Raft, routes: &PeerRoutes) -> Option<Stri
     if !node.client_addr.is_empty() {
         return Some(node.client_addr);
     }
-    ask_peer(&routes.resolve(leader, &node.peer_addr))
+    ask_peer(routes, &routes.resolve(leader, &node.peer_addr))
         .await
         .map(|s| s.client_addr)
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use txmq_proto::client::txmq_client::TxmqClient;
 use txmq_proto::client::{
     AckRequest, AckResult, AddNodeRequest, ChangeInvisibleDurationRequest, ClusterStatusRequest,
@@ -20,6 +20,7 @@ use txmq_proto::client::{
 };
 
 use crate::error::ClientError;
+use crate::security::{Authorization, ClientTls, Credentials, Transport, is_loopback};
 
 /// Whether a failed call got an answer from a server (any status it sent) rather than failing
 /// to connect or losing the connection.
@@ -58,6 +59,10 @@ pub struct ClientOptions {
     /// HTTP/2 connections to each node, used in turn: one connection's frames are read and
     /// written by one task, which many concurrent requests queue behind.
     pub connections_per_endpoint: usize,
+    /// TLS towards the nodes; `None`: plaintext.
+    pub tls: Option<ClientTls>,
+    /// Sent with every request when the cluster has authentication on.
+    pub credentials: Option<Credentials>,
 }
 
 impl Default for ClientOptions {
@@ -67,6 +72,8 @@ impl Default for ClientOptions {
             request_timeout: Duration::from_secs(30),
             max_message_bytes: 72 * 1024 * 1024,
             connections_per_endpoint: 2,
+            tls: None,
+            credentials: None,
         }
     }
 }
@@ -76,7 +83,7 @@ impl Default for ClientOptions {
 pub struct Client {
     endpoints: Arc<Vec<String>>,
     /// `connections_per_endpoint` channels per endpoint.
-    channels: Arc<Vec<Vec<Channel>>>,
+    channels: Arc<Vec<Vec<Transport>>>,
     /// Picks the next connection of an endpoint.
     next_connection: Arc<AtomicUsize>,
     /// The endpoint that worked last; requests start there.
@@ -89,6 +96,62 @@ pub struct Client {
     /// retry deadline meant for elections.
     answered: Arc<AtomicBool>,
     options: ClientOptions,
+}
+
+/// The gRPC endpoint for `addr` (`host:port`, or a URI), with TLS when configured.
+fn endpoint(addr: &str, options: &ClientOptions) -> Result<Endpoint, ClientError> {
+    let scheme = if options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let uri = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("{scheme}://{addr}")
+    };
+    let invalid = |err: tonic::transport::Error| {
+        ClientError::new(
+            "invalid_argument",
+            format!("endpoint '{addr}' is not an address: {err}"),
+        )
+    };
+    let mut endpoint = Endpoint::from_shared(uri)
+        .map_err(invalid)?
+        .connect_timeout(Duration::from_secs(2));
+    if let Some(tls) = &options.tls {
+        endpoint = endpoint.tls_config(tls.config()).map_err(|e| {
+            ClientError::new(
+                "invalid_argument",
+                format!("TLS settings are not usable: {e}"),
+            )
+        })?;
+    }
+    Ok(endpoint)
+}
+
+/// The first endpoint on another machine that `options` would send credentials to without
+/// TLS (anyone on the path could read them), if any.
+pub fn credentials_in_clear<'a>(
+    endpoints: &'a [String],
+    options: &ClientOptions,
+) -> Option<&'a str> {
+    if options.credentials.is_none() || options.tls.is_some() {
+        return None;
+    }
+    endpoints
+        .iter()
+        .find(|e| !is_loopback(e))
+        .map(String::as_str)
+}
+
+fn warn_if_credentials_in_clear(endpoints: &[String], options: &ClientOptions) {
+    if let Some(remote) = credentials_in_clear(endpoints, options) {
+        tracing::warn!(
+            endpoint = %remote,
+            "sending credentials without TLS to another machine; anyone on the path can read them"
+        );
+    }
 }
 
 /// How long a client that never reached any endpoint keeps trying.
@@ -120,24 +183,17 @@ impl Client {
                 "no endpoints given; pass --endpoints host:port[,host:port...] or set TXMQ_ENDPOINTS",
             ));
         }
+        warn_if_credentials_in_clear(&endpoints, &options);
+        let authorization = Authorization::new(options.credentials.as_ref())?;
         let mut channels = Vec::with_capacity(endpoints.len());
         for e in &endpoints {
-            let uri = if e.contains("://") {
-                e.clone()
-            } else {
-                format!("http://{e}")
-            };
-            let endpoint = Endpoint::from_shared(uri)
-                .map_err(|err| {
-                    ClientError::new(
-                        "invalid_argument",
-                        format!("endpoint '{e}' is not an address: {err}"),
-                    )
-                })?
-                .connect_timeout(Duration::from_secs(2))
-                .tcp_nodelay(true);
+            let endpoint = endpoint(e, &options)?.tcp_nodelay(true);
             let connections = options.connections_per_endpoint.max(1);
-            channels.push((0..connections).map(|_| endpoint.connect_lazy()).collect());
+            channels.push(
+                (0..connections)
+                    .map(|_| Transport::new(endpoint.connect_lazy(), authorization.clone()))
+                    .collect(),
+            );
         }
         Ok(Client {
             endpoints: Arc::new(endpoints),
@@ -150,36 +206,35 @@ impl Client {
         })
     }
 
+    /// A client of other endpoints with the same options (TLS, credentials, timeouts).
+    pub fn for_endpoints<I, S>(&self, endpoints: I) -> Result<Client, ClientError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Self::with_options(endpoints, self.options.clone())
+    }
+
     /// The endpoints this client uses.
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints
     }
 
     /// A gRPC client of an arbitrary address (a leader hint), not necessarily in the list.
-    pub(crate) fn grpc_for(&self, addr: &str) -> Result<TxmqClient<Channel>, ClientError> {
+    pub(crate) fn grpc_for(&self, addr: &str) -> Result<TxmqClient<Transport>, ClientError> {
         if let Some(i) = self.endpoints.iter().position(|e| e == addr) {
             return Ok(self.grpc(i));
         }
-        let uri = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        };
-        let channel = Endpoint::from_shared(uri)
-            .map_err(|e| {
-                ClientError::new(
-                    "invalid_argument",
-                    format!("'{addr}' is not an address: {e}"),
-                )
-            })?
-            .connect_timeout(Duration::from_secs(2))
-            .connect_lazy();
+        let channel = Transport::new(
+            endpoint(addr, &self.options)?.connect_lazy(),
+            Authorization::new(self.options.credentials.as_ref())?,
+        );
         Ok(TxmqClient::new(channel)
             .max_decoding_message_size(self.options.max_message_bytes)
             .max_encoding_message_size(self.options.max_message_bytes))
     }
 
-    fn grpc(&self, i: usize) -> TxmqClient<Channel> {
+    fn grpc(&self, i: usize) -> TxmqClient<Transport> {
         let connections = &self.channels[i];
         let pick = self.next_connection.fetch_add(1, Ordering::Relaxed) % connections.len();
         TxmqClient::new(connections[pick].clone())
@@ -190,7 +245,7 @@ impl Client {
     /// Runs `call` against the endpoints, moving on when one is unavailable, until the deadline.
     async fn retrying<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
     where
-        F: FnMut(TxmqClient<Channel>, Duration) -> Fut,
+        F: FnMut(TxmqClient<Transport>, Duration) -> Fut,
         Fut: Future<Output = Result<T, tonic::Status>>,
     {
         let started = Instant::now();

@@ -32,6 +32,17 @@ impl From<tonic::Status> for ClientError {
             tonic::Code::Cancelled => "unavailable",
             c => txmq_proto::codes::code_name(c),
         };
+        if s.message().contains("h2 protocol error") {
+            // What a plaintext client gets from a TLS port: the TLS alert is not HTTP/2.
+            return ClientError::new(
+                code,
+                format!(
+                    "{}: the server did not answer plaintext gRPC; if it serves TLS, give the CA \
+                     that signed its certificate with --tls-ca (TXMQ_TLS_CA)",
+                    s.message()
+                ),
+            );
+        }
         ClientError::new(code, s.message().to_string())
     }
 }

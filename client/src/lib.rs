@@ -19,13 +19,15 @@ mod client;
 mod consumer;
 mod error;
 mod publisher;
+mod security;
 mod transaction;
 
 pub use batcher::BatchOptions;
-pub use client::{Client, ClientOptions, TransactionBatchResults};
+pub use client::{Client, ClientOptions, TransactionBatchResults, credentials_in_clear};
 pub use consumer::{ConsumeResult, PushConsumer, PushOptions};
 pub use error::ClientError;
 pub use publisher::Publisher;
+pub use security::{ClientTls, Credentials};
 pub use transaction::{
     CheckerHandle, LocalTransactionState, TransactionChecker, TransactionProducer,
     TransactionResult,

@@ -409,6 +409,8 @@ pub struct ClusterOptions {
     pub tmpfs_data_dirs: BTreeMap<u64, u64>,
     /// Every node's open-file limit (soft and hard), e.g. a small 1024.
     pub open_files: Option<u64>,
+    /// How the harness's own clients connect (TLS, credentials); timeouts are its own.
+    pub client: ClientOptions,
 }
 
 /// A cluster of real processes.
@@ -635,7 +637,10 @@ impl Cluster {
             .values_mut()
             .filter_map(|n| n.is_running().then(|| n.client_addr.clone()))
             .collect();
-        Ok(Client::new(endpoints)?)
+        Ok(Client::with_options(
+            endpoints,
+            self.options.client.clone(),
+        )?)
     }
 
     /// A client of exactly one node, without failover (for per-node reads and status).
@@ -643,7 +648,7 @@ impl Cluster {
         let node = self.nodes.get(&id).context("unknown node")?;
         let options = ClientOptions {
             retry_deadline: Duration::from_secs(0),
-            ..Default::default()
+            ..self.options.client.clone()
         };
         Ok(Client::with_options([node.client_addr.as_str()], options)?)
     }

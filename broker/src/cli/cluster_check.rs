@@ -108,7 +108,7 @@ async fn check_once(client: &Client, topic: &str) -> Result<Value, ClientError> 
             end.message_id
         )));
     }
-    let digest = compare_digests(&status).await?;
+    let digest = compare_digests(client, &status).await?;
     Ok(json!({
         "leader_id": status.leader_id,
         "voters": voters,
@@ -144,6 +144,7 @@ const ALIGN_TIMEOUT: Duration = Duration::from_secs(10);
 /// applied the same log must hold the same state, so a difference is divergence (a node that
 /// lost or altered data), named node by node. Asked of each voter directly (no failover).
 async fn compare_digests(
+    client: &Client,
     status: &ClusterStatusResponse,
 ) -> Result<StateDigestResponse, ClientError> {
     let voters: Vec<(u64, Client)> = status
@@ -157,7 +158,7 @@ async fn compare_digests(
                     n.id
                 )));
             }
-            Ok((n.id, Client::new([n.client_addr.as_str()])?))
+            Ok((n.id, client.for_endpoints([n.client_addr.as_str()])?))
         })
         .collect::<Result<_, ClientError>>()?;
     let deadline = Instant::now() + ALIGN_TIMEOUT;

@@ -1,8 +1,10 @@
 //! The `txmq` command line: `serve`, `dev`, and the client commands.
 
 mod bench;
+pub mod certs;
 mod cluster_check;
 mod commands;
+mod connection;
 mod dev;
 mod group;
 mod message;
@@ -44,8 +46,16 @@ pub struct Cli {
         help_heading = "Client options (ignored by serve and dev)"
     )]
     pub output: OutputFormat,
+    #[command(flatten)]
+    pub connection: connection::ConnectionArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Write a CA (kept if present) and a node and a client certificate signed by it.
+    Create(certs::CreateCertsArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -60,6 +70,9 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Start a local 3-node cluster under ./txmq-data for trying things out.
     Dev(dev::DevArgs),
+    /// Make a local CA and certificates for trying TLS (not for production).
+    #[command(subcommand)]
+    Certs(CertsCommand),
     /// Create, list and describe topics.
     #[command(subcommand)]
     Topic(commands::TopicCommand),
@@ -105,6 +118,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve::serve(*args),
         Command::Dev(args) => dev::dev(args),
+        Command::Certs(CertsCommand::Create(args)) => create_certs(&args, Output::new(cli.output)),
         command => {
             let out = Output::new(cli.output);
             let runtime = match client_runtime() {
@@ -113,14 +127,23 @@ pub fn main() -> ExitCode {
                     return out.fail("internal", &format!("cannot start the async runtime: {e}"));
                 }
             };
-            runtime.block_on(run_client_command(command, &cli.endpoints, out))
+            let options = match cli.connection.options(&cli.endpoints) {
+                Ok(options) => options,
+                Err(e) => return out.client_error(&e),
+            };
+            runtime.block_on(run_client_command(command, &cli.endpoints, options, out))
         }
     }
 }
 
 /// Runs one client command against the cluster at `endpoints`.
-async fn run_client_command(command: Command, endpoints: &[String], out: Output) -> ExitCode {
-    let client = match txmq_client::Client::new(endpoints) {
+async fn run_client_command(
+    command: Command,
+    endpoints: &[String],
+    options: txmq_client::ClientOptions,
+    out: Output,
+) -> ExitCode {
+    let client = match txmq_client::Client::with_options(endpoints, options) {
         Ok(c) => c,
         Err(e) => return out.client_error(&e),
     };
@@ -134,11 +157,39 @@ async fn run_client_command(command: Command, endpoints: &[String], out: Output)
         Command::Bench(args) => return bench::run(&client, args, out).await,
         Command::Consume(args) => group::consume(&client, args, out).await,
         Command::Group(cmd) => group::group(&client, cmd, out).await,
-        Command::Serve(_) | Command::Dev(_) => unreachable!("handled by cli::main"),
+        Command::Serve(_) | Command::Dev(_) | Command::Certs(_) => {
+            unreachable!("handled by cli::main")
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => out.client_error(&e),
+    }
+}
+
+/// `txmq certs create`: writes the files and names them.
+fn create_certs(args: &certs::CreateCertsArgs, out: Output) -> ExitCode {
+    match certs::create(&args.dir, &args.hosts) {
+        Ok(files) => {
+            out.print(
+                &serde_json::json!({
+                    "ca": files.ca, "node_cert": files.node_cert, "node_key": files.node_key,
+                    "client_cert": files.client_cert, "client_key": files.client_key,
+                }),
+                || {
+                    format!(
+                        "wrote {} (CA), {} + {} (node), {} + {} (client)",
+                        files.ca.display(),
+                        files.node_cert.display(),
+                        files.node_key.display(),
+                        files.client_cert.display(),
+                        files.client_key.display()
+                    )
+                },
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => out.fail("invalid_argument", &e),
     }
 }
 

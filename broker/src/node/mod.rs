@@ -10,6 +10,7 @@ mod parts;
 mod services;
 mod startup;
 mod tasks;
+mod transports;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ use crate::peer_service::PeerService;
 use services::Services;
 pub use startup::{Listeners, NodeError};
 use tasks::BackgroundTasks;
+use transports::Transports;
 
 /// Concurrent requests one peer connection may carry (forwarded client requests share it).
 const MAX_PEER_STREAMS: u32 = 1024;
@@ -56,6 +58,7 @@ pub struct Node {
     tasks: BackgroundTasks,
     services: Services,
     listeners: Listeners,
+    transports: Transports,
 }
 
 /// Runs a node until `shutdown` resolves.
@@ -75,6 +78,7 @@ impl Node {
     /// serving: peers may already be asking, and are answered once [`Self::serve_until`] runs).
     pub async fn start(config: ServeConfig, listeners: Listeners) -> Result<Node, NodeError> {
         let advertised = advertised(&config, &listeners)?;
+        let transports = Transports::build(&config.security, &advertised.peer)?;
         let (storage, repairing) = startup::open_storage(&config)?;
         let disk = crate::disk::DiskMonitor::new(
             config.data_dir.clone(),
@@ -83,6 +87,7 @@ impl Node {
         );
         let routes = Arc::new(crate::network::PeerRoutes::new(
             config.peer_overrides.clone(),
+            transports.dialer.clone(),
         ));
         let parts = parts::Parts::of(&storage, disk, routes.clone(), repairing);
         let network = PeerNetworkFactory::new(routes, storage.snapshots.clone());
@@ -109,6 +114,7 @@ impl Node {
             tasks,
             services,
             listeners,
+            transports,
         })
     }
 
@@ -121,6 +127,7 @@ impl Node {
             tasks,
             services,
             listeners,
+            transports,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let Services {
@@ -132,9 +139,19 @@ impl Node {
         } = services;
         let http = http_server(metrics, disk, listeners.metrics, &raft, stop_rx.clone());
         let http_task = tokio::spawn(http);
-        let client_server =
-            client_server((client, health), &config, listeners.client, stop_rx.clone());
-        let peer_server = peer_server(peer, &config, listeners.peer, stop_rx);
+        let client_server = client_server(
+            (client, health),
+            &config,
+            (listeners.client, transports.client_tls),
+            stop_rx.clone(),
+        );
+        let peer_server = peer_server(
+            peer,
+            &config,
+            (listeners.peer, transports.peer_tls),
+            transports.require_secret,
+            stop_rx,
+        );
         let servers = async { tokio::try_join!(client_server, peer_server) };
         tokio::pin!(servers);
         let result = tokio::select! {
@@ -219,7 +236,7 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 fn client_server(
     services: (ClientService, HealthServer<HealthService>),
     config: &ServeConfig,
-    listener: tokio::net::TcpListener,
+    (listener, tls): (tokio::net::TcpListener, crate::listener::PortTls),
     stop: watch::Receiver<bool>,
 ) -> impl Future<Output = Result<(), tonic::transport::Error>> + use<> {
     let (client, health) = services;
@@ -241,7 +258,7 @@ fn client_server(
                 .max_encoding_message_size(max_message),
         )
         .serve_with_incoming_shutdown(
-            crate::listener::bounded(listener, connections, "client"),
+            crate::listener::bounded(listener, connections, "client", tls),
             stopped(stop),
         )
 }
@@ -250,18 +267,21 @@ fn client_server(
 fn peer_server(
     peer: PeerService,
     config: &ServeConfig,
-    listener: tokio::net::TcpListener,
+    (listener, tls): (tokio::net::TcpListener, crate::listener::PortTls),
+    require_secret: crate::cluster_secret::RequireSecret,
     stop: watch::Receiver<bool>,
 ) -> impl Future<Output = Result<(), tonic::transport::Error>> + use<> {
+    let service = PeerServer::new(peer)
+        .max_decoding_message_size(peer_message_limit(config.max_message_bytes))
+        .max_encoding_message_size(MAX_PEER_MESSAGE);
     tonic::transport::Server::builder()
         .max_concurrent_streams(MAX_PEER_STREAMS)
-        .add_service(
-            PeerServer::new(peer)
-                .max_decoding_message_size(peer_message_limit(config.max_message_bytes))
-                .max_encoding_message_size(MAX_PEER_MESSAGE),
-        )
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            service,
+            require_secret,
+        ))
         .serve_with_incoming_shutdown(
-            crate::listener::bounded(listener, crate::listener::PEER_CONNECTIONS, "peer"),
+            crate::listener::bounded(listener, crate::listener::PEER_CONNECTIONS, "peer", tls),
             stopped(stop),
         )
 }
