@@ -158,10 +158,6 @@ pub struct ServeArgs {
     /// are refused. Use it where peer TLS is not set up (it travels in the clear without TLS).
     #[arg(long, env = "TXMQ_CLUSTER_SECRET_FILE")]
     pub cluster_secret_file: Option<PathBuf>,
-    /// Turn authentication on: the file holds one line `NAME:PASSWORD`, the bootstrap
-    /// administrator, created on first start if no such user exists.
-    #[arg(long, env = "TXMQ_AUTH_ADMIN_FILE")]
-    pub auth_admin_file: Option<PathBuf>,
 }
 
 /// The resolved settings of one node.
@@ -197,14 +193,13 @@ pub struct ServeConfig {
     pub security: Security,
 }
 
-/// TLS, peer authentication and client authentication settings.
+/// TLS and peer authentication settings.
 #[derive(Debug, Clone, Default)]
 pub struct Security {
     pub client_tls: Option<crate::tls::ServerTlsFiles>,
     /// The peer port's certificate, key and CA (mutual TLS in both directions).
     pub peer_tls: Option<crate::tls::ServerTlsFiles>,
     pub cluster_secret_file: Option<PathBuf>,
-    pub auth_admin_file: Option<PathBuf>,
 }
 
 /// Transaction timing (consumed by the transaction scheduler).
@@ -280,8 +275,7 @@ impl ServeArgs {
             peer_tls_cert,
             peer_tls_key,
             peer_tls_ca,
-            cluster_secret_file,
-            auth_admin_file
+            cluster_secret_file
         )
     }
 
@@ -409,7 +403,6 @@ impl ServeArgs {
                     }
                 }),
                 cluster_secret_file: args.cluster_secret_file,
-                auth_admin_file: args.auth_admin_file,
             },
         }
     }

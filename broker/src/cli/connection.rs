@@ -22,7 +22,8 @@ pub struct ConnectionArgs {
     /// The private key (PEM) of `--tls-client-cert`.
     #[arg(long = "tls-client-key", global = true, env = "TXMQ_TLS_CLIENT_KEY", help_heading = HEADING)]
     pub tls_client_key: Option<PathBuf>,
-    /// User name, when the cluster has authentication on.
+    /// User name, sent with every request (for clusters with authentication; txmq's own
+    /// server does not check it yet, see docs/security.md).
     #[arg(long, global = true, env = "TXMQ_USER", help_heading = HEADING)]
     pub user: Option<String>,
     /// Password of `--user` (prefer the TXMQ_PASSWORD environment variable: arguments are

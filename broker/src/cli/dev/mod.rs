@@ -29,6 +29,10 @@ pub struct DevArgs {
     /// Host the nodes listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
+    /// TLS on every port: makes a local CA and certificates in DATA_DIR/certs (kept across
+    /// runs) and starts the nodes with client TLS and mutual TLS between peers.
+    #[arg(long)]
+    pub secure: bool,
     #[command(subcommand)]
     pub action: Option<DevAction>,
 }
@@ -100,7 +104,12 @@ async fn run(args: DevArgs) -> Result<(), String> {
             args.data_dir.display()
         );
     }
-    let mut supervisor = Supervisor::new(exe.clone(), files, nodes);
+    let security = if args.secure {
+        Some(super::certs::create(&args.data_dir.join("certs"), &[])?)
+    } else {
+        None
+    };
+    let mut supervisor = Supervisor::new(exe.clone(), files, nodes, security.clone());
     let result = match supervisor.start_all() {
         Ok(()) => wait_and_print(&exe, &args, &mut supervisor).await,
         Err(e) => Err(e),
@@ -176,6 +185,9 @@ fn print_banner(
     );
     println!("\nIn another terminal:");
     println!("  export TXMQ_ENDPOINTS={}", endpoints.join(","));
+    if let Some(certs) = supervisor.certificates() {
+        println!("  export TXMQ_TLS_CA={}", certs.ca.display());
+    }
     println!("  {exe} cluster status");
     println!("  {exe} topic create orders --type normal");
     println!("  {exe} send orders --body 'hello' --key order-1");

@@ -9,6 +9,7 @@ use tokio::process::Child;
 
 use super::DevNode;
 use super::files::{DevFiles, shell_line};
+use crate::cli::certs::CertFiles;
 
 pub struct Supervisor {
     exe: PathBuf,
@@ -16,17 +17,50 @@ pub struct Supervisor {
     nodes: Vec<DevNode>,
     /// `None` once a node's process has exited (until it is restarted).
     children: Vec<Option<Child>>,
+    /// With `--secure`: the certificates every port uses.
+    certificates: Option<CertFiles>,
 }
 
 impl Supervisor {
-    pub fn new(exe: PathBuf, files: DevFiles, nodes: Vec<DevNode>) -> Self {
+    pub fn new(
+        exe: PathBuf,
+        files: DevFiles,
+        nodes: Vec<DevNode>,
+        certificates: Option<CertFiles>,
+    ) -> Self {
         let children = nodes.iter().map(|_| None).collect();
         Supervisor {
             exe,
             files,
             nodes,
             children,
+            certificates,
         }
+    }
+
+    /// The certificates of a `--secure` cluster.
+    pub fn certificates(&self) -> Option<&CertFiles> {
+        self.certificates.as_ref()
+    }
+
+    /// The TLS flags of every node of a `--secure` cluster.
+    fn tls_args(&self) -> Vec<String> {
+        let Some(c) = &self.certificates else {
+            return Vec::new();
+        };
+        let path = |p: &PathBuf| p.display().to_string();
+        vec![
+            "--tls-cert".into(),
+            path(&c.node_cert),
+            "--tls-key".into(),
+            path(&c.node_key),
+            "--peer-tls-cert".into(),
+            path(&c.node_cert),
+            "--peer-tls-key".into(),
+            path(&c.node_key),
+            "--peer-tls-ca".into(),
+            path(&c.ca),
+        ]
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -57,6 +91,7 @@ impl Supervisor {
             args.push(flag.into());
             args.push(value);
         }
+        args.extend(self.tls_args());
         args
     }
 
@@ -113,7 +148,19 @@ impl Supervisor {
 
     /// Waits (30 s at most) until the cluster has a leader; fails at once if a node exits.
     pub async fn wait_for_leader(&mut self, endpoints: &[String]) -> Result<u64, String> {
-        let client = txmq_client::Client::new(endpoints).map_err(|e| e.to_string())?;
+        let tls = match &self.certificates {
+            Some(c) => Some(txmq_client::ClientTls {
+                ca_pem: std::fs::read(&c.ca).map_err(|e| format!("{}: {e}", c.ca.display()))?,
+                ..Default::default()
+            }),
+            None => None,
+        };
+        let options = txmq_client::ClientOptions {
+            tls,
+            ..Default::default()
+        };
+        let client =
+            txmq_client::Client::with_options(endpoints, options).map_err(|e| e.to_string())?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some((id, status)) = self.exited().into_iter().next() {
