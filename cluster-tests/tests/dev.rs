@@ -19,11 +19,16 @@ struct Dev {
 
 impl Dev {
     fn start(bin: &Path, dir: &Path, base: u16) -> Result<Dev> {
+        Self::start_with(bin, dir, base, &[])
+    }
+
+    fn start_with(bin: &Path, dir: &Path, base: u16, flags: &[&str]) -> Result<Dev> {
         let out = dir.with_extension(format!("out-{}", std::process::id()));
         let file = std::fs::File::create(&out)?;
         let child = Command::new(bin)
             .args(["dev", "--base-port", &base.to_string(), "--data-dir"])
             .arg(dir)
+            .args(flags)
             .stdout(file.try_clone()?)
             .stderr(file)
             .spawn()?;
@@ -216,4 +221,50 @@ async fn dev_records_its_nodes_restarts_one_and_stops_them_all() -> Result<()> {
         dev.output()
     );
     Ok(())
+}
+
+/// `txmq dev --secure`: every node serves TLS with a local CA, the banner names the CA file, a
+/// client trusting it works and a plaintext one is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_secure_serves_tls_with_a_local_ca() -> Result<()> {
+    let bin = txmq_binary()?;
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("txmq-data");
+    let base = free_base_port()?;
+    let mut dev = Dev::start_with(&bin, &dir, base, &["--secure"])?;
+    dev.wait_for_output("Press Ctrl-C").await?;
+    let ca = dir.join("certs").join("ca.pem");
+    ensure!(
+        dev.output()
+            .contains(&format!("TXMQ_TLS_CA={}", ca.display())),
+        "{}",
+        dev.output()
+    );
+    let status = |tls: bool| -> Result<std::process::Output> {
+        let mut command = Command::new(&bin);
+        command.args([
+            "--endpoints",
+            &format!("127.0.0.1:{base}"),
+            "cluster",
+            "status",
+        ]);
+        if tls {
+            command.env("TXMQ_TLS_CA", &ca);
+        }
+        Ok(command.output()?)
+    };
+    let trusted = status(true)?;
+    ensure!(
+        trusted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    let plaintext = status(false)?;
+    ensure!(
+        !plaintext.status.success(),
+        "plaintext reached a --secure node"
+    );
+    let cmd = std::fs::read_to_string(dir.join("node-1.cmd"))?;
+    ensure!(cmd.contains("--peer-tls-ca"), "{cmd}");
+    dev.interrupt(Duration::from_secs(20)).await
 }
