@@ -158,6 +158,11 @@ pub struct ServeArgs {
     /// are refused. Use it where peer TLS is not set up (it travels in the clear without TLS).
     #[arg(long, env = "TXMQ_CLUSTER_SECRET_FILE")]
     pub cluster_secret_file: Option<PathBuf>,
+    /// Turns authentication on: a file holding one line `NAME:PASSWORD`, the bootstrap
+    /// administrator (created with the admin right if no user has that name). With it, every
+    /// client request but gRPC health needs a user and password.
+    #[arg(long, env = "TXMQ_AUTH_ADMIN_FILE")]
+    pub auth_admin_file: Option<PathBuf>,
 }
 
 /// The resolved settings of one node.
@@ -200,6 +205,8 @@ pub struct Security {
     /// The peer port's certificate, key and CA (mutual TLS in both directions).
     pub peer_tls: Option<crate::tls::ServerTlsFiles>,
     pub cluster_secret_file: Option<PathBuf>,
+    /// The bootstrap administrator's file; authentication is on when it is set.
+    pub auth_admin_file: Option<PathBuf>,
 }
 
 /// Transaction timing (consumed by the transaction scheduler).
@@ -275,7 +282,8 @@ impl ServeArgs {
             peer_tls_cert,
             peer_tls_key,
             peer_tls_ca,
-            cluster_secret_file
+            cluster_secret_file,
+            auth_admin_file
         )
     }
 
@@ -403,6 +411,7 @@ impl ServeArgs {
                     }
                 }),
                 cluster_secret_file: args.cluster_secret_file,
+                auth_admin_file: args.auth_admin_file,
             },
         }
     }

@@ -141,6 +141,9 @@ pub fn rejection_status(r: Rejection) -> Status {
         Rejection::ConflictingDecision { .. } => Status::failed_precondition(msg),
         Rejection::InvalidReceipt(_) => Status::invalid_argument(msg),
         Rejection::StaleReceipt(_) => Status::failed_precondition(msg),
+        Rejection::UserExists(_) => Status::already_exists(msg),
+        Rejection::UnknownUser(_) => Status::not_found(msg),
+        Rejection::LastAdmin => Status::failed_precondition(msg),
     }
 }
 

@@ -39,6 +39,13 @@ const METHODS: &[&str] = &[
     "DeleteGroup",
     "GetMessage",
     "StateDigest",
+    "CreateUser",
+    "DeleteUser",
+    "ListUsers",
+    "ChangePassword",
+    "Grant",
+    "Revoke",
+    "WhoAmI",
 ];
 
 fn method_label(path: &str) -> &'static str {

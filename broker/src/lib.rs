@@ -6,6 +6,7 @@
 //! [`proposer`] runs leader-only operations locally or forwards them; [`network`] is
 //! openraft's transport; [`config`] resolves `txmq serve` settings; [`cli`] is the `txmq` binary.
 
+pub mod auth;
 pub mod batcher;
 pub mod bootstrap;
 pub mod checkers;
@@ -39,4 +40,5 @@ pub mod snapshot_trigger;
 pub mod status;
 pub mod telemetry;
 pub mod tls;
+pub mod topic_admin;
 pub mod txn_service;

@@ -13,8 +13,8 @@ use txmq_raft_store::{Raft, StateReader};
 use txmq_state::{CommandResult, Operation, limits};
 use txmq_state::{Decision, DecisionSource, TxnId, TxnRecord, TxnTiming};
 
-use crate::checkers::CheckerRegistry;
 use crate::checkers::session::CheckSession;
+use crate::checkers::{CheckerRegistry, TopicFilter};
 use crate::clock::now_ms;
 use crate::config::TxnSettings;
 use crate::convert;
@@ -315,17 +315,27 @@ impl TxnService {
     pub async fn check_channel(
         &self,
         request: Request<Streaming<pb::CheckerMessage>>,
+        may_check: TopicFilter,
     ) -> Result<Response<CheckStream>, Status> {
         if !self.raft.is_leader() {
             return Err(self.not_leader().await);
         }
         let mut inbound = request.into_inner();
-        let (session, checks) = CheckSession::open(&self.checkers, &mut inbound).await?;
+        let (session, checks) =
+            CheckSession::open(&self.checkers, &mut inbound, may_check.clone()).await?;
         let service = self.clone();
         let group = session.group().to_string();
         tokio::spawn(session.relay_answers(inbound, move |answer| {
-            let (service, group) = (service.clone(), group.clone());
-            async move { service.apply_answer(group, answer).await }
+            let (service, group, may_check) = (service.clone(), group.clone(), may_check.clone());
+            async move {
+                // An instance answers only for topics its user may produce to.
+                let topic = service.reader.transaction(&answer.transaction_id).map(|r| r.topic);
+                if topic.is_some_and(|t| !may_check(&t)) {
+                    tracing::warn!(target: "txmq::audit", txn = %answer.transaction_id, outcome = "denied", "check answer for a topic the checker may not produce to");
+                    return;
+                }
+                service.apply_answer(group, answer).await
+            }
         }));
         let stream = ReceiverStream::new(checks).map(Ok);
         Ok(Response::new(Box::pin(stream)))

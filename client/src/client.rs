@@ -243,7 +243,7 @@ impl Client {
     }
 
     /// Runs `call` against the endpoints, moving on when one is unavailable, until the deadline.
-    async fn retrying<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
+    pub(crate) async fn retrying<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
     where
         F: FnMut(TxmqClient<Transport>, Duration) -> Fut,
         Fut: Future<Output = Result<T, tonic::Status>>,

@@ -21,6 +21,7 @@ mod error;
 mod publisher;
 mod security;
 mod transaction;
+mod users;
 
 pub use batcher::BatchOptions;
 pub use client::{Client, ClientOptions, TransactionBatchResults, credentials_in_clear};
@@ -33,12 +34,12 @@ pub use transaction::{
     TransactionResult,
 };
 pub use txmq_proto::client::{
-    AckResult, AddNodeRequest, BatchMessage, CheckRequest, ClusterStatusResponse,
+    AccessRight, AckResult, AddNodeRequest, BatchMessage, CheckRequest, ClusterStatusResponse,
     CreateTopicRequest, EndTransactionRequest, EndTransactionResponse, GroupInfo, GroupQueueInfo,
     ListTransactionsResponse, Message, NodeStatus, QueueInfo, ReadRequest, ReceiveRequest,
     ResetGroupRequest, SendBatchRequest, SendBatchResponse, SendHalfRequest, SendHalfResponse,
     SendRequest, SendResponse, TopicInfo, TopicType, TransactionEvent, TransactionInfo,
-    UpdateTopicRequest, reset_group_request,
+    UpdateTopicRequest, UserInfo, reset_group_request,
 };
 pub use txmq_proto::codes::code_name as error_code_name;
 

@@ -378,6 +378,7 @@ fn with_transactions(state: &BrokerState, loaded: Transactions) -> BrokerState {
         state.retired_nodes().iter().copied(),
         state.groups().values().cloned(),
         loaded,
+        state.users().values().cloned(),
     )
     .expect("the state's own parts fit together")
 }

@@ -6,7 +6,7 @@ use crate::codec::CodecError;
 use crate::entry_point::EntryPoint;
 use crate::limits;
 use crate::message::{StoredMessageRef, message_id};
-use crate::{Changes, GroupState, TopicMeta, Transactions};
+use crate::{Changes, GroupState, TopicMeta, Transactions, User};
 use crate::{
     Command, CommandResult, MessagePosition, NewMessage, Operation, Rejection, TopicKind, TopicSpec,
 };
@@ -31,6 +31,8 @@ pub struct BrokerState {
     /// Consumer groups' progress by (group, topic).
     pub(crate) groups: BTreeMap<(String, String), GroupState>,
     pub(crate) transactions: Transactions,
+    /// Users by name.
+    pub(crate) users: BTreeMap<String, User>,
 }
 
 impl BrokerState {
@@ -159,6 +161,14 @@ impl BrokerState {
                 retention_bytes,
             } => self.update_topic(name, *retention_ms, *retention_bytes, changes),
             Operation::DeleteGroup { group, topic } => self.delete_group(group, topic, changes),
+            Operation::PutUser {
+                name,
+                password_hash,
+                mode,
+            } => self.put_user(at.now_ms, name, password_hash, *mode, changes),
+            Operation::DeleteUser { name } => self.delete_user(name, changes),
+            Operation::Grant { user, right } => self.grant(user, right, changes),
+            Operation::Revoke { user, right } => self.revoke(user, right, changes),
             Operation::RetireNode { id } => {
                 self.retired_nodes.insert(*id);
                 changes.node_retired(*id);
@@ -249,18 +259,27 @@ impl BrokerState {
         self.topics.get(name)
     }
 
-    /// A state rebuilt from what a store kept (topics, retired node ids, groups and the
-    /// transactions' records, in any order). Refused when the parts do not fit together (a
+    /// A state rebuilt from what a store kept (topics, retired node ids, groups, the
+    /// transactions' records and users, in any order). Refused when the parts do not fit together (a
     /// group of a topic that does not exist, a topic twice).
     pub fn restore(
         topics: impl IntoIterator<Item = TopicMeta>,
         retired_nodes: impl IntoIterator<Item = u64>,
         groups: impl IntoIterator<Item = GroupState>,
         transactions: Transactions,
+        users: impl IntoIterator<Item = User>,
     ) -> Result<BrokerState, String> {
         let mut state = BrokerState {
             retired_nodes: retired_nodes.into_iter().collect(),
             transactions,
+            users: users
+                .into_iter()
+                .map(|mut u| {
+                    u.rights.sort();
+                    u.rights.dedup();
+                    (u.name.clone(), u)
+                })
+                .collect(),
             ..BrokerState::default()
         };
         for meta in topics {
@@ -310,6 +329,11 @@ impl BrokerState {
         &self.transactions
     }
 
+    /// Users by name (with their password hashes: never serve these to a client).
+    pub fn users(&self) -> &BTreeMap<String, User> {
+        &self.users
+    }
+
     /// Invariants over all topics; checked after every apply in debug builds.
     pub fn check_invariants(&self) {
         let mut ids = BTreeSet::new();
@@ -319,6 +343,10 @@ impl BrokerState {
             meta.check_invariants();
         }
         self.transactions.check_invariants();
+        for (name, user) in &self.users {
+            assert_eq!(name, &user.name);
+            user.check_invariants();
+        }
         for ((group, topic), g) in &self.groups {
             assert!(g.group == *group && g.topic == *topic);
             let meta = self.topics.get(topic).expect("a group's topic exists");
@@ -369,6 +397,7 @@ mod tests {
             [4],
             state.groups().values().cloned(),
             state.transactions().clone(),
+            [],
         )
         .expect("restore");
         assert_eq!(restored.topics(), state.topics());
@@ -384,6 +413,7 @@ mod tests {
             [],
             state.groups().values().cloned(),
             Transactions::default(),
+            [],
         );
         assert!(orphan.is_err_and(|e| e.contains("does not exist")));
         let twice = state
@@ -391,7 +421,7 @@ mod tests {
             .values()
             .cloned()
             .chain(state.topics().values().cloned());
-        let doubled = BrokerState::restore(twice, [], [], Transactions::default());
+        let doubled = BrokerState::restore(twice, [], [], Transactions::default(), []);
         assert!(doubled.is_err_and(|e| e.contains("twice")));
     }
 }

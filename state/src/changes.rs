@@ -33,6 +33,8 @@ pub enum Change {
     TrimmedBelow { topic: u64, queue: u32, below: u64 },
     /// The topic with this id was deleted: its `queues` queues' messages may be deleted.
     TopicDeleted { topic: u64, queues: u32 },
+    /// A user was created, changed or deleted (its password hash or rights).
+    User(String),
 }
 
 /// The changes of one applied entry, in order.
@@ -65,6 +67,10 @@ impl Changes {
 
     pub fn txn(&mut self, id: TxnId) {
         self.list.push(Change::Txn(id));
+    }
+
+    pub fn user(&mut self, name: &str) {
+        self.list.push(Change::User(name.to_string()));
     }
 
     pub fn node_retired(&mut self, id: u64) {

@@ -142,6 +142,7 @@ impl<'de> serde::de::Visitor<'de> for CommandVisitor {
 }
 
 impl fmt::Display for Command {
+    /// Long by design: one arm per `Operation` variant. Never prints a password hash.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.op() {
             Operation::CreateTopic(spec) => write!(f, "create_topic({})", spec.name),
@@ -149,6 +150,10 @@ impl fmt::Display for Command {
                 write!(f, "publish({topic}, {} messages)", messages.len())
             }
             Operation::RetireNode { id } => write!(f, "retire_node({id})"),
+            Operation::PutUser { name, mode, .. } => write!(f, "put_user({name}, {mode:?})"),
+            Operation::DeleteUser { name } => write!(f, "delete_user({name})"),
+            Operation::Grant { user, right } => write!(f, "grant({user}, {right})"),
+            Operation::Revoke { user, right } => write!(f, "revoke({user}, {right})"),
             Operation::HalfMessage { topic, group, .. } => {
                 write!(f, "half_message({topic}, {group})")
             }

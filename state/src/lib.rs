@@ -6,6 +6,7 @@
 //!   transactions with their deadlines — all in memory. [`BrokerState::apply`] takes a log
 //!   index and a command and returns the result and the [`Changes`] (topic X changed,
 //!   messages appended to queue q, …); the store decides how changes become files and rows.
+//! * [`access`]: users (with password hashes, never passwords) and their rights.
 //! * [`limits`]: validation shared with the edge (names, sizes, counts).
 //! * [`codec`]: the MessagePack encoding of everything stored or sent between peers.
 //!
@@ -14,6 +15,8 @@
 //! which is what lets every replica, a restarted node and the simulator agree. Its only
 //! dependencies are data crates (`cargo tree -p txmq-state -e normal`).
 
+pub mod access;
+mod access_apply;
 mod broker_state;
 mod changes;
 pub mod codec;
@@ -33,6 +36,7 @@ mod transactions;
 mod txn_apply;
 mod txn_id;
 
+pub use access::{Need, PasswordHash, Right, User};
 pub use broker_state::{Applied, BrokerState};
 pub use changes::{Change, Changes};
 pub use command::Command;
@@ -43,7 +47,8 @@ pub use group::{
 pub use group_apply::{parse_receipt, receipt};
 pub use message::{StoredMessage, StoredMessageRef};
 pub use operation::{
-    DeadLetterItem, NewMessage, Operation, QueueTrim, ResetTarget, TopicKind, TopicSpec,
+    DeadLetterItem, NewMessage, Operation, PutUserMode, QueueTrim, ResetTarget, TopicKind,
+    TopicSpec,
 };
 pub use outcome::{AckOutcome, CommandResult, Delivery, MessagePosition, TxnOutcome};
 pub use rejection::Rejection;

@@ -10,7 +10,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Decision, DecisionSource};
+use crate::access::PasswordHash;
+use crate::{Decision, DecisionSource, Right};
 use crate::{StoredMessage, TxnTiming};
 
 /// What a command does.
@@ -127,6 +128,39 @@ pub enum Operation {
         group: String,
         topic: String,
     },
+    /// Creates a user or changes its password (see [`PutUserMode`]). The edge hashed the
+    /// password; the entry carries only the hash.
+    PutUser {
+        name: String,
+        password_hash: PasswordHash,
+        mode: PutUserMode,
+    },
+    /// Removes a user and its rights. Refused for the last administrator.
+    DeleteUser {
+        name: String,
+    },
+    /// Gives a user a right (repeating one it holds changes nothing).
+    Grant {
+        user: String,
+        right: Right,
+    },
+    /// Takes a right away. Refused when it would leave no administrator.
+    Revoke {
+        user: String,
+        right: Right,
+    },
+}
+
+/// What a [`Operation::PutUser`] may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PutUserMode {
+    /// A new user, without rights; refused if the name is taken.
+    Create,
+    /// A new password for an existing user; refused if there is no such user.
+    ChangePassword,
+    /// The bootstrap administrator: created with the admin right if no user has that name,
+    /// otherwise nothing changes (so every node may propose it at every start).
+    Bootstrap,
 }
 
 impl Operation {

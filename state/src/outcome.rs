@@ -50,6 +50,12 @@ pub enum CommandResult {
     },
     TopicUpdated(TopicMeta),
     GroupDeleted,
+    /// A user was created, changed or deleted, or its rights changed; `changed` is false when
+    /// the operation found the state already as asked (a repeated grant, an existing bootstrap
+    /// administrator).
+    UserChanged {
+        changed: bool,
+    },
 }
 
 /// The state of a transaction after a decision was applied. Ids stay integers here: every

@@ -59,6 +59,14 @@ pub enum Rejection {
     PendingTransactions { topic: String, count: usize },
     #[error("consumer group '{group}' has not consumed topic '{topic}'")]
     UnknownGroup { group: String, topic: String },
+    #[error("user '{0}' already exists; change its password with `txmq user passwd {0}`")]
+    UserExists(String),
+    #[error("user '{0}' does not exist; create it with `txmq user create {0}`")]
+    UnknownUser(String),
+    #[error(
+        "this would leave no administrator; grant another user `--admin` first (`txmq acl grant NAME --admin`)"
+    )]
+    LastAdmin,
 }
 
 fn wrong_type_message(topic: &str, expected: TopicKind, actual: TopicKind) -> String {

@@ -19,7 +19,8 @@ use serde::de::DeserializeOwned;
 use txmq_state::codec::{self, CodecError};
 use txmq_state::{
     BrokerState, Command, CommandResult, DeadLetterItem, Decision, DecisionSource, NewMessage,
-    Operation, QueueTrim, ResetTarget, StoredMessage, TopicKind, TopicSpec, TxnTiming,
+    Operation, PasswordHash, PutUserMode, QueueTrim, ResetTarget, Right, StoredMessage, TopicKind,
+    TopicSpec, TxnTiming,
 };
 
 fn saved_path(name: &str) -> PathBuf {
@@ -242,6 +243,41 @@ fn every_operation() -> Vec<(&'static str, Operation)> {
             Operation::DeleteGroup {
                 group: "billing".into(),
                 topic: "orders".into(),
+            },
+        ),
+        (
+            "put_user",
+            Operation::PutUser {
+                name: "alice".into(),
+                password_hash: PasswordHash(
+                    "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo".into(),
+                ),
+                mode: PutUserMode::Create,
+            },
+        ),
+        (
+            "delete_user",
+            Operation::DeleteUser {
+                name: "alice".into(),
+            },
+        ),
+        (
+            "grant",
+            Operation::Grant {
+                user: "alice".into(),
+                right: Right::Consume {
+                    topics: "orders*".into(),
+                    groups: "g*".into(),
+                },
+            },
+        ),
+        (
+            "revoke",
+            Operation::Revoke {
+                user: "alice".into(),
+                right: Right::Produce {
+                    topics: "orders".into(),
+                },
             },
         ),
     ]

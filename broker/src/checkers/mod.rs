@@ -19,9 +19,18 @@ pub const INSTANCE_QUEUE: usize = 256;
 /// The most instances one node accepts (connections are bounded).
 pub const MAX_INSTANCES: usize = 4096;
 
+/// Which topics' checks an instance may receive (its user's produce rights).
+pub type TopicFilter = std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+struct Instance {
+    key: u64,
+    checks: mpsc::Sender<CheckRequest>,
+    may_check: TopicFilter,
+}
+
 #[derive(Default)]
 struct Group {
-    instances: Vec<(u64, mpsc::Sender<CheckRequest>)>,
+    instances: Vec<Instance>,
     cursor: usize,
 }
 
@@ -45,6 +54,7 @@ impl CheckerRegistry {
     pub fn register(
         &self,
         group: &str,
+        may_check: TopicFilter,
     ) -> Result<(u64, mpsc::Receiver<CheckRequest>), TooManyInstances> {
         let mut groups = self.lock();
         let total: usize = groups.values().map(|g| g.instances.len()).sum();
@@ -57,14 +67,18 @@ impl CheckerRegistry {
             .entry(group.to_string())
             .or_default()
             .instances
-            .push((key, tx));
+            .push(Instance {
+                key,
+                checks: tx,
+                may_check,
+            });
         Ok((key, rx))
     }
 
     pub fn unregister(&self, group: &str, key: u64) {
         let mut groups = self.lock();
         if let Some(g) = groups.get_mut(group) {
-            g.instances.retain(|(k, _)| *k != key);
+            g.instances.retain(|i| i.key != key);
             if g.instances.is_empty() {
                 groups.remove(group);
             }
@@ -75,20 +89,24 @@ impl CheckerRegistry {
     pub fn has_instances(&self, group: &str) -> bool {
         self.lock()
             .get(group)
-            .is_some_and(|g| g.instances.iter().any(|(_, tx)| !tx.is_closed()))
+            .is_some_and(|g| g.instances.iter().any(|i| !i.checks.is_closed()))
     }
 
-    /// Hands a check to the next instance of its group that has room. False if none could take it.
+    /// Hands a check to the next instance of its group that has room and may see the check's
+    /// topic. False if none could take it.
     pub fn send(&self, request: CheckRequest) -> bool {
         let mut groups = self.lock();
         let Some(g) = groups.get_mut(&request.group) else {
             return false;
         };
-        g.instances.retain(|(_, tx)| !tx.is_closed());
+        g.instances.retain(|i| !i.checks.is_closed());
         let n = g.instances.len();
         for i in 0..n {
             let idx = (g.cursor + i) % n;
-            if g.instances[idx].1.try_send(request.clone()).is_ok() {
+            let instance = &g.instances[idx];
+            if (instance.may_check)(&request.topic)
+                && instance.checks.try_send(request.clone()).is_ok()
+            {
                 g.cursor = (idx + 1) % n;
                 return true;
             }
@@ -115,16 +133,36 @@ mod tests {
         CheckRequest {
             transaction_id: id.into(),
             group: group.into(),
+            topic: "orders".into(),
             ..Default::default()
         }
+    }
+
+    fn any() -> TopicFilter {
+        std::sync::Arc::new(|_| true)
+    }
+
+    #[tokio::test]
+    async fn an_instance_gets_only_checks_of_topics_it_may_produce_to() {
+        let registry = CheckerRegistry::default();
+        let only_pay: TopicFilter = std::sync::Arc::new(|t| t == "pay");
+        let (_, mut pay) = registry.register("g", only_pay).unwrap();
+        assert!(
+            !registry.send(check("g", "1")),
+            "no instance may see 'orders'"
+        );
+        let (_, mut orders) = registry.register("g", any()).unwrap();
+        assert!(registry.send(check("g", "2")));
+        assert_eq!(orders.recv().await.unwrap().transaction_id, "2");
+        assert!(pay.try_recv().is_err());
     }
 
     #[tokio::test]
     async fn checks_are_spread_over_instances_and_only_to_their_group() {
         let registry = CheckerRegistry::default();
-        let (_, mut a) = registry.register("g").unwrap();
-        let (_, mut b) = registry.register("g").unwrap();
-        let (_, mut other) = registry.register("h").unwrap();
+        let (_, mut a) = registry.register("g", any()).unwrap();
+        let (_, mut b) = registry.register("g", any()).unwrap();
+        let (_, mut other) = registry.register("h", any()).unwrap();
         assert!(registry.send(check("g", "1")));
         assert!(registry.send(check("g", "2")));
         assert_eq!(a.recv().await.unwrap().transaction_id, "1");
@@ -136,11 +174,11 @@ mod tests {
     #[tokio::test]
     async fn closed_instances_are_skipped_and_clear_ends_streams() {
         let registry = CheckerRegistry::default();
-        let (_, a) = registry.register("g").unwrap();
+        let (_, a) = registry.register("g", any()).unwrap();
         drop(a);
         assert!(!registry.has_instances("g"));
         assert!(!registry.send(check("g", "1")));
-        let (_, mut b) = registry.register("g").unwrap();
+        let (_, mut b) = registry.register("g", any()).unwrap();
         assert!(registry.send(check("g", "2")));
         registry.clear();
         assert_eq!(b.recv().await.unwrap().transaction_id, "2");

@@ -31,6 +31,7 @@ impl CheckSession {
     pub async fn open(
         registry: &Arc<CheckerRegistry>,
         inbound: &mut Streaming<pb::CheckerMessage>,
+        may_check: super::TopicFilter,
     ) -> Result<(CheckSession, mpsc::Receiver<pb::CheckRequest>), Status> {
         let must_register = "the first message of a check channel must register a producer group";
         let first = tokio::time::timeout(REGISTER_TIMEOUT, inbound.next())
@@ -46,7 +47,7 @@ impl CheckSession {
         limits::validate_name("producer group", &register.group)
             .map_err(Status::invalid_argument)?;
         let (key, checks) = registry
-            .register(&register.group)
+            .register(&register.group, may_check)
             .map_err(|e| Status::resource_exhausted(e.to_string()))?;
         tracing::info!(group = %register.group, instance = %register.instance_id, "checker connected");
         let session = CheckSession {

@@ -102,6 +102,24 @@ fn leaf(
     Ok((cert.pem(), key.serialize_pem()))
 }
 
+/// The administrator of a `txmq dev --secure` cluster: `dir/admin` holds `admin:PASSWORD`
+/// (made once with a random password, then reused). Returns the file and the password.
+pub fn dev_admin(dir: &Path) -> Result<(PathBuf, String), String> {
+    let path = dir.join("admin");
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && let Some((_, password)) = text.trim().split_once(':')
+    {
+        return Ok((path, password.to_string()));
+    }
+    use argon2::password_hash::rand_core::{OsRng, RngCore};
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let password: String = (0..20)
+        .map(|_| ALPHABET[(OsRng.next_u32() as usize) % ALPHABET.len()] as char)
+        .collect();
+    write(&path, &format!("admin:{password}\n"))?;
+    Ok((path, password))
+}
+
 /// Writes a file readable by its owner only (keys are secrets), replacing it atomically so a
 /// node watching it never reads half a file.
 fn write(path: &Path, text: &str) -> Result<(), String> {

@@ -12,6 +12,7 @@ mod message_lookup;
 mod output;
 mod serve;
 mod txn;
+mod users;
 
 use std::process::ExitCode;
 
@@ -97,6 +98,14 @@ pub enum Command {
     /// Cluster status and membership.
     #[command(subcommand)]
     Cluster(commands::ClusterCommand),
+    /// Users (when the cluster runs with authentication): create, delete, list, passwd.
+    #[command(subcommand)]
+    User(users::UserCommand),
+    /// Users' rights: grant, revoke, list.
+    #[command(subcommand)]
+    Acl(users::AclCommand),
+    /// Who the node takes you for, and what you may do.
+    Whoami,
 }
 
 /// Entry point of the binary.
@@ -157,6 +166,9 @@ async fn run_client_command(
         Command::Bench(args) => return bench::run(&client, args, out).await,
         Command::Consume(args) => group::consume(&client, args, out).await,
         Command::Group(cmd) => group::group(&client, cmd, out).await,
+        Command::User(cmd) => users::user(&client, cmd, out).await,
+        Command::Acl(cmd) => users::acl(&client, cmd, out).await,
+        Command::Whoami => users::who_am_i(&client, out).await,
         Command::Serve(_) | Command::Dev(_) | Command::Certs(_) => {
             unreachable!("handled by cli::main")
         }

@@ -79,6 +79,12 @@ impl Node {
     pub async fn start(config: ServeConfig, listeners: Listeners) -> Result<Node, NodeError> {
         let advertised = advertised(&config, &listeners)?;
         let transports = Transports::build(&config.security, &advertised.peer)?;
+        let admin = match &config.security.auth_admin_file {
+            Some(path) => {
+                Some(crate::auth::bootstrap::read_admin_file(path).map_err(NodeError::Security)?)
+            }
+            None => None,
+        };
         let (storage, repairing) = startup::open_storage(&config)?;
         let disk = crate::disk::DiskMonitor::new(
             config.data_dir.clone(),
@@ -104,7 +110,7 @@ impl Node {
             peer_addr: advertised.peer.clone(),
             client_addr: advertised.client.clone(),
         };
-        let tasks = BackgroundTasks::start(&config, &raft, &parts, me);
+        let tasks = BackgroundTasks::start(&config, &raft, &parts, me, admin);
         tracing::info!(node = config.node_id, client_addr = %advertised.client, peer_addr = %advertised.peer, data_dir = %config.data_dir.display(), "txmq node started");
         let services = Services::build(&config, &raft, parts, tasks.proposer.clone(), advertised);
         Ok(Node {
@@ -249,8 +255,11 @@ fn client_server(
     );
     // Room for the largest body plus the envelope of the request.
     let max_message = config.max_message_bytes + 1024 * 1024;
-    tonic::transport::Server::builder()
+    let layers = tower::ServiceBuilder::new()
         .layer(crate::grpc_metrics::GrpcMetricsLayer)
+        .layer(client.access.layer());
+    tonic::transport::Server::builder()
+        .layer(layers)
         .add_service(health)
         .add_service(
             TxmqServer::new(client)

@@ -78,6 +78,10 @@ fn client_service(
         response_bytes: config.max_message_bytes,
     };
     ClientService {
+        access: crate::auth::Access::new(
+            parts.reader.clone(),
+            config.security.auth_admin_file.is_some(),
+        ),
         routes: parts.routes.clone(),
         raft: raft.clone(),
         proposer,

@@ -1,7 +1,7 @@
 //! A node's background tasks, each named, started together and stopped together.
 //!
 //! None of them holds data that must survive a stop: they observe (metrics, health, disk),
-//! propose (the scheduler, snapshots, bootstrap, repair) or steer Raft (disk full). Aborting
+//! propose (the scheduler, snapshots, bootstrap, the first administrator, repair) or steer Raft (disk full). Aborting
 //! one mid-way loses at most a proposal that was not acknowledged to anyone.
 
 use tokio::task::JoinHandle;
@@ -9,6 +9,7 @@ use txmq_raft_store::{NodeInfo, Raft};
 
 use super::leadership;
 use super::parts::Parts;
+use crate::auth::bootstrap::{BootstrapAdmin, propose_admin};
 use crate::config::ServeConfig;
 use crate::proposer::Proposer;
 use crate::scheduler::Scheduler;
@@ -21,6 +22,8 @@ pub(super) struct BackgroundTasks {
     bootstrap: JoinHandle<()>,
     /// Lets a node rebuilding damaged storage vote again once it holds the leader's log.
     repair: Option<JoinHandle<()>>,
+    /// Proposes the bootstrap administrator until the cluster has it.
+    admin: Option<JoinHandle<()>>,
     /// Tells gRPC health whether this node can serve.
     health: JoinHandle<()>,
     /// Watches the data volume's free space.
@@ -38,7 +41,13 @@ pub(super) struct BackgroundTasks {
 }
 
 impl BackgroundTasks {
-    pub fn start(config: &ServeConfig, raft: &Raft, parts: &Parts, me: NodeInfo) -> Self {
+    pub fn start(
+        config: &ServeConfig,
+        raft: &Raft,
+        parts: &Parts,
+        me: NodeInfo,
+        admin: Option<BootstrapAdmin>,
+    ) -> Self {
         let proposer = Proposer::new(
             config.node_id,
             raft.clone(),
@@ -72,8 +81,10 @@ impl BackgroundTasks {
             scheduler_factory(config, raft, parts, &proposer),
             &parts.checkers,
         );
+        let admin = admin.map(|a| tokio::spawn(propose_admin(proposer.clone(), a)));
         let mut tasks = Self::observers(config, raft, parts, proposer, bootstrap, leader_watch);
         tasks.repair = repair;
+        tasks.admin = admin;
         tasks
     }
 
@@ -91,6 +102,7 @@ impl BackgroundTasks {
             proposer,
             bootstrap,
             repair: None,
+            admin: None,
             health: tokio::spawn(crate::health::track_readiness(
                 raft.clone(),
                 disk.clone(),
@@ -124,6 +136,7 @@ impl BackgroundTasks {
         let tasks = [
             Some(self.bootstrap),
             self.repair,
+            self.admin,
             Some(self.health),
             Some(self.disk),
             Some(self.disk_full),

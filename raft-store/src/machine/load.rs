@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io;
 
 use txmq_state::codec;
-use txmq_state::{BrokerState, GroupState, TopicMeta};
+use txmq_state::{BrokerState, GroupState, TopicMeta, User};
 
 use crate::files::txn_journal::{JournalRange, TxnJournal};
 use crate::rows::applied_state::AppliedState;
@@ -43,11 +43,16 @@ pub(crate) fn load(
         let (_, bytes) = item.map_err(io_err)?;
         groups.push(codec::decode(&bytes)?);
     }
+    let mut users: Vec<User> = Vec::new();
+    for item in tree.scan_prefix([keys::USER_PREFIX]) {
+        let (_, bytes) = item.map_err(io_err)?;
+        users.push(codec::decode(&bytes)?);
+    }
     let range: JournalRange = match tree.get(keys::JOURNAL_KEY).map_err(io_err)? {
         Some(bytes) => codec::decode(&bytes)?,
         None => JournalRange::default(),
     };
-    let state = BrokerState::restore(topics, retired, groups, journal.load(range)?)
+    let state = BrokerState::restore(topics, retired, groups, journal.load(range)?, users)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("stored state: {e}")))?;
     let applied = match tree.get(keys::APPLIED_KEY).map_err(io_err)? {
         Some(bytes) => codec::decode(&bytes)?,

@@ -432,6 +432,26 @@ impl StateReader {
             .collect()
     }
 
+    /// One user (with its password hash: for verifying at the edge, never for a client).
+    pub fn user(&self, name: &str) -> Option<txmq_state::User> {
+        self.replica.read_state().users().get(name).cloned()
+    }
+
+    /// Every user, by name.
+    pub fn users(&self) -> Vec<txmq_state::User> {
+        self.replica
+            .read_state()
+            .users()
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Whether any user exists (authentication has been bootstrapped).
+    pub fn has_users(&self) -> bool {
+        !self.replica.read_state().users().is_empty()
+    }
+
     pub fn is_retired(&self, node_id: u64) -> bool {
         self.replica.read_state().retired_nodes().contains(&node_id)
     }

@@ -10,6 +10,7 @@
 //!   out at start); a node keeps them in [`crate::files::txn_journal`]
 //! * `J` → the transaction journal's range, written with each checkpoint
 //! * `G` + group + 0 + topic → [`txmq_state::GroupState`]
+//! * `U` + user name → [`txmq_state::User`] (its password hash and rights)
 //! * `S` → [`crate::machine::store::AppliedState`] (last applied log id, membership), written in the
 //!   same atomic batch as the rows of each checkpoint ([`crate::machine::checkpoint`])
 //!
@@ -21,6 +22,7 @@ pub const APPLIED_KEY: &[u8] = b"S";
 pub const RETIRED_PREFIX: u8 = b'R';
 pub const TXN_PREFIX: u8 = b'X';
 pub const GROUP_PREFIX: u8 = b'G';
+pub const USER_PREFIX: u8 = b'U';
 /// The transaction journal's range ([`crate::files::txn_journal::JournalRange`]), written with each
 /// checkpoint.
 pub const JOURNAL_KEY: &[u8] = b"J";
@@ -42,6 +44,13 @@ pub fn txn_key(id: &txmq_state::TxnId) -> Vec<u8> {
     key.push(TXN_PREFIX);
     key.extend_from_slice(text.as_bytes());
     key
+}
+
+pub fn user_key(name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + name.len());
+    k.push(USER_PREFIX);
+    k.extend_from_slice(name.as_bytes());
+    k
 }
 
 pub fn retired_key(id: u64) -> [u8; 9] {

@@ -1,10 +1,10 @@
-//! The state's metadata as rows: how topics, groups, transactions and retired node ids are
+//! The state's metadata as rows: how topics, groups, transactions, users and retired node ids are
 //! written to sled at a checkpoint and to snapshot files.
 
 use txmq_state::codec::{self, CodecError};
 use txmq_state::{BrokerState, Change};
 
-use super::keys::{self, GROUP_PREFIX, RETIRED_PREFIX, TOPIC_PREFIX, TXN_PREFIX};
+use super::keys::{self, GROUP_PREFIX, RETIRED_PREFIX, TOPIC_PREFIX, TXN_PREFIX, USER_PREFIX};
 use super::txn_row::encode_txn_row;
 
 /// A stored (key, value) row.
@@ -18,6 +18,7 @@ pub fn changed_row_key(change: &Change) -> Option<Vec<u8>> {
         Change::Group { group, topic } => Some(keys::group_key(group, topic)),
         Change::NodeRetired(id) => Some(keys::retired_key(*id).to_vec()),
         Change::Txn(id) => Some(keys::txn_key(id)),
+        Change::User(name) => Some(keys::user_key(name)),
         Change::Appended { .. } | Change::TrimmedBelow { .. } | Change::TopicDeleted { .. } => None,
     }
 }
@@ -45,6 +46,10 @@ pub fn row_value(state: &BrokerState, key: &[u8]) -> Result<Option<Vec<u8>>, Cod
                 None => None,
             }
         }
+        USER_PREFIX => match text().and_then(|name| state.users().get(name)) {
+            Some(user) => Some(codec::encode(user)?),
+            None => None,
+        },
         RETIRED_PREFIX => {
             let id = rest.try_into().ok().map(u64::from_be_bytes);
             id.filter(|id| state.retired_nodes().contains(id))
@@ -71,6 +76,9 @@ pub fn metadata_rows(state: &BrokerState) -> Result<Vec<Row>, CodecError> {
             keys::group_key(&g.group, &g.topic),
             codec::encode_compact(g)?,
         ));
+    }
+    for user in state.users().values() {
+        rows.push((keys::user_key(&user.name), codec::encode(user)?));
     }
     for record in txns.pending().chain(txns.decided()) {
         rows.push((keys::txn_key(&record.id), encode_txn_row(record)?));

@@ -29,8 +29,9 @@ pub struct DevArgs {
     /// Host the nodes listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
-    /// TLS on every port: makes a local CA and certificates in DATA_DIR/certs (kept across
-    /// runs) and starts the nodes with client TLS and mutual TLS between peers.
+    /// TLS and authentication: makes a local CA, certificates and an administrator `admin`
+    /// with a random password in DATA_DIR/certs (kept across runs), and starts the nodes with
+    /// client TLS, mutual TLS between peers and `--auth-admin-file`.
     #[arg(long)]
     pub secure: bool,
     #[command(subcommand)]
@@ -104,12 +105,16 @@ async fn run(args: DevArgs) -> Result<(), String> {
             args.data_dir.display()
         );
     }
-    let security = if args.secure {
-        Some(super::certs::create(&args.data_dir.join("certs"), &[])?)
+    let (security, admin) = if args.secure {
+        let dir = args.data_dir.join("certs");
+        (
+            Some(super::certs::create(&dir, &[])?),
+            Some(super::certs::dev_admin(&dir)?),
+        )
     } else {
-        None
+        (None, None)
     };
-    let mut supervisor = Supervisor::new(exe.clone(), files, nodes, security.clone());
+    let mut supervisor = Supervisor::new(exe.clone(), files, nodes, security, admin);
     let result = match supervisor.start_all() {
         Ok(()) => wait_and_print(&exe, &args, &mut supervisor).await,
         Err(e) => Err(e),
@@ -187,6 +192,9 @@ fn print_banner(
     println!("  export TXMQ_ENDPOINTS={}", endpoints.join(","));
     if let Some(certs) = supervisor.certificates() {
         println!("  export TXMQ_TLS_CA={}", certs.ca.display());
+    }
+    if let Some(password) = supervisor.admin_password() {
+        println!("  export TXMQ_USER=admin TXMQ_PASSWORD={password}");
     }
     println!("  {exe} cluster status");
     println!("  {exe} topic create orders --type normal");

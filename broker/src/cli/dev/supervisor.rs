@@ -19,6 +19,8 @@ pub struct Supervisor {
     children: Vec<Option<Child>>,
     /// With `--secure`: the certificates every port uses.
     certificates: Option<CertFiles>,
+    /// With `--secure`: the administrator's file and password.
+    admin: Option<(PathBuf, String)>,
 }
 
 impl Supervisor {
@@ -27,6 +29,7 @@ impl Supervisor {
         files: DevFiles,
         nodes: Vec<DevNode>,
         certificates: Option<CertFiles>,
+        admin: Option<(PathBuf, String)>,
     ) -> Self {
         let children = nodes.iter().map(|_| None).collect();
         Supervisor {
@@ -35,7 +38,13 @@ impl Supervisor {
             nodes,
             children,
             certificates,
+            admin,
         }
+    }
+
+    /// The administrator's password of a `--secure` cluster.
+    pub fn admin_password(&self) -> Option<&str> {
+        self.admin.as_ref().map(|(_, p)| p.as_str())
     }
 
     /// The certificates of a `--secure` cluster.
@@ -61,6 +70,13 @@ impl Supervisor {
             "--peer-tls-ca".into(),
             path(&c.ca),
         ]
+        .into_iter()
+        .chain(
+            self.admin
+                .iter()
+                .flat_map(|(file, _)| ["--auth-admin-file".into(), path(file)]),
+        )
+        .collect()
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -157,6 +173,13 @@ impl Supervisor {
         };
         let options = txmq_client::ClientOptions {
             tls,
+            credentials: self
+                .admin
+                .as_ref()
+                .map(|(_, password)| txmq_client::Credentials {
+                    user: "admin".into(),
+                    password: password.clone(),
+                }),
             ..Default::default()
         };
         let client =
