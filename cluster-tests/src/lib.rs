@@ -15,6 +15,7 @@ use txmq_client::{Client, ClientOptions, ReadRequest};
 pub mod chaos;
 pub mod docker;
 pub mod proxy;
+pub mod secure;
 
 pub use proxy::LinkProxy;
 
@@ -628,6 +629,11 @@ impl Cluster {
         self.nodes
             .get_mut(&id)
             .unwrap_or_else(|| panic!("no node {id} in this cluster"))
+    }
+
+    /// How the harness's clients connect (TLS, credentials).
+    pub fn client_options(&self) -> &ClientOptions {
+        &self.options.client
     }
 
     /// A client of every running node, with failover.

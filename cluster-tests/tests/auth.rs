@@ -8,73 +8,30 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use txmq_client::{
-    AccessRight, Client, ClientError, ClientOptions, ClientTls, Credentials, EndTransactionRequest,
-    ReceiveRequest, SendHalfRequest, SendRequest, SendRequestExt, TopicType,
+    AccessRight, Client, ClientError, ClientOptions, EndTransactionRequest, ReceiveRequest,
+    SendHalfRequest, SendRequest, SendRequestExt, TopicType,
 };
-use txmq_cluster_tests::{Cluster, ClusterOptions, txmq_binary, wait_for};
+use txmq_cluster_tests::secure::{self, ADMIN_PASSWORD};
+use txmq_cluster_tests::{Cluster, ClusterOptions, wait_for};
 
-const ADMIN_PASSWORD: &str = "admin-password-1";
 const ALICE_PASSWORD: &str = "alice-password-1";
-
-fn create_certs(dir: &Path) -> Result<()> {
-    let out = std::process::Command::new(txmq_binary()?)
-        .args(["certs", "create"])
-        .arg(dir)
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
 
 fn options(certs: &Path, user: &str, password: &str) -> Result<ClientOptions> {
     Ok(ClientOptions {
-        tls: Some(ClientTls {
-            ca_pem: std::fs::read(certs.join("ca.pem"))?,
-            ..Default::default()
-        }),
-        credentials: (!user.is_empty()).then(|| Credentials {
-            user: user.into(),
-            password: password.into(),
-        }),
         retry_deadline: Duration::from_secs(3),
-        ..Default::default()
+        ..secure::client_options(certs, user, password)?
     })
 }
 
 /// A TLS cluster with authentication on; the harness's own client is the administrator.
 async fn secure_cluster(dir: &Path) -> Result<Cluster> {
-    let certs = dir.join("certs");
-    create_certs(&certs)?;
-    let admin_file = dir.join("admin");
-    std::fs::write(&admin_file, format!("admin:{ADMIN_PASSWORD}\n"))?;
-    let path = |name: &str| certs.join(name).display().to_string();
-    let extra_args = vec![
-        "--tls-cert".into(),
-        path("node.pem"),
-        "--tls-key".into(),
-        path("node.key"),
-        "--peer-tls-cert".into(),
-        path("node.pem"),
-        "--peer-tls-key".into(),
-        path("node.key"),
-        "--peer-tls-ca".into(),
-        path("ca.pem"),
-        "--auth-admin-file".into(),
-        admin_file.display().to_string(),
-    ];
-    let client = options(&certs, "admin", ADMIN_PASSWORD)?;
-    Cluster::start(
-        3,
-        ClusterOptions {
-            extra_args,
-            client,
-            ..Default::default()
-        },
-    )
-    .await
+    let secured = secure::secure(dir)?;
+    let options = ClusterOptions {
+        extra_args: secured.serve_flags,
+        client: secured.admin_client,
+        ..Default::default()
+    };
+    Cluster::start(3, options).await
 }
 
 /// `txmq` with TLS and the given credentials against the cluster.

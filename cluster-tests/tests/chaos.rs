@@ -1,6 +1,8 @@
 //! The short chaos run of every CI run: node kills, pauses and partitions (both ways, one way,
 //! majority/minority, isolated leader) against a transactional workload, then the full check.
 //!
+//! The cluster runs as production should: TLS on both ports and authentication on (the
+//! workload connects as an administrator); `TXMQ_CHAOS_SECURE=0` runs it in plaintext.
 //! `TXMQ_CHAOS_SEED` and `TXMQ_CHAOS_DURATION` (e.g. `90s`) override the defaults; the long
 //! run is the `chaos` binary (docs/testing.md).
 
@@ -21,7 +23,8 @@ async fn chaos_short_run_keeps_every_guarantee() -> Result<()> {
         Ok(d) => humantime::parse_duration(&d)?,
         Err(_) => Duration::from_secs(45),
     };
-    let config = ChaosConfig::new(seed, duration);
+    let mut config = ChaosConfig::new(seed, duration);
+    config.secure = std::env::var("TXMQ_CHAOS_SECURE").map_or(true, |v| v != "0");
     eprintln!(
         "chaos: seed {seed}, {duration:?} (reproduce: {})",
         config.reproduce_command()

@@ -223,8 +223,9 @@ async fn dev_records_its_nodes_restarts_one_and_stops_them_all() -> Result<()> {
     Ok(())
 }
 
-/// `txmq dev --secure`: every node serves TLS with a local CA, the banner names the CA file, a
-/// client trusting it works and a plaintext one is refused.
+/// `txmq dev --secure`: every node serves TLS with a local CA and requires a user; the banner
+/// names the CA file and the administrator's password; a client trusting the CA with that
+/// password works, one without the password is unauthenticated, a plaintext one is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_secure_serves_tls_with_a_local_ca() -> Result<()> {
     let bin = txmq_binary()?;
@@ -240,7 +241,14 @@ async fn dev_secure_serves_tls_with_a_local_ca() -> Result<()> {
         "{}",
         dev.output()
     );
-    let status = |tls: bool| -> Result<std::process::Output> {
+    let output = dev.output();
+    let password = output
+        .split("TXMQ_PASSWORD=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .context("the banner prints the administrator's password")?
+        .to_string();
+    let status = |tls: bool, password: Option<&str>| -> Result<std::process::Output> {
         let mut command = Command::new(&bin);
         command.args([
             "--endpoints",
@@ -251,15 +259,26 @@ async fn dev_secure_serves_tls_with_a_local_ca() -> Result<()> {
         if tls {
             command.env("TXMQ_TLS_CA", &ca);
         }
+        if let Some(password) = password {
+            command
+                .env("TXMQ_USER", "admin")
+                .env("TXMQ_PASSWORD", password);
+        }
         Ok(command.output()?)
     };
-    let trusted = status(true)?;
+    let trusted = status(true, Some(&password))?;
     ensure!(
         trusted.status.success(),
         "{}",
         String::from_utf8_lossy(&trusted.stderr)
     );
-    let plaintext = status(false)?;
+    let anonymous = status(true, None)?;
+    let said = String::from_utf8_lossy(&anonymous.stderr);
+    ensure!(
+        !anonymous.status.success() && said.contains("unauthenticated"),
+        "{said}"
+    );
+    let plaintext = status(false, Some(&password))?;
     ensure!(
         !plaintext.status.success(),
         "plaintext reached a --secure node"

@@ -9,23 +9,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use txmq_client::{Client, ClientOptions, ClientTls, SendRequest, SendRequestExt, TopicType};
-use txmq_cluster_tests::{Cluster, ClusterOptions, txmq_binary, wait_for};
+use txmq_cluster_tests::secure::create_certs;
+use txmq_cluster_tests::{Cluster, ClusterOptions, wait_for};
 use txmq_proto::peer::NodeStatusRequest;
 use txmq_proto::peer::peer_client::PeerClient;
-
-/// Runs `txmq certs create DIR`: a CA (kept if present) and fresh node and client certificates.
-fn create_certs(dir: &Path) -> Result<()> {
-    let out = std::process::Command::new(txmq_binary()?)
-        .args(["certs", "create"])
-        .arg(dir)
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "txmq certs create: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
 
 fn file(dir: &Path, name: &str) -> String {
     dir.join(name).display().to_string()

@@ -33,6 +33,9 @@ struct Args {
     /// root). Not part of the CI run: see docs/testing.md.
     #[arg(long)]
     disk_faults: bool,
+    /// TLS on every port and authentication on (the workload connects as an administrator).
+    #[arg(long)]
+    secure: bool,
     /// Where to write the JSON report.
     #[arg(long, default_value = "chaos-report.json")]
     report: std::path::PathBuf,
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
             let mut config = ChaosConfig::new(seed, args.duration);
             config.nodes = args.nodes;
             config.disk_faults = args.disk_faults;
+            config.secure = args.secure;
             config
         }
     };

@@ -31,6 +31,9 @@ pub struct ChaosConfig {
     /// Let the nemesis fill a node's disk too (process runs only: each node's data dir is then
     /// a tmpfs of [`DATA_DIR_BYTES`]).
     pub disk_faults: bool,
+    /// TLS on every port and authentication on (process runs only): the workload and the
+    /// checker connect as the administrator.
+    pub secure: bool,
 }
 
 impl ChaosConfig {
@@ -45,6 +48,7 @@ impl ChaosConfig {
             max_lifetime: Duration::from_secs(30),
             docker_plan: None,
             disk_faults: false,
+            secure: false,
         }
     }
 
@@ -61,6 +65,7 @@ impl ChaosConfig {
             max_lifetime: Duration::from_millis(t.max_lifetime_ms),
             docker_plan: Some(plan),
             disk_faults: false,
+            secure: false,
         }
     }
 
@@ -74,7 +79,7 @@ impl ChaosConfig {
             );
         }
         format!(
-            "cargo build -p txmq-broker --bin txmq && cargo run -p txmq-cluster-tests --bin chaos -- --seed {} --duration {}s --nodes {}{}",
+            "cargo build -p txmq-broker --bin txmq && cargo run -p txmq-cluster-tests --bin chaos -- --seed {} --duration {}s --nodes {}{}{}",
             self.seed,
             self.duration.as_secs(),
             self.nodes,
@@ -82,7 +87,8 @@ impl ChaosConfig {
                 " --disk-faults"
             } else {
                 ""
-            }
+            },
+            if self.secure { " --secure" } else { "" }
         )
     }
 }
@@ -146,7 +152,12 @@ pub const DATA_DIR_BYTES: u64 = 2 << 30;
 
 /// Runs the whole scenario.
 pub async fn run(config: &ChaosConfig) -> Result<Report> {
-    let options = crate::ClusterOptions {
+    let secrets = tempfile::tempdir()?;
+    let secured = match config.secure {
+        true => Some(crate::secure::secure(secrets.path())?),
+        false => None,
+    };
+    let mut options = crate::ClusterOptions {
         extra_args: vec![
             "--txn-first-check-delay".into(),
             format!("{}ms", config.first_check_delay.as_millis()),
@@ -175,6 +186,10 @@ pub async fn run(config: &ChaosConfig) -> Result<Report> {
         },
         ..Default::default()
     };
+    if let Some(secured) = secured {
+        options.extra_args.extend(secured.serve_flags);
+        options.client = secured.admin_client;
+    }
     let mut cluster = match &config.docker_plan {
         Some(plan) => crate::Cluster::attach_docker(plan)?,
         None => crate::Cluster::start(config.nodes, options).await?,

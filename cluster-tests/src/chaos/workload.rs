@@ -129,7 +129,7 @@ fn client_of(cluster: &mut Cluster) -> Result<Client> {
     let options = ClientOptions {
         retry_deadline: Duration::from_secs(5),
         request_timeout: Duration::from_secs(5),
-        ..Default::default()
+        ..cluster.client_options().clone()
     };
     Ok(Client::with_options(endpoints, options)?)
 }
