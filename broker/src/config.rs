@@ -102,6 +102,26 @@ pub struct ServeArgs {
     /// backlog); lowered to fit the open-file limit (default 10000).
     #[arg(long, env = "TXMQ_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Concurrent HTTP/2 streams (requests) one client connection may open; a client past it
+    /// waits for a stream to end (default 1024).
+    #[arg(long, env = "TXMQ_MAX_STREAMS_PER_CONNECTION")]
+    pub max_streams_per_connection: Option<u32>,
+    /// Requests of one client connection being handled at once; past it a request is answered
+    /// RESOURCE_EXHAUSTED at once (default 1024).
+    #[arg(long, env = "TXMQ_MAX_REQUESTS_PER_CONNECTION")]
+    pub max_requests_per_connection: Option<usize>,
+    /// Receives waiting for messages (long polls) this node holds at once; past it a receive
+    /// with a wait is answered RESOURCE_EXHAUSTED (default 4096).
+    #[arg(long, env = "TXMQ_MAX_LONG_POLLS")]
+    pub max_long_polls: Option<usize>,
+    /// Check-back channels (producer instances) this node holds at once; past it a new one is
+    /// answered RESOURCE_EXHAUSTED (default 4096).
+    #[arg(long, env = "TXMQ_MAX_CHECK_CHANNELS")]
+    pub max_check_channels: Option<usize>,
+    /// A client or peer connection that sends nothing for this long is closed (the txmq client
+    /// pings every 30 s, so only abandoned connections are; default 10m).
+    #[arg(long, env = "TXMQ_IDLE_CONNECTION_TIMEOUT")]
+    pub idle_connection_timeout: Option<HumanDuration>,
     /// Free bytes kept on the data volume: below them the node takes no new log entries until
     /// space is freed (default: 5% of the volume, at least 16 MiB, at most 256 MiB; 0 turns the
     /// reserve off, and a write that meets a full disk then stops the node's Raft).
@@ -158,9 +178,10 @@ pub struct ServeArgs {
     /// are refused. Use it where peer TLS is not set up (it travels in the clear without TLS).
     #[arg(long, env = "TXMQ_CLUSTER_SECRET_FILE")]
     pub cluster_secret_file: Option<PathBuf>,
-    /// Turns authentication on: a file holding one line `NAME:PASSWORD`, the bootstrap
-    /// administrator (created with the admin right if no user has that name). With it, every
-    /// client request but gRPC health needs a user and password.
+    /// Turns authentication on: a file holding one line `NAME:PASSWORD` (or a directory with
+    /// the files `username` and `password`), the bootstrap administrator (created with the
+    /// admin right if no user has that name). With it, every client request but gRPC health
+    /// needs a user and password.
     #[arg(long, env = "TXMQ_AUTH_ADMIN_FILE")]
     pub auth_admin_file: Option<PathBuf>,
 }
@@ -186,6 +207,7 @@ pub struct ServeConfig {
     pub cache_bytes: u64,
     pub disk_high_water: f64,
     pub max_connections: usize,
+    pub limits: Limits,
     /// `None`: the default for the volume (see `disk::default_reserve`).
     pub disk_reserve_bytes: Option<u64>,
     pub txn: TxnSettings,
@@ -207,6 +229,28 @@ pub struct Security {
     pub cluster_secret_file: Option<PathBuf>,
     /// The bootstrap administrator's file; authentication is on when it is set.
     pub auth_admin_file: Option<PathBuf>,
+}
+
+/// Per-connection and per-node bounds on what clients may hold open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub streams_per_connection: u32,
+    pub requests_per_connection: usize,
+    pub long_polls: usize,
+    pub check_channels: usize,
+    pub idle_connection_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            streams_per_connection: 1024,
+            requests_per_connection: 1024,
+            long_polls: 4096,
+            check_channels: 4096,
+            idle_connection_timeout: Duration::from_secs(600),
+        }
+    }
 }
 
 /// Transaction timing (consumed by the transaction scheduler).
@@ -241,6 +285,31 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// The bounds set by flags, the rest defaulted (a bound of 0 is raised to 1: it would refuse
+/// everything).
+fn limits(args: &ServeArgs) -> Limits {
+    let default = Limits::default();
+    Limits {
+        streams_per_connection: args
+            .max_streams_per_connection
+            .unwrap_or(default.streams_per_connection)
+            .max(1),
+        requests_per_connection: args
+            .max_requests_per_connection
+            .unwrap_or(default.requests_per_connection)
+            .max(1),
+        long_polls: args.max_long_polls.unwrap_or(default.long_polls).max(1),
+        check_channels: args
+            .max_check_channels
+            .unwrap_or(default.check_channels)
+            .max(1),
+        idle_connection_timeout: args
+            .idle_connection_timeout
+            .map_or(default.idle_connection_timeout, |h| h.0)
+            .max(Duration::from_secs(1)),
+    }
+}
+
 impl ServeArgs {
     /// Fills unset fields from `other` (the file).
     fn or(self, other: ServeArgs) -> ServeArgs {
@@ -268,6 +337,11 @@ impl ServeArgs {
             disk_high_water,
             disk_reserve_bytes,
             max_connections,
+            max_streams_per_connection,
+            max_requests_per_connection,
+            max_long_polls,
+            max_check_channels,
+            idle_connection_timeout,
             txn_first_check_delay,
             txn_check_interval,
             txn_max_checks,
@@ -359,6 +433,7 @@ impl ServeArgs {
     ) -> ServeConfig {
         let args = self;
         let d = |v: Option<HumanDuration>, default: Duration| v.map(|h| h.0).unwrap_or(default);
+        let limits = limits(&args);
         ServeConfig {
             node_id,
             data_dir: args
@@ -385,6 +460,7 @@ impl ServeArgs {
             disk_high_water: args.disk_high_water.unwrap_or(0.85),
             disk_reserve_bytes: args.disk_reserve_bytes,
             max_connections: args.max_connections.unwrap_or(10_000),
+            limits,
             txn: TxnSettings {
                 first_check_delay: d(args.txn_first_check_delay, Duration::from_secs(6)),
                 check_interval: d(args.txn_check_interval, Duration::from_secs(30)),

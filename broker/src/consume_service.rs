@@ -40,6 +40,8 @@ pub struct ConsumeService {
     /// What the messages of one receive or read may take (beyond it a response carries one
     /// message only): the largest message, so any message fits the response limit.
     pub response_bytes: usize,
+    /// One permit per receive waiting for messages (`--max-long-polls`).
+    pub long_polls: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 fn validate(group: &str, topic: &str) -> Result<(), Status> {
@@ -97,6 +99,28 @@ pub fn group_info(g: &GroupState, meta: Option<&TopicMeta>) -> pb::GroupInfo {
 }
 
 impl ConsumeService {
+    /// A slot for a receive that may wait (none needed without a wait); past the node's bound
+    /// the receive is refused rather than queued, so waiting clients cannot pile up.
+    fn long_poll_slot(
+        &self,
+        wait_ms: u64,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, Status> {
+        if wait_ms == 0 {
+            return Ok(None);
+        }
+        match self.long_polls.clone().try_acquire_owned() {
+            Ok(permit) => Ok(Some(permit)),
+            Err(_) => {
+                metrics::counter!("txmq_limit_refusals_total", "limit" => "long_polls")
+                    .increment(1);
+                Err(Status::resource_exhausted(
+                    "this node holds as many waiting receives as it allows (--max-long-polls); \
+                     retry later, without a wait, or on another node",
+                ))
+            }
+        }
+    }
+
     pub async fn receive(&self, req: pb::ReceiveRequest) -> Result<pb::ReceiveResponse, Status> {
         validate(&req.group, &req.topic)?;
         let max = if req.max == 0 {
@@ -105,6 +129,7 @@ impl ConsumeService {
             req.max.min(1000)
         };
         let invisible_ms = invisible(req.invisible_ms)?;
+        let _slot = self.long_poll_slot(req.wait_ms)?;
         let mut poll = LongPoll::new(
             &self.reader,
             Duration::from_millis(req.wait_ms).min(MAX_WAIT),

@@ -3,7 +3,8 @@
 //! Each port admits at most a set number of connections at once (a semaphore permit travels
 //! with each); at the bound, new connections wait in the kernel's backlog instead of taking a
 //! descriptor. A connection that sends nothing within [`FIRST_BYTE_DEADLINE`] of being accepted
-//! is closed, so idle sockets cannot hold the slots forever. An accept error — `EMFILE` when
+//! is closed, and so is one that then sends nothing for its port's idle timeout, so idle sockets
+//! cannot hold the slots forever. An accept error — `EMFILE` when
 //! descriptors run out anyway, a connection reset before it was accepted — is logged at most
 //! once a minute and followed by a growing pause, never by an immediate retry: the loop that
 //! used to spin at 100% CPU on `EMFILE` now waits.
@@ -74,6 +75,7 @@ pub fn bounded(
     bound: usize,
     port: &'static str,
     tls: PortTls,
+    idle: Duration,
 ) -> futures::stream::BoxStream<'static, io::Result<Connection>> {
     let state = Acceptor {
         listener,
@@ -81,11 +83,13 @@ pub fn bounded(
         port,
         failures: 0,
         reported_at: None,
+        idle,
     };
     match tls {
         None => Box::pin(futures::stream::unfold(state, |mut state| async move {
             let (stream, permit) = state.next().await;
-            Some((Ok(Connection::new(Transport::Plain(stream), permit)), state))
+            let connection = Connection::new(Transport::Plain(stream), permit, state.idle);
+            Some((Ok(connection), state))
         })),
         Some(tls) => {
             let (sender, receiver) = tokio::sync::mpsc::channel(HANDSHAKES_IN_FLIGHT);
@@ -111,13 +115,13 @@ async fn accept_tls(
             return;
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
-        let (ready, port) = (ready.clone(), state.port);
+        let (ready, port, idle) = (ready.clone(), state.port, state.idle);
         tokio::spawn(async move {
             let _slot = handshake_slot;
             match tokio::time::timeout(FIRST_BYTE_DEADLINE, acceptor.accept(stream)).await {
                 Ok(Ok(tls_stream)) => {
                     let transport = Transport::Tls(Box::new(tls_stream));
-                    let _ = ready.send(Connection::new(transport, permit)).await;
+                    let _ = ready.send(Connection::new(transport, permit, idle)).await;
                 }
                 Ok(Err(e)) => handshake_failed(port, &e.to_string()),
                 Err(_) => handshake_failed(port, "no handshake within the deadline"),
@@ -141,6 +145,8 @@ struct Acceptor {
     /// Consecutive accept errors.
     failures: u32,
     reported_at: Option<Instant>,
+    /// A connection silent for this long (after its first byte) is closed.
+    idle: Duration,
 }
 
 impl Acceptor {
@@ -192,17 +198,45 @@ enum Transport {
 pub struct Connection {
     stream: Transport,
     _permit: OwnedSemaphorePermit,
-    /// Until the first byte arrived: when the connection is given up.
-    first_byte: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// When the connection is given up if it stays silent: the first-byte deadline, then
+    /// moved (lazily, when it fires) to the last read plus `idle`.
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// When data last arrived; `None` before the first byte.
+    last_read: Option<tokio::time::Instant>,
+    idle: Duration,
 }
 
 impl Connection {
-    fn new(stream: Transport, permit: OwnedSemaphorePermit) -> Self {
+    fn new(stream: Transport, permit: OwnedSemaphorePermit, idle: Duration) -> Self {
         Self {
             stream,
             _permit: permit,
-            first_byte: Some(Box::pin(tokio::time::sleep(FIRST_BYTE_DEADLINE))),
+            deadline: Box::pin(tokio::time::sleep(FIRST_BYTE_DEADLINE)),
+            last_read: None,
+            idle,
         }
+    }
+
+    /// `Ready` with an error once the connection has been silent past its deadline. Reads only
+    /// stamp `last_read` (cheap); the timer is moved here, when it fires early.
+    fn poll_silence(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        while self.deadline.as_mut().poll(cx).is_ready() {
+            let Some(last) = self.last_read else {
+                return Poll::Ready(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the connection sent nothing within the first-byte deadline",
+                ));
+            };
+            let due = last + self.idle;
+            if tokio::time::Instant::now() >= due {
+                return Poll::Ready(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the connection was idle past --idle-connection-timeout",
+                ));
+            }
+            self.deadline.as_mut().reset(due);
+        }
+        Poll::Pending
     }
 }
 
@@ -214,16 +248,14 @@ impl AsyncRead for Connection {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = on_transport!(self, s => Pin::new(s).poll_read(cx, buf));
-        let Some(deadline) = self.first_byte.as_mut() else {
-            return polled;
-        };
         match &polled {
-            Poll::Ready(Ok(())) if buf.filled().len() > before => self.first_byte = None,
-            Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the connection sent nothing within the first-byte deadline",
-                )));
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                self.last_read = Some(tokio::time::Instant::now());
+            }
+            Poll::Pending => {
+                if let Poll::Ready(silent) = self.poll_silence(cx) {
+                    return Poll::Ready(Err(silent));
+                }
             }
             _ => {}
         }
@@ -302,7 +334,7 @@ mod tests {
     async fn at_the_bound_the_next_connection_waits_for_a_slot() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let mut incoming = Box::pin(bounded(listener, 1, "test", None));
+        let mut incoming = Box::pin(bounded(listener, 1, "test", None, Duration::from_secs(60)));
         let mut first_client = TcpStream::connect(addr).await.expect("connect");
         let first = incoming.next().await.expect("stream").expect("accepted");
         let _second_client = TcpStream::connect(addr).await.expect("connect");
@@ -325,7 +357,7 @@ mod tests {
         use tokio::io::AsyncReadExt;
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let mut incoming = Box::pin(bounded(listener, 4, "test", None));
+        let mut incoming = Box::pin(bounded(listener, 4, "test", None, Duration::from_secs(60)));
         let _client = TcpStream::connect(addr).await.expect("connect");
         let mut accepted = incoming.next().await.expect("stream").expect("accepted");
         let mut buf = [0u8; 8];
@@ -333,6 +365,36 @@ mod tests {
         assert!(
             matches!(&read, Err(e) if e.kind() == io::ErrorKind::TimedOut),
             "{read:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_silent_past_the_idle_timeout_is_closed_and_a_talking_one_is_not() {
+        use tokio::io::AsyncReadExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let idle = Duration::from_secs(60);
+        let mut incoming = Box::pin(bounded(listener, 4, "test", None, idle));
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        let mut accepted = incoming.next().await.expect("stream").expect("accepted");
+        let mut buf = [0u8; 8];
+        for _ in 0..3 {
+            // Talking every 40 s (past the first-byte deadline, within the idle timeout).
+            client.write_all(b"x").await.expect("write");
+            let read = accepted.read(&mut buf).await.expect("read");
+            assert_eq!(read, 1);
+            tokio::time::advance(Duration::from_secs(40)).await;
+        }
+        let started = tokio::time::Instant::now();
+        let read = accepted.read(&mut buf).await;
+        assert!(
+            matches!(&read, Err(e) if e.kind() == io::ErrorKind::TimedOut),
+            "{read:?}"
+        );
+        assert!(
+            started.elapsed() <= idle,
+            "closed only after {:?}",
+            started.elapsed()
         );
     }
 }

@@ -118,7 +118,12 @@ fn endpoint(addr: &str, options: &ClientOptions) -> Result<Endpoint, ClientError
     };
     let mut endpoint = Endpoint::from_shared(uri)
         .map_err(invalid)?
-        .connect_timeout(Duration::from_secs(2));
+        .connect_timeout(Duration::from_secs(2))
+        // Pings keep an idle connection (a waiting checker, a quiet consumer) from being closed
+        // by the server's idle timeout, and find a dead server without waiting for a request.
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_while_idle(true);
     if let Some(tls) = &options.tls {
         endpoint = endpoint.tls_config(tls.config()).map_err(|e| {
             ClientError::new(

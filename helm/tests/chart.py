@@ -74,12 +74,19 @@ def memory_for_docker(quantity: str) -> str:
     return quantity
 
 
-def container_env(container: dict, pod_name: str, namespace: str) -> dict[str, str]:
-    """The container's environment as the kubelet would set it (the field refs we use)."""
+def container_env(
+    container: dict, pod_name: str, namespace: str, secrets: dict[str, dict[str, str]] | None = None
+) -> dict[str, str]:
+    """The container's environment as the kubelet would set it (the field refs we use, and
+    secret keys from `secrets`: secret name -> key -> value)."""
     env: dict[str, str] = {}
     for var in container.get("env", []):
         if "value" in var:
             env[var["name"]] = expand(str(var["value"]), env)
+            continue
+        secret = var.get("valueFrom", {}).get("secretKeyRef")
+        if secret:
+            env[var["name"]] = (secrets or {})[secret["name"]][secret["key"]]
             continue
         field = var.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
         refs = {"metadata.name": pod_name, "metadata.namespace": namespace}
@@ -101,11 +108,12 @@ def docker_run_args(
     image: str,
     mounts: dict[str, list[str]],
     published: dict[int, int],
+    secrets: dict[str, dict[str, str]] | None = None,
 ) -> list[str]:
     """`docker run` arguments for one rendered container: its exact command, args, env, ports,
     user and file system restrictions. `mounts` maps volume names to `--mount`/`--tmpfs`
     options; `published` maps container ports to host ports on 127.0.0.1."""
-    env = container_env(container, pod_name, namespace)
+    env = container_env(container, pod_name, namespace, secrets)
     command = [expand(c, env) for c in container.get("command", [])]
     args = [expand(a, env) for a in container.get("args", [])]
     run = ["docker", "run", "-d", "--name", name, "--hostname", pod_name, "--network", network]

@@ -49,6 +49,12 @@ VALUE_SETS: dict[str, dict] = {
         "service": {"type": "LoadBalancer"},
         "persistence": {"enabled": True, "storageClassName": "fast", "size": "50Gi"},
     },
+    "secured": {
+        "tls": {"secretName": "txmq-tls", "requireClientCert": True},
+        "peerTls": {"secretName": "txmq-peer-tls"},
+        "auth": {"adminSecretName": "txmq-admin"},
+        "networkPolicy": {"clientFrom": [{"podSelector": {"matchLabels": {"role": "app"}}}]},
+    },
 }
 
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schemas known.
@@ -225,6 +231,39 @@ class ClusterSafety(unittest.TestCase):
         test = one(rendered, "Pod", hook="test")
         self.assertEqual(test["spec"]["containers"][0]["args"][:2], ["cluster", "check"])
         self.assertFalse(selector.items() <= test["metadata"]["labels"].items())
+
+    def test_secured_nodes_and_tools_get_tls_and_credentials_from_their_secrets(self):
+        rendered = render(VALUE_SETS["secured"])
+        pod = one(rendered, "StatefulSet")["spec"]["template"]["spec"]
+        args = pod["containers"][0]["args"]
+        for flag in [
+            "--tls-cert=/etc/txmq-tls/tls.crt",
+            "--tls-client-ca=/etc/txmq-tls/ca.crt",
+            "--peer-tls-ca=/etc/txmq-peer-tls/ca.crt",
+            "--auth-admin-file=/etc/txmq-admin",
+        ]:
+            self.assertIn(flag, args)
+        secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+        self.assertEqual(secrets, {"tls": "txmq-tls", "peer-tls": "txmq-peer-tls", "admin": "txmq-admin"})
+        for tool in [one(rendered, "Job", hook="pre-upgrade")["spec"]["template"]["spec"], one(rendered, "Pod", hook="test")["spec"]]:
+            env = {e["name"]: e for e in tool["containers"][0]["env"]}
+            self.assertEqual(env["TXMQ_TLS_CA"]["value"], "/etc/txmq-tls/ca.crt")
+            self.assertEqual(env["TXMQ_TLS_CLIENT_CERT"]["value"], "/etc/txmq-tls/tls.crt")
+            self.assertEqual(env["TXMQ_PASSWORD"]["valueFrom"]["secretKeyRef"], {"name": "txmq-admin", "key": "password"})
+            self.assertEqual(tool["volumes"][0]["secret"]["secretName"], "txmq-tls")
+        plain = one(render({}), "StatefulSet")["spec"]["template"]["spec"]
+        self.assertFalse([a for a in plain["containers"][0]["args"] if "tls" in a or "auth" in a])
+
+    def test_network_policy_lets_only_the_release_reach_the_peer_port(self):
+        rendered = render(VALUE_SETS["secured"])
+        policy = one(rendered, "NetworkPolicy")
+        selector = one(rendered, "StatefulSet")["spec"]["selector"]["matchLabels"]
+        self.assertEqual(policy["spec"]["podSelector"]["matchLabels"], selector)
+        by_port = {rule["ports"][0]["port"]: rule for rule in policy["spec"]["ingress"]}
+        self.assertEqual(by_port[9871]["from"], [{"podSelector": {"matchLabels": selector}}])
+        self.assertEqual(by_port[9870]["from"], [{"podSelector": {"matchLabels": {"role": "app"}}}])
+        self.assertNotIn("from", by_port[9872], "metrics stay reachable by Prometheus anywhere")
+        self.assertNotIn("NetworkPolicy", {o["kind"] for o in objects(render({"networkPolicy": {"enabled": False}}))})
 
     def test_notes_tell_how_to_reach_and_check_the_cluster(self):
         text = notes({})

@@ -71,18 +71,77 @@ def http_status(addr: str, path: str) -> int:
         return e.code
 
 
-class ChartCluster:
-    """The chart's pods as containers; everything it creates is removed by `close()`."""
+ADMIN_PASSWORD = "chart-admin-password"
+SECURED = {
+    "tls": {"secretName": "txmq-tls"},
+    "peerTls": {"secretName": "txmq-peer-tls"},
+    "auth": {"adminSecretName": "txmq-admin"},
+}
 
-    def __init__(self, values: dict):
+
+class ChartCluster:
+    """The chart's pods as containers; everything it creates is removed by `close()`. With
+    `secured`, the Secrets of SECURED exist: certificates from `txmq certs create` naming the
+    pods and the client Service, and an administrator."""
+
+    def __init__(self, values: dict, secured: bool = False):
         tool("docker", "DOCKER")
         self.prefix = f"txmq-ct-{secrets.token_hex(3)}"
         self.network = f"{self.prefix}-net"
-        self.values = {"image": {"repository": IMAGE.split(":")[0], "tag": IMAGE.split(":")[1]}, **values}
+        base = {"image": {"repository": IMAGE.split(":")[0], "tag": IMAGE.split(":")[1]}}
+        self.values = {**base, **(SECURED if secured else {}), **values}
         self.tmp = tempfile.TemporaryDirectory(prefix="txmq-chart-")
         self.pods: dict[int, dict] = {}
         self.volumes: set[str] = set()
+        self.secret_dirs: dict[str, Path] = {}
+        self.secret_keys: dict[str, dict[str, str]] = {}
+        if secured:
+            self.make_secrets()
         docker("network", "create", self.network)
+
+    def make_secrets(self):
+        """The Secrets the secured values name, as directories to bind-mount (readable by the
+        pods' user, as the kubelet's secret volumes are)."""
+        sts = one(self.rendered(3), "StatefulSet")
+        fullname, headless = sts["metadata"]["name"], sts["spec"]["serviceName"]
+        suffix = f"{NAMESPACE}.svc.{self.merged_domain()}"
+        made = Path(self.tmp.name) / "certs"
+        hosts = ["--host", f"*.{headless}.{suffix}", "--host", f"{fullname}.{suffix}"]
+        result = subprocess.run([tool("txmq", "TXMQ_BIN"), "certs", "create", str(made), *hosts], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise AssertionError(result.stderr)
+        tls = {"tls.crt": (made / "node.pem").read_text(), "tls.key": (made / "node.key").read_text(), "ca.crt": (made / "ca.pem").read_text()}
+        self.ca_file = made / "ca.pem"
+        for name, files in {
+            "txmq-tls": tls,
+            "txmq-peer-tls": tls,
+            "txmq-admin": {"username": "admin", "password": ADMIN_PASSWORD},
+        }.items():
+            directory = Path(self.tmp.name) / "secrets" / name
+            directory.mkdir(parents=True)
+            directory.chmod(0o755)
+            for key, text in files.items():
+                (directory / key).write_text(text)
+                (directory / key).chmod(0o644)
+            self.secret_dirs[name] = directory
+            self.secret_keys[name] = files
+
+    def secret_mounts(self, spec: dict) -> dict[str, list[str]]:
+        """Bind mounts (read-only, at the container's mountPath) for the spec's secret volumes."""
+        secret_of = {v["name"]: v["secret"]["secretName"] for v in spec.get("volumes", []) if "secret" in v}
+        mounts = {}
+        for container in spec["containers"]:
+            for m in container.get("volumeMounts", []):
+                if m["name"] in secret_of:
+                    source = self.secret_dirs[secret_of[m["name"]]]
+                    mounts[m["name"]] = ["--mount", f"type=bind,source={source},target={m['mountPath']},readonly"]
+        return mounts
+
+    def client_env(self) -> dict[str, str]:
+        """What the host's `txmq` needs to reach the cluster."""
+        if not self.secret_dirs:
+            return {}
+        return {"TXMQ_TLS_CA": str(self.ca_file), "TXMQ_USER": "admin", "TXMQ_PASSWORD": ADMIN_PASSWORD}
 
     def close(self):
         for pod in list(self.pods.values()):
@@ -118,6 +177,7 @@ class ChartCluster:
             "data": ["--mount", f"type=volume,source={volume},target=/data"],
             "config": ["--mount", f"type=bind,source={config_dir},target=/etc/txmq,readonly"],
             "tmp": ["--tmpfs", "/tmp:rw,size=64m"],
+            **self.secret_mounts(pod_spec),
         }
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         pod = self.pods.get(ordinal) or {
@@ -141,6 +201,7 @@ class ChartCluster:
             image=IMAGE,
             mounts=mounts,
             published={ports["client"]: pod["client_port"], ports["metrics"]: pod["metrics_port"]},
+            secrets=self.secret_keys,
         )
         docker("rm", "-f", pod["container"], check=False)
         result = subprocess.run(run, capture_output=True, text=True)
@@ -173,8 +234,9 @@ class ChartCluster:
             network=self.network,
             aliases=[],
             image=IMAGE,
-            mounts={},
+            mounts=self.secret_mounts(spec),
             published={},
+            secrets=self.secret_keys,
         )
         run.remove("-d")
         run.insert(2, "--rm")
@@ -197,6 +259,7 @@ class ChartCluster:
             capture_output=True,
             text=True,
             timeout=60,
+            env={**os.environ, **self.client_env()},
         )
         return json.loads(out.stdout)
 
@@ -232,12 +295,21 @@ class ChartCluster:
 
 class RenderAndRun(unittest.TestCase):
     def test_rendered_statefulset_forms_a_cluster_scales_and_serves_transactions(self):
-        cluster = ChartCluster({})
+        # As production runs it: TLS from Secrets on both ports, authentication on.
+        cluster = ChartCluster({}, secured=True)
         try:
             for ordinal in range(3):
                 cluster.start_pod(ordinal, replicas=3)
             cluster.wait_ready()
             self.assertEqual(cluster.voters(), [1, 2, 3])
+            anonymous = subprocess.run(
+                [tool("txmq", "TXMQ_BIN"), "cluster", "status", "--endpoints", cluster.endpoints()],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env={**os.environ, "TXMQ_TLS_CA": str(cluster.ca_file)},
+            )
+            self.assertIn("unauthenticated", anonymous.stderr)
 
             # The chart's `helm test` pod: a transaction committed and read back.
             check = cluster.run_rendered(one(cluster.rendered(3), "Pod", hook="test"))

@@ -15,18 +15,30 @@ pub struct BootstrapAdmin {
     password_hash: PasswordHash,
 }
 
-/// Reads `NAME:PASSWORD` (one line; surrounding whitespace ignored) and hashes the password.
-/// Errors never quote the file's contents.
+/// Reads the administrator and hashes its password. `path` is a file holding `NAME:PASSWORD`
+/// (one line; surrounding whitespace ignored), or a directory holding the files `username` and
+/// `password` (a Kubernetes `kubernetes.io/basic-auth` Secret mounted as a volume). Errors
+/// never quote the contents.
 pub fn read_admin_file(path: &Path) -> Result<BootstrapAdmin, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the admin file {}: {e}", path.display()))?;
-    let line = text.trim();
-    let Some((name, password)) = line.split_once(':') else {
-        return Err(format!(
-            "the admin file {} must hold one line NAME:PASSWORD",
-            path.display()
-        ));
+    let read = |p: &Path| {
+        std::fs::read_to_string(p)
+            .map_err(|e| format!("cannot read the admin file {}: {e}", p.display()))
     };
+    let (name, password) = if path.is_dir() {
+        let name = read(&path.join("username"))?.trim().to_string();
+        let password = read(&path.join("password"))?;
+        (name, password.trim_end_matches(['\r', '\n']).to_string())
+    } else {
+        let text = read(path)?;
+        let Some((name, password)) = text.trim().split_once(':') else {
+            return Err(format!(
+                "the admin file {} must hold one line NAME:PASSWORD",
+                path.display()
+            ));
+        };
+        (name.to_string(), password.to_string())
+    };
+    let (name, password) = (name.as_str(), password.as_str());
     access::validate_user_name(name)
         .map_err(|e| format!("the admin file {}: {e}", path.display()))?;
     let password_hash = super::passwords::hash_password(password)
@@ -81,5 +93,14 @@ mod tests {
         assert!(err.contains("NAME:PASSWORD") && !err.contains("no colon"));
         std::fs::write(&path, "root:short").expect("write");
         assert!(read_admin_file(&path).is_err());
+    }
+
+    #[test]
+    fn a_basic_auth_secret_directory_is_read_too() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("username"), "ops").expect("write");
+        std::fs::write(dir.path().join("password"), "a long password").expect("write");
+        let admin = read_admin_file(dir.path()).expect("read");
+        assert_eq!(admin.name, "ops");
     }
 }

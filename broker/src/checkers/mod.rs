@@ -16,7 +16,7 @@ use txmq_proto::client::CheckRequest;
 
 /// Checks queued per instance before it counts as busy.
 pub const INSTANCE_QUEUE: usize = 256;
-/// The most instances one node accepts (connections are bounded).
+/// The most instances one node accepts by default (`--max-check-channels`).
 pub const MAX_INSTANCES: usize = 4096;
 
 /// Which topics' checks an instance may receive (its user's produce rights).
@@ -34,18 +34,34 @@ struct Group {
     cursor: usize,
 }
 
-#[derive(Default)]
 pub struct CheckerRegistry {
     groups: Mutex<HashMap<String, Group>>,
     next_key: AtomicU64,
+    max_instances: usize,
+}
+
+impl Default for CheckerRegistry {
+    fn default() -> Self {
+        Self::new(MAX_INSTANCES)
+    }
 }
 
 /// Registration refused.
 #[derive(Debug, thiserror::Error)]
-#[error("this node already has {MAX_INSTANCES} checker connections")]
-pub struct TooManyInstances;
+#[error(
+    "this node already has {0} check channels, the most it allows (--max-check-channels); retry later"
+)]
+pub struct TooManyInstances(usize);
 
 impl CheckerRegistry {
+    pub fn new(max_instances: usize) -> Self {
+        CheckerRegistry {
+            groups: Mutex::new(HashMap::new()),
+            next_key: AtomicU64::new(0),
+            max_instances,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Group>> {
         self.groups.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -58,8 +74,10 @@ impl CheckerRegistry {
     ) -> Result<(u64, mpsc::Receiver<CheckRequest>), TooManyInstances> {
         let mut groups = self.lock();
         let total: usize = groups.values().map(|g| g.instances.len()).sum();
-        if total >= MAX_INSTANCES {
-            return Err(TooManyInstances);
+        if total >= self.max_instances {
+            metrics::counter!("txmq_limit_refusals_total", "limit" => "check_channels")
+                .increment(1);
+            return Err(TooManyInstances(self.max_instances));
         }
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(INSTANCE_QUEUE);

@@ -95,7 +95,13 @@ impl Node {
             config.peer_overrides.clone(),
             transports.dialer.clone(),
         ));
-        let parts = parts::Parts::of(&storage, disk, routes.clone(), repairing);
+        let parts = parts::Parts::of(
+            &storage,
+            disk,
+            routes.clone(),
+            repairing,
+            config.limits.check_channels,
+        );
         let network = PeerNetworkFactory::new(routes, storage.snapshots.clone());
         let raft = Raft::new(
             config.node_id,
@@ -258,7 +264,13 @@ fn client_server(
     let layers = tower::ServiceBuilder::new()
         .layer(crate::grpc_metrics::GrpcMetricsLayer)
         .layer(client.access.layer());
+    let limits = config.limits;
     tonic::transport::Server::builder()
+        // Past the stream bound a client waits (HTTP/2 flow control); past the request bound a
+        // request is answered RESOURCE_EXHAUSTED at once instead of queueing.
+        .max_concurrent_streams(limits.streams_per_connection)
+        .concurrency_limit_per_connection(limits.requests_per_connection)
+        .load_shed(true)
         .layer(layers)
         .add_service(health)
         .add_service(
@@ -267,7 +279,13 @@ fn client_server(
                 .max_encoding_message_size(max_message),
         )
         .serve_with_incoming_shutdown(
-            crate::listener::bounded(listener, connections, "client", tls),
+            crate::listener::bounded(
+                listener,
+                connections,
+                "client",
+                tls,
+                limits.idle_connection_timeout,
+            ),
             stopped(stop),
         )
 }
@@ -290,7 +308,13 @@ fn peer_server(
             require_secret,
         ))
         .serve_with_incoming_shutdown(
-            crate::listener::bounded(listener, crate::listener::PEER_CONNECTIONS, "peer", tls),
+            crate::listener::bounded(
+                listener,
+                crate::listener::PEER_CONNECTIONS,
+                "peer",
+                tls,
+                config.limits.idle_connection_timeout,
+            ),
             stopped(stop),
         )
 }

@@ -35,6 +35,7 @@ impl Parts {
         disk: Arc<DiskMonitor>,
         routes: Arc<PeerRoutes>,
         repairing: bool,
+        check_channels: usize,
     ) -> Parts {
         Parts {
             disk,
@@ -45,7 +46,7 @@ impl Parts {
             space_gate: storage.log.space_gate(),
             storage: storage.handle.clone(),
             metrics: crate::telemetry::install(),
-            checkers: Arc::new(CheckerRegistry::default()),
+            checkers: Arc::new(CheckerRegistry::new(check_channels)),
             health: HealthReporter::new(),
             repairing,
         }

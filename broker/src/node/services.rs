@@ -76,6 +76,7 @@ fn client_service(
         proposer: proposer.clone(),
         reader: parts.reader.clone(),
         response_bytes: config.max_message_bytes,
+        long_polls: Arc::new(tokio::sync::Semaphore::new(config.limits.long_polls)),
     };
     ClientService {
         access: crate::auth::Access::new(

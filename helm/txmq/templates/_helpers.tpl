@@ -97,3 +97,65 @@ app.kubernetes.io/component: broker
 {{- end }}
 {{- join "," $eps }}
 {{- end }}
+
+{{/* The flags that secure a node: TLS, peer mutual TLS, authentication. */}}
+{{- define "txmq.securityArgs" -}}
+{{- if .Values.tls.secretName }}
+- --tls-cert=/etc/txmq-tls/tls.crt
+- --tls-key=/etc/txmq-tls/tls.key
+{{- if .Values.tls.requireClientCert }}
+- --tls-client-ca=/etc/txmq-tls/ca.crt
+{{- end }}
+{{- end }}
+{{- if .Values.peerTls.secretName }}
+- --peer-tls-cert=/etc/txmq-peer-tls/tls.crt
+- --peer-tls-key=/etc/txmq-peer-tls/tls.key
+- --peer-tls-ca=/etc/txmq-peer-tls/ca.crt
+{{- end }}
+{{- if .Values.auth.adminSecretName }}
+- --auth-admin-file=/etc/txmq-admin
+{{- end }}
+{{- end }}
+
+{{/* How the chart's tool pods (hook, test) reach a secured cluster: environment. */}}
+{{- define "txmq.toolEnv" -}}
+{{- if .Values.tls.secretName }}
+- name: TXMQ_TLS_CA
+  value: /etc/txmq-tls/ca.crt
+{{- if .Values.tls.requireClientCert }}
+- name: TXMQ_TLS_CLIENT_CERT
+  value: /etc/txmq-tls/tls.crt
+- name: TXMQ_TLS_CLIENT_KEY
+  value: /etc/txmq-tls/tls.key
+{{- end }}
+{{- end }}
+{{- if .Values.auth.adminSecretName }}
+- name: TXMQ_USER
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.auth.adminSecretName }}
+      key: username
+- name: TXMQ_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.auth.adminSecretName }}
+      key: password
+{{- end }}
+{{- end }}
+
+{{/* The tool pods' mounts and volumes (the client TLS Secret). */}}
+{{- define "txmq.toolMounts" -}}
+{{- if .Values.tls.secretName }}
+- name: tls
+  mountPath: /etc/txmq-tls
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "txmq.toolVolumes" -}}
+{{- if .Values.tls.secretName }}
+- name: tls
+  secret:
+    secretName: {{ .Values.tls.secretName }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,168 @@
+//! Bounds on what clients may hold open, on a real node: past a bound the client gets
+//! `resource_exhausted` at once, and a normal client is served meanwhile.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use txmq_client::{Client, ClientOptions, ReceiveRequest, SendRequest, SendRequestExt, TopicType};
+use txmq_cluster_tests::{Cluster, ClusterOptions};
+
+/// Raises this process's open-file limit so it can open thousands of connections.
+fn raise_open_files() {
+    // SAFETY: getrlimit/setrlimit on RLIMIT_NOFILE with a struct we own.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+fn long_poll(topic: &str, group: &str) -> ReceiveRequest {
+    ReceiveRequest {
+        topic: topic.into(),
+        group: group.into(),
+        max: 1,
+        wait_ms: 20_000,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_idle_connections_and_long_polls_do_not_stop_a_normal_client() -> Result<()> {
+    raise_open_files();
+    let options = ClusterOptions {
+        extra_args: [
+            "--max-long-polls",
+            "40",
+            "--max-requests-per-connection",
+            "16",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Default::default()
+    };
+    let mut cluster = Cluster::start(1, options).await?;
+    let addr = cluster.nodes[&1].client_addr.clone();
+    let normal = cluster.client()?;
+    normal.create_topic("quiet", TopicType::Normal, 1).await?;
+    normal.create_topic("busy", TopicType::Normal, 1).await?;
+
+    let mut idle = Vec::new();
+    for _ in 0..2000 {
+        idle.push(std::net::TcpStream::connect(&addr)?);
+    }
+    // 40 long polls fill the node's bound (over 8 connections: within the per-connection
+    // bound); the next is refused at once.
+    let pollers = Client::with_options(
+        [addr.as_str()],
+        ClientOptions {
+            connections_per_endpoint: 8,
+            request_timeout: Duration::from_secs(30),
+            ..Default::default()
+        },
+    )?;
+    let mut waiting = Vec::new();
+    for i in 0..40 {
+        let pollers = pollers.clone();
+        let group = format!("g{i}");
+        waiting.push(tokio::spawn(async move {
+            pollers.receive(long_poll("quiet", &group)).await
+        }));
+    }
+    // A probe that waits a millisecond needs a slot too, and holds it for no longer.
+    let probe = ReceiveRequest {
+        wait_ms: 1,
+        ..long_poll("quiet", "one-too-many")
+    };
+    let refused =
+        txmq_cluster_tests::wait_for("the long-poll bound", Duration::from_secs(20), || {
+            let (normal, probe) = (normal.clone(), probe.clone());
+            async move {
+                let r = normal.receive(probe.clone()).await;
+                r.err().filter(|e| e.code == "resource_exhausted")
+            }
+        })
+        .await?;
+    ensure!(refused.message.contains("--max-long-polls"), "{refused}");
+
+    // The normal client is served while all of that is held open.
+    let started = Instant::now();
+    let sent = normal
+        .send(SendRequest::new("busy", "still served"))
+        .await?;
+    let read = normal
+        .read(txmq_client::ReadRequest {
+            topic: "busy".into(),
+            max: 10,
+            ..Default::default()
+        })
+        .await?;
+    ensure!(read.iter().any(|m| m.message_id == sent.message_id));
+    ensure!(
+        started.elapsed() < Duration::from_secs(5),
+        "served only after {:?}",
+        started.elapsed()
+    );
+
+    // A message wakes a waiting receive: the held polls still work.
+    normal.send(SendRequest::new("quiet", "wake")).await?;
+    let mut woken = 0;
+    for handle in waiting {
+        if let Ok(Ok(messages)) = handle.await {
+            woken += messages.len();
+        }
+    }
+    ensure!(woken >= 1, "no waiting receive got the message");
+    drop(idle);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_the_per_connection_bound_are_refused_not_queued() -> Result<()> {
+    let options = ClusterOptions {
+        extra_args: ["--max-requests-per-connection", "4"]
+            .map(String::from)
+            .to_vec(),
+        ..Default::default()
+    };
+    let mut cluster = Cluster::start(1, options).await?;
+    let addr = cluster.nodes[&1].client_addr.clone();
+    cluster
+        .client()?
+        .create_topic("quiet", TopicType::Normal, 1)
+        .await?;
+    let one_connection = Client::with_options(
+        [addr.as_str()],
+        ClientOptions {
+            connections_per_endpoint: 1,
+            request_timeout: Duration::from_secs(30),
+            retry_deadline: Duration::from_secs(1),
+            ..Default::default()
+        },
+    )?;
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let c = one_connection.clone();
+        calls.spawn(async move { c.receive(long_poll("quiet", &format!("g{i}"))).await });
+    }
+    // The refused calls end first; the admitted ones wait for messages.
+    let started = Instant::now();
+    let first = calls.join_next().await.context("a call")?.context("join")?;
+    let refused = match first {
+        Err(e) if e.code == "resource_exhausted" => 1,
+        other => anyhow::bail!("the first call to end was not refused: {other:?}"),
+    };
+    ensure!(
+        started.elapsed() < Duration::from_secs(10),
+        "refused only after {:?}",
+        started.elapsed()
+    );
+    calls.abort_all();
+    ensure!(
+        refused > 0,
+        "8 long polls on one connection bounded at 4 were all admitted"
+    );
+    Ok(())
+}
