@@ -2,7 +2,8 @@
 # The complete test suite of txmq, runnable on a fresh machine with only the Rust toolchain:
 # formatting, lints, the build, unit and property tests, storage conformance tests, and the
 # multi-process cluster tests (real `txmq serve` processes on loopback ports the OS picks), and
-# the Helm chart and container tests (scripts/test-chart.sh: needs Docker).
+# a short coverage-guided fuzzing run (scripts/fuzz.sh; installs cargo-fuzz), and the Helm chart and
+# container tests (scripts/test-chart.sh: needs Docker).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
@@ -45,6 +46,9 @@ cargo build --workspace --bins
 
 step "tests (unit, property, storage, cluster)"
 cargo test --workspace --no-fail-fast
+
+step "fuzzing (cargo fuzz, 20 s per target: decoders and the state machine; longer runs: scripts/fuzz.sh SECONDS)"
+./scripts/fuzz.sh 20
 
 step "Helm chart and container tests (lint, schemas, render-and-run in Docker, container chaos)"
 ./scripts/test-chart.sh

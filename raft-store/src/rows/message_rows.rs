@@ -42,7 +42,10 @@ pub fn count(value: &[u8]) -> io::Result<u64> {
 /// The encoded messages of a segment whose first offset is `first`: (offset, bytes).
 pub fn decode(first: u64, value: &[u8]) -> io::Result<Vec<(u64, &[u8])>> {
     let n = count(value)?;
-    let mut out = Vec::with_capacity(n as usize);
+    // The count is read from disk: trust it only as far as the bytes could hold that many
+    // messages (4 bytes each at least), or a damaged header asks for gigabytes (found by
+    // fuzzing: fuzz/seeds/decode_stored/huge-count).
+    let mut out = Vec::with_capacity((n as usize).min(value.len() / 4));
     let mut rest = &value[4..];
     for i in 0..n {
         let len: [u8; 4] = rest
@@ -53,7 +56,10 @@ pub fn decode(first: u64, value: &[u8]) -> io::Result<Vec<(u64, &[u8])>> {
         let bytes = rest
             .get(4..4 + len)
             .ok_or_else(|| corrupt("truncated message"))?;
-        out.push((first + i, bytes));
+        let offset = first
+            .checked_add(i)
+            .ok_or_else(|| corrupt("offsets past the largest"))?;
+        out.push((offset, bytes));
         rest = &rest[4 + len..];
     }
     if !rest.is_empty() {
@@ -83,6 +89,16 @@ pub fn wholly_below<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_damaged_count_is_an_error_not_a_huge_allocation() {
+        // The fuzzer's find: a header claiming ~4 billion messages over a few bytes.
+        let damaged = [0xff, 0xff, 0xff, 0xf0, 0, 0, 0, 1, 7];
+        assert!(decode(0, &damaged).is_err());
+        let one = encode(&[b"x".to_vec()]);
+        assert!(decode(u64::MAX, &one).is_ok());
+        assert!(decode(u64::MAX, &encode(&[b"x".to_vec(), b"y".to_vec()])).is_err());
+    }
 
     #[test]
     fn round_trip_and_corruption() {
