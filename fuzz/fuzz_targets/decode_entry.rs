@@ -1,10 +1,15 @@
-//! Raft entries and commands from arbitrary bytes (what a damaged log segment or a hostile peer
-//! could hand the decoder): never a panic, and whatever decodes re-encodes to something that
-//! decodes to the same value.
+//! Raft entries, commands and the openraft messages of the peer API from arbitrary bytes (what a
+//! damaged log segment or a hostile peer could hand the decoder): never a panic, and whatever
+//! decodes re-encodes to something that decodes to the same value.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use txmq_raft_store::types::alias::Entry;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, VoteRequest,
+    VoteResponse,
+};
+use txmq_raft_store::TypeConfig;
+use txmq_raft_store::types::alias::{Entry, SnapshotMeta, Vote};
 use txmq_state::{Command, codec};
 
 fuzz_target!(|bytes: &[u8]| {
@@ -18,4 +23,12 @@ fuzz_target!(|bytes: &[u8]| {
         let again = codec::encode(&entry).expect("a decoded entry encodes");
         let _: Entry = codec::decode(&again).expect("its encoding decodes");
     }
+    // The peer API's openraft payloads (broker/src/peer_payload.rs lists them).
+    let _ = codec::decode::<AppendEntriesRequest<TypeConfig>>(bytes);
+    let _ = codec::decode::<AppendEntriesResponse<TypeConfig>>(bytes);
+    let _ = codec::decode::<StreamAppendResult<TypeConfig>>(bytes);
+    let _ = codec::decode::<VoteRequest<TypeConfig>>(bytes);
+    let _ = codec::decode::<VoteResponse<TypeConfig>>(bytes);
+    let _ = codec::decode::<(Vote, SnapshotMeta)>(bytes);
+    let _ = codec::decode::<SnapshotResponse<TypeConfig>>(bytes);
 });
