@@ -64,6 +64,27 @@ fn code_label(code: tonic::Code) -> &'static str {
     txmq_proto::codes::code_name(code)
 }
 
+/// gRPC's own decoder answers a request over the size limit with OUT_OF_RANGE; to clients a
+/// request past a bound is RESOURCE_EXHAUSTED (as the gRPC spec says for message size), the code
+/// every other bound of the node uses. Only that answer changes: it is a trailers-only response
+/// whose message names the "message length too large".
+fn oversized_as_resource_exhausted<RB>(response: &mut http::Response<RB>) {
+    let headers = response.headers_mut();
+    let out_of_range = (tonic::Code::OutOfRange as i32).to_string();
+    let is_oversized = headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == out_of_range.as_bytes())
+        && headers.get("grpc-message").is_some_and(|m| {
+            String::from_utf8_lossy(m.as_bytes()).contains("length%20too%20large")
+        });
+    if is_oversized {
+        let code = (tonic::Code::ResourceExhausted as i32).to_string();
+        if let Ok(value) = http::HeaderValue::from_str(&code) {
+            headers.insert("grpc-status", value);
+        }
+    }
+}
+
 #[derive(Clone, Default)]
 pub struct GrpcMetricsLayer;
 
@@ -97,7 +118,8 @@ where
         let started = Instant::now();
         let future = self.inner.call(request);
         Box::pin(async move {
-            let response = future.await?;
+            let mut response = future.await?;
+            oversized_as_resource_exhausted(&mut response);
             // Errors are trailers-only responses with grpc-status in the headers; a success
             // carries its status in the trailers, which means OK for unary calls.
             let code = response

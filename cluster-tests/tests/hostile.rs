@@ -125,7 +125,11 @@ async fn every_field_at_and_past_its_limits_gets_a_clear_error() -> Result<()> {
         "body past the limit",
     )?;
     let too_big = SendRequest::new("t", vec![7u8; 8 << 20]);
-    ensure!(c.send(too_big).await.is_err(), "an 8 MiB request was taken");
+    refused(
+        c.send(too_big).await,
+        "resource_exhausted",
+        "an 8 MiB request",
+    )?;
     let mut many = SendRequest::new("t", "p");
     many.properties = (0..65).map(|i| (format!("k{i}"), "v".into())).collect();
     refused(c.send(many).await, "invalid_argument", "65 properties")?;
