@@ -615,7 +615,7 @@ impl ClientService {
         }
         let topics: Vec<Option<String>> = ends
             .iter()
-            .map(|e| self.reader.transaction(&e.transaction_id).map(|r| r.topic))
+            .map(|e| self.reader.transaction_topic(&e.transaction_id))
             .collect();
         let needs: Vec<Need<'_>> = ends
             .iter()

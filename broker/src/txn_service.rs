@@ -329,7 +329,7 @@ impl TxnService {
             let (service, group, may_check) = (service.clone(), group.clone(), may_check.clone());
             async move {
                 // An instance answers only for topics its user may produce to.
-                let topic = service.reader.transaction(&answer.transaction_id).map(|r| r.topic);
+                let topic = service.reader.transaction_topic(&answer.transaction_id);
                 if topic.is_some_and(|t| !may_check(&t)) {
                     tracing::warn!(target: "txmq::audit", txn = %answer.transaction_id, outcome = "denied", "check answer for a topic the checker may not produce to");
                     return;

@@ -81,16 +81,23 @@ impl Access {
 
     /// Whether `caller` may do what `need` says (users' rights as applied on this node now).
     pub fn allows(&self, caller: &Caller, need: &Need<'_>) -> bool {
+        self.first_denied(caller, std::slice::from_ref(need))
+            .is_none()
+    }
+
+    /// The first of `needs` that `caller` may not do.
+    fn first_denied<'a, 'n>(&self, caller: &Caller, needs: &'a [Need<'n>]) -> Option<&'a Need<'n>> {
         match caller {
-            Caller::Anonymous => self.authenticator.is_none(),
-            Caller::User(name) => self.reader.user(name).is_some_and(|u| u.may(need)),
+            Caller::Anonymous if self.authenticator.is_none() => None,
+            Caller::Anonymous => needs.first(),
+            Caller::User(name) => self.reader.first_denied(name, needs),
         }
     }
 
     /// `Ok` when `caller` may do every one of `needs`; otherwise `PERMISSION_DENIED` naming the
     /// first missing right, and an audit line.
     pub fn require(&self, caller: &Caller, action: &str, needs: &[Need<'_>]) -> Result<(), Status> {
-        let Some(missing) = needs.iter().find(|n| !self.allows(caller, n)) else {
+        let Some(missing) = self.first_denied(caller, needs) else {
             return Ok(());
         };
         let user = caller.name();

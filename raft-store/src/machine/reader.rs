@@ -403,6 +403,15 @@ impl StateReader {
             .cloned()
     }
 
+    /// The topic of one transaction, without copying its record (which holds the body).
+    pub fn transaction_topic(&self, id: &str) -> Option<String> {
+        self.replica
+            .read_state()
+            .transactions()
+            .get_by_name(id)
+            .map(|r| r.topic.clone())
+    }
+
     /// Pending transactions, oldest first, optionally of one group, at most `limit`.
     pub fn pending_transactions(&self, group: Option<&str>, limit: usize) -> Vec<TxnRecord> {
         let state = self.replica.read_state();
@@ -435,6 +444,20 @@ impl StateReader {
     /// One user (with its password hash: for verifying at the edge, never for a client).
     pub fn user(&self, name: &str) -> Option<txmq_state::User> {
         self.replica.read_state().users().get(name).cloned()
+    }
+
+    /// The first of `needs` that user `name` may not do (all of them if there is no such
+    /// user), checked under one look at the state and without copying the user.
+    pub fn first_denied<'a, 'n>(
+        &self,
+        name: &str,
+        needs: &'a [txmq_state::Need<'n>],
+    ) -> Option<&'a txmq_state::Need<'n>> {
+        let state = self.replica.read_state();
+        match state.users().get(name) {
+            Some(user) => needs.iter().find(|n| !user.may(n)),
+            None => needs.first(),
+        }
     }
 
     /// Every user, by name.
