@@ -117,6 +117,10 @@ def docker_run_args(
     command = [expand(c, env) for c in container.get("command", [])]
     args = [expand(a, env) for a in container.get("args", [])]
     run = ["docker", "run", "-d", "--name", name, "--hostname", pod_name, "--network", network]
+    # The kubelet restarts a container that exits (restartPolicy Always, the default); Docker's
+    # closest policy, which also leaves a container the tests kill on purpose stopped.
+    if pod_spec.get("restartPolicy", "Always") != "Never":
+        run += ["--restart", "on-failure"]
     for alias in aliases:
         run += ["--network-alias", alias]
     for key, value in env.items():

@@ -37,6 +37,24 @@ pub fn init_logging(config: &ServeConfig) {
     };
 }
 
+/// Panics also go to the log as an ERROR event with their location: a pipeline that keeps only
+/// the JSON log lines would otherwise drop the one line that explains why a node stopped.
+fn log_panics() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".to_string());
+        let location = info.location().map(|l| l.to_string()).unwrap_or_default();
+        let thread = std::thread::current();
+        tracing::error!(target: "txmq::panic", %location, thread = thread.name().unwrap_or("unnamed"), "panic: {message}");
+        default_hook(info);
+    }));
+}
+
 pub fn serve(args: ServeArgs) -> ExitCode {
     let config = match args.resolve() {
         Ok(c) => c,
@@ -46,6 +64,7 @@ pub fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     init_logging(&config);
+    log_panics();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if config.worker_threads > 0 {
         builder.worker_threads(config.worker_threads);

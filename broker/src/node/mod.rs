@@ -7,6 +7,7 @@
 
 mod leadership;
 mod parts;
+mod raft_watch;
 mod services;
 mod startup;
 mod tasks;
@@ -167,18 +168,24 @@ impl Node {
         let servers = async { tokio::try_join!(client_server, peer_server) };
         tokio::pin!(servers);
         let result = tokio::select! {
-            r = &mut servers => r.map(|_| ()),
+            r = &mut servers => r.map_err(NodeError::from).map(|_| ()),
             _ = shutdown => {
                 tracing::info!("shutting down");
                 // Leadership first: the cluster gets a new leader while this node still
                 // answers, instead of waiting an election timeout after it is gone.
                 leadership::step_back(&raft).await;
                 let _ = stop_tx.send(true);
-                drain(&mut servers).await
+                drain(&mut servers).await.map_err(NodeError::from)
+            }
+            reason = raft_watch::core_stopped(&raft) => {
+                tracing::error!(%reason, "Raft stopped on its own; this node exits so that its supervisor restarts it from its durable state");
+                let _ = stop_tx.send(true);
+                let _ = drain(&mut servers).await;
+                Err(NodeError::RaftStopped(reason))
             }
         };
         Self::stop(raft, storage, tasks, http_task).await;
-        result.map_err(NodeError::from)
+        result
     }
 
     /// The rest of a stop, once the servers are drained: the background tasks (they only

@@ -23,6 +23,8 @@ pub enum NodeError {
     RaftConfig(String),
     #[error("raft failed: {0}")]
     Raft(String),
+    #[error("Raft stopped on its own ({0}); restart the node: it resumes from its data directory")]
+    RaftStopped(String),
     #[error("cannot set the damaged storage in {path} aside: {source}")]
     Repair {
         path: std::path::PathBuf,

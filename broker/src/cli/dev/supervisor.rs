@@ -5,11 +5,25 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use std::process::ExitStatus;
+
 use tokio::process::Child;
 
 use super::DevNode;
 use super::files::{DevFiles, shell_line};
 use crate::cli::certs::CertFiles;
+
+/// A node that fails sooner than this after its start is not restarted by itself: it would
+/// fail the same way again (a port in use, a bad flag, damaged storage).
+const MIN_RUN_BEFORE_RESTART: Duration = Duration::from_secs(10);
+
+/// Whether a node that exited is restarted without being asked: like a supervisor's
+/// "on failure" policy, a node that failed (exit status not 0, e.g. its Raft stopped) after
+/// running a while. One killed by a signal (`kill -9`, to watch a failover) or stopped cleanly
+/// stays down until `txmq dev restart N`.
+fn restarts_by_itself(status: ExitStatus, ran: Duration) -> bool {
+    status.code().is_some_and(|code| code != 0) && ran >= MIN_RUN_BEFORE_RESTART
+}
 
 pub struct Supervisor {
     exe: PathBuf,
@@ -17,6 +31,8 @@ pub struct Supervisor {
     nodes: Vec<DevNode>,
     /// `None` once a node's process has exited (until it is restarted).
     children: Vec<Option<Child>>,
+    /// When each node's process was last started.
+    started: Vec<Instant>,
     /// With `--secure`: the certificates every port uses.
     certificates: Option<CertFiles>,
     /// With `--secure`: the administrator's file and password.
@@ -32,11 +48,13 @@ impl Supervisor {
         admin: Option<(PathBuf, String)>,
     ) -> Self {
         let children = nodes.iter().map(|_| None).collect();
+        let started = nodes.iter().map(|_| Instant::now()).collect();
         Supervisor {
             exe,
             files,
             nodes,
             children,
+            started,
             certificates,
             admin,
         }
@@ -134,6 +152,7 @@ impl Supervisor {
         let pid = child.id().unwrap_or(0);
         self.files.record_start(id, &line, pid)?;
         self.children[i] = Some(child);
+        self.started[i] = Instant::now();
         Ok(pid)
     }
 
@@ -186,7 +205,7 @@ impl Supervisor {
             txmq_client::Client::with_options(endpoints, options).map_err(|e| e.to_string())?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some((id, status)) = self.exited().into_iter().next() {
+            if let Some((id, status, _)) = self.exited().into_iter().next() {
                 let log = self.files.log_path(id);
                 return Err(format!(
                     "node {id} exited ({status}); see {}",
@@ -205,14 +224,14 @@ impl Supervisor {
         }
     }
 
-    /// The nodes whose process exited since the last call, with how.
-    fn exited(&mut self) -> Vec<(u64, String)> {
+    /// The nodes whose process exited since the last call, with how and after how long.
+    fn exited(&mut self) -> Vec<(u64, ExitStatus, Duration)> {
         let mut out = Vec::new();
-        for (n, slot) in self.nodes.iter().zip(self.children.iter_mut()) {
+        for (i, slot) in self.children.iter_mut().enumerate() {
             if let Some(child) = slot
                 && let Ok(Some(status)) = child.try_wait()
             {
-                out.push((n.id, status.to_string()));
+                out.push((self.nodes[i].id, status, self.started[i].elapsed()));
                 *slot = None;
             }
         }
@@ -230,11 +249,21 @@ impl Supervisor {
                 _ = &mut shutdown => return Ok(()),
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             }
-            for (id, status) in self.exited() {
-                println!(
-                    "txmq dev: node {id} stopped ({status}); the others keep running. Start it \
-                     again with `txmq dev restart {id}`"
-                );
+            for (id, status, ran) in self.exited() {
+                if restarts_by_itself(status, ran) {
+                    println!(
+                        "txmq dev: node {id} failed ({status}) after {}s; restarting it, as a \
+                         supervisor would (why it failed: {})",
+                        ran.as_secs(),
+                        self.files.log_path(id).display()
+                    );
+                    self.restart(id);
+                } else {
+                    println!(
+                        "txmq dev: node {id} stopped ({status}); the others keep running. Start \
+                         it again with `txmq dev restart {id}`"
+                    );
+                }
             }
             for id in self.files.take_restart_requests() {
                 self.restart(id);
@@ -277,5 +306,29 @@ impl Supervisor {
                 let _ = c.kill().await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn only_a_failure_after_running_a_while_is_restarted_without_asking() {
+        let failed = ExitStatus::from_raw(1 << 8);
+        let clean = ExitStatus::from_raw(0);
+        let killed = ExitStatus::from_raw(libc::SIGKILL);
+        let long = Duration::from_secs(60);
+        assert!(restarts_by_itself(failed, long));
+        assert!(
+            !restarts_by_itself(failed, Duration::from_secs(1)),
+            "fails at start"
+        );
+        assert!(!restarts_by_itself(clean, long));
+        assert!(
+            !restarts_by_itself(killed, long),
+            "kill -9 shows a failover"
+        );
     }
 }
