@@ -73,6 +73,14 @@ pub struct ServeArgs {
     /// The peer address other nodes should use (default: the listen address).
     #[arg(long, env = "TXMQ_ADVERTISE_PEER_ADDR")]
     pub advertise_peer_addr: Option<String>,
+    /// Also serve the Apache RocketMQ 5 gRPC protocol (for the official RocketMQ clients) on
+    /// this address; off when absent. See docs/rocketmq.md.
+    #[arg(long, env = "TXMQ_ROCKETMQ_ADDR")]
+    pub rocketmq_addr: Option<String>,
+    /// The RocketMQ address clients should use (default: the listen address); every node's
+    /// is listed in the routes clients fetch, so they fail over between nodes.
+    #[arg(long, env = "TXMQ_ADVERTISE_ROCKETMQ_ADDR")]
+    pub advertise_rocketmq_addr: Option<String>,
     /// Largest accepted message body in bytes.
     #[arg(long, env = "TXMQ_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: Option<usize>,
@@ -198,6 +206,9 @@ pub struct ServeConfig {
     pub peer_overrides: BTreeMap<u64, String>,
     pub advertise_client_addr: Option<String>,
     pub advertise_peer_addr: Option<String>,
+    /// The RocketMQ-protocol listen address, when that listener is on.
+    pub rocketmq_addr: Option<String>,
+    pub advertise_rocketmq_addr: Option<String>,
     pub max_message_bytes: usize,
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
@@ -327,6 +338,8 @@ impl ServeArgs {
             peer_override,
             advertise_client_addr,
             advertise_peer_addr,
+            rocketmq_addr,
+            advertise_rocketmq_addr,
             max_message_bytes,
             heartbeat_interval,
             election_timeout,
@@ -446,6 +459,8 @@ impl ServeArgs {
             peer_overrides,
             advertise_client_addr: args.advertise_client_addr,
             advertise_peer_addr: args.advertise_peer_addr,
+            rocketmq_addr: args.rocketmq_addr,
+            advertise_rocketmq_addr: args.advertise_rocketmq_addr,
             max_message_bytes: args
                 .max_message_bytes
                 .unwrap_or(txmq_state::limits::DEFAULT_MAX_MESSAGE_BYTES),
@@ -535,6 +550,16 @@ impl ServeConfig {
                 "--snapshot-log-bytes must be at least {MIN_SNAPSHOT_LOG_BYTES} (1 MiB)"
             ));
         }
+        if self.rocketmq_addr.is_some() && self.security.auth_admin_file.is_some() {
+            // The protocol signs requests with HMAC over a secret txmq does not keep (only slow
+            // password hashes): an unauthenticated port next to an authenticated one would be a
+            // way around the ACLs.
+            return bad(
+                "--rocketmq-addr cannot be combined with --auth-admin-file yet: RocketMQ's \
+                 request signatures are not verified (docs/rocketmq.md, \"Not supported yet\")"
+                    .into(),
+            );
+        }
         if self.txn.max_checks == 0 {
             return bad("--txn-max-checks must be 1 or more".into());
         }
@@ -555,6 +580,12 @@ impl ServeConfig {
 
     pub fn advertised_client_addr(&self, bound: std::net::SocketAddr) -> String {
         self.advertise_client_addr
+            .clone()
+            .unwrap_or_else(|| bound.to_string())
+    }
+
+    pub fn advertised_rocketmq_addr(&self, bound: std::net::SocketAddr) -> String {
+        self.advertise_rocketmq_addr
             .clone()
             .unwrap_or_else(|| bound.to_string())
     }

@@ -4,7 +4,9 @@
 //! services ([`txn_service`] holds the transaction handlers); [`scheduler`] runs check-backs
 //! and timeout rollbacks on the leader, [`checkers`] tracks connected producer instances;
 //! [`proposer`] runs leader-only operations locally or forwards them; [`network`] is
-//! openraft's transport; [`config`] resolves `txmq serve` settings; [`cli`] is the `txmq` binary.
+//! openraft's transport; [`rocketmq`] serves the RocketMQ 5 protocol on the same machinery;
+//! [`peer_directory`] knows the other nodes' RocketMQ addresses and check-back groups;
+//! [`config`] resolves `txmq serve` settings; [`cli`] is the `txmq` binary.
 
 pub mod auth;
 pub mod batcher;
@@ -29,12 +31,14 @@ pub mod network;
 pub mod node;
 pub mod op_error;
 pub mod peer_dialer;
+pub mod peer_directory;
 pub mod peer_limits;
 pub mod peer_link;
 pub mod peer_payload;
 pub mod peer_service;
 pub mod proposer;
 pub mod repair;
+pub mod rocketmq;
 pub mod scheduler;
 pub mod snapshot_trigger;
 pub mod status;

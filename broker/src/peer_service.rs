@@ -8,10 +8,11 @@ use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::storage::Snapshot;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tonic::{Request, Response, Status, Streaming};
+use txmq_proto::client::CheckRequest;
 use txmq_proto::peer::peer_server::Peer;
 use txmq_proto::peer::{
-    ForwardRequest, ForwardResponse, NodeStatusRequest, NodeStatusResponse, RaftMessage,
-    SnapshotChunk, snapshot_chunk,
+    DeliverCheckRequest, DeliverCheckResponse, ForwardRequest, ForwardResponse, NodeStatusRequest,
+    NodeStatusResponse, RaftMessage, SnapshotChunk, snapshot_chunk,
 };
 use txmq_raft_store::types::alias::{SnapshotMeta, Vote};
 use txmq_raft_store::{Raft, TypeConfig};
@@ -22,37 +23,19 @@ use crate::proposer::Proposer;
 use crate::status::local_status;
 
 pub struct PeerService {
-    raft: Raft,
+    pub raft: Raft,
     /// Closed while this node rebuilds damaged storage (see [`crate::repair`]).
-    vote_gate: std::sync::Arc<crate::repair::VoteGate>,
+    pub vote_gate: std::sync::Arc<crate::repair::VoteGate>,
     /// This node's data volume, reported in its status.
     pub disk: std::sync::Arc<crate::disk::DiskMonitor>,
-    proposer: Proposer,
-    incoming_dir: PathBuf,
-    client_addr: String,
-    peer_addr: String,
-}
-
-impl PeerService {
-    pub fn new(
-        raft: Raft,
-        vote_gate: std::sync::Arc<crate::repair::VoteGate>,
-        disk: std::sync::Arc<crate::disk::DiskMonitor>,
-        proposer: Proposer,
-        incoming_dir: PathBuf,
-        client_addr: String,
-        peer_addr: String,
-    ) -> Self {
-        Self {
-            raft,
-            vote_gate,
-            disk,
-            proposer,
-            incoming_dir,
-            client_addr,
-            peer_addr,
-        }
-    }
+    pub proposer: Proposer,
+    pub incoming_dir: PathBuf,
+    pub client_addr: String,
+    pub peer_addr: String,
+    /// This node's advertised RocketMQ address ("" when that listener is off).
+    pub rocketmq_addr: String,
+    /// The check-back channels on this node, which the leader hands checks to.
+    pub checkers: std::sync::Arc<crate::checkers::CheckerRegistry>,
 }
 
 fn bad_request(e: impl std::fmt::Display) -> Status {
@@ -154,12 +137,21 @@ impl Peer for PeerService {
         &self,
         _request: Request<NodeStatusRequest>,
     ) -> Result<Response<NodeStatusResponse>, Status> {
-        Ok(Response::new(local_status(
-            &self.raft,
-            &self.disk,
-            &self.client_addr,
-            &self.peer_addr,
-        )))
+        let mut status = local_status(&self.raft, &self.disk, &self.client_addr, &self.peer_addr);
+        status.rocketmq_addr = self.rocketmq_addr.clone();
+        status.checker_groups = self.checkers.groups();
+        Ok(Response::new(status))
+    }
+
+    async fn deliver_check(
+        &self,
+        request: Request<DeliverCheckRequest>,
+    ) -> Result<Response<DeliverCheckResponse>, Status> {
+        let check = <CheckRequest as prost::Message>::decode(request.into_inner().check)
+            .map_err(bad_request)?;
+        Ok(Response::new(DeliverCheckResponse {
+            delivered: self.checkers.send(check),
+        }))
     }
 }
 

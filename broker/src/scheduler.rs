@@ -40,6 +40,9 @@ pub struct Scheduler {
     pub proposer: Proposer,
     pub reader: StateReader,
     pub checkers: Arc<CheckerRegistry>,
+    /// Where other nodes hold check-back channels (RocketMQ producers' Telemetry streams stay
+    /// on whichever node they reached).
+    pub directory: Arc<crate::peer_directory::PeerDirectory>,
 }
 
 impl Scheduler {
@@ -74,7 +77,9 @@ impl Scheduler {
         for r in self.reader.due_transactions(now, MAX_PER_TICK) {
             if now >= r.deadline_ms || r.check_count >= r.timing.max_checks {
                 expirations.push(r.id.to_string());
-            } else if self.checkers.has_instances(&r.group) {
+            } else if self.checkers.has_instances(&r.group)
+                || !self.directory.nodes_with_group(&r.group, 0).is_empty()
+            {
                 checks.push(r.id.to_string());
             }
             // Otherwise: no instance of the group is connected; the attempt is not used up.
@@ -211,14 +216,55 @@ impl Scheduler {
             properties: message.properties.into_iter().collect(),
             attempt,
         };
-        let delivered = self.checkers.send(request);
-        if delivered {
-            metrics::counter!("txmq_txn_checks_sent_total").increment(1);
-        } else {
-            metrics::counter!("txmq_txn_checks_undeliverable_total").increment(1);
+        if self.checkers.send(request.clone()) {
+            count_check(true);
+            tracing::info!(txn = %id, group = %record.group, attempt, "check-back sent");
+            return;
         }
-        tracing::info!(txn = %id, group = %record.group, attempt, delivered, "check-back sent");
+        let nodes = self
+            .directory
+            .nodes_with_group(&record.group, attempt as usize);
+        let routes = self.routes.clone();
+        // Off the tick: another node's answer must not hold up the timers.
+        tokio::spawn(async move {
+            let delivered_by = deliver_elsewhere(&routes, &nodes, &request).await;
+            count_check(delivered_by.is_some());
+            tracing::info!(txn = %request.transaction_id, group = %request.group, attempt, via = delivered_by.as_deref().unwrap_or("nowhere"), "check-back sent through another node");
+        });
     }
+}
+
+fn count_check(delivered: bool) {
+    if delivered {
+        metrics::counter!("txmq_txn_checks_sent_total").increment(1);
+    } else {
+        metrics::counter!("txmq_txn_checks_undeliverable_total").increment(1);
+    }
+}
+
+/// Hands a check to the first of `nodes` (peer addresses) whose channel takes it; the node
+/// that did.
+async fn deliver_elsewhere(
+    routes: &crate::network::PeerRoutes,
+    nodes: &[String],
+    check: &CheckRequest,
+) -> Option<String> {
+    let encoded = prost::Message::encode_to_vec(check);
+    for addr in nodes {
+        let Ok(mut client) = routes.client(addr) else {
+            continue;
+        };
+        let mut request = tonic::Request::new(txmq_proto::peer::DeliverCheckRequest {
+            check: encoded.clone().into(),
+        });
+        request.set_timeout(Duration::from_secs(2));
+        if let Ok(answer) = client.deliver_check(request).await
+            && answer.into_inner().delivered
+        {
+            return Some(addr.clone());
+        }
+    }
+    None
 }
 
 fn internal(e: impl std::fmt::Display) -> crate::op_error::OpError {

@@ -46,6 +46,9 @@ pub fn local_status(
         disk_total_bytes: space.map_or(0, |d| d.total_bytes),
         disk_free_bytes: space.map_or(0, |d| d.free_bytes),
         pid: std::process::id(),
+        // The peer service fills these in (only it holds them).
+        rocketmq_addr: String::new(),
+        checker_groups: Vec::new(),
     }
 }
 

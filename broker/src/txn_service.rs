@@ -269,6 +269,24 @@ impl TxnService {
             .collect()
     }
 
+    /// A check-back's answer that arrived as a decision request (RocketMQ's EndTransaction
+    /// with source SOURCE_SERVER_CHECK): recorded as decided by a check, like an answer on a
+    /// check channel.
+    pub async fn decide_after_check(
+        &self,
+        txn_id: String,
+        group: String,
+        decision: pb::Decision,
+    ) -> Result<pb::EndTransactionResponse, Status> {
+        let decision = decision_from_pb(decision as i32)?;
+        parse_txn_id(&txn_id)?;
+        limits::validate_name("producer group", &group).map_err(Status::invalid_argument)?;
+        metrics::counter!("txmq_txn_checks_answered_total", "answer" => decision.as_str())
+            .increment(1);
+        self.decide(txn_id, group, decision, DecisionSource::Check)
+            .await
+    }
+
     async fn decide(
         &self,
         txn_id: String,

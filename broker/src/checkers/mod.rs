@@ -103,6 +103,15 @@ impl CheckerRegistry {
         }
     }
 
+    /// The groups with at least one live instance here (reported to the leader).
+    pub fn groups(&self) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|(_, g)| g.instances.iter().any(|i| !i.checks.is_closed()))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
     /// True when at least one live instance of `group` is connected.
     pub fn has_instances(&self, group: &str) -> bool {
         self.lock()

@@ -49,6 +49,8 @@ const RAFT_STOP: Duration = Duration::from_secs(5);
 struct Advertised {
     client: String,
     peer: String,
+    /// The RocketMQ-protocol address, when that listener is on.
+    rocketmq: Option<String>,
 }
 
 /// A started node.
@@ -145,6 +147,7 @@ impl Node {
         let (stop_tx, stop_rx) = watch::channel(false);
         let Services {
             client,
+            rocketmq,
             peer,
             health,
             metrics,
@@ -163,9 +166,17 @@ impl Node {
             &config,
             (listeners.peer, transports.peer_tls),
             transports.require_secret,
+            stop_rx.clone(),
+        );
+        let rocketmq_server = rocketmq_server(
+            rocketmq,
+            &config,
+            (listeners.rocketmq, transports.rocketmq_tls),
             stop_rx,
         );
-        let servers = async { tokio::try_join!(client_server, peer_server) };
+        let servers = async {
+            tokio::try_join!(client_server, peer_server, rocketmq_server).map(|_| ((), ()))
+        };
         tokio::pin!(servers);
         let result = tokio::select! {
             r = &mut servers => r.map_err(NodeError::from).map(|_| ()),
@@ -243,6 +254,12 @@ fn advertised(config: &ServeConfig, listeners: &Listeners) -> Result<Advertised,
             "client API",
         )?),
         peer: config.advertised_peer_addr(bound(&listeners.peer, &config.peer_addr, "peer API")?),
+        rocketmq: match (&listeners.rocketmq, &config.rocketmq_addr) {
+            (Some(listener), Some(addr)) => {
+                Some(config.advertised_rocketmq_addr(bound(listener, addr, "RocketMQ protocol")?))
+            }
+            _ => None,
+        },
     })
 }
 
@@ -252,8 +269,52 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 }
 
 /// The client API server: health, and the `txmq.v1.Txmq` service, over bounded connections.
+/// The RocketMQ-protocol server, when its listener is on (TLS like the client port's), over
+/// bounded connections with the client port's limits.
+fn rocketmq_server(
+    service: Option<crate::rocketmq::RocketmqService>,
+    config: &ServeConfig,
+    (listener, tls): (Option<tokio::net::TcpListener>, crate::listener::PortTls),
+    stop: watch::Receiver<bool>,
+) -> impl Future<Output = Result<(), tonic::transport::Error>> + use<> {
+    use txmq_proto::rocketmq::messaging_service_server::MessagingServiceServer;
+    let served = service.zip(listener).map(|(service, listener)| {
+        let max_message = config.max_message_bytes + 1024 * 1024;
+        let limits = config.limits;
+        let connections = crate::listener::client_connection_bound(
+            crate::listener::raise_open_file_limit(),
+            config.max_connections,
+        );
+        tonic::transport::Server::builder()
+            .max_concurrent_streams(limits.streams_per_connection)
+            .concurrency_limit_per_connection(limits.requests_per_connection)
+            .load_shed(true)
+            .add_service(
+                MessagingServiceServer::new(service)
+                    .max_decoding_message_size(max_message)
+                    .max_encoding_message_size(max_message),
+            )
+            .serve_with_incoming_shutdown(
+                crate::listener::bounded(
+                    listener,
+                    connections,
+                    "rocketmq",
+                    tls,
+                    limits.idle_connection_timeout,
+                ),
+                stopped(stop),
+            )
+    });
+    async move {
+        match served {
+            Some(server) => server.await,
+            None => Ok(()),
+        }
+    }
+}
+
 fn client_server(
-    services: (ClientService, HealthServer<HealthService>),
+    services: (Arc<ClientService>, HealthServer<HealthService>),
     config: &ServeConfig,
     (listener, tls): (tokio::net::TcpListener, crate::listener::PortTls),
     stop: watch::Receiver<bool>,
@@ -281,7 +342,7 @@ fn client_server(
         .layer(layers)
         .add_service(health)
         .add_service(
-            TxmqServer::new(client)
+            TxmqServer::from_arc(client)
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(max_message),
         )

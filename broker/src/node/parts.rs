@@ -24,6 +24,8 @@ pub(super) struct Parts {
     pub storage: StorageHandle,
     pub metrics: Option<PrometheusHandle>,
     pub checkers: Arc<CheckerRegistry>,
+    /// The other nodes' RocketMQ addresses and check-back groups.
+    pub directory: Arc<crate::peer_directory::PeerDirectory>,
     pub health: HealthReporter,
     /// A repair of damaged storage is under way (see [`crate::repair`]).
     pub repairing: bool,
@@ -47,6 +49,7 @@ impl Parts {
             storage: storage.handle.clone(),
             metrics: crate::telemetry::install(),
             checkers: Arc::new(CheckerRegistry::new(check_channels)),
+            directory: Arc::default(),
             health: HealthReporter::new(),
             repairing,
         }

@@ -20,7 +20,9 @@ use crate::txn_service::TxnService;
 
 /// The services a node serves.
 pub(super) struct Services {
-    pub client: ClientService,
+    pub client: Arc<ClientService>,
+    /// The RocketMQ protocol, when its listener is on.
+    pub rocketmq: Option<crate::rocketmq::RocketmqService>,
     pub peer: PeerService,
     pub health: HealthServer<HealthService>,
     pub metrics: Option<PrometheusHandle>,
@@ -35,18 +37,40 @@ impl Services {
         proposer: Proposer,
         advertised: Advertised,
     ) -> Services {
-        let client = client_service(config, raft, &parts, proposer.clone(), &advertised);
-        let peer = PeerService::new(
-            raft.clone(),
-            parts.vote_gate.clone(),
-            parts.disk.clone(),
+        let client = Arc::new(client_service(
+            config,
+            raft,
+            &parts,
+            proposer.clone(),
+            &advertised,
+        ));
+        let rocketmq =
+            advertised
+                .rocketmq
+                .clone()
+                .map(|own_addr| crate::rocketmq::RocketmqService {
+                    native: client.clone(),
+                    directory: parts.directory.clone(),
+                    own_addr,
+                    telemetry: crate::rocketmq::telemetry::TelemetryContext {
+                        checkers: parts.checkers.clone(),
+                        max_body: config.max_message_bytes,
+                    },
+                });
+        let peer = PeerService {
+            raft: raft.clone(),
+            vote_gate: parts.vote_gate.clone(),
+            disk: parts.disk.clone(),
             proposer,
-            config.data_dir.join("snapshots").join("incoming"),
-            advertised.client,
-            advertised.peer,
-        );
+            incoming_dir: config.data_dir.join("snapshots").join("incoming"),
+            client_addr: advertised.client,
+            peer_addr: advertised.peer,
+            rocketmq_addr: advertised.rocketmq.unwrap_or_default(),
+            checkers: parts.checkers.clone(),
+        };
         Services {
             client,
+            rocketmq,
             peer,
             health: HealthServer::new(HealthService::from_health_reporter(parts.health)),
             metrics: parts.metrics,

@@ -41,6 +41,8 @@ pub struct Listeners {
     pub client: TcpListener,
     pub peer: TcpListener,
     pub metrics: TcpListener,
+    /// The RocketMQ-protocol port, when `--rocketmq-addr` is set.
+    pub rocketmq: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -54,6 +56,10 @@ impl Listeners {
             client: bind(config.client_addr.clone(), "client API").await?,
             peer: bind(config.peer_addr.clone(), "peer API").await?,
             metrics: bind(config.metrics_addr.clone(), "metrics/health HTTP").await?,
+            rocketmq: match &config.rocketmq_addr {
+                Some(addr) => Some(bind(addr.clone(), "RocketMQ protocol").await?),
+                None => None,
+            },
         })
     }
 }

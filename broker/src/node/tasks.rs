@@ -36,6 +36,8 @@ pub(super) struct BackgroundTasks {
     snapshots: JoinHandle<()>,
     /// Gauges computed from the state every few seconds.
     refresh: JoinHandle<()>,
+    /// Asks the other nodes for their RocketMQ addresses and check-back groups.
+    directory: JoinHandle<()>,
     /// Starts the transaction scheduler while this node leads (dropped: unregistered).
     _leader_watch: openraft::WatchChangeHandle<txmq_raft_store::TypeConfig>,
 }
@@ -127,6 +129,12 @@ impl BackgroundTasks {
                 parts.log.clone(),
                 parts.checkers.clone(),
             )),
+            directory: tokio::spawn(
+                parts
+                    .directory
+                    .clone()
+                    .run(raft.clone(), parts.routes.clone()),
+            ),
             _leader_watch: leader_watch,
         }
     }
@@ -143,6 +151,7 @@ impl BackgroundTasks {
             Some(self.raft_metrics),
             Some(self.snapshots),
             Some(self.refresh),
+            Some(self.directory),
         ];
         for task in tasks.into_iter().flatten() {
             task.abort();
@@ -158,10 +167,11 @@ fn scheduler_factory(
     proposer: &Proposer,
 ) -> impl Fn() -> Scheduler + Send + Sync + 'static {
     let (disk, raft, routes) = (parts.disk.clone(), raft.clone(), parts.routes.clone());
-    let (proposer, reader, checkers) = (
+    let (proposer, reader, checkers, directory) = (
         proposer.clone(),
         parts.reader.clone(),
         parts.checkers.clone(),
+        parts.directory.clone(),
     );
     let disk_high_water = config.disk_high_water;
     move || Scheduler {
@@ -172,5 +182,6 @@ fn scheduler_factory(
         proposer: proposer.clone(),
         reader: reader.clone(),
         checkers: checkers.clone(),
+        directory: directory.clone(),
     }
 }

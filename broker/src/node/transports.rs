@@ -13,6 +13,8 @@ use super::NodeError;
 /// The TLS and peer-authentication parts of a node.
 pub(super) struct Transports {
     pub client_tls: PortTls,
+    /// The RocketMQ port's: the client port's certificate.
+    pub rocketmq_tls: PortTls,
     pub peer_tls: PortTls,
     pub dialer: PeerDialer,
     pub require_secret: RequireSecret,
@@ -53,6 +55,7 @@ impl Transports {
             );
         }
         Ok(Transports {
+            rocketmq_tls: client_tls.clone(),
             client_tls,
             peer_tls,
             dialer: PeerDialer::new(dialer_tls, secret.clone()),

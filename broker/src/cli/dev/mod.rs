@@ -53,6 +53,8 @@ pub(super) struct DevNode {
     client: String,
     peer: String,
     metrics: String,
+    /// The RocketMQ-protocol address.
+    rocketmq: String,
 }
 
 fn plan(args: &DevArgs) -> Vec<DevNode> {
@@ -64,6 +66,7 @@ fn plan(args: &DevArgs) -> Vec<DevNode> {
                 client: format!("{}:{}", args.host, base),
                 peer: format!("{}:{}", args.host, base + 1),
                 metrics: format!("{}:{}", args.host, base + 2),
+                rocketmq: format!("{}:{}", args.host, base + 3),
             }
         })
         .collect()
@@ -201,6 +204,15 @@ fn print_banner(
     println!("  {exe} send orders --body 'hello' --key order-1");
     println!("  {exe} read orders --output json");
     println!("  kill -9 <a pid above>; {exe} dev restart <its node id>   # try a failover");
+    match supervisor.rocketmq_endpoints() {
+        Some(rocketmq) => println!(
+            "\nRocketMQ 5 clients (docs/rocketmq.md): endpoints {rocketmq}; create topics first \
+             (`{exe} topic create orders --type transaction` for transactional producers)."
+        ),
+        None => println!(
+            "\nThe RocketMQ port is off with --secure (its request signatures are not verified yet)."
+        ),
+    }
     println!("\nPress Ctrl-C to stop the cluster (data is kept; run `txmq dev` again to resume).");
     if cfg!(debug_assertions) {
         println!(

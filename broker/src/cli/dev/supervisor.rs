@@ -97,6 +97,18 @@ impl Supervisor {
         .collect()
     }
 
+    /// The RocketMQ endpoints string (`host:port;host:port`), unless the cluster runs with
+    /// authentication, which the RocketMQ port cannot check yet.
+    pub fn rocketmq_endpoints(&self) -> Option<String> {
+        self.admin.is_none().then(|| {
+            self.nodes
+                .iter()
+                .map(|n| n.rocketmq.clone())
+                .collect::<Vec<_>>()
+                .join(";")
+        })
+    }
+
     pub fn endpoints(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.client.clone()).collect()
     }
@@ -124,6 +136,10 @@ impl Supervisor {
         ] {
             args.push(flag.into());
             args.push(value);
+        }
+        if self.admin.is_none() {
+            args.push("--rocketmq-addr".into());
+            args.push(n.rocketmq.clone());
         }
         args.extend(self.tls_args());
         args
@@ -173,8 +189,13 @@ impl Supervisor {
                     .as_ref()
                     .and_then(Child::id)
                     .map_or("-".into(), |p| p.to_string());
+                let rocketmq = if self.admin.is_none() {
+                    format!("  rocketmq {}", n.rocketmq)
+                } else {
+                    String::new()
+                };
                 format!(
-                    "node {} (pid {pid}): client {}  peer {}  metrics {}",
+                    "node {} (pid {pid}): client {}  peer {}  metrics {}{rocketmq}",
                     n.id, n.client, n.peer, n.metrics
                 )
             })

@@ -1,0 +1,150 @@
+"""Scenarios run with the official RocketMQ 5 Python client (PyPI rocketmq-python-client)
+against a txmq cluster's RocketMQ port. Called by cluster-tests/tests/rocketmq.rs, one
+scenario per run:
+
+    python official_python.py ENDPOINTS SCENARIO TOPIC [GROUP]
+
+Prints one JSON document on stdout (what the Rust test checks against txmq's own API) and
+exits non-zero, with the reason on stderr, when the client fails."""
+
+import json
+import sys
+import threading
+import time
+
+from rocketmq import (ClientConfiguration, Credentials, FilterExpression, Message, Producer,
+                      SimpleConsumer, TransactionChecker, TransactionResolution)
+
+
+def config(endpoints):
+    return ClientConfiguration(endpoints, Credentials(), request_timeout=10)
+
+
+def message(topic, body, key, tag, props=None, keys=()):
+    m = Message()
+    m.topic = topic
+    m.body = body.encode()
+    m.tag = tag
+    # The client keeps keys in a set; each assignment adds one.
+    for k in (key, *keys):
+        m.keys = k
+    for k, v in (props or {}).items():
+        m.add_property(k, v)
+    return m
+
+
+def send_normal(endpoints, topic, count):
+    producer = Producer(config(endpoints), (topic,))
+    producer.startup()
+    try:
+        ids = []
+        for i in range(count):
+            receipt = producer.send(message(topic, f"normal-{i}", f"key-{i}", "plain", {"n": str(i)}))
+            ids.append(receipt.message_id)
+        return {"message_ids": ids}
+    finally:
+        producer.shutdown()
+
+
+class Answers(TransactionChecker):
+    """The producer's 'local database': what each transaction's outcome is."""
+
+    def __init__(self, resolution):
+        self.resolution = resolution
+        self.checked = []
+        self.lock = threading.Lock()
+
+    def check(self, msg):
+        with self.lock:
+            self.checked.append(msg.message_id)
+        return self.resolution
+
+
+def send_transactions(endpoints, topic, decide):
+    """Three transactions: committed, rolled back, and one left undecided for the check-back
+    (answered COMMIT by the checker). Waits for the check."""
+    checker = Answers(TransactionResolution.COMMIT)
+    producer = Producer(config(endpoints), (topic,), checker)
+    producer.startup()
+    try:
+        out = {}
+        for name in ("commit", "rollback", "check"):
+            txn = producer.begin_transaction()
+            receipt = producer.send(
+                message(topic, f"txn-{name}", f"order-{name}", name, {"kind": name}, keys=("second",)),
+                txn,
+            )
+            out[name] = {"message_id": receipt.message_id, "transaction_id": receipt.transaction_id}
+            if name == "commit":
+                txn.commit()
+            elif name == "rollback":
+                txn.rollback()
+        deadline = time.time() + float(decide)
+        while time.time() < deadline and out["check"]["message_id"] not in checker.checked:
+            time.sleep(0.2)
+        out["checked"] = list(checker.checked)
+        return out
+    finally:
+        producer.shutdown()
+
+
+def receive(endpoints, topic, group, want, ack=True, invisible=10):
+    consumer = SimpleConsumer(config(endpoints), group, {topic: FilterExpression()}, await_duration=5)
+    consumer.startup()
+    try:
+        got = []
+        deadline = time.time() + 60
+        while len(got) < want and time.time() < deadline:
+            for m in consumer.receive(16, invisible):
+                got.append({
+                    "message_id": m.message_id,
+                    "body": m.body.decode(),
+                    "keys": list(m.keys),
+                    "tag": m.tag,
+                    "properties": dict(m.properties),
+                    "delivery_attempt": m.delivery_attempt,
+                })
+                if ack:
+                    consumer.ack(m)
+        return {"messages": got}
+    finally:
+        consumer.shutdown()
+
+
+def redeliver(endpoints, topic, group):
+    """Receives one message without acking, waits out its invisibility, receives it again
+    (higher delivery attempt), extends it with change_invisible_duration, then acks it."""
+    consumer = SimpleConsumer(config(endpoints), group, {topic: FilterExpression()}, await_duration=5)
+    consumer.startup()
+    try:
+        attempts = []
+        deadline = time.time() + 60
+        while len(attempts) < 2 and time.time() < deadline:
+            for m in consumer.receive(1, 2):
+                attempts.append({"message_id": m.message_id, "delivery_attempt": m.delivery_attempt})
+                if len(attempts) == 2:
+                    consumer.change_invisible_duration(m, 30)
+                    consumer.ack(m)
+        return {"attempts": attempts}
+    finally:
+        consumer.shutdown()
+
+
+def main():
+    endpoints, scenario, topic = sys.argv[1:4]
+    extra = sys.argv[4:]
+    if scenario == "send":
+        result = send_normal(endpoints, topic, int(extra[0]))
+    elif scenario == "transactions":
+        result = send_transactions(endpoints, topic, extra[0])
+    elif scenario == "receive":
+        result = receive(endpoints, topic, extra[0], int(extra[1]))
+    elif scenario == "redeliver":
+        result = redeliver(endpoints, topic, extra[0])
+    else:
+        raise SystemExit(f"unknown scenario {scenario}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
