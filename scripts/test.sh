@@ -2,7 +2,8 @@
 # The complete test suite of txmq, runnable on a fresh machine with only the Rust toolchain:
 # formatting, lints, the build, unit and property tests, storage conformance tests, and the
 # multi-process cluster tests (real `txmq serve` processes on loopback ports the OS picks), and
-# a short coverage-guided fuzzing run (scripts/fuzz.sh; installs cargo-fuzz), and the Helm chart and
+# a short coverage-guided fuzzing run (scripts/fuzz.sh; installs cargo-fuzz), the official RocketMQ
+# Python client against the RocketMQ port (installed from PyPI into a venv), and the Helm chart and
 # container tests (scripts/test-chart.sh: needs Docker).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +41,20 @@ if grep -q '^sled' broker/Cargo.toml; then
   echo "error: txmq-broker must not depend on sled directly (the store reports what the node needs)" >&2
   exit 1
 fi
+
+# The RocketMQ compatibility tests drive txmq with the official RocketMQ 5 Python client
+# (cluster-tests/tests/rocketmq.rs), installed from PyPI into a venv of its own.
+ROCKETMQ_PYTHON_CLIENT="rocketmq-python-client==5.1.2"
+venv=target/rocketmq-venv
+if ! "$venv/bin/python" -c "import rocketmq" >/dev/null 2>&1; then
+  step "installing the official RocketMQ Python client ($ROCKETMQ_PYTHON_CLIENT) in $venv"
+  python3 -m venv "$venv"
+  if ! "$venv/bin/pip" install -q --disable-pip-version-check "$ROCKETMQ_PYTHON_CLIENT"; then
+    echo "error: could not install $ROCKETMQ_PYTHON_CLIENT; the RocketMQ compatibility tests need it" >&2
+    exit 1
+  fi
+fi
+export TXMQ_ROCKETMQ_PYTHON="$PWD/$venv/bin/python"
 
 step "build (the txmq binary the cluster tests run)"
 cargo build --workspace --bins

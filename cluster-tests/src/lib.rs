@@ -216,6 +216,8 @@ pub struct Node {
     pub client_addr: String,
     pub peer_addr: String,
     pub metrics_addr: String,
+    /// The RocketMQ-protocol address, with [`ClusterOptions::rocketmq`].
+    pub rocketmq_addr: Option<String>,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     args: Vec<String>,
@@ -412,6 +414,8 @@ pub struct ClusterOptions {
     pub open_files: Option<u64>,
     /// How the harness's own clients connect (TLS, credentials); timeouts are its own.
     pub client: ClientOptions,
+    /// Every node also serves the RocketMQ protocol (`--rocketmq-addr` on a free port).
+    pub rocketmq: bool,
 }
 
 /// A cluster of real processes.
@@ -542,11 +546,21 @@ impl Cluster {
             args.push(initial);
         }
         args.extend(self.options.extra_args.iter().cloned());
+        let rocketmq_addr = if self.options.rocketmq {
+            Some(format!("127.0.0.1:{}", free_port()?))
+        } else {
+            None
+        };
+        if let Some(addr) = &rocketmq_addr {
+            args.push("--rocketmq-addr".into());
+            args.push(addr.clone());
+        }
         Ok(Node {
             id,
             client_addr,
             peer_addr,
             metrics_addr,
+            rocketmq_addr,
             log_path: self.dir.path().join(format!("node-{id}.log")),
             data_dir,
             args,
@@ -568,6 +582,7 @@ impl Cluster {
                 client_addr: n.client_addr.clone(),
                 peer_addr: String::new(),
                 metrics_addr: n.metrics_addr.clone(),
+                rocketmq_addr: None,
                 data_dir: dir.path().join(format!("node-{}", n.id)),
                 log_path: dir.path().join(format!("node-{}.log", n.id)),
                 args: Vec::new(),

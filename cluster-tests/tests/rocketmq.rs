@@ -1,0 +1,251 @@
+//! The official RocketMQ 5 Python client (PyPI `rocketmq-python-client`, pinned in
+//! scripts/test.sh) against a real 3-node cluster's RocketMQ port: sends, receives, acks,
+//! redelivery, change of invisible duration, transactions (commit, rollback, check-back),
+//! interop with txmq's own API both ways, and a leader killed between runs.
+//!
+//! The client runs in a venv the test command makes; `TXMQ_ROCKETMQ_PYTHON` names its
+//! interpreter. Without it these tests fail (they never skip).
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::Value;
+use txmq_client::{Client, ReadRequest, ReceiveRequest, SendRequest, TopicType};
+use txmq_cluster_tests::{Cluster, ClusterOptions, wait_for_transaction};
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/rocketmq/official_python.py");
+
+/// Runs one scenario of the official-client script against `endpoint`; its JSON result.
+fn python(endpoint: &str, args: &[&str]) -> Result<Value> {
+    let interpreter = std::env::var("TXMQ_ROCKETMQ_PYTHON").context(
+        "TXMQ_ROCKETMQ_PYTHON is not set: run these tests through ./scripts/test.sh, which \
+         installs the official RocketMQ Python client in a venv",
+    )?;
+    let output = Command::new(&interpreter)
+        .arg(SCRIPT)
+        .arg(endpoint)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {interpreter}"))?;
+    if !output.status.success() {
+        bail!(
+            "the official RocketMQ client failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    serde_json::from_slice(&output.stdout).with_context(|| {
+        format!(
+            "the script printed no JSON: {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+async fn rocketmq_cluster() -> Result<(Cluster, Client)> {
+    let options = ClusterOptions {
+        rocketmq: true,
+        extra_args: [
+            "--txn-first-check-delay",
+            "2s",
+            "--txn-check-interval",
+            "2s",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Default::default()
+    };
+    let mut cluster = Cluster::start(3, options).await?;
+    let client = cluster.client()?;
+    Ok((cluster, client))
+}
+
+fn rocketmq_addr(cluster: &Cluster, id: u64) -> Result<String> {
+    cluster.nodes[&id]
+        .rocketmq_addr
+        .clone()
+        .context("the node has no RocketMQ port")
+}
+
+fn strings(v: &Value) -> BTreeSet<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_python_client_sends_receives_and_interoperates() -> Result<()> {
+    let (cluster, client) = rocketmq_cluster().await?;
+    let endpoint = rocketmq_addr(&cluster, 1)?;
+    client.create_topic("rn", TopicType::Normal, 2).await?;
+    let sent = python(&endpoint, &["send", "rn", "3"])?;
+    let sent_ids = strings(&sent["message_ids"]);
+    ensure!(sent_ids.len() == 3, "{sent}");
+    // Stored by txmq with the client's message ids, readable through txmq's own API.
+    let stored = client
+        .read(ReadRequest {
+            topic: "rn".into(),
+            max: 100,
+            ..Default::default()
+        })
+        .await?;
+    let stored_ids: BTreeSet<String> = stored
+        .iter()
+        .filter_map(|m| m.properties.get("rmq.message-id").cloned())
+        .collect();
+    ensure!(stored_ids == sent_ids, "{stored_ids:?} vs {sent_ids:?}");
+    // A message sent through txmq's API reaches the RocketMQ consumer too.
+    client
+        .send(SendRequest {
+            topic: "rn".into(),
+            body: b"from-txmq".to_vec().into(),
+            key: "native-key".into(),
+            tag: "native".into(),
+            ..Default::default()
+        })
+        .await?;
+    let got = python(&endpoint, &["receive", "rn", "g1", "4"])?;
+    let messages = got["messages"].as_array().context("messages")?;
+    ensure!(messages.len() == 4, "{got}");
+    let received_ids: BTreeSet<String> = messages
+        .iter()
+        .filter_map(|m| m["message_id"].as_str().map(str::to_string))
+        .collect();
+    ensure!(sent_ids.is_subset(&received_ids), "{got}");
+    for m in messages {
+        ensure!(m["delivery_attempt"] == 1, "{m}");
+        if m["body"] == "normal-1" {
+            ensure!(m["tag"] == "plain" && m["properties"]["n"] == "1", "{m}");
+            ensure!(
+                strings(&m["keys"]) == BTreeSet::from(["key-1".to_string()]),
+                "{m}"
+            );
+        }
+        if m["body"] == "from-txmq" {
+            ensure!(m["tag"] == "native", "{m}");
+            ensure!(
+                strings(&m["keys"]) == BTreeSet::from(["native-key".to_string()]),
+                "{m}"
+            );
+        }
+    }
+    // Acked by the RocketMQ consumer: nothing is left for the group in txmq.
+    let left = client
+        .receive(ReceiveRequest {
+            group: "g1".into(),
+            topic: "rn".into(),
+            max: 10,
+            ..Default::default()
+        })
+        .await?;
+    ensure!(left.is_empty(), "acked messages came back: {left:?}");
+    // And a message sent with the RocketMQ client is consumed by txmq's own consumer.
+    let native = client
+        .receive(ReceiveRequest {
+            group: "native-group".into(),
+            topic: "rn".into(),
+            max: 10,
+            ..Default::default()
+        })
+        .await?;
+    ensure!(
+        native.iter().any(|m| m.body.as_ref() == b"normal-0"),
+        "{native:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unacked_message_comes_back_with_a_higher_delivery_attempt() -> Result<()> {
+    let (cluster, client) = rocketmq_cluster().await?;
+    let endpoint = rocketmq_addr(&cluster, 2)?;
+    client.create_topic("once", TopicType::Normal, 1).await?;
+    let sent = python(&endpoint, &["send", "once", "1"])?;
+    let id = sent["message_ids"][0].as_str().context("id")?.to_string();
+    let result = python(&endpoint, &["redeliver", "once", "g"])?;
+    let attempts = result["attempts"].as_array().context("attempts")?;
+    ensure!(attempts.len() == 2, "{result}");
+    ensure!(
+        attempts.iter().all(|a| a["message_id"] == id.as_str()),
+        "{result}"
+    );
+    ensure!(
+        attempts[0]["delivery_attempt"] == 1 && attempts[1]["delivery_attempt"] == 2,
+        "{result}"
+    );
+    // Extended, then acked: gone for the group.
+    let left = client
+        .receive(ReceiveRequest {
+            group: "g".into(),
+            topic: "once".into(),
+            max: 10,
+            ..Default::default()
+        })
+        .await?;
+    ensure!(left.is_empty(), "{left:?}");
+    Ok(())
+}
+
+/// Commit, rollback and a check-back answered by the client's TransactionChecker; what a
+/// RocketMQ consumer then receives.
+async fn transactions_decide_as_the_client_says(
+    cluster: &Cluster,
+    client: &Client,
+    via: u64,
+    group: &str,
+) -> Result<()> {
+    let endpoint = rocketmq_addr(cluster, via)?;
+    let result = python(&endpoint, &["transactions", "rt", "60"])?;
+    let txn = |name: &str| {
+        result[name]["transaction_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let timeout = Duration::from_secs(30);
+    wait_for_transaction(client, &txn("commit"), "committed", timeout).await?;
+    wait_for_transaction(client, &txn("rollback"), "rolled_back", timeout).await?;
+    let checked = wait_for_transaction(client, &txn("check"), "committed", timeout).await?;
+    ensure!(checked.reason == "check", "{checked:?}");
+    let check_id = result["check"]["message_id"].as_str().context("id")?;
+    ensure!(strings(&result["checked"]).contains(check_id), "{result}");
+    let got = python(&endpoint, &["receive", "rt", group, "2"])?;
+    let bodies: BTreeSet<String> = got["messages"]
+        .as_array()
+        .context("messages")?
+        .iter()
+        .filter_map(|m| m["body"].as_str().map(str::to_string))
+        .collect();
+    ensure!(
+        bodies == BTreeSet::from(["txn-commit".to_string(), "txn-check".to_string()]),
+        "{got}"
+    );
+    for m in got["messages"].as_array().context("messages")? {
+        ensure!(
+            strings(&m["keys"]).contains("second"),
+            "every key kept: {m}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_python_transactions_commit_roll_back_and_answer_checks_across_a_failover()
+-> Result<()> {
+    let (mut cluster, client) = rocketmq_cluster().await?;
+    client.create_topic("rt", TopicType::Transaction, 2).await?;
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await?;
+    let other = (1..=3).find(|id| *id != leader).context("a follower")?;
+    transactions_decide_as_the_client_says(&cluster, &client, other, "before").await?;
+    // The leader dies: the client keeps working through the others; checks continue.
+    cluster.node(leader).kill();
+    cluster.wait_for_leader(Duration::from_secs(30)).await?;
+    transactions_decide_as_the_client_says(&cluster, &client, other, "after").await?;
+    Ok(())
+}
