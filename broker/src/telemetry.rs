@@ -180,6 +180,18 @@ fn describe() {
         "Check-back answers received by this node, by answer."
     );
     describe_counter!(
+        "txmq_rocketmq_requests_total",
+        "RocketMQ-protocol requests answered by this node, by RPC and RocketMQ status code."
+    );
+    describe_gauge!(
+        "txmq_rocketmq_telemetry_streams",
+        "Open RocketMQ Telemetry streams (about one per client and node)."
+    );
+    describe_counter!(
+        "txmq_rocketmq_checks_pushed_total",
+        "Check-backs pushed to RocketMQ producers over their Telemetry streams."
+    );
+    describe_counter!(
         "txmq_txn_checks_undeliverable_total",
         "Checks recorded but not handed to any instance (all queues full or gone)."
     );

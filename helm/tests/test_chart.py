@@ -49,6 +49,10 @@ VALUE_SETS: dict[str, dict] = {
         "service": {"type": "LoadBalancer"},
         "persistence": {"enabled": True, "storageClassName": "fast", "size": "50Gi"},
     },
+    "rocketmq": {
+        "rocketmq": {"enabled": True, "port": 8081},
+        "networkPolicy": {"clientFrom": [{"podSelector": {"matchLabels": {"role": "app"}}}]},
+    },
     "secured": {
         "tls": {"secretName": "txmq-tls", "requireClientCert": True},
         "peerTls": {"secretName": "txmq-peer-tls"},
@@ -264,6 +268,25 @@ class ClusterSafety(unittest.TestCase):
         self.assertEqual(by_port[9870]["from"], [{"podSelector": {"matchLabels": {"role": "app"}}}])
         self.assertNotIn("from", by_port[9872], "metrics stay reachable by Prometheus anywhere")
         self.assertNotIn("NetworkPolicy", {o["kind"] for o in objects(render({"networkPolicy": {"enabled": False}}))})
+
+    def test_rocketmq_port_is_served_advertised_exposed_and_let_through(self):
+        rendered = render(VALUE_SETS["rocketmq"])
+        container = one(rendered, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+        self.assertIn("--rocketmq-addr=0.0.0.0:8081", container["args"])
+        advertise = [a for a in container["args"] if a.startswith("--advertise-rocketmq-addr=")]
+        self.assertEqual(len(advertise), 1)
+        self.assertTrue(advertise[0].startswith("--advertise-rocketmq-addr=$(POD_NAME)."), advertise)
+        self.assertIn({"name": "rocketmq", "containerPort": 8081, "protocol": "TCP"}, container["ports"])
+        service = [o for o in objects(rendered) if o["kind"] == "Service" and o["spec"].get("clusterIP") != "None"][0]
+        self.assertIn(8081, [p["port"] for p in service["spec"]["ports"]])
+        policy = one(rendered, "NetworkPolicy")
+        client_rule = [r for r in policy["spec"]["ingress"] if {"port": 9870, "protocol": "TCP"} in r["ports"]][0]
+        self.assertIn({"port": 8081, "protocol": "TCP"}, client_rule["ports"])
+        defaults = one(render({}), "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+        self.assertFalse(any("rocketmq" in a for a in defaults["args"]), "off by default")
+        with self.assertRaises(Exception) as caught:
+            render({"rocketmq": {"enabled": True}, "auth": {"adminSecretName": "admin"}})
+        self.assertIn("auth.adminSecretName", str(caught.exception))
 
     def test_notes_tell_how_to_reach_and_check_the_cluster(self):
         text = notes({})
