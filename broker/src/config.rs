@@ -81,6 +81,10 @@ pub struct ServeArgs {
     /// is listed in the routes clients fetch, so they fail over between nodes.
     #[arg(long, env = "TXMQ_ADVERTISE_ROCKETMQ_ADDR")]
     pub advertise_rocketmq_addr: Option<String>,
+    /// With TLS on: the RocketMQ port also takes plaintext connections (told apart by their
+    /// first byte, as the RocketMQ proxy does), for clients configured either way.
+    #[arg(long, env = "TXMQ_ROCKETMQ_ALLOW_PLAINTEXT", num_args = 0..=1, default_missing_value = "true")]
+    pub rocketmq_allow_plaintext: Option<bool>,
     /// Largest accepted message body in bytes.
     #[arg(long, env = "TXMQ_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: Option<usize>,
@@ -209,6 +213,8 @@ pub struct ServeConfig {
     /// The RocketMQ-protocol listen address, when that listener is on.
     pub rocketmq_addr: Option<String>,
     pub advertise_rocketmq_addr: Option<String>,
+    /// The RocketMQ port takes plaintext next to TLS.
+    pub rocketmq_allow_plaintext: bool,
     pub max_message_bytes: usize,
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
@@ -340,6 +346,7 @@ impl ServeArgs {
             advertise_peer_addr,
             rocketmq_addr,
             advertise_rocketmq_addr,
+            rocketmq_allow_plaintext,
             max_message_bytes,
             heartbeat_interval,
             election_timeout,
@@ -461,6 +468,7 @@ impl ServeArgs {
             advertise_peer_addr: args.advertise_peer_addr,
             rocketmq_addr: args.rocketmq_addr,
             advertise_rocketmq_addr: args.advertise_rocketmq_addr,
+            rocketmq_allow_plaintext: args.rocketmq_allow_plaintext.unwrap_or(false),
             max_message_bytes: args
                 .max_message_bytes
                 .unwrap_or(txmq_state::limits::DEFAULT_MAX_MESSAGE_BYTES),

@@ -77,6 +77,18 @@ pub fn bounded(
     tls: PortTls,
     idle: Duration,
 ) -> futures::stream::BoxStream<'static, io::Result<Connection>> {
+    bounded_with(listener, bound, port, (tls, false), idle)
+}
+
+/// [`bounded`], where a TLS port may also take plaintext (`plaintext_too`): a connection whose
+/// first byte is not a TLS handshake record's (0x16) is served as plaintext HTTP/2.
+pub fn bounded_with(
+    listener: TcpListener,
+    bound: usize,
+    port: &'static str,
+    (tls, plaintext_too): (PortTls, bool),
+    idle: Duration,
+) -> futures::stream::BoxStream<'static, io::Result<Connection>> {
     let state = Acceptor {
         listener,
         permits: Arc::new(Semaphore::new(bound)),
@@ -93,7 +105,7 @@ pub fn bounded(
         })),
         Some(tls) => {
             let (sender, receiver) = tokio::sync::mpsc::channel(HANDSHAKES_IN_FLIGHT);
-            tokio::spawn(accept_tls(state, tls, sender));
+            tokio::spawn(accept_tls(state, (tls, plaintext_too), sender));
             Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver).map(Ok))
         }
     }
@@ -102,7 +114,7 @@ pub fn bounded(
 /// Accepts connections and hands each to a handshake task, until the server stops listening.
 async fn accept_tls(
     mut state: Acceptor,
-    tls: Arc<crate::tls::Reloading<rustls::ServerConfig>>,
+    (tls, plaintext_too): (Arc<crate::tls::Reloading<rustls::ServerConfig>>, bool),
     ready: tokio::sync::mpsc::Sender<Connection>,
 ) {
     let handshakes = Arc::new(Semaphore::new(HANDSHAKES_IN_FLIGHT));
@@ -118,6 +130,12 @@ async fn accept_tls(
         let (ready, port, idle) = (ready.clone(), state.port, state.idle);
         tokio::spawn(async move {
             let _slot = handshake_slot;
+            if plaintext_too && !starts_with_tls(&stream).await {
+                let _ = ready
+                    .send(Connection::new(Transport::Plain(stream), permit, idle))
+                    .await;
+                return;
+            }
             match tokio::time::timeout(FIRST_BYTE_DEADLINE, acceptor.accept(stream)).await {
                 Ok(Ok(tls_stream)) => {
                     let transport = Transport::Tls(Box::new(tls_stream));
@@ -127,6 +145,18 @@ async fn accept_tls(
                 Err(_) => handshake_failed(port, "no handshake within the deadline"),
             }
         });
+    }
+}
+
+/// Whether the connection's first byte (waited for up to [`FIRST_BYTE_DEADLINE`], not
+/// consumed) opens a TLS handshake record. Silence counts as TLS: the handshake's own deadline
+/// then closes it.
+async fn starts_with_tls(stream: &TcpStream) -> bool {
+    const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(FIRST_BYTE_DEADLINE, stream.peek(&mut first)).await {
+        Ok(Ok(1)) => first[0] == TLS_HANDSHAKE_RECORD,
+        _ => true,
     }
 }
 

@@ -12,8 +12,9 @@ import sys
 import threading
 import time
 
-from rocketmq import (ClientConfiguration, Credentials, FilterExpression, Message, Producer,
-                      SimpleConsumer, TransactionChecker, TransactionResolution)
+from rocketmq import (ClientConfiguration, ConsumeResult, Credentials, FilterExpression, Message,
+                      MessageListener, Producer, PushConsumer, SimpleConsumer, TransactionChecker,
+                      TransactionResolution)
 
 
 def config(endpoints):
@@ -130,6 +131,36 @@ def redeliver(endpoints, topic, group):
         consumer.shutdown()
 
 
+class Collect(MessageListener):
+    """A push consumer's listener that keeps what it gets and acknowledges it."""
+
+    def __init__(self):
+        self.bodies = []
+        self.lock = threading.Lock()
+
+    def consume(self, msg):
+        with self.lock:
+            self.bodies.append(msg.body.decode())
+        return ConsumeResult.SUCCESS
+
+
+def push(endpoints, topic, group, want, tag):
+    """A PushConsumer (QueryAssignment, then receives) subscribed with a tag filter."""
+    listener = Collect()
+    consumer = PushConsumer(config(endpoints), group, listener, {topic: FilterExpression(tag)})
+    consumer.startup()
+    try:
+        deadline = time.time() + 60
+        while len(listener.bodies) < want and time.time() < deadline:
+            time.sleep(0.2)
+        # Anything beyond `want` (a message the filter should have skipped) shows up here.
+        time.sleep(2)
+        with listener.lock:
+            return {"bodies": sorted(listener.bodies)}
+    finally:
+        consumer.shutdown()
+
+
 def main():
     endpoints, scenario, topic = sys.argv[1:4]
     extra = sys.argv[4:]
@@ -139,6 +170,8 @@ def main():
         result = send_transactions(endpoints, topic, extra[0])
     elif scenario == "receive":
         result = receive(endpoints, topic, extra[0], int(extra[1]))
+    elif scenario == "push":
+        result = push(endpoints, topic, extra[0], int(extra[1]), extra[2])
     elif scenario == "redeliver":
         result = redeliver(endpoints, topic, extra[0])
     else:

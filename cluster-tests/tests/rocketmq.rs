@@ -192,6 +192,43 @@ async fn an_unacked_message_comes_back_with_a_higher_delivery_attempt() -> Resul
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_consumer_gets_the_messages_its_tag_filter_admits() -> Result<()> {
+    let (cluster, client) = rocketmq_cluster().await?;
+    let endpoint = rocketmq_addr(&cluster, 3)?;
+    client.create_topic("pushed", TopicType::Normal, 2).await?;
+    for (i, tag) in ["keep", "skip", "keep", "other"].iter().enumerate() {
+        client
+            .send(SendRequest {
+                topic: "pushed".into(),
+                body: format!("{tag}-{i}").into_bytes().into(),
+                tag: tag.to_string(),
+                ..Default::default()
+            })
+            .await?;
+    }
+    let got = python(&endpoint, &["push", "pushed", "pusher", "2", "keep"])?;
+    ensure!(
+        strings(&got["bodies"]) == BTreeSet::from(["keep-0".to_string(), "keep-2".to_string()]),
+        "{got}"
+    );
+    ensure!(
+        got["bodies"].as_array().map(Vec::len) == Some(2),
+        "each once: {got}"
+    );
+    // The skipped ones were consumed for the group, as RocketMQ does: nothing is left.
+    let left = client
+        .receive(ReceiveRequest {
+            group: "pusher".into(),
+            topic: "pushed".into(),
+            max: 10,
+            ..Default::default()
+        })
+        .await?;
+    ensure!(left.is_empty(), "{left:?}");
+    Ok(())
+}
+
 /// Commit, rollback and a check-back answered by the client's TransactionChecker; what a
 /// RocketMQ consumer then receives.
 async fn transactions_decide_as_the_client_says(
@@ -247,5 +284,67 @@ async fn official_python_transactions_commit_roll_back_and_answer_checks_across_
     cluster.node(leader).kill();
     cluster.wait_for_leader(Duration::from_secs(30)).await?;
     transactions_decide_as_the_client_says(&cluster, &client, other, "after").await?;
+    Ok(())
+}
+
+/// QueryRoute for `topic` through txmq's generated RocketMQ client over `channel`.
+async fn route_status(channel: tonic::transport::Channel, topic: &str) -> Result<i32> {
+    use txmq_proto::rocketmq as rmq;
+    let mut client = rmq::messaging_service_client::MessagingServiceClient::new(channel);
+    let response = client
+        .query_route(rmq::QueryRouteRequest {
+            topic: Some(rmq::Resource {
+                resource_namespace: String::new(),
+                name: topic.into(),
+            }),
+            endpoints: None,
+        })
+        .await?
+        .into_inner();
+    Ok(response.status.map_or(0, |s| s.code))
+}
+
+/// With TLS on, the RocketMQ port serves TLS; with `--rocketmq-allow-plaintext` it also takes
+/// plaintext on the same port (told apart by the first byte), as Java (TLS by default) and
+/// Python (plaintext by default) clients need.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rocketmq_port_serves_tls_and_plaintext_when_allowed() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let certs = dir.path().join("certs");
+    txmq_cluster_tests::secure::create_certs(&certs)?;
+    let path = |name: &str| certs.join(name).display().to_string();
+    let options = ClusterOptions {
+        rocketmq: true,
+        extra_args: vec![
+            "--tls-cert".into(),
+            path("node.pem"),
+            "--tls-key".into(),
+            path("node.key"),
+            "--rocketmq-allow-plaintext".into(),
+        ],
+        client: txmq_cluster_tests::secure::client_options(&certs, "", "")?,
+        ..Default::default()
+    };
+    let mut cluster = Cluster::start(1, options).await?;
+    let client = cluster.client()?;
+    client.create_topic("both", TopicType::Normal, 1).await?;
+    let endpoint = rocketmq_addr(&cluster, 1)?;
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(std::fs::read(
+            certs.join("ca.pem"),
+        )?))
+        .domain_name("localhost");
+    let secure = tonic::transport::Channel::from_shared(format!("https://{endpoint}"))?
+        .tls_config(tls)?
+        .connect()
+        .await?;
+    ensure!(route_status(secure, "both").await? == 20000, "over TLS");
+    let plain = tonic::transport::Channel::from_shared(format!("http://{endpoint}"))?
+        .connect()
+        .await?;
+    ensure!(route_status(plain, "both").await? == 20000, "in plaintext");
+    // And the official client, in plaintext (its default), sends through the same port.
+    let sent = python(&endpoint, &["send", "both", "1"])?;
+    ensure!(strings(&sent["message_ids"]).len() == 1, "{sent}");
     Ok(())
 }

@@ -19,11 +19,16 @@ pub const INSTANCE_QUEUE: usize = 256;
 /// The most instances one node accepts by default (`--max-check-channels`).
 pub const MAX_INSTANCES: usize = 4096;
 
+/// The message property naming the client instance that sent a half message.
+pub const SENDER_PROPERTY: &str = "rmq.client-id";
+
 /// Which topics' checks an instance may receive (its user's produce rights).
 pub type TopicFilter = std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 struct Instance {
     key: u64,
+    /// The client instance behind the channel, when it says (a RocketMQ client's id).
+    client_id: Option<String>,
     checks: mpsc::Sender<CheckRequest>,
     may_check: TopicFilter,
 }
@@ -71,6 +76,7 @@ impl CheckerRegistry {
         &self,
         group: &str,
         may_check: TopicFilter,
+        client_id: Option<String>,
     ) -> Result<(u64, mpsc::Receiver<CheckRequest>), TooManyInstances> {
         let mut groups = self.lock();
         let total: usize = groups.values().map(|g| g.instances.len()).sum();
@@ -87,6 +93,7 @@ impl CheckerRegistry {
             .instances
             .push(Instance {
                 key,
+                client_id,
                 checks: tx,
                 may_check,
             });
@@ -119,14 +126,23 @@ impl CheckerRegistry {
             .is_some_and(|g| g.instances.iter().any(|i| !i.checks.is_closed()))
     }
 
-    /// Hands a check to the next instance of its group that has room and may see the check's
-    /// topic. False if none could take it.
+    /// Hands a check to the instance that sent the half message if it is here (its client id
+    /// travels in the message's `rmq.client-id` property), else to the next instance of its
+    /// group that has room and may see the check's topic. False if none could take it.
     pub fn send(&self, request: CheckRequest) -> bool {
         let mut groups = self.lock();
         let Some(g) = groups.get_mut(&request.group) else {
             return false;
         };
         g.instances.retain(|i| !i.checks.is_closed());
+        if let Some(sender) = request.properties.get(SENDER_PROPERTY)
+            && let Some(instance) = g.instances.iter().find(|i| {
+                i.client_id.as_deref() == Some(sender.as_str()) && (i.may_check)(&request.topic)
+            })
+            && instance.checks.try_send(request.clone()).is_ok()
+        {
+            return true;
+        }
         let n = g.instances.len();
         for i in 0..n {
             let idx = (g.cursor + i) % n;
@@ -173,12 +189,12 @@ mod tests {
     async fn an_instance_gets_only_checks_of_topics_it_may_produce_to() {
         let registry = CheckerRegistry::default();
         let only_pay: TopicFilter = std::sync::Arc::new(|t| t == "pay");
-        let (_, mut pay) = registry.register("g", only_pay).unwrap();
+        let (_, mut pay) = registry.register("g", only_pay, None).unwrap();
         assert!(
             !registry.send(check("g", "1")),
             "no instance may see 'orders'"
         );
-        let (_, mut orders) = registry.register("g", any()).unwrap();
+        let (_, mut orders) = registry.register("g", any(), None).unwrap();
         assert!(registry.send(check("g", "2")));
         assert_eq!(orders.recv().await.unwrap().transaction_id, "2");
         assert!(pay.try_recv().is_err());
@@ -187,9 +203,9 @@ mod tests {
     #[tokio::test]
     async fn checks_are_spread_over_instances_and_only_to_their_group() {
         let registry = CheckerRegistry::default();
-        let (_, mut a) = registry.register("g", any()).unwrap();
-        let (_, mut b) = registry.register("g", any()).unwrap();
-        let (_, mut other) = registry.register("h", any()).unwrap();
+        let (_, mut a) = registry.register("g", any(), None).unwrap();
+        let (_, mut b) = registry.register("g", any(), None).unwrap();
+        let (_, mut other) = registry.register("h", any(), None).unwrap();
         assert!(registry.send(check("g", "1")));
         assert!(registry.send(check("g", "2")));
         assert_eq!(a.recv().await.unwrap().transaction_id, "1");
@@ -201,14 +217,45 @@ mod tests {
     #[tokio::test]
     async fn closed_instances_are_skipped_and_clear_ends_streams() {
         let registry = CheckerRegistry::default();
-        let (_, a) = registry.register("g", any()).unwrap();
+        let (_, a) = registry.register("g", any(), None).unwrap();
         drop(a);
         assert!(!registry.has_instances("g"));
         assert!(!registry.send(check("g", "1")));
-        let (_, mut b) = registry.register("g", any()).unwrap();
+        let (_, mut b) = registry.register("g", any(), None).unwrap();
         assert!(registry.send(check("g", "2")));
         registry.clear();
         assert_eq!(b.recv().await.unwrap().transaction_id, "2");
         assert!(b.recv().await.is_none(), "the stream ends after clear");
+    }
+
+    #[tokio::test]
+    async fn the_instance_that_sent_the_half_message_gets_its_check_first() {
+        let registry = CheckerRegistry::default();
+        let (_, mut a) = registry
+            .register("g", any(), Some("client-a".into()))
+            .unwrap();
+        let (_, mut b) = registry
+            .register("g", any(), Some("client-b".into()))
+            .unwrap();
+        for id in ["1", "2", "3"] {
+            let mut request = check("g", id);
+            request
+                .properties
+                .insert(SENDER_PROPERTY.into(), "client-b".into());
+            assert!(registry.send(request));
+        }
+        for id in ["1", "2", "3"] {
+            assert_eq!(b.recv().await.unwrap().transaction_id, id);
+        }
+        assert!(
+            a.try_recv().is_err(),
+            "round robin would have given client-a some"
+        );
+        // A sender that is not connected here: any instance.
+        let mut request = check("g", "4");
+        request
+            .properties
+            .insert(SENDER_PROPERTY.into(), "gone".into());
+        assert!(registry.send(request));
     }
 }

@@ -47,7 +47,11 @@ impl CheckSession {
         limits::validate_name("producer group", &register.group)
             .map_err(Status::invalid_argument)?;
         let (key, checks) = registry
-            .register(&register.group, may_check)
+            .register(
+                &register.group,
+                may_check,
+                Some(register.instance_id.clone()),
+            )
             .map_err(|e| Status::resource_exhausted(e.to_string()))?;
         tracing::info!(group = %register.group, instance = %register.instance_id, "checker connected");
         let session = CheckSession {

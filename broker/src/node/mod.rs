@@ -281,6 +281,7 @@ fn rocketmq_server(
     let served = service.zip(listener).map(|(service, listener)| {
         let max_message = config.max_message_bytes + 1024 * 1024;
         let limits = config.limits;
+        let plaintext_too = config.rocketmq_allow_plaintext;
         let connections = crate::listener::client_connection_bound(
             crate::listener::raise_open_file_limit(),
             config.max_connections,
@@ -295,11 +296,11 @@ fn rocketmq_server(
                     .max_encoding_message_size(max_message),
             )
             .serve_with_incoming_shutdown(
-                crate::listener::bounded(
+                crate::listener::bounded_with(
                     listener,
                     connections,
                     "rocketmq",
-                    tls,
+                    (tls, plaintext_too),
                     limits.idle_connection_timeout,
                 ),
                 stopped(stop),

@@ -17,6 +17,8 @@ pub const MESSAGE_ID: &str = "rmq.message-id";
 pub const KEYS: &str = "rmq.keys";
 pub const BORN_MS: &str = "rmq.born-ms";
 pub const BORN_HOST: &str = "rmq.born-host";
+/// The sending client's id (see [`crate::checkers::SENDER_PROPERTY`]).
+pub const SENDER: &str = crate::checkers::SENDER_PROPERTY;
 const KEY_SEPARATOR: char = '\u{1}';
 
 /// The parts of a RocketMQ message a txmq send needs.
@@ -30,8 +32,9 @@ pub struct Outgoing {
     pub properties: HashMap<String, String>,
 }
 
-/// Takes a RocketMQ message apart; `Err` names what is missing.
-pub fn outgoing(message: rmq::Message) -> Result<Outgoing, String> {
+/// Takes a RocketMQ message apart; `Err` names what is missing. `sender` is the sending
+/// client's id: a check-back of a transactional message goes to that client first.
+pub fn outgoing(message: rmq::Message, sender: Option<&str>) -> Result<Outgoing, String> {
     let topic = message.topic.map(|t| t.name).unwrap_or_default();
     if topic.is_empty() {
         return Err("the message names no topic".into());
@@ -47,6 +50,9 @@ pub fn outgoing(message: rmq::Message) -> Result<Outgoing, String> {
         ));
     }
     properties.insert(MESSAGE_ID.into(), system.message_id.clone());
+    if let Some(sender) = sender {
+        properties.insert(SENDER.into(), sender.to_string());
+    }
     if system.keys.len() > 1 {
         properties.insert(KEYS.into(), system.keys.join(&KEY_SEPARATOR.to_string()));
     }
@@ -121,6 +127,7 @@ pub fn rocketmq_message(mut m: Incoming, namespace: &str) -> rmq::Message {
         .and_then(|v| v.parse().ok())
         .unwrap_or(m.born_at_ms);
     let born_host = m.properties.remove(BORN_HOST).unwrap_or_default();
+    m.properties.remove(SENDER);
     let body_digest = rmq::Digest {
         r#type: rmq::DigestType::Crc32 as i32,
         checksum: format!("{:08X}", crc32fast::hash(&m.body)),
@@ -216,7 +223,11 @@ mod tests {
 
     #[test]
     fn a_message_survives_the_trip_through_txmq_unchanged() {
-        let out = outgoing(sent(&["k1", "k2"])).expect("valid");
+        let out = outgoing(sent(&["k1", "k2"]), Some("client-1")).expect("valid");
+        assert_eq!(
+            out.properties.get(SENDER).map(String::as_str),
+            Some("client-1")
+        );
         assert_eq!((out.key.as_str(), out.tag.as_str()), ("k1", "paid"));
         assert_eq!(out.message_type, rmq::MessageType::Transaction);
         let back = rocketmq_message(
@@ -253,11 +264,11 @@ mod tests {
     fn reserved_properties_and_missing_ids_are_refused() {
         let mut m = sent(&[]);
         m.user_properties.insert("rmq.keys".into(), "x".into());
-        assert!(outgoing(m).is_err());
+        assert!(outgoing(m, None).is_err());
         let mut m = sent(&[]);
         if let Some(s) = m.system_properties.as_mut() {
             s.message_id.clear();
         }
-        assert!(outgoing(m).is_err());
+        assert!(outgoing(m, None).is_err());
     }
 }

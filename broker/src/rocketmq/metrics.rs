@@ -11,9 +11,11 @@ pub fn request(rpc: &'static str, status: &Option<Status>) {
         .increment(1);
 }
 
-/// A Telemetry stream opened (+1) or closed (-1).
-pub fn client_connected(delta: i32) {
-    metrics::gauge!("txmq_rocketmq_telemetry_streams").increment(f64::from(delta));
+/// A Telemetry stream of a client of this type (the protocol's name, e.g. `PRODUCER`) that
+/// announced itself (+1) or closed (-1).
+pub fn client_connected(client_type: &'static str, delta: i32) {
+    metrics::gauge!("txmq_rocketmq_telemetry_streams", "client_type" => client_type)
+        .increment(f64::from(delta));
 }
 
 pub fn check_pushed() {

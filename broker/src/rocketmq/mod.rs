@@ -52,6 +52,16 @@ fn once<T: Send + 'static>(items: Vec<T>) -> Response<ResponseStream<T>> {
     Response::new(Box::pin(futures::stream::iter(items.into_iter().map(Ok))))
 }
 
+/// The client instance's id every official client sends.
+fn client_id<T>(request: &Request<T>) -> Option<String> {
+    request
+        .metadata()
+        .get(CLIENT_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 256)
+        .map(str::to_string)
+}
+
 fn name(resource: &Option<rmq::Resource>) -> String {
     resource
         .as_ref()
@@ -271,7 +281,8 @@ impl MessagingService for RocketmqService {
         &self,
         request: Request<rmq::SendMessageRequest>,
     ) -> Result<Response<rmq::SendMessageResponse>, Status> {
-        let response = send::send(&self.native, request.into_inner()).await;
+        let sender = client_id(&request);
+        let response = send::send(&self.native, request.into_inner(), sender.as_deref()).await;
         metrics::request("SendMessage", &response.status);
         Ok(Response::new(response))
     }
@@ -390,12 +401,7 @@ impl MessagingService for RocketmqService {
         &self,
         request: Request<tonic::Streaming<rmq::TelemetryCommand>>,
     ) -> Result<Response<Self::TelemetryStream>, Status> {
-        let client_id = request
-            .metadata()
-            .get(CLIENT_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty())
-            .map(str::to_string)
+        let client_id = client_id(&request)
             .ok_or_else(|| Status::invalid_argument("the x-mq-client-id header is required"))?;
         let stream = telemetry::serve(request.into_inner(), client_id, self.telemetry.clone());
         Ok(Response::new(stream))

@@ -33,6 +33,7 @@ pub fn overall<'a>(statuses: impl Iterator<Item = &'a Option<rmq::Status>>) -> O
 pub async fn send(
     native: &ClientService,
     req: rmq::SendMessageRequest,
+    sender: Option<&str>,
 ) -> rmq::SendMessageResponse {
     if req.messages.is_empty() {
         return rmq::SendMessageResponse {
@@ -42,7 +43,7 @@ pub async fn send(
     }
     let mut entries = Vec::with_capacity(req.messages.len());
     for message in req.messages {
-        entries.push(send_one(native, message).await);
+        entries.push(send_one(native, message, sender).await);
     }
     rmq::SendMessageResponse {
         status: overall(entries.iter().map(|e| &e.status)),
@@ -92,9 +93,13 @@ fn refuse(
     None
 }
 
-async fn send_one(native: &ClientService, message: rmq::Message) -> rmq::SendResultEntry {
+async fn send_one(
+    native: &ClientService,
+    message: rmq::Message,
+    sender: Option<&str>,
+) -> rmq::SendResultEntry {
     let checked = message.clone();
-    let out = match convert::outgoing(message) {
+    let out = match convert::outgoing(message, sender) {
         Ok(out) => out,
         Err(e) => return failed(codes::status(Code::BadRequest, e)),
     };

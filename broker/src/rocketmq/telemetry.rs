@@ -58,7 +58,7 @@ async fn run(
     context: TelemetryContext,
     outbound: Outbound,
 ) {
-    super::metrics::client_connected(1);
+    let mut counted_as: Option<&'static str> = None;
     let mut forwarders: HashMap<String, JoinHandle<()>> = HashMap::new();
     while let Some(Ok(command)) = inbound.next().await {
         let Some(Command::Settings(settings)) = command.command else {
@@ -66,6 +66,11 @@ async fn run(
             continue;
         };
         let topics = published_topics(&settings);
+        if counted_as.is_none() {
+            let kind = client_type_name(&settings);
+            super::metrics::client_connected(kind, 1);
+            counted_as = Some(kind);
+        }
         let reply = rmq::TelemetryCommand {
             status: codes::ok(),
             command: Some(Command::Settings(answer(settings, context.max_body))),
@@ -82,15 +87,31 @@ async fn run(
         for topic in topics {
             forwarders.entry(topic.clone()).or_insert_with(|| {
                 tracing::info!(client = %client_id, %topic, "RocketMQ producer connected for check-backs");
-                tokio::spawn(forward_checks(context.checkers.clone(), topic, outbound.clone()))
+                tokio::spawn(forward_checks(
+                    context.checkers.clone(),
+                    topic,
+                    client_id.clone(),
+                    outbound.clone(),
+                ))
             });
         }
     }
     for task in forwarders.into_values() {
         task.abort();
     }
-    super::metrics::client_connected(-1);
+    if let Some(kind) = counted_as {
+        super::metrics::client_connected(kind, -1);
+    }
     tracing::debug!(client = %client_id, "RocketMQ Telemetry stream closed");
+}
+
+/// The client's type as the protocol names it (`CLIENT_TYPE_UNSPECIFIED` when unknown).
+fn client_type_name(settings: &rmq::Settings) -> &'static str {
+    settings
+        .client_type
+        .and_then(|t| rmq::ClientType::try_from(t).ok())
+        .unwrap_or(rmq::ClientType::Unspecified)
+        .as_str_name()
 }
 
 /// The topics a producer's settings publish to (none for consumers).
@@ -134,10 +155,17 @@ impl Drop for Registration {
 
 /// Registers the stream for `group`'s checks and pushes each as a recovery command, until the
 /// stream closes; a registration the registry drops is made again.
-async fn forward_checks(checkers: Arc<CheckerRegistry>, group: String, outbound: Outbound) {
+async fn forward_checks(
+    checkers: Arc<CheckerRegistry>,
+    group: String,
+    client_id: String,
+    outbound: Outbound,
+) {
     let any_topic: crate::checkers::TopicFilter = Arc::new(|_: &str| true);
     while !outbound.is_closed() {
-        let Ok((key, mut checks)) = checkers.register(&group, any_topic.clone()) else {
+        let Ok((key, mut checks)) =
+            checkers.register(&group, any_topic.clone(), Some(client_id.clone()))
+        else {
             tokio::time::sleep(REREGISTER * 25).await;
             continue;
         };
@@ -188,6 +216,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(published_topics(&settings), vec!["orders"]);
+        assert_eq!(client_type_name(&settings), "PRODUCER");
         let answered = answer(settings, 4 << 20);
         match answered.pub_sub {
             Some(rmq::settings::PubSub::Publishing(p)) => {
