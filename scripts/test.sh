@@ -56,6 +56,12 @@ if ! "$venv/bin/python" -c "import rocketmq" >/dev/null 2>&1; then
 fi
 export TXMQ_ROCKETMQ_PYTHON="$PWD/$venv/bin/python"
 
+# ... and with the official RocketMQ Rust client (crates.io `rocketmq`), through a small driver
+# outside the workspace (it pins its own dependency versions).
+step "build (the official RocketMQ Rust client's driver, interop/rocketmq-rust)"
+cargo build --manifest-path interop/rocketmq-rust/Cargo.toml
+export TXMQ_ROCKETMQ_RUST_CLIENT="$PWD/interop/rocketmq-rust/target/debug/rocketmq-rust-interop"
+
 step "build (the txmq binary the cluster tests run)"
 cargo build --workspace --bins
 

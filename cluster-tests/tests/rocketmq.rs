@@ -348,3 +348,84 @@ async fn the_rocketmq_port_serves_tls_and_plaintext_when_allowed() -> Result<()>
     ensure!(strings(&sent["message_ids"]).len() == 1, "{sent}");
     Ok(())
 }
+
+/// Runs one scenario of the official Rust client's driver (interop/rocketmq-rust, built by the
+/// test command; `TXMQ_ROCKETMQ_RUST_CLIENT` names the binary).
+fn rust_client(endpoint: &str, args: &[&str]) -> Result<Value> {
+    let binary = std::env::var("TXMQ_ROCKETMQ_RUST_CLIENT").context(
+        "TXMQ_ROCKETMQ_RUST_CLIENT is not set: run these tests through ./scripts/test.sh, which \
+         builds interop/rocketmq-rust with the official RocketMQ Rust client",
+    )?;
+    let mut command = Command::new(&binary);
+    command.arg(args[0]).arg(endpoint).args(&args[1..]);
+    let output = command
+        .output()
+        .with_context(|| format!("running {binary}"))?;
+    if !output.status.success() {
+        bail!(
+            "the official RocketMQ Rust client failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    serde_json::from_slice(&output.stdout).with_context(|| {
+        format!(
+            "the driver printed no JSON: {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_rust_client_sends_receives_and_decides_transactions() -> Result<()> {
+    let (cluster, client) = rocketmq_cluster().await?;
+    let endpoint = rocketmq_addr(&cluster, 1)?;
+    client
+        .create_topic("rust-normal", TopicType::Normal, 2)
+        .await?;
+    client
+        .create_topic("rust-txn", TopicType::Transaction, 2)
+        .await?;
+    let sent = rust_client(&endpoint, &["send", "rust-normal", "3"])?;
+    let sent_ids = strings(&sent["message_ids"]);
+    ensure!(sent_ids.len() == 3, "{sent}");
+    let got = rust_client(&endpoint, &["receive", "rust-normal", "rust-group", "3"])?;
+    let messages = got["messages"].as_array().context("messages")?;
+    let got_ids: BTreeSet<String> = messages
+        .iter()
+        .filter_map(|m| m["message_id"].as_str().map(str::to_string))
+        .collect();
+    ensure!(got_ids == sent_ids, "{got}");
+    ensure!(
+        messages
+            .iter()
+            .all(|m| m["tag"] == "rust" && m["delivery_attempt"] == 1),
+        "{got}"
+    );
+    let result = rust_client(&endpoint, &["transactions", "rust-txn", "60"])?;
+    let txn = |name: &str| {
+        result[name]["transaction_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let timeout = Duration::from_secs(30);
+    wait_for_transaction(&client, &txn("commit"), "committed", timeout).await?;
+    wait_for_transaction(&client, &txn("rollback"), "rolled_back", timeout).await?;
+    let checked = wait_for_transaction(&client, &txn("check"), "committed", timeout).await?;
+    ensure!(checked.reason == "check", "{checked:?}");
+    let check_id = result["check"]["message_id"].as_str().context("id")?;
+    ensure!(strings(&result["checked"]).contains(check_id), "{result}");
+    let got = rust_client(&endpoint, &["receive", "rust-txn", "rust-txn-group", "2"])?;
+    let bodies: BTreeSet<String> = got["messages"]
+        .as_array()
+        .context("messages")?
+        .iter()
+        .filter_map(|m| m["body"].as_str().map(str::to_string))
+        .collect();
+    ensure!(
+        bodies == BTreeSet::from(["rust-txn-commit".to_string(), "rust-txn-check".to_string()]),
+        "{got}"
+    );
+    Ok(())
+}
