@@ -577,6 +577,18 @@ impl Txmq for ClientService {
         let caller = self.access.caller(&request)?;
         Ok(Response::new(self.users().who_am_i(&caller)))
     }
+
+    async fn create_access_key(
+        &self,
+        request: Request<pb::CreateAccessKeyRequest>,
+    ) -> Result<Response<pb::AccessKeyResponse>, Status> {
+        let (caller, req) = self.admin(request, "make access keys")?;
+        let name = req.name.clone();
+        let outcome = self.users().create_access_key(req).await;
+        self.access
+            .audit(&caller, "create_access_key", &name, &outcome);
+        Ok(Response::new(outcome?))
+    }
 }
 
 impl ClientService {

@@ -558,16 +558,6 @@ impl ServeConfig {
                 "--snapshot-log-bytes must be at least {MIN_SNAPSHOT_LOG_BYTES} (1 MiB)"
             ));
         }
-        if self.rocketmq_addr.is_some() && self.security.auth_admin_file.is_some() {
-            // The protocol signs requests with HMAC over a secret txmq does not keep (only slow
-            // password hashes): an unauthenticated port next to an authenticated one would be a
-            // way around the ACLs.
-            return bad(
-                "--rocketmq-addr cannot be combined with --auth-admin-file yet: RocketMQ's \
-                 request signatures are not verified (docs/rocketmq.md, \"Not supported yet\")"
-                    .into(),
-            );
-        }
         if self.txn.max_checks == 0 {
             return bad("--txn-max-checks must be 1 or more".into());
         }

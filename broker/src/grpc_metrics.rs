@@ -46,6 +46,7 @@ const METHODS: &[&str] = &[
     "Grant",
     "Revoke",
     "WhoAmI",
+    "CreateAccessKey",
 ];
 
 fn method_label(path: &str) -> &'static str {

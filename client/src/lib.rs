@@ -34,12 +34,13 @@ pub use transaction::{
     TransactionResult,
 };
 pub use txmq_proto::client::{
-    AccessRight, AckResult, AddNodeRequest, BatchMessage, CheckRequest, ClusterStatusResponse,
-    CreateTopicRequest, EndTransactionRequest, EndTransactionResponse, GroupInfo, GroupQueueInfo,
-    ListTransactionsResponse, Message, NodeStatus, QueueInfo, ReadRequest, ReceiveRequest,
-    ResetGroupRequest, SendBatchRequest, SendBatchResponse, SendHalfRequest, SendHalfResponse,
-    SendRequest, SendResponse, TopicInfo, TopicType, TransactionEvent, TransactionInfo,
-    UpdateTopicRequest, UserInfo, reset_group_request,
+    AccessKeyResponse, AccessRight, AckResult, AddNodeRequest, BatchMessage, CheckRequest,
+    ClusterStatusResponse, CreateAccessKeyRequest, CreateTopicRequest, EndTransactionRequest,
+    EndTransactionResponse, GroupInfo, GroupQueueInfo, ListTransactionsResponse, Message,
+    NodeStatus, QueueInfo, ReadRequest, ReceiveRequest, ResetGroupRequest, SendBatchRequest,
+    SendBatchResponse, SendHalfRequest, SendHalfResponse, SendRequest, SendResponse, TopicInfo,
+    TopicType, TransactionEvent, TransactionInfo, UpdateTopicRequest, UserInfo,
+    reset_group_request,
 };
 pub use txmq_proto::codes::code_name as error_code_name;
 

@@ -90,6 +90,26 @@ impl Client {
         Ok(resp.into_inner())
     }
 
+    /// Makes a new secret key for `name` (replacing any) and returns it; the only place it is
+    /// ever shown. With `remove`, deletes it (the answer's secret is empty).
+    pub async fn create_access_key(
+        &self,
+        name: &str,
+        remove: bool,
+    ) -> Result<crate::AccessKeyResponse, ClientError> {
+        let req = crate::CreateAccessKeyRequest {
+            name: name.to_string(),
+            remove,
+        };
+        let resp = self
+            .retrying(|mut c, _| {
+                let r = req.clone();
+                async move { c.create_access_key(r).await }
+            })
+            .await?;
+        Ok(resp.into_inner())
+    }
+
     /// The caller's name and rights, as the node asked sees them.
     pub async fn who_am_i(&self) -> Result<UserInfo, ClientError> {
         let resp = self

@@ -8,6 +8,7 @@ Prints one JSON document on stdout (what the Rust test checks against txmq's own
 exits non-zero, with the reason on stderr, when the client fails."""
 
 import json
+import os
 import sys
 import threading
 import time
@@ -18,7 +19,9 @@ from rocketmq import (ClientConfiguration, ConsumeResult, Credentials, FilterExp
 
 
 def config(endpoints):
-    return ClientConfiguration(endpoints, Credentials(), request_timeout=10)
+    # RMQ_AK / RMQ_SK: a txmq user's name and the secret key `txmq user access-key` made.
+    credentials = Credentials(os.environ.get("RMQ_AK", ""), os.environ.get("RMQ_SK", ""))
+    return ClientConfiguration(endpoints, credentials, request_timeout=10)
 
 
 def message(topic, body, key, tag, props=None, keys=()):

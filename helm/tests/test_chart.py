@@ -284,9 +284,9 @@ class ClusterSafety(unittest.TestCase):
         self.assertIn({"port": 8081, "protocol": "TCP"}, client_rule["ports"])
         defaults = one(render({}), "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
         self.assertFalse(any("rocketmq" in a for a in defaults["args"]), "off by default")
-        with self.assertRaises(Exception) as caught:
-            render({"rocketmq": {"enabled": True}, "auth": {"adminSecretName": "admin"}})
-        self.assertIn("auth.adminSecretName", str(caught.exception))
+        secured = one(render({"rocketmq": {"enabled": True}, "auth": {"adminSecretName": "admin"}}), "StatefulSet")
+        args = secured["spec"]["template"]["spec"]["containers"][0]["args"]
+        self.assertIn("--rocketmq-addr=0.0.0.0:8081", args, "with auth too: requests are signed")
 
     def test_notes_tell_how_to_reach_and_check_the_cluster(self):
         text = notes({})

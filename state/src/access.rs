@@ -31,6 +31,22 @@ impl std::fmt::Debug for PasswordHash {
     }
 }
 
+/// A user's secret key for protocols that sign requests with it (RocketMQ's HMAC-SHA1
+/// `authorization` header), which the verifier must hold itself: so unlike a password it is
+/// stored as it is (docs/security.md says why and how it is protected). Its `Debug` hides it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AccessSecret(pub String);
+
+impl std::fmt::Debug for AccessSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AccessSecret(hidden)")
+    }
+}
+
+/// The longest access secret.
+pub const MAX_ACCESS_SECRET_LEN: usize = 256;
+
 /// One user: a name, the hash of its password and what it may do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
@@ -39,6 +55,10 @@ pub struct User {
     pub created_ms: u64,
     /// Sorted, without repeats.
     pub rights: Vec<Right>,
+    /// The secret key RocketMQ clients sign with (their access key is the user's name); none
+    /// until an administrator makes one. Absent from users written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_secret: Option<AccessSecret>,
 }
 
 impl User {

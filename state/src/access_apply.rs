@@ -11,6 +11,31 @@ fn rejected(why: String) -> CommandResult {
 }
 
 impl BrokerState {
+    pub(crate) fn set_access_secret(
+        &mut self,
+        name: &str,
+        secret: Option<&access::AccessSecret>,
+        changes: &mut Changes,
+    ) -> CommandResult {
+        if let Some(s) = secret
+            && (s.0.is_empty() || s.0.len() > access::MAX_ACCESS_SECRET_LEN)
+        {
+            return rejected(format!(
+                "an access secret has 1 to {} characters",
+                access::MAX_ACCESS_SECRET_LEN
+            ));
+        }
+        let Some(user) = self.users.get_mut(name) else {
+            return CommandResult::Rejected(Rejection::UnknownUser(name.to_string()));
+        };
+        let changed = user.access_secret.as_ref() != secret;
+        user.access_secret = secret.cloned();
+        if changed {
+            changes.user(name);
+        }
+        CommandResult::UserChanged { changed }
+    }
+
     pub(crate) fn put_user(
         &mut self,
         now_ms: u64,
@@ -50,6 +75,7 @@ impl BrokerState {
                     password_hash: password_hash.clone(),
                     created_ms: now_ms,
                     rights,
+                    access_secret: None,
                 };
                 self.users.insert(name.to_string(), user);
                 changes.user(name);

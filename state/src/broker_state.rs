@@ -169,6 +169,9 @@ impl BrokerState {
             Operation::DeleteUser { name } => self.delete_user(name, changes),
             Operation::Grant { user, right } => self.grant(user, right, changes),
             Operation::Revoke { user, right } => self.revoke(user, right, changes),
+            Operation::SetAccessSecret { name, secret } => {
+                self.set_access_secret(name, secret.as_ref(), changes)
+            }
             Operation::RetireNode { id } => {
                 self.retired_nodes.insert(*id);
                 changes.node_retired(*id);

@@ -154,6 +154,10 @@ impl fmt::Display for Command {
             Operation::DeleteUser { name } => write!(f, "delete_user({name})"),
             Operation::Grant { user, right } => write!(f, "grant({user}, {right})"),
             Operation::Revoke { user, right } => write!(f, "revoke({user}, {right})"),
+            Operation::SetAccessSecret { name, secret } => {
+                let what = if secret.is_some() { "set" } else { "removed" };
+                write!(f, "access_secret({name}, {what})")
+            }
             Operation::HalfMessage { topic, group, .. } => {
                 write!(f, "half_message({topic}, {group})")
             }

@@ -149,6 +149,12 @@ pub enum Operation {
         user: String,
         right: Right,
     },
+    /// Sets (or, with `None`, removes) a user's access secret (see
+    /// [`crate::access::AccessSecret`]).
+    SetAccessSecret {
+        name: String,
+        secret: Option<crate::access::AccessSecret>,
+    },
 }
 
 /// What a [`Operation::PutUser`] may do.

@@ -280,6 +280,13 @@ fn every_operation() -> Vec<(&'static str, Operation)> {
                 },
             },
         ),
+        (
+            "set_access_secret",
+            Operation::SetAccessSecret {
+                name: "alice".into(),
+                secret: Some(txmq_state::access::AccessSecret("c2VjcmV0LWtleQ".into())),
+            },
+        ),
     ]
 }
 

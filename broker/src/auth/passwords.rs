@@ -27,6 +27,14 @@ pub const MIN_PASSWORD_LEN: usize = 8;
 /// The longest password accepted (argon2 takes any length; this bounds the work).
 pub const MAX_PASSWORD_LEN: usize = 1024;
 
+/// A new access secret: 24 random bytes, base64url (32 characters).
+pub fn new_access_secret() -> txmq_state::access::AccessSecret {
+    use base64::Engine;
+    let mut bytes = [0u8; 24];
+    OsRng.fill_bytes(&mut bytes);
+    txmq_state::access::AccessSecret(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
 /// Hashes a new password (argon2id, random salt). Slow: call it off the async threads.
 pub fn hash_password(password: &str) -> Result<PasswordHash, String> {
     check_password(password)?;
@@ -147,6 +155,7 @@ mod tests {
             password_hash: hash_password(password).expect("hash"),
             created_ms: 0,
             rights: Vec::new(),
+            access_secret: None,
         }
     }
 

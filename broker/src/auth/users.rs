@@ -87,6 +87,24 @@ impl<'a> Users<'a> {
         self.changed(op, &user).await
     }
 
+    /// A new random access secret for `name` (or none, with `remove`), answered once.
+    pub async fn create_access_key(
+        &self,
+        req: pb::CreateAccessKeyRequest,
+    ) -> Result<pb::AccessKeyResponse, Status> {
+        access::validate_user_name(&req.name).map_err(Status::invalid_argument)?;
+        let secret = (!req.remove).then(passwords::new_access_secret);
+        let op = Operation::SetAccessSecret {
+            name: req.name.clone(),
+            secret: secret.clone(),
+        };
+        self.changed(op, &req.name).await?;
+        Ok(pb::AccessKeyResponse {
+            access_key: req.name,
+            secret_key: secret.map(|s| s.0).unwrap_or_default(),
+        })
+    }
+
     pub fn list(&self) -> pb::ListUsersResponse {
         pb::ListUsersResponse {
             users: self.reader.users().iter().map(user_info).collect(),

@@ -27,6 +27,14 @@ pub enum UserCommand {
         #[command(flatten)]
         password: PasswordArgs,
     },
+    /// Make a new secret key for a user, for RocketMQ clients (their access key is the user's
+    /// name); printed once, never shown again. Replaces any earlier one.
+    AccessKey {
+        name: String,
+        /// Delete the user's secret key instead.
+        #[arg(long)]
+        remove: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +134,17 @@ pub async fn user(client: &Client, cmd: UserCommand, out: Output) -> Result<(), 
             });
         }
         UserCommand::List => print_users(&client.list_users().await?, out),
+        UserCommand::AccessKey { name, remove } => {
+            let key = client.create_access_key(&name, remove).await?;
+            let json = json!({"access_key": key.access_key, "secret_key": key.secret_key});
+            out.print(&json, || match remove {
+                true => format!("deleted the secret key of {name}"),
+                false => format!(
+                    "access key: {}\nsecret key: {}\n(shown once: give both to the RocketMQ client's credentials)",
+                    key.access_key, key.secret_key
+                ),
+            });
+        }
     }
     Ok(())
 }

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod receive;
 pub mod route;
 pub mod send;
+pub mod signature;
 pub mod telemetry;
 
 use std::pin::Pin;
@@ -29,6 +30,7 @@ use txmq_proto::rocketmq as rmq;
 use txmq_proto::rocketmq::Code;
 use txmq_proto::rocketmq::messaging_service_server::MessagingService;
 
+use crate::auth::Caller;
 use crate::client_service::ClientService;
 use crate::peer_directory::PeerDirectory;
 use telemetry::{TelemetryContext, TelemetryStream};
@@ -76,7 +78,31 @@ fn namespace(resource: &Option<rmq::Resource>) -> String {
         .unwrap_or_default()
 }
 
+/// A request to the client API's handlers, on behalf of `caller`.
+fn native<T>(caller: &Caller, body: T) -> Request<T> {
+    let mut request = Request::new(body);
+    request.extensions_mut().insert(caller.clone());
+    request
+}
+
 impl RocketmqService {
+    /// Who a request acts as: anyone when txmq's authentication is off, else the user its
+    /// signature proves ([`signature`]); otherwise UNAUTHORIZED.
+    fn caller(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<Caller, Option<rmq::Status>> {
+        if !self.native.access.authentication() {
+            return Ok(Caller::Anonymous);
+        }
+        signature::verify(metadata, &self.native.reader)
+            .map(Caller::User)
+            .map_err(|why| {
+                tracing::info!(target: "txmq::audit", outcome = "unauthenticated", "RocketMQ request refused: {why}");
+                codes::status(Code::Unauthorized, why)
+            })
+    }
+
     fn queues(
         &self,
         topic: &Option<rmq::Resource>,
@@ -97,26 +123,37 @@ impl RocketmqService {
     }
 
     /// Acknowledges (through the native API) messages a tag filter kept from the consumer.
-    async fn ack_filtered(&self, group: &str, topic: &str, handles: Vec<String>) {
+    async fn ack_filtered(&self, caller: &Caller, group: &str, topic: &str, handles: Vec<String>) {
         if handles.is_empty() {
             return;
         }
-        let request = Request::new(pb::AckRequest {
-            group: group.to_string(),
-            topic: topic.to_string(),
-            receipt_handles: handles,
-        });
+        let request = native(
+            caller,
+            pb::AckRequest {
+                group: group.to_string(),
+                topic: topic.to_string(),
+                receipt_handles: handles,
+            },
+        );
         if let Err(e) = self.native.ack(request).await {
             tracing::warn!(%group, %topic, "acknowledging messages the tag filter skipped: {}", e.message());
         }
     }
 
-    async fn receive(&self, req: rmq::ReceiveMessageRequest) -> Vec<rmq::ReceiveMessageResponse> {
+    async fn receive(
+        &self,
+        caller: Result<Caller, Option<rmq::Status>>,
+        req: rmq::ReceiveMessageRequest,
+    ) -> Vec<rmq::ReceiveMessageResponse> {
         use rmq::receive_message_response::Content;
         let failed = |status: Option<rmq::Status>| {
             vec![rmq::ReceiveMessageResponse {
                 content: Some(Content::Status(status.unwrap_or_default())),
             }]
+        };
+        let caller = match caller {
+            Ok(c) => c,
+            Err(status) => return failed(status),
         };
         let filter = match receive::TagFilter::parse(req.filter_expression.as_ref()) {
             Ok(f) => f,
@@ -131,13 +168,14 @@ impl RocketmqService {
             native.topic.clone(),
             native.invisible_ms,
         );
-        let received = match self.native.receive(Request::new(native)).await {
+        let received = match self.native.receive(self::native(&caller, native)).await {
             Ok(r) => r.into_inner().messages,
             Err(e) => return failed(codes::from_grpc(&e, Code::TopicNotFound)),
         };
         let (admitted, skipped): (Vec<pb::Message>, Vec<pb::Message>) =
             received.into_iter().partition(|m| filter.admits(&m.tag));
         self.ack_filtered(
+            &caller,
             &group,
             &topic,
             skipped.into_iter().map(|m| m.receipt_handle).collect(),
@@ -151,17 +189,20 @@ impl RocketmqService {
         receive::responses(admitted, invisible_ms, &ns)
     }
 
-    async fn ack(&self, req: rmq::AckMessageRequest) -> rmq::AckMessageResponse {
+    async fn ack(&self, caller: &Caller, req: rmq::AckMessageRequest) -> rmq::AckMessageResponse {
         let handles: Vec<String> = req
             .entries
             .iter()
             .map(|e| e.receipt_handle.clone())
             .collect();
-        let request = Request::new(pb::AckRequest {
-            group: name(&req.group),
-            topic: name(&req.topic),
-            receipt_handles: handles,
-        });
+        let request = native(
+            caller,
+            pb::AckRequest {
+                group: name(&req.group),
+                topic: name(&req.topic),
+                receipt_handles: handles,
+            },
+        );
         let results = match self.native.ack(request).await {
             Ok(r) => r.into_inner().results,
             Err(e) => {
@@ -187,7 +228,11 @@ impl RocketmqService {
         }
     }
 
-    async fn end_transaction(&self, req: rmq::EndTransactionRequest) -> Option<rmq::Status> {
+    async fn end_transaction(
+        &self,
+        caller: &Caller,
+        req: rmq::EndTransactionRequest,
+    ) -> Option<rmq::Status> {
         let decision = match rmq::TransactionResolution::try_from(req.resolution) {
             Ok(rmq::TransactionResolution::Commit) => pb::Decision::Commit,
             Ok(rmq::TransactionResolution::Rollback) => pb::Decision::Rollback,
@@ -202,17 +247,33 @@ impl RocketmqService {
         // A RocketMQ producer's transactions belong to the group named after their topic.
         let group = name(&req.topic);
         let outcome = if req.source == rmq::TransactionSource::SourceServerCheck as i32 {
+            // A check's answer: the same right as the producer's own decision.
+            let topic = self.native.reader.transaction_topic(&req.transaction_id);
+            let need = match &topic {
+                Some(topic) => txmq_state::Need::Produce { topic },
+                None => txmq_state::Need::AnyProduce,
+            };
+            if let Err(e) = self
+                .native
+                .access
+                .require(caller, "answer a check", &[need])
+            {
+                return codes::from_grpc(&e, Code::Forbidden);
+            }
             self.native
                 .txn
                 .decide_after_check(req.transaction_id, group, decision)
                 .await
         } else {
-            let request = Request::new(pb::EndTransactionRequest {
-                transaction_id: req.transaction_id,
-                group,
-                decision: decision as i32,
-                operator: false,
-            });
+            let request = native(
+                caller,
+                pb::EndTransactionRequest {
+                    transaction_id: req.transaction_id,
+                    group,
+                    decision: decision as i32,
+                    operator: false,
+                },
+            );
             self.native
                 .end_transaction(request)
                 .await
@@ -221,6 +282,34 @@ impl RocketmqService {
         match outcome {
             Ok(_) => codes::ok(),
             Err(e) => codes::from_grpc(&e, Code::InvalidTransactionId),
+        }
+    }
+}
+
+impl RocketmqService {
+    async fn change_invisible(
+        &self,
+        caller: &Caller,
+        req: rmq::ChangeInvisibleDurationRequest,
+    ) -> rmq::ChangeInvisibleDurationResponse {
+        let request = native(
+            caller,
+            pb::ChangeInvisibleDurationRequest {
+                group: name(&req.group),
+                topic: name(&req.topic),
+                receipt_handle: req.receipt_handle,
+                invisible_ms: req.invisible_duration.as_ref().map_or(0, convert::millis),
+            },
+        );
+        match self.native.change_invisible_duration(request).await {
+            Ok(r) => rmq::ChangeInvisibleDurationResponse {
+                status: codes::ok(),
+                receipt_handle: r.into_inner().receipt_handle,
+            },
+            Err(e) => rmq::ChangeInvisibleDurationResponse {
+                status: codes::from_grpc(&e, Code::InvalidReceiptHandle),
+                receipt_handle: String::new(),
+            },
         }
     }
 }
@@ -251,8 +340,9 @@ impl MessagingService for RocketmqService {
         &self,
         request: Request<rmq::QueryRouteRequest>,
     ) -> Result<Response<rmq::QueryRouteResponse>, Status> {
+        let caller = self.caller(request.metadata());
         let req = request.into_inner();
-        let response = match self.queues(&req.topic) {
+        let response = match caller.and_then(|_| self.queues(&req.topic)) {
             Ok(message_queues) => rmq::QueryRouteResponse {
                 status: codes::ok(),
                 message_queues,
@@ -282,7 +372,16 @@ impl MessagingService for RocketmqService {
         request: Request<rmq::SendMessageRequest>,
     ) -> Result<Response<rmq::SendMessageResponse>, Status> {
         let sender = client_id(&request);
-        let response = send::send(&self.native, request.into_inner(), sender.as_deref()).await;
+        let response = match self.caller(request.metadata()) {
+            Ok(caller) => {
+                let req = request.into_inner();
+                send::send(&self.native, &caller, req, sender.as_deref()).await
+            }
+            Err(status) => rmq::SendMessageResponse {
+                status,
+                entries: Vec::new(),
+            },
+        };
         metrics::request("SendMessage", &response.status);
         Ok(Response::new(response))
     }
@@ -293,8 +392,9 @@ impl MessagingService for RocketmqService {
     ) -> Result<Response<rmq::QueryAssignmentResponse>, Status> {
         // Every queue to every consumer: receives lease messages from the whole topic for the
         // group, so consumers never wait on a queue assigned to a dead peer.
+        let caller = self.caller(request.metadata());
         let req = request.into_inner();
-        let response = match self.queues(&req.topic) {
+        let response = match caller.and_then(|_| self.queues(&req.topic)) {
             Ok(queues) => rmq::QueryAssignmentResponse {
                 status: codes::ok(),
                 assignments: queues
@@ -317,7 +417,8 @@ impl MessagingService for RocketmqService {
         &self,
         request: Request<rmq::ReceiveMessageRequest>,
     ) -> Result<Response<Self::ReceiveMessageStream>, Status> {
-        let parts = self.receive(request.into_inner()).await;
+        let caller = self.caller(request.metadata());
+        let parts = self.receive(caller, request.into_inner()).await;
         if let Some(rmq::ReceiveMessageResponse {
             content: Some(rmq::receive_message_response::Content::Status(s)),
         }) = parts.first()
@@ -331,7 +432,13 @@ impl MessagingService for RocketmqService {
         &self,
         request: Request<rmq::AckMessageRequest>,
     ) -> Result<Response<rmq::AckMessageResponse>, Status> {
-        let response = self.ack(request.into_inner()).await;
+        let response = match self.caller(request.metadata()) {
+            Ok(caller) => self.ack(&caller, request.into_inner()).await,
+            Err(status) => rmq::AckMessageResponse {
+                status,
+                entries: Vec::new(),
+            },
+        };
         metrics::request("AckMessage", &response.status);
         Ok(Response::new(response))
     }
@@ -392,7 +499,10 @@ impl MessagingService for RocketmqService {
         &self,
         request: Request<rmq::EndTransactionRequest>,
     ) -> Result<Response<rmq::EndTransactionResponse>, Status> {
-        let status = self.end_transaction(request.into_inner()).await;
+        let status = match self.caller(request.metadata()) {
+            Ok(caller) => self.end_transaction(&caller, request.into_inner()).await,
+            Err(status) => status,
+        };
         metrics::request("EndTransaction", &status);
         Ok(Response::new(rmq::EndTransactionResponse { status }))
     }
@@ -403,7 +513,19 @@ impl MessagingService for RocketmqService {
     ) -> Result<Response<Self::TelemetryStream>, Status> {
         let client_id = client_id(&request)
             .ok_or_else(|| Status::invalid_argument("the x-mq-client-id header is required"))?;
-        let stream = telemetry::serve(request.into_inner(), client_id, self.telemetry.clone());
+        let caller = self.caller(request.metadata()).map_err(|status| {
+            Status::unauthenticated(status.map(|s| s.message).unwrap_or_default())
+        })?;
+        let access = self.native.access.clone();
+        let may_check: crate::checkers::TopicFilter = Arc::new(move |topic: &str| {
+            access.allows(&caller, &txmq_state::Need::Produce { topic })
+        });
+        let stream = telemetry::serve(
+            request.into_inner(),
+            client_id,
+            self.telemetry.clone(),
+            may_check,
+        );
         Ok(Response::new(stream))
     }
 
@@ -422,20 +544,10 @@ impl MessagingService for RocketmqService {
         &self,
         request: Request<rmq::ChangeInvisibleDurationRequest>,
     ) -> Result<Response<rmq::ChangeInvisibleDurationResponse>, Status> {
-        let req = request.into_inner();
-        let native = Request::new(pb::ChangeInvisibleDurationRequest {
-            group: name(&req.group),
-            topic: name(&req.topic),
-            receipt_handle: req.receipt_handle,
-            invisible_ms: req.invisible_duration.as_ref().map_or(0, convert::millis),
-        });
-        let response = match self.native.change_invisible_duration(native).await {
-            Ok(r) => rmq::ChangeInvisibleDurationResponse {
-                status: codes::ok(),
-                receipt_handle: r.into_inner().receipt_handle,
-            },
-            Err(e) => rmq::ChangeInvisibleDurationResponse {
-                status: codes::from_grpc(&e, Code::InvalidReceiptHandle),
+        let response = match self.caller(request.metadata()) {
+            Ok(caller) => self.change_invisible(&caller, request.into_inner()).await,
+            Err(status) => rmq::ChangeInvisibleDurationResponse {
+                status,
                 receipt_handle: String::new(),
             },
         };

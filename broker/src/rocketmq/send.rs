@@ -3,7 +3,6 @@
 //! its topic's name (RocketMQ producers have none), which EndTransaction and check-backs use.
 //! FIFO (message group) and DELAY (delivery time) messages are refused as not supported.
 
-use tonic::Request;
 use txmq_proto::client as pb;
 use txmq_proto::client::txmq_server::Txmq;
 use txmq_proto::rocketmq as rmq;
@@ -11,6 +10,7 @@ use txmq_proto::rocketmq::Code;
 use txmq_state::TopicKind;
 
 use super::{codes, convert, route};
+use crate::auth::Caller;
 use crate::client_service::ClientService;
 
 /// The response's own status: OK when every entry is, the entry's when there is one, else
@@ -32,6 +32,7 @@ pub fn overall<'a>(statuses: impl Iterator<Item = &'a Option<rmq::Status>>) -> O
 
 pub async fn send(
     native: &ClientService,
+    caller: &Caller,
     req: rmq::SendMessageRequest,
     sender: Option<&str>,
 ) -> rmq::SendMessageResponse {
@@ -43,7 +44,7 @@ pub async fn send(
     }
     let mut entries = Vec::with_capacity(req.messages.len());
     for message in req.messages {
-        entries.push(send_one(native, message, sender).await);
+        entries.push(send_one(native, caller, message, sender).await);
     }
     rmq::SendMessageResponse {
         status: overall(entries.iter().map(|e| &e.status)),
@@ -95,6 +96,7 @@ fn refuse(
 
 async fn send_one(
     native: &ClientService,
+    caller: &Caller,
     message: rmq::Message,
     sender: Option<&str>,
 ) -> rmq::SendResultEntry {
@@ -119,8 +121,8 @@ async fn send_one(
         .map_or(0, convert::millis);
     let message_id = out.message_id.clone();
     let result = match kind {
-        TopicKind::Normal => send_normal(native, out).await,
-        TopicKind::Transaction => send_half(native, out, check_delay_ms).await,
+        TopicKind::Normal => send_normal(native, caller, out).await,
+        TopicKind::Transaction => send_half(native, caller, out, check_delay_ms).await,
     };
     match result {
         Ok((transaction_id, offset)) => rmq::SendResultEntry {
@@ -136,33 +138,41 @@ async fn send_one(
 
 async fn send_normal(
     native: &ClientService,
+    caller: &Caller,
     out: convert::Outgoing,
 ) -> Result<(String, i64), tonic::Status> {
-    let request = Request::new(pb::SendRequest {
-        topic: out.topic,
-        body: out.body,
-        key: out.key,
-        tag: out.tag,
-        properties: out.properties,
-    });
+    let request = super::native(
+        caller,
+        pb::SendRequest {
+            topic: out.topic,
+            body: out.body,
+            key: out.key,
+            tag: out.tag,
+            properties: out.properties,
+        },
+    );
     let sent = native.send(request).await?.into_inner();
     Ok((String::new(), sent.offset as i64))
 }
 
 async fn send_half(
     native: &ClientService,
+    caller: &Caller,
     out: convert::Outgoing,
     check_delay_ms: u64,
 ) -> Result<(String, i64), tonic::Status> {
-    let request = Request::new(pb::SendHalfRequest {
-        group: out.topic.clone(),
-        topic: out.topic,
-        body: out.body,
-        key: out.key,
-        tag: out.tag,
-        properties: out.properties,
-        check_delay_ms,
-    });
+    let request = super::native(
+        caller,
+        pb::SendHalfRequest {
+            group: out.topic.clone(),
+            topic: out.topic,
+            body: out.body,
+            key: out.key,
+            tag: out.tag,
+            properties: out.properties,
+            check_delay_ms,
+        },
+    );
     let half = native.send_half(request).await?.into_inner();
     Ok((half.transaction_id, 0))
 }

@@ -40,13 +40,15 @@ pub struct TelemetryContext {
 }
 
 /// Serves one Telemetry stream until the client closes it.
+/// `may_check` says which topics' checks the client may answer (its user's produce rights).
 pub fn serve(
     inbound: Streaming<rmq::TelemetryCommand>,
     client_id: String,
     context: TelemetryContext,
+    may_check: crate::checkers::TopicFilter,
 ) -> TelemetryStream {
     let (outbound, stream) = mpsc::channel(OUTBOUND);
-    tokio::spawn(run(inbound, client_id, context, outbound));
+    tokio::spawn(run(inbound, (client_id, may_check), context, outbound));
     tokio_stream::wrappers::ReceiverStream::new(stream)
 }
 
@@ -54,7 +56,7 @@ type Outbound = mpsc::Sender<Result<rmq::TelemetryCommand, Status>>;
 
 async fn run(
     mut inbound: Streaming<rmq::TelemetryCommand>,
-    client_id: String,
+    (client_id, may_check): (String, crate::checkers::TopicFilter),
     context: TelemetryContext,
     outbound: Outbound,
 ) {
@@ -89,7 +91,7 @@ async fn run(
                 tracing::info!(client = %client_id, %topic, "RocketMQ producer connected for check-backs");
                 tokio::spawn(forward_checks(
                     context.checkers.clone(),
-                    topic,
+                    (topic, may_check.clone()),
                     client_id.clone(),
                     outbound.clone(),
                 ))
@@ -157,14 +159,13 @@ impl Drop for Registration {
 /// stream closes; a registration the registry drops is made again.
 async fn forward_checks(
     checkers: Arc<CheckerRegistry>,
-    group: String,
+    (group, may_check): (String, crate::checkers::TopicFilter),
     client_id: String,
     outbound: Outbound,
 ) {
-    let any_topic: crate::checkers::TopicFilter = Arc::new(|_: &str| true);
     while !outbound.is_closed() {
         let Ok((key, mut checks)) =
-            checkers.register(&group, any_topic.clone(), Some(client_id.clone()))
+            checkers.register(&group, may_check.clone(), Some(client_id.clone()))
         else {
             tokio::time::sleep(REREGISTER * 25).await;
             continue;

@@ -210,7 +210,8 @@ fn print_banner(
              (`{exe} topic create orders --type transaction` for transactional producers)."
         ),
         None => println!(
-            "\nThe RocketMQ port is off with --secure (its request signatures are not verified yet)."
+            "\nThe RocketMQ port is off with --secure (its TLS certificate is not one the RocketMQ \
+             clients trust); docs/rocketmq.md shows how to run it with authentication."
         ),
     }
     println!("\nPress Ctrl-C to stop the cluster (data is kept; run `txmq dev` again to resume).");

@@ -97,8 +97,8 @@ impl Supervisor {
         .collect()
     }
 
-    /// The RocketMQ endpoints string (`host:port;host:port`), unless the cluster runs with
-    /// authentication, which the RocketMQ port cannot check yet.
+    /// The RocketMQ endpoints string (`host:port;host:port`), unless the cluster is `--secure`
+    /// (its certificates come from a local CA the RocketMQ clients do not trust).
     pub fn rocketmq_endpoints(&self) -> Option<String> {
         self.admin.is_none().then(|| {
             self.nodes
