@@ -10,38 +10,52 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 use txmq_client::{Client, ReadRequest, ReceiveRequest, SendRequest, TopicType};
 use txmq_cluster_tests::{Cluster, ClusterOptions, wait_for_transaction};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/rocketmq/official_python.py");
 
-/// Runs one scenario of the official-client script against `endpoint`; its JSON result.
-fn python(endpoint: &str, args: &[&str]) -> Result<Value> {
+/// Runs an official client's driver (`command`, already given its arguments); its JSON
+/// result, or what it wrote to stderr when it failed.
+fn run_driver(mut command: Command, what: &str) -> Result<Value, String> {
+    let output = command
+        .output()
+        .map_err(|e| format!("running the {what}: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "the {what} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    serde_json::from_slice(&output.stdout).map_err(|e| {
+        format!(
+            "the {what} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+/// The official Python client's script, for one scenario against `endpoint`.
+fn python_command(endpoint: &str, args: &[&str]) -> Result<Command> {
     let interpreter = std::env::var("TXMQ_ROCKETMQ_PYTHON").context(
         "TXMQ_ROCKETMQ_PYTHON is not set: run these tests through ./scripts/test.sh, which \
          installs the official RocketMQ Python client in a venv",
     )?;
-    let output = Command::new(&interpreter)
-        .arg(SCRIPT)
-        .arg(endpoint)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {interpreter}"))?;
-    if !output.status.success() {
-        bail!(
-            "the official RocketMQ client failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    serde_json::from_slice(&output.stdout).with_context(|| {
-        format!(
-            "the script printed no JSON: {}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
+    let mut command = Command::new(interpreter);
+    command.arg(SCRIPT).arg(endpoint).args(args);
+    Ok(command)
+}
+
+/// Runs one scenario of the official Python client against `endpoint`; its JSON result.
+fn python(endpoint: &str, args: &[&str]) -> Result<Value> {
+    run_driver(
+        python_command(endpoint, args)?,
+        "official RocketMQ Python client",
+    )
+    .map_err(anyhow::Error::msg)
 }
 
 async fn rocketmq_cluster() -> Result<(Cluster, Client)> {
@@ -356,24 +370,9 @@ fn rust_client(endpoint: &str, args: &[&str]) -> Result<Value> {
         "TXMQ_ROCKETMQ_RUST_CLIENT is not set: run these tests through ./scripts/test.sh, which \
          builds interop/rocketmq-rust with the official RocketMQ Rust client",
     )?;
-    let mut command = Command::new(&binary);
+    let mut command = Command::new(binary);
     command.arg(args[0]).arg(endpoint).args(&args[1..]);
-    let output = command
-        .output()
-        .with_context(|| format!("running {binary}"))?;
-    if !output.status.success() {
-        bail!(
-            "the official RocketMQ Rust client failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    serde_json::from_slice(&output.stdout).with_context(|| {
-        format!(
-            "the driver printed no JSON: {}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
+    run_driver(command, "official RocketMQ Rust client").map_err(anyhow::Error::msg)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -430,22 +429,12 @@ async fn official_rust_client_sends_receives_and_decides_transactions() -> Resul
     Ok(())
 }
 
-/// Runs a scenario of the Python script as a client signing with `keys` (access key, secret
-/// key); the script's stderr when it fails.
+/// Runs a scenario of the Python client signing with `keys` (access key, secret key); its
+/// stderr when it fails.
 fn python_signed(endpoint: &str, keys: (&str, &str), args: &[&str]) -> Result<Value, String> {
-    let interpreter = std::env::var("TXMQ_ROCKETMQ_PYTHON").map_err(|e| e.to_string())?;
-    let output = Command::new(interpreter)
-        .arg(SCRIPT)
-        .arg(endpoint)
-        .args(args)
-        .env("RMQ_AK", keys.0)
-        .env("RMQ_SK", keys.1)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !output.status.success() {
-        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
-    }
-    serde_json::from_slice(&output.stdout).map_err(|e| e.to_string())
+    let mut command = python_command(endpoint, args).map_err(|e| e.to_string())?;
+    command.env("RMQ_AK", keys.0).env("RMQ_SK", keys.1);
+    run_driver(command, "official RocketMQ Python client")
 }
 
 /// With txmq's authentication on, RocketMQ clients sign their requests with an access key made
