@@ -122,6 +122,7 @@ impl Scheduler {
                 group: group.clone(),
                 topic: topic.clone(),
                 items,
+                on_request: false,
             };
             if let CommandResult::DeadLettered(n) = self.proposer.write_fenced(op, leader).await?
                 && n > 0

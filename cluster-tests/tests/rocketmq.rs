@@ -515,3 +515,96 @@ async fn signed_requests_act_as_their_user_and_others_are_refused() -> Result<()
     ensure!(!logs.contains(&key.secret_key), "a node logged the secret");
     Ok(())
 }
+
+/// ForwardMessageToDeadLetterQueue (what a PushConsumer calls when its own retries are used
+/// up) moves the delivered message to the group's dead-letter topic at once; the group never
+/// sees it again, and a stale receipt handle cannot move anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_can_move_its_message_to_the_dead_letters() -> Result<()> {
+    use futures::StreamExt;
+    use txmq_proto::rocketmq as rmq;
+    let (cluster, client) = rocketmq_cluster().await?;
+    client.create_topic("dl", TopicType::Normal, 1).await?;
+    client
+        .send(SendRequest {
+            topic: "dl".into(),
+            body: b"poison".to_vec().into(),
+            ..Default::default()
+        })
+        .await?;
+    let endpoint = rocketmq_addr(&cluster, 2)?;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{endpoint}"))?
+        .connect()
+        .await?;
+    let mut rocketmq = rmq::messaging_service_client::MessagingServiceClient::new(channel);
+    let resource = |name: &str| rmq::Resource {
+        resource_namespace: String::new(),
+        name: name.into(),
+    };
+    let receive = rmq::ReceiveMessageRequest {
+        group: Some(resource("g")),
+        message_queue: Some(rmq::MessageQueue {
+            topic: Some(resource("dl")),
+            ..Default::default()
+        }),
+        batch_size: 1,
+        invisible_duration: Some(prost_types::Duration {
+            seconds: 30,
+            nanos: 0,
+        }),
+        long_polling_timeout: Some(prost_types::Duration {
+            seconds: 5,
+            nanos: 0,
+        }),
+        ..Default::default()
+    };
+    let mut stream = rocketmq.receive_message(receive).await?.into_inner();
+    let mut handle = None;
+    while let Some(part) = stream.next().await {
+        if let Some(rmq::receive_message_response::Content::Message(m)) = part?.content {
+            handle = m.system_properties.and_then(|s| s.receipt_handle);
+        }
+    }
+    let handle = handle.context("no message received")?;
+    let forward = rmq::ForwardMessageToDeadLetterQueueRequest {
+        group: Some(resource("g")),
+        topic: Some(resource("dl")),
+        receipt_handle: handle,
+        delivery_attempt: 1,
+        max_delivery_attempts: 1,
+        ..Default::default()
+    };
+    let status = |r: rmq::ForwardMessageToDeadLetterQueueResponse| r.status.map_or(0, |s| s.code);
+    let first = rocketmq
+        .forward_message_to_dead_letter_queue(forward.clone())
+        .await?;
+    ensure!(status(first.into_inner()) == 20000, "the move was refused");
+    let again = rocketmq
+        .forward_message_to_dead_letter_queue(forward)
+        .await?;
+    ensure!(
+        status(again.into_inner()) == 40013,
+        "a used handle moved something"
+    );
+    let dead = client
+        .read(ReadRequest {
+            topic: "dlq.g".into(),
+            max: 10,
+            ..Default::default()
+        })
+        .await?;
+    ensure!(
+        dead.len() == 1 && dead[0].body.as_ref() == b"poison",
+        "{dead:?}"
+    );
+    let left = client
+        .receive(ReceiveRequest {
+            group: "g".into(),
+            topic: "dl".into(),
+            max: 10,
+            ..Default::default()
+        })
+        .await?;
+    ensure!(left.is_empty(), "the group got it again: {left:?}");
+    Ok(())
+}

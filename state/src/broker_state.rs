@@ -147,7 +147,8 @@ impl BrokerState {
                 group,
                 topic,
                 items,
-            } => self.dead_letter(at, group, topic, items, changes)?,
+                on_request,
+            } => self.dead_letter(at, (group, topic), items, *on_request, changes)?,
             Operation::Trim { topic, trims } => self.trim(topic, trims, changes)?,
             Operation::Release {
                 group,

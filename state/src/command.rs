@@ -195,6 +195,7 @@ impl fmt::Display for Command {
                 group,
                 topic,
                 items,
+                ..
             } => {
                 write!(f, "dead_letter({group}, {topic}, {})", items.len())
             }

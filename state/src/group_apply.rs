@@ -289,9 +289,9 @@ impl BrokerState {
     pub(crate) fn dead_letter(
         &mut self,
         at: EntryPoint,
-        group: &str,
-        topic: &str,
+        (group, topic): (&str, &str),
         items: &[DeadLetterItem],
+        on_request: bool,
         changes: &mut Changes,
     ) -> Result<CommandResult, CodecError> {
         let key = (group.to_string(), topic.to_string());
@@ -303,10 +303,16 @@ impl BrokerState {
             let Some(p) = g.queues.get_mut(item.queue as usize) else {
                 continue;
             };
+            // The lease named must still be the current one: a consumer whose lease expired and
+            // was given to another cannot move the message away from that other.
             let due = p.leases.get(&item.offset).is_some_and(|l| {
                 l.lease_index == item.lease_index
-                    && l.visible_at_ms <= at.now_ms
-                    && l.attempt >= g.max_delivery_attempts
+                    && match on_request {
+                        true => l.visible_at_ms > at.now_ms,
+                        false => {
+                            l.visible_at_ms <= at.now_ms && l.attempt >= g.max_delivery_attempts
+                        }
+                    }
             });
             if due {
                 let attempts = p

@@ -93,6 +93,12 @@ pub enum Operation {
         group: String,
         topic: String,
         items: Vec<DeadLetterItem>,
+        /// Asked for by the consumer holding the lease (RocketMQ's
+        /// ForwardMessageToDeadLetterQueue): moved while its lease is current, whatever its
+        /// attempts. Otherwise (the scheduler) only once the lease expired with its attempts
+        /// used up. Absent (false) in entries written before it existed.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        on_request: bool,
     },
     /// Retention: drop each listed queue's offsets below `new_low`.
     /// Several client operations packed into one entry (one append, one fsync, one apply) by

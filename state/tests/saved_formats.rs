@@ -192,6 +192,21 @@ fn every_operation() -> Vec<(&'static str, Operation)> {
                     lease_index: 77,
                     message: stored("0000000000000000004d00000000"),
                 }],
+                on_request: false,
+            },
+        ),
+        (
+            "dead_letter_on_request",
+            Operation::DeadLetter {
+                group: g.clone(),
+                topic: t.clone(),
+                items: vec![DeadLetterItem {
+                    queue: 0,
+                    offset: 3,
+                    lease_index: 12,
+                    message: stored("0000000000000000004d00000000"),
+                }],
+                on_request: true,
             },
         ),
         (

@@ -12,6 +12,7 @@
 
 pub mod codes;
 pub mod convert;
+pub mod dead_letter;
 pub mod metrics;
 pub mod receive;
 pub mod route;
@@ -445,9 +446,12 @@ impl MessagingService for RocketmqService {
 
     async fn forward_message_to_dead_letter_queue(
         &self,
-        _request: Request<rmq::ForwardMessageToDeadLetterQueueRequest>,
+        request: Request<rmq::ForwardMessageToDeadLetterQueueRequest>,
     ) -> Result<Response<rmq::ForwardMessageToDeadLetterQueueResponse>, Status> {
-        let status = codes::not_implemented("ForwardMessageToDeadLetterQueue");
+        let status = match self.caller(request.metadata()) {
+            Ok(caller) => dead_letter::forward(&self.native, &caller, request.into_inner()).await,
+            Err(status) => status,
+        };
         metrics::request("ForwardMessageToDeadLetterQueue", &status);
         Ok(Response::new(
             rmq::ForwardMessageToDeadLetterQueueResponse { status },
