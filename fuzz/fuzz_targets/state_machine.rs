@@ -192,7 +192,12 @@ fn user_op(c: &mut Choices<'_>, kind: u8) -> Operation {
         },
         1 => Operation::DeleteUser { name: user },
         2 => Operation::Grant { user, right },
-        _ => Operation::Revoke { user, right },
+        3 => Operation::Revoke { user, right },
+        _ => Operation::SetAccessSecret {
+            name: user,
+            secret: (c.byte().unwrap_or(0) % 3 != 0)
+                .then(|| txmq_state::access::AccessSecret("c2VjcmV0".into())),
+        },
     }
 }
 
@@ -233,7 +238,7 @@ fn next_op(c: &mut Choices<'_>, seen: &Seen, state: &BrokerState, now: u64) -> O
         0 => topic_op(c, kind % 4),
         1 => txn_op(c, kind % 3, seen, state, now),
         2 => group_op(c, kind % 7, seen),
-        3 => user_op(c, kind % 4),
+        3 => user_op(c, kind % 5),
         _ => Operation::Batch(vec![topic_op(c, 1), txn_op(c, 0, seen, state, now)]),
     })
 }
