@@ -19,12 +19,15 @@ fn raise_open_files() {
     }
 }
 
+/// A receive that waits long enough (45 s) for all 40 of them to be held at once even when
+/// a loaded CI machine takes many seconds to open them (with 20 s the first could end before
+/// the last began, and the bound was never reached).
 fn long_poll(topic: &str, group: &str) -> ReceiveRequest {
     ReceiveRequest {
         topic: topic.into(),
         group: group.into(),
         max: 1,
-        wait_ms: 20_000,
+        wait_ms: 45_000,
         ..Default::default()
     }
 }
@@ -59,7 +62,7 @@ async fn thousands_of_idle_connections_and_long_polls_do_not_stop_a_normal_clien
         [addr.as_str()],
         ClientOptions {
             connections_per_endpoint: 8,
-            request_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(60),
             ..Default::default()
         },
     )?;
@@ -76,15 +79,26 @@ async fn thousands_of_idle_connections_and_long_polls_do_not_stop_a_normal_clien
         wait_ms: 1,
         ..long_poll("quiet", "one-too-many")
     };
+    let last = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let seen = last.clone();
     let refused =
-        txmq_cluster_tests::wait_for("the long-poll bound", Duration::from_secs(20), || {
-            let (normal, probe) = (normal.clone(), probe.clone());
+        txmq_cluster_tests::wait_for("the long-poll bound", Duration::from_secs(40), || {
+            let (normal, probe, seen) = (normal.clone(), probe.clone(), seen.clone());
             async move {
                 let r = normal.receive(probe.clone()).await;
+                if let Ok(mut s) = seen.lock() {
+                    *s = format!("{r:?}");
+                }
                 r.err().filter(|e| e.code == "resource_exhausted")
             }
         })
-        .await?;
+        .await
+        .with_context(|| {
+            format!(
+                "the last probe got {}",
+                last.lock().map(|s| s.clone()).unwrap_or_default()
+            )
+        })?;
     ensure!(refused.message.contains("--max-long-polls"), "{refused}");
 
     // The normal client is served while all of that is held open.
