@@ -25,6 +25,9 @@ use crate::checkers::CheckerRegistry;
 
 /// Commands queued for one client before the stream counts as stuck (checks wait, then drop).
 const OUTBOUND: usize = 64;
+/// The most topics one stream registers for check-backs (a producer announces the topics it
+/// publishes to; the rest of a longer list gets no checks from this stream, and a warning).
+const MAX_TOPICS_PER_STREAM: usize = 64;
 /// How long before a dropped registration is made again.
 const REREGISTER: Duration = Duration::from_millis(200);
 
@@ -118,15 +121,26 @@ fn client_type_name(settings: &rmq::Settings) -> &'static str {
 
 /// The topics a producer's settings publish to (none for consumers).
 fn published_topics(settings: &rmq::Settings) -> Vec<String> {
-    match &settings.pub_sub {
-        Some(rmq::settings::PubSub::Publishing(p)) => p
-            .topics
-            .iter()
-            .map(|t| t.name.clone())
-            .filter(|name| txmq_state::limits::validate_name("topic", name).is_ok())
-            .collect(),
-        _ => Vec::new(),
+    let Some(rmq::settings::PubSub::Publishing(p)) = &settings.pub_sub else {
+        return Vec::new();
+    };
+    let mut topics: Vec<String> = p
+        .topics
+        .iter()
+        .map(|t| t.name.clone())
+        .filter(|name| txmq_state::limits::validate_name("topic", name).is_ok())
+        .collect();
+    topics.sort();
+    topics.dedup();
+    if topics.len() > MAX_TOPICS_PER_STREAM {
+        tracing::warn!(
+            topics = topics.len(),
+            "a RocketMQ producer publishes to more topics than one stream takes checks for; \
+             only the first {MAX_TOPICS_PER_STREAM} get check-backs through it"
+        );
+        topics.truncate(MAX_TOPICS_PER_STREAM);
     }
+    topics
 }
 
 /// The client's settings as txmq confirms them: its own body limit (a client refuses larger
@@ -218,6 +232,20 @@ mod tests {
         };
         assert_eq!(published_topics(&settings), vec!["orders"]);
         assert_eq!(client_type_name(&settings), "PRODUCER");
+        let many = rmq::Settings {
+            pub_sub: Some(rmq::settings::PubSub::Publishing(rmq::Publishing {
+                topics: (0..500)
+                    .map(|i| rmq::Resource {
+                        resource_namespace: String::new(),
+                        name: format!("t{i}"),
+                    })
+                    .collect(),
+                max_body_size: 0,
+                validate_message_type: false,
+            })),
+            ..Default::default()
+        };
+        assert_eq!(published_topics(&many).len(), MAX_TOPICS_PER_STREAM);
         let answered = answer(settings, 4 << 20);
         match answered.pub_sub {
             Some(rmq::settings::PubSub::Publishing(p)) => {
