@@ -58,6 +58,21 @@ fn python(endpoint: &str, args: &[&str]) -> Result<Value> {
     .map_err(anyhow::Error::msg)
 }
 
+/// Fails unless `group` has nothing more to receive from `topic` (through txmq's own API);
+/// `what` says what that shows.
+async fn nothing_left(client: &Client, group: &str, topic: &str, what: &str) -> Result<()> {
+    let left = client
+        .receive(ReceiveRequest {
+            group: group.into(),
+            topic: topic.into(),
+            max: 10,
+            ..Default::default()
+        })
+        .await?;
+    ensure!(left.is_empty(), "{what}: {left:?}");
+    Ok(())
+}
+
 async fn rocketmq_cluster() -> Result<(Cluster, Client)> {
     let options = ClusterOptions {
         rocketmq: true,
@@ -150,15 +165,7 @@ async fn official_python_client_sends_receives_and_interoperates() -> Result<()>
         }
     }
     // Acked by the RocketMQ consumer: nothing is left for the group in txmq.
-    let left = client
-        .receive(ReceiveRequest {
-            group: "g1".into(),
-            topic: "rn".into(),
-            max: 10,
-            ..Default::default()
-        })
-        .await?;
-    ensure!(left.is_empty(), "acked messages came back: {left:?}");
+    nothing_left(&client, "g1", "rn", "acked messages came back").await?;
     // And a message sent with the RocketMQ client is consumed by txmq's own consumer.
     let native = client
         .receive(ReceiveRequest {
@@ -194,15 +201,13 @@ async fn an_unacked_message_comes_back_with_a_higher_delivery_attempt() -> Resul
         "{result}"
     );
     // Extended, then acked: gone for the group.
-    let left = client
-        .receive(ReceiveRequest {
-            group: "g".into(),
-            topic: "once".into(),
-            max: 10,
-            ..Default::default()
-        })
-        .await?;
-    ensure!(left.is_empty(), "{left:?}");
+    nothing_left(
+        &client,
+        "g",
+        "once",
+        "the extended then acked message came back",
+    )
+    .await?;
     Ok(())
 }
 
@@ -231,15 +236,13 @@ async fn a_push_consumer_gets_the_messages_its_tag_filter_admits() -> Result<()>
         "each once: {got}"
     );
     // The skipped ones were consumed for the group, as RocketMQ does: nothing is left.
-    let left = client
-        .receive(ReceiveRequest {
-            group: "pusher".into(),
-            topic: "pushed".into(),
-            max: 10,
-            ..Default::default()
-        })
-        .await?;
-    ensure!(left.is_empty(), "{left:?}");
+    nothing_left(
+        &client,
+        "pusher",
+        "pushed",
+        "skipped messages were not consumed for the group",
+    )
+    .await?;
     Ok(())
 }
 
@@ -597,14 +600,12 @@ async fn a_consumer_can_move_its_message_to_the_dead_letters() -> Result<()> {
         dead.len() == 1 && dead[0].body.as_ref() == b"poison",
         "{dead:?}"
     );
-    let left = client
-        .receive(ReceiveRequest {
-            group: "g".into(),
-            topic: "dl".into(),
-            max: 10,
-            ..Default::default()
-        })
-        .await?;
-    ensure!(left.is_empty(), "the group got it again: {left:?}");
+    nothing_left(
+        &client,
+        "g",
+        "dl",
+        "the group got the dead-lettered message again",
+    )
+    .await?;
     Ok(())
 }

@@ -62,11 +62,10 @@ fn failed(status: Option<rmq::Status>) -> rmq::SendResultEntry {
 /// Refuses what txmq does not store: FIFO and DELAY messages, and a type the topic does not
 /// take (a transactional message needs a transaction topic and the other way round).
 fn refuse(
-    message: &rmq::Message,
+    system: &rmq::SystemProperties,
     out: &convert::Outgoing,
     kind: TopicKind,
 ) -> Option<Option<rmq::Status>> {
-    let system = message.system_properties.as_ref()?;
     if system.message_group.is_some() || out.message_type == rmq::MessageType::Fifo {
         return Some(codes::status(
             Code::Unsupported,
@@ -100,7 +99,8 @@ async fn send_one(
     message: rmq::Message,
     sender: Option<&str>,
 ) -> rmq::SendResultEntry {
-    let checked = message.clone();
+    // Only the system properties are kept for the checks below, not a copy of the body.
+    let system = message.system_properties.clone().unwrap_or_default();
     let out = match convert::outgoing(message, sender) {
         Ok(out) => out,
         Err(e) => return failed(codes::status(Code::BadRequest, e)),
@@ -111,13 +111,12 @@ async fn send_one(
             format!("topic '{}' does not exist", out.topic),
         ));
     };
-    if let Some(status) = refuse(&checked, &out, kind) {
+    if let Some(status) = refuse(&system, &out, kind) {
         return failed(status);
     }
-    let check_delay_ms = checked
-        .system_properties
+    let check_delay_ms = system
+        .orphaned_transaction_recovery_duration
         .as_ref()
-        .and_then(|s| s.orphaned_transaction_recovery_duration.as_ref())
         .map_or(0, convert::millis);
     let message_id = out.message_id.clone();
     let result = match kind {
