@@ -1,0 +1,63 @@
+//! Bugs planted on purpose, to prove the simulator finds what it claims to find.
+//!
+//! They live only in this crate (the simulated store, the simulated request handlers): the
+//! `txmq` binary has no code path that can turn one on. `txmq-sim run --bug NAME` runs with
+//! one of them; the test suite checks that each is caught.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// One planted bug.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bug {
+    /// The log store reports an append flushed before its fsync: a power loss of the nodes
+    /// that acknowledged it loses a committed entry.
+    FlushBeforeFsync,
+    /// `save_vote` returns before the vote is durable: after a power loss a node can vote
+    /// twice in one term.
+    VoteNotDurable,
+    /// A producer's commit is applied to the transaction opened just before it by the same
+    /// group (an off-by-one at the edge): decisions are no longer fenced to their id.
+    DecisionToWrongTxn,
+    /// An acknowledgement also acknowledges every lease below it in the queue, including
+    /// deliveries nobody processed.
+    AckPastUnacked,
+}
+
+impl Bug {
+    pub const ALL: [Bug; 4] = [
+        Bug::FlushBeforeFsync,
+        Bug::VoteNotDurable,
+        Bug::DecisionToWrongTxn,
+        Bug::AckPastUnacked,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::FlushBeforeFsync => "flush-before-fsync",
+            Bug::VoteNotDurable => "vote-not-durable",
+            Bug::DecisionToWrongTxn => "decision-to-wrong-txn",
+            Bug::AckPastUnacked => "ack-past-unacked",
+        }
+    }
+}
+
+impl fmt::Display for Bug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Bug {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Bug::ALL.into_iter().find(|b| b.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = Bug::ALL.iter().map(|b| b.name()).collect();
+            format!(
+                "no planted bug named {s:?}; there are: {}",
+                names.join(", ")
+            )
+        })
+    }
+}

@@ -1,0 +1,139 @@
+//! The simulated cluster: its nodes (each a disk and, while up, a running incarnation), the
+//! network between them, and the clock every part reads.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use openraft::async_runtime::WatchReceiver;
+
+use crate::bugs::Bug;
+use crate::checks::CheckRouter;
+use crate::disk::SimDisk;
+use crate::net::SimNet;
+use crate::rng::SimRng;
+use crate::state_machine::Replica;
+use crate::trace::Trace;
+use crate::types::NodeId;
+
+/// openraft over the simulated stores.
+pub type Raft = openraft::Raft<crate::types::SimConfig, crate::state_machine::SimStateMachine>;
+
+/// The simulated time at which a run starts, in Unix milliseconds (so times look real).
+pub const EPOCH_MS: u64 = 1_800_000_000_000;
+
+/// A node while it runs.
+#[derive(Clone)]
+pub struct Running {
+    pub raft: Raft,
+    pub replica: Arc<Mutex<Replica>>,
+    pub incarnation: u64,
+}
+
+impl Running {
+    pub fn replica(&self) -> MutexGuard<'_, Replica> {
+        self.replica.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A node: its disk survives crashes; `running` is its current incarnation, if up.
+pub struct NodeSlot {
+    pub disk: Arc<SimDisk>,
+    pub running: Option<Running>,
+    pub incarnations: u64,
+}
+
+/// Everything a run shares.
+pub struct Cluster {
+    pub net: SimNet,
+    pub bug: Option<Bug>,
+    pub trace: Trace,
+    pub voters: Vec<NodeId>,
+    pub checkers: CheckRouter,
+    start: tokio::time::Instant,
+    nodes: Mutex<BTreeMap<NodeId, NodeSlot>>,
+    rng: Mutex<SimRng>,
+}
+
+impl Cluster {
+    pub fn new(nodes: usize, rng: &mut SimRng, bug: Option<Bug>, keep_trace: bool) -> Self {
+        let voters: Vec<NodeId> = (1..=nodes as NodeId).collect();
+        let slots = voters
+            .iter()
+            .map(|id| {
+                let slot = NodeSlot {
+                    disk: Arc::new(SimDisk::new(rng.fork())),
+                    running: None,
+                    incarnations: 0,
+                };
+                (*id, slot)
+            })
+            .collect();
+        Cluster {
+            net: SimNet::new(rng.fork()),
+            bug,
+            trace: Trace::new(keep_trace),
+            voters,
+            checkers: CheckRouter::default(),
+            start: tokio::time::Instant::now(),
+            nodes: Mutex::new(slots),
+            rng: Mutex::new(rng.fork()),
+        }
+    }
+
+    /// Simulated milliseconds since the run started.
+    pub fn elapsed_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// The simulated wall clock, as a leader stamps it into a command.
+    pub fn now_ms(&self) -> u64 {
+        EPOCH_MS + self.elapsed_ms()
+    }
+
+    pub fn rng(&self) -> MutexGuard<'_, SimRng> {
+        self.rng.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn nodes(&self) -> MutexGuard<'_, BTreeMap<NodeId, NodeSlot>> {
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn running(&self, id: NodeId) -> Option<Running> {
+        self.nodes().get(&id).and_then(|s| s.running.clone())
+    }
+
+    pub fn disk(&self, id: NodeId) -> Option<Arc<SimDisk>> {
+        self.nodes().get(&id).map(|s| s.disk.clone())
+    }
+
+    pub fn up_nodes(&self) -> Vec<NodeId> {
+        self.nodes()
+            .iter()
+            .filter(|(_, s)| s.running.is_some())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The node that leads now (by its own metrics), if it runs.
+    pub fn leader(&self) -> Option<Running> {
+        let up: Vec<Running> = self
+            .nodes()
+            .values()
+            .filter_map(|s| s.running.clone())
+            .collect();
+        up.into_iter().find(|r| {
+            let m = r.raft.metrics().borrow_watched().clone();
+            m.current_leader == Some(m.id) && m.state.is_leader()
+        })
+    }
+
+    /// Reads the leader's applied state (`None` without a leader).
+    pub fn leader_state<T>(&self, f: impl FnOnce(&Replica) -> T) -> Option<T> {
+        self.leader().map(|r| f(&r.replica()))
+    }
+
+    /// Records an event in the trace (hashed always, kept with `--trace`).
+    pub fn event(&self, text: impl FnOnce() -> String) {
+        self.trace.record(self.elapsed_ms(), text);
+    }
+}

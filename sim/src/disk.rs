@@ -1,0 +1,241 @@
+//! A simulated disk under one node's Raft log: what was written, what was fsynced, and what
+//! a crash keeps.
+//!
+//! Writes are readable at once and become durable only when a later fsync completes. A power
+//! loss keeps the durable image plus a random prefix of the writes not yet synced (the last
+//! kept append possibly cut short: a torn write keeps only some of its entries); a process
+//! exit keeps everything written. Fsyncs take a random time, sometimes long; a write can
+//! fail (EIO, ENOSPC) when the fault schedule says so. Each incarnation of the node writes
+//! under its epoch: after a crash the old incarnation's writes fail instead of landing.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::rng::SimRng;
+use crate::types::{Entry, LogId, Vote};
+
+/// What a node keeps on disk: its vote, the committed index it last wrote, its log.
+#[derive(Debug, Clone, Default)]
+pub struct DiskImage {
+    pub vote: Option<Vote>,
+    pub committed: Option<LogId>,
+    pub log: BTreeMap<u64, Entry>,
+}
+
+/// One write, in the order it was made.
+#[derive(Debug, Clone)]
+pub enum DiskWrite {
+    Append(Vec<Entry>),
+    /// Removes every entry after this index (`None`: all).
+    TruncateAfter(Option<u64>),
+    Vote(Vote),
+    Committed(Option<LogId>),
+}
+
+impl DiskImage {
+    fn apply(&mut self, write: &DiskWrite) {
+        match write {
+            DiskWrite::Append(entries) => {
+                for e in entries {
+                    self.log.insert(e.log_id.index, e.clone());
+                }
+            }
+            DiskWrite::TruncateAfter(after) => {
+                let from = after.map_or(0, |i| i + 1);
+                self.log.split_off(&from);
+            }
+            DiskWrite::Vote(v) => self.vote = Some(*v),
+            DiskWrite::Committed(c) => self.committed = *c,
+        }
+    }
+}
+
+/// The faults the schedule can switch on for one disk.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DiskFaults {
+    /// Probability that a write fails with an I/O error.
+    pub error_rate: f64,
+    /// Fsyncs take 20–400 ms instead of 0.1–2 ms.
+    pub slow: bool,
+}
+
+#[derive(Debug)]
+struct DiskInner {
+    durable: DiskImage,
+    /// Writes made since the last completed fsync, with their sequence numbers.
+    unsynced: Vec<(u64, DiskWrite)>,
+    /// What the running incarnation reads: `durable` with `unsynced` applied.
+    view: DiskImage,
+    next_seq: u64,
+    epoch: u64,
+    faults: DiskFaults,
+    rng: SimRng,
+}
+
+/// One node's disk.
+#[derive(Debug)]
+pub struct SimDisk {
+    inner: Mutex<DiskInner>,
+}
+
+/// Why a disk operation failed.
+fn stale_epoch() -> io::Error {
+    io::Error::other("this incarnation of the node crashed; its writes no longer land")
+}
+
+impl SimDisk {
+    pub fn new(rng: SimRng) -> Self {
+        SimDisk {
+            inner: Mutex::new(DiskInner {
+                durable: DiskImage::default(),
+                unsynced: Vec::new(),
+                view: DiskImage::default(),
+                next_seq: 0,
+                epoch: 0,
+                faults: DiskFaults::default(),
+                rng,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, DiskInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.lock().epoch
+    }
+
+    pub fn set_faults(&self, faults: DiskFaults) {
+        self.lock().faults = faults;
+    }
+
+    /// Reads the image the running incarnation sees.
+    pub fn read<T>(&self, f: impl FnOnce(&DiskImage) -> T) -> T {
+        f(&self.lock().view)
+    }
+
+    /// Writes (not yet durable). Fails for a crashed incarnation or by an injected fault.
+    pub fn write(&self, epoch: u64, write: DiskWrite) -> io::Result<()> {
+        let mut d = self.lock();
+        if d.epoch != epoch {
+            return Err(stale_epoch());
+        }
+        let error_rate = d.faults.error_rate;
+        if error_rate > 0.0 && d.rng.chance(error_rate) {
+            let kind = if d.rng.chance(0.5) { "EIO" } else { "ENOSPC" };
+            return Err(io::Error::other(format!("simulated {kind} on write")));
+        }
+        d.view.apply(&write);
+        let seq = d.next_seq;
+        d.next_seq += 1;
+        d.unsynced.push((seq, write));
+        Ok(())
+    }
+
+    /// Makes every write made so far durable, after a simulated fsync delay.
+    pub async fn sync(&self, epoch: u64) -> io::Result<()> {
+        let (target, delay) = {
+            let mut d = self.lock();
+            let delay = if d.faults.slow {
+                d.rng.between(20_000, 400_000)
+            } else {
+                d.rng.between(100, 2_000)
+            };
+            (d.next_seq, Duration::from_micros(delay))
+        };
+        tokio::time::sleep(delay).await;
+        let mut d = self.lock();
+        if d.epoch != epoch {
+            return Err(stale_epoch());
+        }
+        let done = d
+            .unsynced
+            .iter()
+            .take_while(|(seq, _)| *seq < target)
+            .count();
+        let synced: Vec<(u64, DiskWrite)> = d.unsynced.drain(..done).collect();
+        for (_, w) in &synced {
+            d.durable.apply(w);
+        }
+        Ok(())
+    }
+
+    /// A power loss: keeps the durable image and a random prefix of the unsynced writes (the
+    /// last one possibly torn), and fences the old incarnation. Returns how many writes were
+    /// lost.
+    pub fn power_loss(&self) -> usize {
+        let mut d = self.lock();
+        d.epoch += 1;
+        let pending = std::mem::take(&mut d.unsynced);
+        let keep = d.rng.below(pending.len() as u64 + 1) as usize;
+        let mut image = d.durable.clone();
+        for (i, (_, w)) in pending.iter().enumerate().take(keep) {
+            match w {
+                DiskWrite::Append(entries) if i + 1 == keep && entries.len() > 1 => {
+                    let torn = d.rng.between(1, entries.len() as u64) as usize;
+                    image.apply(&DiskWrite::Append(entries[..torn].to_vec()));
+                }
+                w => image.apply(w),
+            }
+        }
+        d.durable = image.clone();
+        d.view = image;
+        pending.len() - keep
+    }
+
+    /// A process exit: the operating system still holds every write; only the incarnation
+    /// changes.
+    pub fn process_exit(&self) {
+        let mut d = self.lock();
+        d.epoch += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vote(term: u64) -> Vote {
+        Vote::new(term, 1)
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("runtime")
+            .block_on(f)
+    }
+
+    #[test]
+    fn synced_writes_survive_a_power_loss_and_unsynced_ones_may_not() {
+        let disk = SimDisk::new(SimRng::new(3));
+        disk.write(0, DiskWrite::Vote(vote(1))).expect("write");
+        block_on(disk.sync(0)).expect("sync");
+        for _ in 0..20 {
+            let epoch = disk.epoch();
+            disk.write(epoch, DiskWrite::Vote(vote(9))).expect("write");
+            disk.power_loss();
+            let v = disk.read(|i| i.vote).expect("the synced vote survives");
+            assert!(v == vote(1) || v == vote(9));
+        }
+    }
+
+    #[test]
+    fn a_crashed_incarnation_cannot_write() {
+        let disk = SimDisk::new(SimRng::new(3));
+        disk.process_exit();
+        assert!(disk.write(0, DiskWrite::Vote(vote(1))).is_err());
+        assert!(disk.write(1, DiskWrite::Vote(vote(1))).is_ok());
+        disk.process_exit();
+        assert_eq!(
+            disk.read(|i| i.vote),
+            Some(vote(1)),
+            "a process exit keeps writes"
+        );
+    }
+}

@@ -1,0 +1,144 @@
+//! What a node does with a client's request: propose it through Raft (only the leader can)
+//! and answer with the committed result; for a receive, with the leased messages read from
+//! its own applied state. The planted bugs of the request path live here.
+
+use std::sync::Arc;
+
+use openraft::errors::{ClientWriteError, RaftError};
+use txmq_state::{Command, CommandResult, Decision, DecisionSource, Delivery, Operation};
+use txmq_state::{StoredMessage, TxnId, TxnState, receipt};
+
+use crate::bugs::Bug;
+use crate::cluster::{Cluster, Running};
+use crate::types::NodeId;
+
+/// A node's answer.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// Committed (on the leader): the result, and for a receive the leased messages.
+    Done(CommandResult, Vec<(Delivery, Option<StoredMessage>)>),
+    /// Not proposed: this node is not the leader (it may know who is).
+    NotLeader(Option<NodeId>),
+    /// The outcome is unknown (leadership changed, the node stopped).
+    Failed(String),
+}
+
+/// Serves one request on node `id`.
+pub async fn serve(cluster: &Arc<Cluster>, id: NodeId, op: Operation) -> Reply {
+    let Some(running) = cluster.running(id) else {
+        return Reply::Failed(format!("node {id} is down"));
+    };
+    let op = plant_bugs(cluster, &running, op);
+    let receive = match &op {
+        Operation::Receive { topic, .. } => Some(topic.clone()),
+        _ => None,
+    };
+    let command = Command::new(cluster.now_ms(), op);
+    match running.raft.client_write(command).await {
+        Ok(resp) => {
+            let messages = match (&resp.data, receive) {
+                (CommandResult::Leased(ds), Some(topic)) => read_leased(&running, &topic, ds),
+                _ => Vec::new(),
+            };
+            Reply::Done(resp.data, messages)
+        }
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Reply::NotLeader(f.leader_id)
+        }
+        Err(e) => Reply::Failed(e.to_string()),
+    }
+}
+
+fn read_leased(
+    running: &Running,
+    topic: &str,
+    deliveries: &[Delivery],
+) -> Vec<(Delivery, Option<StoredMessage>)> {
+    let replica = running.replica();
+    let topic_id = replica.state.topic(topic).map(|t| t.id);
+    deliveries
+        .iter()
+        .map(|d| {
+            let m = topic_id.and_then(|t| replica.message(t, d.queue, d.offset));
+            (d.clone(), m)
+        })
+        .collect()
+}
+
+/// The request path's planted bugs (only with `--bug`).
+fn plant_bugs(cluster: &Cluster, running: &Running, op: Operation) -> Operation {
+    match (cluster.bug, op) {
+        (
+            Some(Bug::DecisionToWrongTxn),
+            Operation::EndTransaction {
+                txn_id,
+                group,
+                decision: Decision::Commit,
+                source: DecisionSource::Producer,
+            },
+        ) => {
+            let wrong = previous_pending(running, &txn_id, &group).unwrap_or(txn_id);
+            Operation::EndTransaction {
+                txn_id: wrong,
+                group,
+                decision: Decision::Commit,
+                source: DecisionSource::Producer,
+            }
+        }
+        (
+            Some(Bug::AckPastUnacked),
+            Operation::Ack {
+                group,
+                topic,
+                receipts,
+            },
+        ) => {
+            let receipts = with_leases_below(running, &group, &topic, receipts);
+            Operation::Ack {
+                group,
+                topic,
+                receipts,
+            }
+        }
+        (_, op) => op,
+    }
+}
+
+/// The group's pending transaction opened just before `txn_id`.
+fn previous_pending(running: &Running, txn_id: &str, group: &str) -> Option<String> {
+    let id = TxnId::parse(txn_id)?;
+    let replica = running.replica();
+    replica
+        .state
+        .transactions()
+        .pending()
+        .filter(|r| r.group == group && r.id < id && r.state == TxnState::Pending)
+        .map(|r| r.id)
+        .max()
+        .map(|r| r.to_string())
+}
+
+/// Every current lease of the group below the acknowledged offsets, as receipts.
+fn with_leases_below(
+    running: &Running,
+    group: &str,
+    topic: &str,
+    mut receipts: Vec<String>,
+) -> Vec<String> {
+    let replica = running.replica();
+    let Some(g) = replica.state.group(group, topic) else {
+        return receipts;
+    };
+    let acked: Vec<(u32, u64)> = receipts
+        .iter()
+        .filter_map(|r| txmq_state::parse_receipt(r).map(|(q, o, _)| (q, o)))
+        .collect();
+    for (queue, offset) in acked {
+        if let Some(progress) = g.queues.get(queue as usize) {
+            for (o, lease) in progress.leases.range(..offset) {
+                receipts.push(receipt(queue, *o, lease.lease_index));
+            }
+        }
+    }
+    receipts
+}

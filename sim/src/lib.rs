@@ -1,0 +1,32 @@
+//! txmq-sim: whole txmq clusters — the real state machine (`txmq-state`) and the real
+//! openraft — over simulated time, network and disk, driven by one seed.
+//!
+//! * [`run::run_seed`] runs one seed: boot, workload under faults ([`faults`]), heal, settle
+//!   ([`settle`]), judge ([`checker`]).
+//! * The seams: time is Tokio's paused clock (`types`), the network is [`net`] (carried to
+//!   openraft by [`raft_net`]), the disk is [`disk`] (under the log store [`log_store`]).
+//! * [`bugs`]: the planted bugs, which exist only in this crate.
+
+pub mod bugs;
+pub mod checker;
+pub mod checks;
+pub mod client;
+pub mod cluster;
+pub mod disk;
+pub mod faults;
+pub mod gateway;
+pub mod history;
+pub mod log_store;
+pub mod net;
+pub mod node;
+pub mod raft_net;
+pub mod rng;
+pub mod run;
+pub mod runtime;
+pub mod scheduler;
+pub mod settle;
+pub mod state_machine;
+pub mod trace;
+pub mod types;
+pub mod watch;
+pub mod workload;

@@ -1,0 +1,145 @@
+//! openraft's transport under simulation: an RPC crosses [`SimNet`](crate::net::SimNet) to the
+//! target's current incarnation and its answer crosses back. A lost message surfaces as a
+//! timeout, a node that is down as unreachable, as over TCP.
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+
+use openraft::OptionalSend;
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+
+use crate::cluster::Cluster;
+use crate::cluster::Raft;
+use crate::net::Fate;
+use crate::types::{NodeId, SimConfig, Vote};
+
+type RpcErr = RPCError<SimConfig>;
+
+/// Makes connections from one node.
+pub struct SimNetworkFactory {
+    pub cluster: Arc<Cluster>,
+    pub from: NodeId,
+}
+
+impl RaftNetworkFactory<SimConfig> for SimNetworkFactory {
+    type Network = SimConnection;
+
+    async fn new_client(
+        &mut self,
+        target: NodeId,
+        _node: &openraft::impls::BasicNode,
+    ) -> SimConnection {
+        SimConnection {
+            cluster: self.cluster.clone(),
+            from: self.from,
+            target,
+        }
+    }
+}
+
+/// A connection from one node to another.
+pub struct SimConnection {
+    cluster: Arc<Cluster>,
+    from: NodeId,
+    target: NodeId,
+}
+
+fn lost() -> RpcErr {
+    RPCError::Network(NetworkError::new(&io::Error::new(
+        io::ErrorKind::TimedOut,
+        "the message or its answer was lost",
+    )))
+}
+
+fn down(target: NodeId) -> RpcErr {
+    RPCError::Unreachable(Unreachable::new(&io::Error::new(
+        io::ErrorKind::ConnectionRefused,
+        format!("node {target} is down"),
+    )))
+}
+
+impl SimConnection {
+    /// One request and its answer; `repeatable` requests may be delivered twice.
+    async fn call<Resp, F, Fut, E>(
+        &self,
+        option: RPCOption,
+        repeatable: bool,
+        f: F,
+    ) -> Result<Resp, RpcErr>
+    where
+        F: Fn(Raft) -> Fut,
+        Fut: Future<Output = Result<Resp, E>>,
+        E: std::error::Error + 'static,
+    {
+        let attempt = async {
+            let fate = self.cluster.net.carry(self.from, self.target).await;
+            if fate == Fate::Lost {
+                return std::future::pending().await;
+            }
+            let raft = self
+                .cluster
+                .running(self.target)
+                .ok_or_else(|| down(self.target))?
+                .raft;
+            if fate == Fate::Duplicated && repeatable {
+                let _ = f(raft.clone()).await;
+            }
+            let resp = f(raft)
+                .await
+                .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            match self.cluster.net.carry(self.target, self.from).await {
+                Fate::Lost => std::future::pending().await,
+                _ => Ok(resp),
+            }
+        };
+        tokio::time::timeout(option.soft_ttl(), attempt)
+            .await
+            .unwrap_or_else(|_| Err(lost()))
+    }
+}
+
+impl RaftNetworkV2<SimConfig> for SimConnection {
+    type SnapshotData = ();
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<SimConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<SimConfig>, RpcErr> {
+        self.call(option, true, |raft| {
+            let rpc = rpc.clone();
+            async move { raft.append_entries(rpc).await }
+        })
+        .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<SimConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<SimConfig>, RpcErr> {
+        self.call(option, true, |raft| {
+            let rpc = rpc.clone();
+            async move { raft.vote(rpc).await }
+        })
+        .await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        _vote: Vote,
+        _snapshot: openraft::alias::SnapshotOf<SimConfig, ()>,
+        _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<SimConfig>, StreamingError<SimConfig>> {
+        Err(StreamingError::Network(NetworkError::new(&io::Error::new(
+            io::ErrorKind::Unsupported,
+            "snapshots are not simulated",
+        ))))
+    }
+}
