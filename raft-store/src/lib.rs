@@ -18,6 +18,7 @@
 pub mod files;
 pub mod log;
 pub mod machine;
+pub mod raft_safety;
 pub mod rows;
 pub mod snapshot;
 pub mod storage;
@@ -27,6 +28,7 @@ pub use log::space_gate::{DiskSpace, SpaceGate};
 pub use log::store::LogStore;
 pub use machine::reader::{ReadError, ReadMessage, StateReader};
 pub use machine::store::StateMachineStore;
+pub use raft_safety::with_safety_settings;
 pub use snapshot::expand::SnapshotSource;
 pub use storage::{Storage, StorageConfig, StorageError};
 pub use types::{NodeId, NodeInfo, TypeConfig};

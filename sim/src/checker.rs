@@ -61,14 +61,57 @@ fn replicas_agree(
                 r.last_applied, reference.last_applied
             ));
         }
-        if r.state != reference.state || r.queues != reference.queues {
+        if let Some(part) = difference(r, reference) {
             return Err(format!(
-                "replicas disagree at the same applied index {:?}: node {id} and node {first_id} hold different states",
+                "replicas disagree at the same applied index {:?}: node {id} and node {first_id} differ in {part}",
                 r.last_applied
             ));
         }
     }
     Ok(())
+}
+
+/// The first part of the state two replicas hold differently, named with its key.
+fn difference(a: &Replica, b: &Replica) -> Option<String> {
+    if let Some((name, t)) = a
+        .state
+        .topics()
+        .iter()
+        .find(|(n, t)| b.state.topic(n) != Some(*t))
+    {
+        return Some(format!("topic {name}: {t:?} vs {:?}", b.state.topic(name)));
+    }
+    if let Some((k, g)) = a
+        .state
+        .groups()
+        .iter()
+        .find(|(k, g)| b.state.groups().get(*k) != Some(*g))
+    {
+        return Some(format!(
+            "group {k:?}: {g:?} vs {:?}",
+            b.state.groups().get(k)
+        ));
+    }
+    let (ta, tb) = (a.state.transactions(), b.state.transactions());
+    if let Some(r) = ta
+        .pending()
+        .chain(ta.decided())
+        .find(|r| tb.get(&r.id) != Some(*r))
+    {
+        return Some(format!(
+            "transaction {}: {r:?} vs {:?}",
+            r.id,
+            tb.get(&r.id)
+        ));
+    }
+    if a.state != b.state {
+        return Some("the rest of the state (users, retired nodes, transaction counts)".into());
+    }
+    if let Some((q, m)) = a.queues.iter().find(|(q, m)| b.queues.get(*q) != Some(*m)) {
+        let other = b.queues.get(q).map(|o| o.len());
+        return Some(format!("queue {q:?}: {} messages vs {other:?}", m.len()));
+    }
+    None
 }
 
 fn no_duplicates(

@@ -16,10 +16,10 @@ use crate::raft_net::SimNetworkFactory;
 use crate::state_machine::SimStateMachine;
 use crate::types::{NodeId, spawn};
 
-/// The Raft settings of a simulated node: the real node's shape (heartbeats, randomized
-/// elections), without snapshots (see `state_machine`).
+/// The Raft settings of a simulated node: the real node's safety settings and shape
+/// (heartbeats, randomized elections), without snapshots (see `state_machine`).
 pub fn raft_config() -> Arc<openraft::Config> {
-    let config = openraft::Config {
+    let config = txmq_raft_store::with_safety_settings(openraft::Config {
         cluster_name: "txmq-sim".into(),
         heartbeat_interval: 50,
         election_timeout_min: 300,
@@ -27,7 +27,7 @@ pub fn raft_config() -> Arc<openraft::Config> {
         snapshot_policy: openraft::SnapshotPolicy::Never,
         max_payload_entries: 64,
         ..Default::default()
-    };
+    });
     Arc::new(
         config
             .validate()

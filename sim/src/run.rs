@@ -119,5 +119,36 @@ async fn drive(cluster: &Arc<Cluster>, config: &RunConfig, rng: &mut SimRng) -> 
     faults::heal_all(cluster).await;
     let replicas = settle::settle(&workload, rng).await?;
     let history = workload.history();
-    checker::check(&history, &replicas)
+    checker::check(&history, &replicas).map_err(|v| match log_difference(cluster) {
+        Some(d) => format!("{v}; {d}"),
+        None => v,
+    })
+}
+
+/// The first log index at which two nodes' disks hold different entries (for a failed seed).
+fn log_difference(cluster: &Cluster) -> Option<String> {
+    let logs: Vec<(u64, Vec<(u64, String)>)> = cluster
+        .voters
+        .iter()
+        .filter_map(|id| {
+            let disk = cluster.disk(*id)?;
+            let log = disk.read(|i| {
+                i.log
+                    .values()
+                    .map(|e| (e.log_id.index, format!("{:?}", e)))
+                    .collect()
+            });
+            Some((*id, log))
+        })
+        .collect();
+    let (first, reference) = logs.first()?;
+    for (id, log) in &logs[1..] {
+        if let Some(((i, a), (_, b))) = log.iter().zip(reference).find(|(a, b)| a != b) {
+            return Some(format!(
+                "logs differ first at index {i}: node {id} has {:.300} / node {first} has {:.300}",
+                a, b
+            ));
+        }
+    }
+    None
 }

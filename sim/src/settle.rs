@@ -9,7 +9,7 @@ use txmq_state::Operation;
 
 use crate::client::Client;
 use crate::cluster::Cluster;
-use crate::history::{Local, SendFate};
+use crate::history::SendFate;
 use crate::net::CLIENT_BASE;
 use crate::rng::SimRng;
 use crate::state_machine::Replica;
@@ -47,16 +47,9 @@ pub async fn settle(w: &Arc<Workload>, _rng: &mut SimRng) -> Result<Vec<(u64, Re
     })
     .await?;
     w.stop_producing();
-    within(
-        Duration::from_secs(10),
-        "producers finish their transactions",
-        || {
-            !w.history()
-                .txns
-                .values()
-                .any(|t| t.local == Local::InProgress)
-        },
-    )
+    within(Duration::from_secs(10), "producers finish", || {
+        w.producers_done()
+    })
     .await?;
     within(
         Duration::from_secs(15),

@@ -4,7 +4,7 @@
 //! expire.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -41,6 +41,8 @@ pub struct Workload {
     pub cluster: Arc<Cluster>,
     history: Mutex<History>,
     producing: AtomicBool,
+    /// Producer tasks still in their loop (a request of theirs may still land).
+    active_producers: AtomicUsize,
 }
 
 impl Workload {
@@ -49,6 +51,7 @@ impl Workload {
             cluster,
             history: Mutex::new(History::default()),
             producing: AtomicBool::new(true),
+            active_producers: AtomicUsize::new(0),
         })
     }
 
@@ -58,6 +61,11 @@ impl Workload {
 
     pub fn stop_producing(&self) {
         self.producing.store(false, Ordering::SeqCst);
+    }
+
+    /// True once every producer left its loop: nothing they send can land any more.
+    pub fn producers_done(&self) -> bool {
+        self.active_producers.load(Ordering::SeqCst) == 0
     }
 
     fn producing(&self) -> bool {
@@ -104,6 +112,7 @@ impl Workload {
             Client::new(next_id, self.cluster.clone(), rng.fork())
         };
         for n in 0..2 {
+            self.active_producers.fetch_add(2, Ordering::SeqCst);
             spawn(plain_producer(self.clone(), client(rng), n));
             spawn(txn_producer(self.clone(), client(rng), n));
             let checker_client = client(rng);
@@ -137,6 +146,9 @@ async fn plain_producer(w: Arc<Workload>, mut client: Client, n: usize) {
     while w.producing() {
         seq += 1;
         let body = format!("p{n}-{seq}");
+        // Recorded before it is sent: the checker must know of a message stored while its
+        // answer is still on the way.
+        w.history().sends.insert(body.clone(), SendFate::Unknown);
         let op = Operation::Publish {
             topic: ORDERS.into(),
             messages: vec![message(&body)],
@@ -158,6 +170,7 @@ async fn plain_producer(w: Arc<Workload>, mut client: Client, n: usize) {
         w.history().sends.insert(body, fate);
         pause(&mut client, 10, 80).await;
     }
+    w.active_producers.fetch_sub(1, Ordering::SeqCst);
 }
 
 async fn txn_producer(w: Arc<Workload>, mut client: Client, n: usize) {
@@ -168,6 +181,7 @@ async fn txn_producer(w: Arc<Workload>, mut client: Client, n: usize) {
         one_transaction(&w, &mut client, key).await;
         pause(&mut client, 10, 100).await;
     }
+    w.active_producers.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// Half message, local transaction, decision (or a producer that dies before deciding).

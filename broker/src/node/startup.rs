@@ -96,7 +96,7 @@ pub(super) fn raft_config(
     elect: bool,
 ) -> Result<Arc<openraft::Config>, NodeError> {
     let election_ms = config.election_timeout.as_millis() as u64;
-    let raft = openraft::Config {
+    let raft = txmq_raft_store::with_safety_settings(openraft::Config {
         cluster_name: "txmq".into(),
         heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
         election_timeout_min: election_ms,
@@ -108,7 +108,7 @@ pub(super) fn raft_config(
         max_payload_entries: 256,
         enable_elect: elect,
         ..Default::default()
-    };
+    });
     raft.validate()
         .map(Arc::new)
         .map_err(|e| NodeError::RaftConfig(e.to_string()))
