@@ -10,7 +10,7 @@ import re
 import sys
 
 LIMIT = 70
-ROOTS = ["state/src", "raft-store/src", "broker/src", "client/src", "cluster-tests/src", "proto/src"]
+ROOTS = ["state/src", "raft-store/src", "broker/src", "client/src", "cluster-tests/src", "proto/src", "sim/src"]
 FN = re.compile(r"^\s*(pub(\([^)]*\))?\s+)?(const\s+)?(async\s+)?(unsafe\s+)?fn\s+(\w+)")
 
 

@@ -9,7 +9,7 @@ import os
 import re
 import sys
 
-CRATES = ["state/src", "raft-store/src", "broker/src", "client/src", "cluster-tests/src", "proto/src"]
+CRATES = ["state/src", "raft-store/src", "broker/src", "client/src", "cluster-tests/src", "proto/src", "sim/src"]
 PATH = re.compile(r"\b(crate|super)((?:::[a-z_][a-z0-9_]*)+)")
 GROUP = re.compile(r"\b(crate|super)((?:::[a-z_][a-z0-9_]*)*)::\{([^}]*)\}", re.S)
 

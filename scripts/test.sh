@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The complete test suite of txmq, runnable on a fresh machine with only the Rust toolchain:
 # formatting, lints, the build, unit and property tests, storage conformance tests, and the
-# multi-process cluster tests (real `txmq serve` processes on loopback ports the OS picks), and
+# multi-process cluster tests (real `txmq serve` processes on loopback ports the OS picks), the
+# deterministic simulator (scripts/sim.sh: hundreds of seeded cluster runs, every planted bug),
 # a short coverage-guided fuzzing run (scripts/fuzz.sh; installs cargo-fuzz), the official RocketMQ
 # Python client against the RocketMQ port (installed from PyPI into a venv), and the Helm chart and
 # container tests (scripts/test-chart.sh: needs Docker).
@@ -67,6 +68,9 @@ cargo build --workspace --bins
 
 step "tests (unit, property, storage, cluster)"
 cargo test --workspace --no-fail-fast
+
+step "deterministic simulation (scripts/sim.sh: 400 seeds on 3 nodes, 200 on 5, a replayed seed, every planted bug caught)"
+./scripts/sim.sh 400
 
 step "fuzzing (cargo fuzz, 20 s per target: decoders and the state machine; longer runs: scripts/fuzz.sh SECONDS)"
 ./scripts/fuzz.sh 20

@@ -1,6 +1,6 @@
 //! Bugs planted on purpose, to prove the simulator finds what it claims to find.
 //!
-//! They live only in this crate (the simulated store, the simulated request handlers): the
+//! They live only in this crate (the simulated store, request handlers and client): the
 //! `txmq` binary has no code path that can turn one on. `txmq-sim run --bug NAME` runs with
 //! one of them; the test suite checks that each is caught.
 
@@ -13,9 +13,10 @@ pub enum Bug {
     /// The log store reports an append flushed before its fsync: a power loss of the nodes
     /// that acknowledged it loses a committed entry.
     FlushBeforeFsync,
-    /// `save_vote` returns before the vote is durable: after a power loss a node can vote
-    /// twice in one term.
-    VoteNotDurable,
+    /// The client resends a write whose answer timed out: if the first one landed, the message
+    /// is stored twice (duplicates must come only from redelivery, never from the broker or
+    /// the SDK inventing a second copy).
+    ResendAfterTimeout,
     /// A producer's commit is applied to the transaction opened just before it by the same
     /// group (an off-by-one at the edge): decisions are no longer fenced to their id.
     DecisionToWrongTxn,
@@ -27,7 +28,7 @@ pub enum Bug {
 impl Bug {
     pub const ALL: [Bug; 4] = [
         Bug::FlushBeforeFsync,
-        Bug::VoteNotDurable,
+        Bug::ResendAfterTimeout,
         Bug::DecisionToWrongTxn,
         Bug::AckPastUnacked,
     ];
@@ -35,7 +36,7 @@ impl Bug {
     pub fn name(self) -> &'static str {
         match self {
             Bug::FlushBeforeFsync => "flush-before-fsync",
-            Bug::VoteNotDurable => "vote-not-durable",
+            Bug::ResendAfterTimeout => "resend-after-timeout",
             Bug::DecisionToWrongTxn => "decision-to-wrong-txn",
             Bug::AckPastUnacked => "ack-past-unacked",
         }

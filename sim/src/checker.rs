@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use txmq_state::{Decision, StoredMessage, TxnState, codec};
+use txmq_state::{Decision, DecisionSource, StoredMessage, TxnState, codec};
 
 use crate::history::{History, Local, SendFate};
 use crate::state_machine::Replica;
@@ -41,6 +41,7 @@ pub fn check(history: &History, replicas: &[(u64, Replica)]) -> Result<(), Strin
     only_committed_delivered(history, &payments)?;
     committed_delivered(history, reference, &payments)?;
     decisions_fenced(history, reference)?;
+    broker_rollbacks_on_time(reference)?;
     every_half_decided(reference)?;
     consumers_saw_everything(history, &orders, &payments)?;
     if let Some(u) = history.unreadable.first() {
@@ -206,6 +207,26 @@ fn decisions_fenced(history: &History, reference: &Replica) -> Result<(), String
             return Err(format!(
                 "transaction {id} ({key}) committed, but its producer's transaction is {local:?} (reason {:?})",
                 r.reason
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The broker rolls back only when the rule says so: at the transaction's deadline, or
+/// after its last check went unanswered — never early.
+fn broker_rollbacks_on_time(reference: &Replica) -> Result<(), String> {
+    for r in reference.state.transactions().decided() {
+        let decided = r.decided_ms.unwrap_or(0);
+        let early = match r.reason {
+            Some(DecisionSource::Timeout) => decided < r.deadline_ms,
+            Some(DecisionSource::CheckExhausted) => r.check_count < r.timing.max_checks,
+            _ => false,
+        };
+        if early {
+            return Err(format!(
+                "transaction {} was rolled back early ({:?} at {decided} ms, deadline {} ms, {} of {} checks)",
+                r.id, r.reason, r.deadline_ms, r.check_count, r.timing.max_checks
             ));
         }
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use txmq_state::Operation;
 
+use crate::bugs::Bug;
 use crate::cluster::Cluster;
 use crate::gateway::{self, Reply};
 use crate::net::{Endpoint, Fate};
@@ -62,6 +63,9 @@ impl Client {
                     }
                 }
                 Outcome::Reply(Reply::Done(r, m)) => return Outcome::Reply(Reply::Done(r, m)),
+                Outcome::Lost if self.cluster.bug == Some(Bug::ResendAfterTimeout) => {
+                    self.leader_hint = None;
+                }
                 other => {
                     self.leader_hint = None;
                     return other;

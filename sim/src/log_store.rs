@@ -85,9 +85,6 @@ impl RaftLogStorage<SimConfig> for SimLogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         self.disk.write(self.epoch, DiskWrite::Vote(*vote))?;
-        if self.bug == Some(Bug::VoteNotDurable) {
-            return Ok(());
-        }
         self.disk.sync(self.epoch).await
     }
 

@@ -6,7 +6,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use txmq_sim::bugs::Bug;
-use txmq_sim::run::{RunConfig, SeedResult, install_panic_hook, run_seed};
+use txmq_sim::run::{RunConfig, SeedResult, run_seed};
 
 #[derive(Parser)]
 #[command(
@@ -98,7 +98,6 @@ fn replay_command(args: &RunArgs, seed: u64) -> String {
 }
 
 fn run(args: &RunArgs, output: Output) -> ExitCode {
-    install_panic_hook();
     let config = RunConfig {
         nodes: args.nodes,
         bug: args.bug,
@@ -146,19 +145,16 @@ fn report_failure(args: &RunArgs, config: &RunConfig, result: &SeedResult) {
     eprintln!("  replay: {}", replay_command(args, result.seed));
 }
 
+/// A trace line that belongs to the fault schedule (not to the workload).
 fn is_fault(line: &str) -> bool {
-    [
-        "crashed",
-        "isolated",
-        "one-way",
-        "network:",
-        "disk of",
-        "healed",
-        "started",
-        "stopped by itself",
-    ]
-    .iter()
-    .any(|w| line.contains(w))
+    let node_event = line.contains(" node ")
+        && ["crashed", "started", "stopped by itself"]
+            .iter()
+            .any(|w| line.contains(w));
+    node_event
+        || ["isolated", "one-way", "network:", "disk of", "healed"]
+            .iter()
+            .any(|w| line.contains(w))
 }
 
 fn summarize(args: &RunArgs, output: Output, results: &[SeedResult], wall: f64) -> ExitCode {
@@ -178,6 +174,10 @@ fn summarize(args: &RunArgs, output: Output, results: &[SeedResult], wall: f64) 
     });
     if let Some(bug) = args.bug {
         summary["bug"] = json!(bug.name());
+    }
+    if !failed.is_empty() {
+        let replay: Vec<String> = failed.iter().map(|s| replay_command(args, *s)).collect();
+        summary["replay"] = json!(replay);
     }
     if let [one] = results {
         summary["trace_hash"] = json!(format!("{:016x}", one.trace_hash));

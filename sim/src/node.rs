@@ -45,7 +45,7 @@ async fn start_incarnation(cluster: Arc<Cluster>, id: NodeId) -> Result<(), Stri
     let cluster = &cluster;
     let disk = cluster.disk(id).ok_or_else(|| format!("no node {id}"))?;
     let store = SimLogStore::new(disk, cluster.bug);
-    let machine = SimStateMachine::new();
+    let machine = SimStateMachine::default();
     let replica = machine.replica();
     let network = SimNetworkFactory {
         cluster: cluster.clone(),

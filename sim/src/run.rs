@@ -35,30 +35,50 @@ pub struct SeedResult {
 }
 
 thread_local! {
-    /// Panics of the run on this thread (every task of a run runs on the thread that runs it).
-    static PANICS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    /// Panics of the run on this thread (every task of a run runs on the thread that runs
+    /// it); `None` outside a run.
+    static PANICS: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
 }
 
-/// Records panics instead of printing them: a panic inside the simulated code fails the seed.
-pub fn install_panic_hook() {
-    std::panic::set_hook(Box::new(|info| {
-        let at = info
-            .location()
-            .map(|l| format!(" at {}:{}", l.file(), l.line()))
-            .unwrap_or_default();
-        let text = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic".into());
-        PANICS.with(|p| p.borrow_mut().push(format!("{text}{at}")));
-    }));
+/// Makes a panic inside a run fail the seed (recorded, not printed); panics elsewhere go to
+/// the hook that was there before. Installed once, by the first run.
+fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let recorded = PANICS.with(|p| match p.borrow_mut().as_mut() {
+                Some(panics) => {
+                    panics.push(describe_panic(info));
+                    true
+                }
+                None => false,
+            });
+            if !recorded {
+                previous(info);
+            }
+        }));
+    });
+}
+
+fn describe_panic(info: &std::panic::PanicHookInfo<'_>) -> String {
+    let at = info
+        .location()
+        .map(|l| format!(" at {}:{}", l.file(), l.line()))
+        .unwrap_or_default();
+    let text = info
+        .payload()
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| info.payload().downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into());
+    format!("{text}{at}")
 }
 
 /// Runs one seed on its own single-threaded runtime with a paused clock.
 pub fn run_seed(config: &RunConfig, seed: u64) -> SeedResult {
-    PANICS.with(|p| p.borrow_mut().clear());
+    install_panic_hook();
+    PANICS.with(|p| *p.borrow_mut() = Some(Vec::new()));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
@@ -74,7 +94,7 @@ pub fn run_seed(config: &RunConfig, seed: u64) -> SeedResult {
             trace: Vec::new(),
         },
     };
-    let panics = PANICS.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    let panics = PANICS.with(|p| p.borrow_mut().take()).unwrap_or_default();
     if let Some(first) = panics.first()
         && result.violation.is_none()
     {

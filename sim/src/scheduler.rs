@@ -10,8 +10,10 @@ use openraft::impls::ProgressResponder;
 use openraft::vote::RaftLeaderId;
 use txmq_state::{Command, CommandResult, Operation};
 
-use crate::cluster::Cluster;
-use crate::types::NodeId;
+use crate::checks::CheckRequest;
+use crate::cluster::{Cluster, Running};
+use crate::net::Fate;
+use crate::types::{NodeId, spawn};
 
 const TICK: Duration = Duration::from_millis(200);
 const MAX_PER_TICK: usize = 512;
@@ -42,7 +44,7 @@ pub async fn run(cluster: Arc<Cluster>, id: NodeId, incarnation: u64) {
 async fn tick(
     cluster: &Arc<Cluster>,
     id: NodeId,
-    running: &crate::cluster::Running,
+    running: &Running,
     leader: crate::types::CommittedLeaderId,
 ) {
     let now = cluster.now_ms();
@@ -83,7 +85,39 @@ async fn tick(
     };
     if let CommandResult::TimersApplied { checks, .. } = resp.data {
         for (txn, attempt) in checks {
-            crate::checks::send(cluster, id, running, &txn, attempt);
+            send_check(cluster, id, running, &txn, attempt);
         }
     }
+}
+
+/// Sends the check the state machine recorded for `txn` to one checker of its group, across
+/// the network from node `from`. A lost check is what the next attempt is for.
+fn send_check(cluster: &Arc<Cluster>, from: NodeId, running: &Running, txn: &str, attempt: u32) {
+    let Some((group, key)) = ({
+        let replica = running.replica();
+        replica
+            .state
+            .transactions()
+            .get_by_name(txn)
+            .and_then(|r| r.message.as_ref().map(|m| (r.group.clone(), m.key.clone())))
+    }) else {
+        return;
+    };
+    let checkers = cluster.checkers.checkers_of(&group);
+    if checkers.is_empty() {
+        return;
+    }
+    let pick = cluster.rng().below(checkers.len() as u64) as usize;
+    let (endpoint, tx) = checkers[pick].clone();
+    let request = CheckRequest {
+        txn_id: txn.to_string(),
+        key,
+        attempt,
+    };
+    let cluster = cluster.clone();
+    spawn(async move {
+        if cluster.net.carry(from, endpoint).await != Fate::Lost {
+            let _ = tx.try_send(request);
+        }
+    });
 }

@@ -68,18 +68,12 @@ impl Replica {
 }
 
 /// openraft's state machine for one incarnation.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct SimStateMachine {
     replica: Arc<Mutex<Replica>>,
 }
 
 impl SimStateMachine {
-    pub fn new() -> Self {
-        SimStateMachine {
-            replica: Arc::new(Mutex::new(Replica::default())),
-        }
-    }
-
     pub fn replica(&self) -> Arc<Mutex<Replica>> {
         self.replica.clone()
     }

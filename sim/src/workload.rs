@@ -232,10 +232,10 @@ async fn one_transaction(w: &Workload, client: &mut Client, key: String) {
             TxnState::RolledBack => Some(Decision::Rollback),
             _ => None,
         };
-        if acked == Some(decision) {
-            if let Some(t) = w.history().txns.get_mut(&key) {
-                t.decision_acked = acked;
-            }
+        if acked == Some(decision)
+            && let Some(t) = w.history().txns.get_mut(&key)
+        {
+            t.decision_acked = acked;
         }
     }
     w.cluster
