@@ -46,8 +46,8 @@ impl Client {
         if let Some(n) = self.leader_hint {
             return n;
         }
-        let voters = &self.cluster.voters;
-        voters[self.rng.below(voters.len() as u64) as usize]
+        let members = self.cluster.members();
+        members[self.rng.below(members.len() as u64) as usize]
     }
 
     /// Sends `op`, following up to three leader hints. Only "not the leader" is retried: it

@@ -1,7 +1,8 @@
 //! The simulated cluster: its nodes (each a disk and, while up, a running incarnation), the
 //! network between them, and the clock every part reads.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::async_runtime::WatchReceiver;
@@ -47,10 +48,15 @@ pub struct Cluster {
     pub net: SimNet,
     pub bug: Option<Bug>,
     pub trace: Trace,
-    pub voters: Vec<NodeId>,
+    /// The voters the cluster was founded with.
+    pub initial_voters: Vec<NodeId>,
     pub checkers: CheckRouter,
+    /// A membership change is under way (one at a time).
+    pub changing_membership: AtomicBool,
     start: tokio::time::Instant,
     nodes: Mutex<BTreeMap<NodeId, NodeSlot>>,
+    /// Nodes taken out of the membership: stopped for good, their ids never reused.
+    retired: Mutex<BTreeSet<NodeId>>,
     rng: Mutex<SimRng>,
 }
 
@@ -72,10 +78,12 @@ impl Cluster {
             net: SimNet::new(rng.fork()),
             bug,
             trace: Trace::new(keep_trace),
-            voters,
+            initial_voters: voters,
             checkers: CheckRouter::default(),
+            changing_membership: AtomicBool::new(false),
             start: tokio::time::Instant::now(),
             nodes: Mutex::new(slots),
+            retired: Mutex::new(BTreeSet::new()),
             rng: Mutex::new(rng.fork()),
         }
     }
@@ -106,12 +114,61 @@ impl Cluster {
         self.nodes().get(&id).map(|s| s.disk.clone())
     }
 
-    pub fn up_nodes(&self) -> Vec<NodeId> {
+    /// Every node that has a disk and is not retired (voters, learners, nodes being added).
+    pub fn members(&self) -> Vec<NodeId> {
+        let retired = self
+            .retired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         self.nodes()
-            .iter()
-            .filter(|(_, s)| s.running.is_some())
-            .map(|(id, _)| *id)
+            .keys()
+            .copied()
+            .filter(|id| !retired.contains(id))
             .collect()
+    }
+
+    /// The voters as the leader knows them (the founding voters while there is no leader).
+    pub fn voters(&self) -> Vec<NodeId> {
+        match self.leader() {
+            Some(l) => l
+                .raft
+                .metrics()
+                .borrow_watched()
+                .membership_config
+                .voter_ids()
+                .collect(),
+            None => self.initial_voters.clone(),
+        }
+    }
+
+    /// Gives a new node its (empty) disk; its id is one never used before.
+    pub fn add_node(&self) -> NodeId {
+        let disk = Arc::new(SimDisk::new(self.rng().fork()));
+        let mut nodes = self.nodes();
+        let id = nodes.keys().next_back().map_or(1, |last| last + 1);
+        let slot = NodeSlot {
+            disk,
+            running: None,
+            incarnations: 0,
+        };
+        nodes.insert(id, slot);
+        id
+    }
+
+    /// Takes a removed node out for good.
+    pub fn retire(&self, id: NodeId) {
+        self.retired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id);
+    }
+
+    pub fn is_retired(&self, id: NodeId) -> bool {
+        self.retired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&id)
     }
 
     /// The node that leads now (by its own metrics), if it runs.

@@ -23,7 +23,8 @@ pub async fn nemesis(cluster: Arc<Cluster>, mut rng: SimRng, until_ms: u64) {
             break;
         }
         let lasts = Duration::from_millis(rng.between(300, 4_000));
-        let victim = cluster.voters[rng.below(cluster.voters.len() as u64) as usize];
+        let members = cluster.members();
+        let victim = members[rng.below(members.len() as u64) as usize];
         match rng.below(100) {
             0..=29 => crash_for(&cluster, vec![victim], rng.chance(0.7), lasts),
             30..=34 => {
@@ -32,11 +33,15 @@ pub async fn nemesis(cluster: Arc<Cluster>, mut rng: SimRng, until_ms: u64) {
             }
             35..=49 => isolate(&cluster, victim, lasts),
             50..=59 => {
-                let other = cluster.voters[rng.below(cluster.voters.len() as u64) as usize];
+                let other = members[rng.below(members.len() as u64) as usize];
                 block(&cluster, vec![(victim, other)], lasts, "one-way partition");
             }
             60..=74 => lossy(&cluster, &mut rng, lasts),
-            75..=87 => disk_fault(
+            75..=79 => spawn(crate::membership::replace_a_voter(
+                cluster.clone(),
+                rng.fork(),
+            )),
+            80..=87 => disk_fault(
                 &cluster,
                 victim,
                 DiskFaults {
@@ -59,7 +64,7 @@ pub async fn nemesis(cluster: Arc<Cluster>, mut rng: SimRng, until_ms: u64) {
 }
 
 fn majority(cluster: &Cluster, rng: &mut SimRng) -> Vec<NodeId> {
-    let mut ids = cluster.voters.clone();
+    let mut ids = cluster.voters();
     let keep = ids.len() / 2 + 1;
     while ids.len() > keep {
         let i = rng.below(ids.len() as u64) as usize;
@@ -86,9 +91,8 @@ fn crash_for(cluster: &Arc<Cluster>, ids: Vec<NodeId>, power_loss: bool, down: D
 fn isolate(cluster: &Arc<Cluster>, id: NodeId, lasts: Duration) {
     let mut links = Vec::new();
     let others = cluster
-        .voters
-        .iter()
-        .copied()
+        .members()
+        .into_iter()
         .chain(CLIENT_BASE..CLIENT_BASE + 64);
     for other in others.filter(|o| *o != id) {
         links.push((id, other));
@@ -168,7 +172,7 @@ fn disk_fault(cluster: &Arc<Cluster>, id: NodeId, faults: DiskFaults, lasts: Dur
 /// Ends every fault: the network is clean, disks healthy, every node up.
 pub async fn heal_all(cluster: &Arc<Cluster>) {
     cluster.net.set_faults(NetFaults::default());
-    for id in cluster.voters.clone() {
+    for id in cluster.members() {
         if let Some(disk) = cluster.disk(id) {
             disk.set_faults(DiskFaults::default());
         }

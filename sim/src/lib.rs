@@ -17,6 +17,7 @@ pub mod faults;
 pub mod gateway;
 pub mod history;
 pub mod log_store;
+pub mod membership;
 pub mod net;
 pub mod node;
 pub mod raft_net;

@@ -73,12 +73,12 @@ async fn start_incarnation(cluster: Arc<Cluster>, id: NodeId) -> Result<(), Stri
 
 /// Founds the cluster: the first voter initializes the membership of all voters.
 pub async fn initialize(cluster: &Arc<Cluster>) -> Result<(), String> {
-    let first = cluster.voters[0];
+    let first = cluster.initial_voters[0];
     let running = cluster
         .running(first)
         .ok_or("the first voter is not running")?;
     let members: BTreeMap<NodeId, openraft::impls::BasicNode> = cluster
-        .voters
+        .initial_voters
         .iter()
         .map(|id| (*id, openraft::impls::BasicNode::new(format!("node-{id}"))))
         .collect();
@@ -121,7 +121,7 @@ pub fn crash(cluster: &Arc<Cluster>, id: NodeId, power_loss: bool) -> bool {
 
 /// Restarts `id` if it is down.
 pub async fn restart(cluster: &Arc<Cluster>, id: NodeId) {
-    if cluster.running(id).is_some() {
+    if cluster.running(id).is_some() || cluster.is_retired(id) {
         return;
     }
     if let Err(e) = start(cluster, id).await {

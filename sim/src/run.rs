@@ -127,7 +127,7 @@ async fn simulate(config: RunConfig, seed: u64) -> SeedResult {
 }
 
 async fn drive(cluster: &Arc<Cluster>, config: &RunConfig, rng: &mut SimRng) -> Result<(), String> {
-    for id in cluster.voters.clone() {
+    for id in cluster.initial_voters.clone() {
         node::start(cluster, id).await?;
     }
     node::initialize(cluster).await?;
@@ -148,7 +148,7 @@ async fn drive(cluster: &Arc<Cluster>, config: &RunConfig, rng: &mut SimRng) -> 
 /// The first log index at which two nodes' disks hold different entries (for a failed seed).
 fn log_difference(cluster: &Cluster) -> Option<String> {
     let logs: Vec<(u64, Vec<(u64, String)>)> = cluster
-        .voters
+        .members()
         .iter()
         .filter_map(|id| {
             let disk = cluster.disk(*id)?;

@@ -94,15 +94,15 @@ async fn converge(cluster: &Arc<Cluster>) -> Result<Vec<(u64, Replica)>, String>
     let mut replicas = Vec::new();
     within(
         Duration::from_secs(10),
-        "every replica applies the same log",
+        "every voter applies the same log",
         || {
-            replicas = cluster
-                .voters
+            let voters = cluster.voters();
+            replicas = voters
                 .iter()
                 .filter_map(|id| cluster.running(*id).map(|r| (*id, r.replica().clone())))
                 .collect();
             let target = cluster.leader_state(|r| r.last_applied).flatten();
-            replicas.len() == cluster.voters.len()
+            replicas.len() == voters.len()
                 && target.is_some()
                 && replicas.iter().all(|(_, r)| r.last_applied == target)
         },
