@@ -206,7 +206,11 @@ async fn one_transaction(w: &Workload, client: &mut Client, key: String) {
     };
     let txn_id = txn_id.to_string();
     w.cluster.event(|| format!("half {key}: {txn_id}"));
-    set_local(w, &key, Some(txn_id.clone()), Local::InProgress);
+    if !begin_local(w, &key, &txn_id) {
+        w.cluster
+            .event(|| format!("local transaction {key} refused: already rolled back by a check"));
+        return;
+    }
     pause(client, 0, 1_500).await;
     let decision = if client.rng.chance(0.65) {
         Decision::Commit
@@ -242,6 +246,20 @@ async fn one_transaction(w: &Workload, client: &mut Client, key: String) {
         .event(|| format!("decide {key} {decision:?}: {}", short(&outcome)));
 }
 
+/// Begins the local transaction unless a check already rolled it back.
+fn begin_local(w: &Workload, key: &str, txn_id: &str) -> bool {
+    let mut history = w.history();
+    let Some(t) = history.txns.get_mut(key) else {
+        return false;
+    };
+    t.txn_id = Some(txn_id.to_string());
+    if t.local != Local::NotRun {
+        return false;
+    }
+    t.local = Local::InProgress;
+    true
+}
+
 fn set_local(w: &Workload, key: &str, txn_id: Option<String>, local: Local) {
     if let Some(t) = w.history().txns.get_mut(key) {
         if txn_id.is_some() {
@@ -259,16 +277,29 @@ fn short(outcome: &Outcome) -> String {
     }
 }
 
+/// What the local database says of a transaction. A transaction that never began (its half
+/// message's answer has not reached the producer) is rolled back, and that answer is final:
+/// the producer will not begin it afterwards, as a real producer's insert of the business key
+/// would fail.
+fn local_answer(w: &Workload, key: &str) -> Decision {
+    let mut history = w.history();
+    match history.txns.get_mut(key) {
+        Some(t) => match t.local {
+            Local::Done(d) => d,
+            Local::InProgress => Decision::Unknown,
+            Local::NotRun => {
+                t.local = Local::Done(Decision::Rollback);
+                Decision::Rollback
+            }
+        },
+        None => Decision::Rollback,
+    }
+}
+
 /// Answers check-backs from the local database.
 async fn checker(w: Arc<Workload>, mut client: Client, mut checks: mpsc::Receiver<CheckRequest>) {
     while let Some(check) = checks.recv().await {
-        let local = w.history().txns.get(&check.key).map(|t| t.local);
-        let decision = match local {
-            Some(Local::Done(d)) => d,
-            Some(Local::InProgress) => Decision::Unknown,
-            // The half message was never acknowledged: the local transaction never ran.
-            Some(Local::NotRun) | None => Decision::Rollback,
-        };
+        let decision = local_answer(&w, &check.key);
         let op = Operation::EndTransaction {
             txn_id: check.txn_id.clone(),
             group: PAY_GROUP.into(),
