@@ -14,7 +14,7 @@ use std::time::Duration;
 use txmq_proto::client::CheckRequest;
 use txmq_raft_store::StateReader;
 use txmq_raft_store::types::alias::CommittedLeaderId;
-use txmq_state::{CommandResult, Operation};
+use txmq_state::{CommandResult, DueAction, Operation};
 
 use crate::checkers::CheckerRegistry;
 use crate::clock::now_ms;
@@ -75,7 +75,7 @@ impl Scheduler {
         let mut checks = Vec::new();
         let mut expirations = Vec::new();
         for r in self.reader.due_transactions(now, MAX_PER_TICK) {
-            if now >= r.deadline_ms || r.check_count >= r.timing.max_checks {
+            if r.due_action(now) == DueAction::Expire {
                 expirations.push(r.id.to_string());
             } else if self.checkers.has_instances(&r.group)
                 || !self.directory.nodes_with_group(&r.group, 0).is_empty()

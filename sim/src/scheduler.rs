@@ -1,6 +1,7 @@
-//! The leader's transaction scheduler under simulation: the same rule as the broker's
-//! (`broker/src/scheduler.rs`): read what is due from the applied state, propose one fenced
-//! `TxnTimers` entry, then send the checks the state machine recorded to the group's checkers.
+//! The leader's transaction scheduler under simulation, as the broker's
+//! (`broker/src/scheduler.rs`): read what is due from the applied state, decide each with the
+//! same rule (`TxnRecord::due_action`), propose one fenced `TxnTimers` entry, then send the
+//! checks the state machine recorded to the group's checkers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use openraft::async_runtime::WatchReceiver;
 use openraft::impls::ProgressResponder;
 use openraft::vote::RaftLeaderId;
-use txmq_state::{Command, CommandResult, Operation};
+use txmq_state::{Command, CommandResult, DueAction, Operation};
 
 use crate::checks::CheckRequest;
 use crate::cluster::{Cluster, Running};
@@ -53,10 +54,10 @@ async fn tick(
         let mut checks = Vec::new();
         let mut expirations = Vec::new();
         for r in replica.state.transactions().due(now, MAX_PER_TICK) {
-            if now >= r.deadline_ms || r.check_count >= r.timing.max_checks {
-                expirations.push(r.id.to_string());
-            } else {
-                checks.push(r.id.to_string());
+            // Every producer group has checkers connected to every node in the simulation.
+            match r.due_action(now) {
+                DueAction::Expire => expirations.push(r.id.to_string()),
+                DueAction::Check => checks.push(r.id.to_string()),
             }
         }
         (checks, expirations)

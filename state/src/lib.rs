@@ -54,8 +54,8 @@ pub use outcome::{AckOutcome, CommandResult, Delivery, MessagePosition, TxnOutco
 pub use rejection::Rejection;
 pub use topic::TopicMeta;
 pub use transaction::{
-    Decision, DecisionSource, MAX_EVENTS, MAX_HISTORY, TxnEvent, TxnEventKind, TxnRecord, TxnState,
-    TxnTiming,
+    Decision, DecisionSource, DueAction, MAX_EVENTS, MAX_HISTORY, TxnEvent, TxnEventKind,
+    TxnRecord, TxnState, TxnTiming,
 };
 pub use transactions::{MAX_DECIDED_KEPT, Transactions};
 pub use txn_id::TxnId;

@@ -79,6 +79,15 @@ impl DecisionSource {
     }
 }
 
+/// What the scheduler does with a due transaction ([`TxnRecord::due_action`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DueAction {
+    /// Send a check-back (when a checker of its group is connected).
+    Check,
+    /// Roll it back (`timeout` or `check_exhausted`).
+    Expire,
+}
+
 /// Per-transaction timing, fixed when the half message is stored (so a new leader with other
 /// settings continues each transaction exactly as it started).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,6 +222,17 @@ impl TxnRecord {
         self.next_check_ms.min(self.deadline_ms)
     }
 
+    /// What the leader's scheduler proposes for this transaction once it is due at `now_ms`:
+    /// roll it back when its lifetime or its checks are used up, otherwise check it. (The
+    /// state machine validates the proposal again at the entry's time.)
+    pub fn due_action(&self, now_ms: u64) -> DueAction {
+        if now_ms >= self.deadline_ms || self.check_count >= self.timing.max_checks {
+            DueAction::Expire
+        } else {
+            DueAction::Check
+        }
+    }
+
     pub fn message_id(&self) -> String {
         self.id.message_id()
     }
@@ -298,5 +318,33 @@ impl TxnRecord {
                 self.id
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn a_due_transaction_is_checked_until_its_lifetime_or_checks_run_out() {
+        let timing = TxnTiming {
+            first_check_delay_ms: 1_000,
+            check_interval_ms: 1_000,
+            max_checks: 2,
+            max_lifetime_ms: 10_000,
+        };
+        let message = NewMessage {
+            key: String::new(),
+            tag: String::new(),
+            body: Vec::new(),
+            properties: BTreeMap::new(),
+        };
+        let mut r = TxnRecord::pending(TxnId::new(1, 0), "g", "t", message, timing, 0);
+        assert_eq!(r.due_action(1_000), DueAction::Check);
+        assert_eq!(r.due_action(10_000), DueAction::Expire, "lifetime over");
+        r.check_count = 2;
+        assert_eq!(r.due_action(3_000), DueAction::Expire, "checks used up");
     }
 }
