@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use txmq_client::{ClientError, ClientOptions, ClientTls, Credentials};
 
-const HEADING: &str = "Client options (ignored by serve and dev)";
+const HEADING: &str = "Client options";
 
 /// TLS and credential options of the client commands.
 #[derive(Debug, Clone, Default, Args)]
@@ -22,8 +22,8 @@ pub struct ConnectionArgs {
     /// The private key (PEM) of `--tls-client-cert`.
     #[arg(long = "tls-client-key", global = true, env = "TXMQ_TLS_CLIENT_KEY", help_heading = HEADING)]
     pub tls_client_key: Option<PathBuf>,
-    /// User name, sent with every request (for clusters with authentication; txmq's own
-    /// server does not check it yet, see docs/security.md).
+    /// User name, sent with every request (for clusters with authentication, see
+    /// docs/security.md).
     #[arg(long, global = true, env = "TXMQ_USER", help_heading = HEADING)]
     pub user: Option<String>,
     /// Password of `--user` (prefer the TXMQ_PASSWORD environment variable: arguments are

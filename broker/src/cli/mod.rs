@@ -35,7 +35,7 @@ pub struct Cli {
         env = "TXMQ_ENDPOINTS",
         value_delimiter = ',',
         default_value = "127.0.0.1:9870",
-        help_heading = "Client options (ignored by serve and dev)"
+        help_heading = "Client options"
     )]
     pub endpoints: Vec<String>,
     /// Output format of client commands.
@@ -44,7 +44,7 @@ pub struct Cli {
         global = true,
         value_enum,
         default_value_t = OutputFormat::Text,
-        help_heading = "Client options (ignored by serve and dev)"
+        help_heading = "Client options"
     )]
     pub output: OutputFormat,
     #[command(flatten)]
@@ -108,12 +108,44 @@ pub enum Command {
     Whoami,
 }
 
+/// The client options, global so they may come before or after a client command.
+const CLIENT_OPTIONS: [&str; 8] = [
+    "endpoints",
+    "output",
+    "tls_ca",
+    "tls_server_name",
+    "tls_client_cert",
+    "tls_client_key",
+    "user",
+    "password",
+];
+
+/// The command line. clap hands global options to every subcommand; `serve` and `dev` never
+/// use the client options, so their help does not list them.
+pub fn command_line() -> clap::Command {
+    let command = <Cli as clap::CommandFactory>::command();
+    // A subcommand that already has an argument of a global's id keeps its own copy: give
+    // `serve` and `dev` hidden copies.
+    let hidden: Vec<clap::Arg> = command
+        .get_arguments()
+        .filter(|a| CLIENT_OPTIONS.contains(&a.get_id().as_str()))
+        .map(|a| a.clone().hide(true))
+        .collect();
+    ["serve", "dev"]
+        .into_iter()
+        .fold(command, |command, server| {
+            command.mut_subcommand(server, |sub| sub.args(hidden.clone()))
+        })
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     // Arguments as the OS gives them: one that is not UTF-8 is clap's error to report, not a
     // panic (`std::env::args` panics on it).
     let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let parsed = Cli::try_parse_from(&raw);
+    let parsed = command_line()
+        .try_get_matches_from(&raw)
+        .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m));
     let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
@@ -211,4 +243,54 @@ pub(crate) fn client_runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .worker_threads(2)
         .enable_all()
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn help(args: &[&str]) -> String {
+        match command_line().try_get_matches_from(args) {
+            Err(e) => e.render().to_string(),
+            Ok(_) => panic!("{args:?} did not print help"),
+        }
+    }
+
+    #[test]
+    fn server_commands_do_not_list_client_options() {
+        for server in ["serve", "dev"] {
+            let text = help(&["txmq", server, "--help"]);
+            for flag in [
+                "--endpoints",
+                "--tls-client-cert",
+                "--user",
+                "--password",
+                "--output",
+            ] {
+                assert!(
+                    !text.contains(flag),
+                    "`txmq {server} --help` lists {flag}:\n{text}"
+                );
+            }
+        }
+        let text = help(&["txmq", "topic", "list", "--help"]);
+        assert!(
+            text.contains("--endpoints") && text.contains("--user"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn client_options_go_before_or_after_the_command() {
+        for args in [
+            ["txmq", "--endpoints", "a:1", "topic", "list"],
+            ["txmq", "topic", "list", "--endpoints", "a:1"],
+        ] {
+            let matches = command_line().try_get_matches_from(args).expect("parses");
+            let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches).expect("a Cli");
+            assert_eq!(cli.endpoints, vec!["a:1".to_string()]);
+        }
+        let serve = command_line().try_get_matches_from(["txmq", "serve", "--node-id", "1"]);
+        assert!(serve.is_ok(), "{serve:?}");
+    }
 }
