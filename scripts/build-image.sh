@@ -5,8 +5,9 @@
 #
 #   ./scripts/build-image.sh            # both images
 #   TAG=txmq:1.0 ./scripts/build-image.sh
-#   PROFILE=debug TAG=txmq:test PROM_TAG= ./scripts/build-image.sh   # what the test suite does:
-#                                       # the debug build it already has, no Prometheus image
+#   PROFILE=debug TAG=txmq:test PROM_TAG=txmq-prometheus:test ./scripts/build-image.sh
+#                                       # what the test suite does: the debug build it has
+#   PROM_TAG= ./scripts/build-image.sh  # no Prometheus image
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TAG="${TAG:-txmq:dev}"
