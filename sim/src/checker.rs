@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use txmq_state::{Decision, DecisionSource, StoredMessage, TxnState, codec};
 
 use crate::history::{History, Local, SendFate};
-use crate::state_machine::Replica;
+use crate::replica::Replica;
 use crate::workload::{GROUPS, ORDERS, PAYMENTS};
 
 /// Bodies of a topic's messages, with how often each is stored.

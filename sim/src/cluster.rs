@@ -11,8 +11,8 @@ use crate::bugs::Bug;
 use crate::checks::CheckRouter;
 use crate::disk::SimDisk;
 use crate::net::SimNet;
+use crate::replica::Replica;
 use crate::rng::SimRng;
-use crate::state_machine::Replica;
 use crate::trace::Trace;
 use crate::types::NodeId;
 

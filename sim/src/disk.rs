@@ -13,15 +13,26 @@ use std::io;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::replica::Replica;
 use crate::rng::SimRng;
-use crate::types::{Entry, LogId, Vote};
+use crate::types::{Entry, LogId, SnapshotMeta, Vote};
 
-/// What a node keeps on disk: its vote, the committed index it last wrote, its log.
+/// A snapshot as stored: its metadata and the applied state it captured.
+#[derive(Debug, Clone)]
+pub struct StoredSnapshot {
+    pub meta: SnapshotMeta,
+    pub replica: Replica,
+}
+
+/// What a node keeps on disk: its vote, the committed index it last wrote, its log (entries
+/// after the purge point), its latest snapshot.
 #[derive(Debug, Clone, Default)]
 pub struct DiskImage {
     pub vote: Option<Vote>,
     pub committed: Option<LogId>,
+    pub purged: Option<LogId>,
     pub log: BTreeMap<u64, Entry>,
+    pub snapshot: Option<StoredSnapshot>,
 }
 
 /// One write, in the order it was made.
@@ -32,6 +43,9 @@ pub enum DiskWrite {
     TruncateAfter(Option<u64>),
     Vote(Vote),
     Committed(Option<LogId>),
+    /// Removes every entry up to this one (included): a snapshot covers them.
+    Purge(LogId),
+    Snapshot(Box<StoredSnapshot>),
 }
 
 impl DiskImage {
@@ -48,6 +62,11 @@ impl DiskImage {
             }
             DiskWrite::Vote(v) => self.vote = Some(*v),
             DiskWrite::Committed(c) => self.committed = *c,
+            DiskWrite::Purge(upto) => {
+                self.log = self.log.split_off(&(upto.index + 1));
+                self.purged = Some(*upto);
+            }
+            DiskWrite::Snapshot(s) => self.snapshot = Some((**s).clone()),
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod membership;
 pub mod net;
 pub mod node;
 pub mod raft_net;
+pub mod replica;
 pub mod rng;
 pub mod run;
 pub mod runtime;

@@ -70,12 +70,15 @@ impl RaftLogStorage<SimConfig> for SimLogStore {
     type LogReader = SimLogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<SimConfig>, io::Error> {
-        let last = self
-            .disk
-            .read(|image| image.log.values().next_back().map(|e| e.log_id));
+        let (purged, last) = self.disk.read(|image| {
+            (
+                image.purged,
+                image.log.values().next_back().map(|e| e.log_id),
+            )
+        });
         Ok(LogState {
-            last_purged_log_id: None,
-            last_log_id: last,
+            last_purged_log_id: purged,
+            last_log_id: last.or(purged),
         })
     }
 
@@ -129,9 +132,10 @@ impl RaftLogStorage<SimConfig> for SimLogStore {
         self.disk.write(self.epoch, DiskWrite::TruncateAfter(after))
     }
 
-    async fn purge(&mut self, _log_id: LogId) -> Result<(), io::Error> {
-        // Snapshots are off under simulation (see `node::raft_config`), so openraft never
-        // purges; keeping the whole log is correct if it ever did.
-        Ok(())
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        // openraft purges only entries a persisted snapshot covers; the purge point is made
+        // durable before the call returns, as the real store flushes it.
+        self.disk.write(self.epoch, DiskWrite::Purge(log_id))?;
+        self.disk.sync(self.epoch).await
     }
 }

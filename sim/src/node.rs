@@ -17,14 +17,17 @@ use crate::state_machine::SimStateMachine;
 use crate::types::{NodeId, spawn};
 
 /// The Raft settings of a simulated node: the real node's safety settings and shape
-/// (heartbeats, randomized elections), without snapshots (see `state_machine`).
+/// (heartbeats, randomized elections, snapshots and purges), at the simulation's scale.
 pub fn raft_config() -> Arc<openraft::Config> {
     let config = txmq_raft_store::with_safety_settings(openraft::Config {
         cluster_name: "txmq-sim".into(),
         heartbeat_interval: 50,
         election_timeout_min: 300,
         election_timeout_max: 600,
-        snapshot_policy: openraft::SnapshotPolicy::Never,
+        // Snapshots every 100 entries, 20 kept after one: a node down for a few seconds
+        // catches up from a snapshot.
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(100),
+        max_in_snapshot_log_to_keep: 20,
         max_payload_entries: 64,
         ..Default::default()
     });
@@ -44,8 +47,8 @@ pub fn start(cluster: &Arc<Cluster>, id: NodeId) -> BoxFuture<'static, Result<()
 async fn start_incarnation(cluster: Arc<Cluster>, id: NodeId) -> Result<(), String> {
     let cluster = &cluster;
     let disk = cluster.disk(id).ok_or_else(|| format!("no node {id}"))?;
-    let store = SimLogStore::new(disk, cluster.bug);
-    let machine = SimStateMachine::default();
+    let store = SimLogStore::new(disk.clone(), cluster.bug);
+    let machine = SimStateMachine::new(disk.clone());
     let replica = machine.replica();
     let network = SimNetworkFactory {
         cluster: cluster.clone(),

@@ -16,9 +16,13 @@ use openraft::raft::{
 use crate::cluster::Cluster;
 use crate::cluster::Raft;
 use crate::net::Fate;
+use crate::replica::Replica;
 use crate::types::{NodeId, SimConfig, Vote};
 
 type RpcErr = RPCError<SimConfig>;
+
+/// How long a snapshot transfer may take before it counts as lost.
+const SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Makes connections from one node.
 pub struct SimNetworkFactory {
@@ -104,7 +108,7 @@ impl SimConnection {
 }
 
 impl RaftNetworkV2<SimConfig> for SimConnection {
-    type SnapshotData = ();
+    type SnapshotData = Replica;
 
     async fn append_entries(
         &mut self,
@@ -132,14 +136,37 @@ impl RaftNetworkV2<SimConfig> for SimConnection {
 
     async fn full_snapshot(
         &mut self,
-        _vote: Vote,
-        _snapshot: openraft::alias::SnapshotOf<SimConfig, ()>,
+        vote: Vote,
+        snapshot: openraft::alias::SnapshotOf<SimConfig, Replica>,
         _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<SimConfig>, StreamingError<SimConfig>> {
-        Err(StreamingError::Network(NetworkError::new(&io::Error::new(
-            io::ErrorKind::Unsupported,
-            "snapshots are not simulated",
-        ))))
+        let (from, to, upto) = (self.from, self.target, snapshot.meta.last_log_id);
+        self.cluster
+            .event(|| format!("node {from} sends node {to} a snapshot up to {upto:?}"));
+        let send = async {
+            if self.cluster.net.carry(self.from, self.target).await == Fate::Lost {
+                return std::future::pending().await;
+            }
+            let raft = self
+                .cluster
+                .running(self.target)
+                .ok_or_else(|| down(self.target))?
+                .raft;
+            let resp = raft
+                .install_full_snapshot(vote, snapshot)
+                .await
+                .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            match self.cluster.net.carry(self.target, self.from).await {
+                Fate::Lost => std::future::pending().await,
+                _ => Ok(resp),
+            }
+        };
+        match tokio::time::timeout(SNAPSHOT_WAIT, send).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(RPCError::Unreachable(u))) => Err(StreamingError::Unreachable(u)),
+            Ok(Err(e)) => Err(StreamingError::Network(NetworkError::new(&e))),
+            Err(_) => Err(StreamingError::Network(NetworkError::new(&lost()))),
+        }
     }
 }

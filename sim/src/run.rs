@@ -138,6 +138,15 @@ async fn drive(cluster: &Arc<Cluster>, config: &RunConfig, rng: &mut SimRng) -> 
     faults::nemesis(cluster.clone(), rng.fork(), until).await;
     faults::heal_all(cluster).await;
     let replicas = settle::settle(&workload, rng).await?;
+    for id in cluster.members() {
+        if let Some(disk) = cluster.disk(id) {
+            let (snapshot, purged) =
+                disk.read(|i| (i.snapshot.as_ref().map(|s| s.meta.last_log_id), i.purged));
+            cluster.event(|| {
+                format!("node {id} ends with snapshot {snapshot:?}, log purged to {purged:?}")
+            });
+        }
+    }
     let history = workload.history();
     checker::check(&history, &replicas).map_err(|v| match log_difference(cluster) {
         Some(d) => format!("{v}; {d}"),
@@ -147,15 +156,15 @@ async fn drive(cluster: &Arc<Cluster>, config: &RunConfig, rng: &mut SimRng) -> 
 
 /// The first log index at which two nodes' disks hold different entries (for a failed seed).
 fn log_difference(cluster: &Cluster) -> Option<String> {
-    let logs: Vec<(u64, Vec<(u64, String)>)> = cluster
+    let logs: Vec<(u64, std::collections::BTreeMap<u64, String>)> = cluster
         .members()
         .iter()
         .filter_map(|id| {
             let disk = cluster.disk(*id)?;
             let log = disk.read(|i| {
                 i.log
-                    .values()
-                    .map(|e| (e.log_id.index, format!("{:?}", e)))
+                    .iter()
+                    .map(|(at, e)| (*at, format!("{e:?}")))
                     .collect()
             });
             Some((*id, log))
@@ -163,10 +172,13 @@ fn log_difference(cluster: &Cluster) -> Option<String> {
         .collect();
     let (first, reference) = logs.first()?;
     for (id, log) in &logs[1..] {
-        if let Some(((i, a), (_, b))) = log.iter().zip(reference).find(|(a, b)| a != b) {
+        let differs = log
+            .iter()
+            .find(|(at, e)| reference.get(at).is_some_and(|r| r != *e));
+        if let Some((at, entry)) = differs {
             return Some(format!(
-                "logs differ first at index {i}: node {id} has {:.300} / node {first} has {:.300}",
-                a, b
+                "logs differ first at index {at}: node {id} has {entry:.300} / node {first} has {:.300}",
+                reference[at]
             ));
         }
     }

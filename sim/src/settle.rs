@@ -11,8 +11,8 @@ use crate::client::Client;
 use crate::cluster::Cluster;
 use crate::history::SendFate;
 use crate::net::CLIENT_BASE;
+use crate::replica::Replica;
 use crate::rng::SimRng;
-use crate::state_machine::Replica;
 use crate::workload::{GROUPS, Workload};
 
 /// Waits until `done` holds, checking every 100 ms, for at most `bound`.

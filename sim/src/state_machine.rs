@@ -1,79 +1,48 @@
 //! A simulated node's state machine: the real `BrokerState::apply`, with the messages it
 //! appends kept in memory per queue (what the real store writes to queue files).
 //!
-//! Nothing here is durable: a restarted node re-applies its log from the start (snapshots are
-//! off under simulation), which is also how the real store rebuilds what its last checkpoint
-//! did not hold.
+//! What it applied lives in memory; a snapshot is written to the node's simulated disk (and
+//! synced) before openraft may purge the entries it covers. A restarted incarnation starts
+//! from its latest snapshot and re-applies the log after it, as the real store rebuilds what
+//! its last checkpoint did not hold.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
-use txmq_state::{BrokerState, Change, Changes, CommandResult, StoredMessage, codec};
+use txmq_state::CommandResult;
 
-use crate::types::{LogId, SimConfig, StoredMembership};
+use crate::disk::{DiskWrite, SimDisk, StoredSnapshot};
+use crate::replica::Replica;
 
-/// Queue → offset → encoded message.
-pub type Queues = BTreeMap<(u64, u32), BTreeMap<u64, Vec<u8>>>;
-
-/// The applied state of one incarnation, shared by the apply task and the request handlers.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct Replica {
-    pub state: BrokerState,
-    pub queues: Queues,
-    pub last_applied: Option<LogId>,
-    pub membership: StoredMembership,
-}
-
-impl Replica {
-    /// The message at a queue position, decoded.
-    pub fn message(&self, topic_id: u64, queue: u32, offset: u64) -> Option<StoredMessage> {
-        let bytes = self.queues.get(&(topic_id, queue))?.get(&offset)?;
-        codec::decode(bytes).ok()
-    }
-
-    fn record(&mut self, changes: Changes) {
-        for change in changes.into_list() {
-            match change {
-                Change::Appended {
-                    topic,
-                    queue,
-                    first,
-                    messages,
-                } => {
-                    let q = self.queues.entry((topic, queue)).or_default();
-                    for (i, m) in messages.into_iter().enumerate() {
-                        q.insert(first + i as u64, m);
-                    }
-                }
-                Change::TrimmedBelow {
-                    topic,
-                    queue,
-                    below,
-                } => {
-                    if let Some(q) = self.queues.get_mut(&(topic, queue)) {
-                        *q = q.split_off(&below);
-                    }
-                }
-                Change::TopicDeleted { topic, .. } => {
-                    self.queues.retain(|(t, _), _| *t != topic);
-                }
-                _ => {}
-            }
-        }
-    }
-}
+use crate::types::{LogId, SimConfig, SnapshotMeta, StoredMembership};
 
 /// openraft's state machine for one incarnation.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct SimStateMachine {
     replica: Arc<Mutex<Replica>>,
+    disk: Arc<SimDisk>,
+    epoch: u64,
 }
 
+type Snapshot = openraft::alias::SnapshotOf<SimConfig, Replica>;
+
 impl SimStateMachine {
+    /// The state machine of a new incarnation: its latest durable snapshot, or empty.
+    pub fn new(disk: Arc<SimDisk>) -> Self {
+        let start = disk
+            .read(|image| image.snapshot.as_ref().map(|s| s.replica.clone()))
+            .unwrap_or_default();
+        let epoch = disk.epoch();
+        SimStateMachine {
+            replica: Arc::new(Mutex::new(start)),
+            disk,
+            epoch,
+        }
+    }
+
     pub fn replica(&self) -> Arc<Mutex<Replica>> {
         self.replica.clone()
     }
@@ -103,30 +72,47 @@ impl SimStateMachine {
     }
 }
 
-/// Snapshots are not simulated: the builder refuses, and openraft never asks for one because
-/// the policy is `Never` and nothing is purged.
-pub struct NoSnapshots;
-
-fn no_snapshots() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Unsupported,
-        "snapshots are not simulated (the log is never purged)",
-    )
+/// Writes a snapshot to the disk and waits until it is durable.
+async fn persist(
+    disk: &SimDisk,
+    epoch: u64,
+    meta: &SnapshotMeta,
+    replica: &Replica,
+) -> io::Result<()> {
+    let stored = StoredSnapshot {
+        meta: meta.clone(),
+        replica: replica.clone(),
+    };
+    disk.write(epoch, DiskWrite::Snapshot(Box::new(stored)))?;
+    disk.sync(epoch).await
 }
 
-impl RaftSnapshotBuilder<SimConfig> for NoSnapshots {
-    type SnapshotData = ();
+/// Builds a snapshot of the state as it was when openraft asked for the builder.
+pub struct SimSnapshotBuilder {
+    replica: Replica,
+    disk: Arc<SimDisk>,
+    epoch: u64,
+}
 
-    async fn build_snapshot(
-        &mut self,
-    ) -> Result<openraft::alias::SnapshotOf<SimConfig, ()>, io::Error> {
-        Err(no_snapshots())
+impl RaftSnapshotBuilder<SimConfig> for SimSnapshotBuilder {
+    type SnapshotData = Replica;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let meta = SnapshotMeta {
+            last_log_id: self.replica.last_applied,
+            last_membership: self.replica.membership.clone(),
+        };
+        persist(&self.disk, self.epoch, &meta, &self.replica).await?;
+        Ok(Snapshot {
+            meta,
+            snapshot: self.replica.clone(),
+        })
     }
 }
 
 impl RaftStateMachine<SimConfig> for SimStateMachine {
-    type SnapshotData = ();
-    type SnapshotBuilder = NoSnapshots;
+    type SnapshotData = Replica;
+    type SnapshotBuilder = SimSnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         let r = self.lock();
@@ -148,20 +134,29 @@ impl RaftStateMachine<SimConfig> for SimStateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        NoSnapshots
+        SimSnapshotBuilder {
+            replica: self.lock().clone(),
+            disk: self.disk.clone(),
+            epoch: self.epoch,
+        }
     }
 
     async fn install_snapshot(
         &mut self,
-        _meta: &openraft::alias::SnapshotMetaOf<SimConfig>,
-        _snapshot: (),
+        meta: &SnapshotMeta,
+        snapshot: Replica,
     ) -> Result<(), io::Error> {
-        Err(no_snapshots())
+        persist(&self.disk, self.epoch, meta, &snapshot).await?;
+        *self.lock() = snapshot;
+        Ok(())
     }
 
-    async fn get_current_snapshot(
-        &mut self,
-    ) -> Result<Option<openraft::alias::SnapshotOf<SimConfig, ()>>, io::Error> {
-        Ok(None)
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        Ok(self.disk.read(|image| {
+            image.snapshot.as_ref().map(|s| Snapshot {
+                meta: s.meta.clone(),
+                snapshot: s.replica.clone(),
+            })
+        }))
     }
 }

@@ -24,6 +24,7 @@ pub type LogId = openraft::alias::LogIdOf<SimConfig>;
 pub type Vote = openraft::alias::VoteOf<SimConfig>;
 pub type Entry = openraft::alias::EntryOf<SimConfig>;
 pub type StoredMembership = openraft::alias::StoredMembershipOf<SimConfig>;
+pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<SimConfig>;
 pub type CommittedLeaderId = openraft::alias::CommittedLeaderIdOf<SimConfig>;
 
 /// Spawns a task of the run (through the runtime, so its random numbers derive from the seed).
