@@ -8,7 +8,7 @@
 ///   power loss can take an entry from the leader that its followers keep; resuming the same
 ///   term, it would write a different entry under the same log id, which the followers take
 ///   for the one they have — replicas then apply different commands at one index. Found by
-///   the simulator (`txmq-sim run --seed 105`, kept in `sim/tests/regressions.rs`).
+///   the simulator; its regression seeds are in `sim/tests/simulation.rs`.
 /// * `allow_log_reversion: false` (openraft's default, made explicit): a follower whose log
 ///   went backwards is an error, never silently accepted.
 pub fn with_safety_settings(config: openraft::Config) -> openraft::Config {

@@ -178,6 +178,15 @@ fn summarize(args: &RunArgs, output: Output, results: &[SeedResult], wall: f64) 
     if !failed.is_empty() {
         let replay: Vec<String> = failed.iter().map(|s| replay_command(args, *s)).collect();
         summary["replay"] = json!(replay);
+        let violations: Vec<serde_json::Value> = results
+            .iter()
+            .filter_map(|r| {
+                r.violation
+                    .as_ref()
+                    .map(|v| json!({"seed": r.seed, "violation": v}))
+            })
+            .collect();
+        summary["violations"] = json!(violations);
     }
     if let [one] = results {
         summary["trace_hash"] = json!(format!("{:016x}", one.trace_hash));
