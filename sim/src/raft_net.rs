@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::OptionalSend;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
@@ -22,7 +23,7 @@ use crate::types::{NodeId, SimConfig, Vote};
 type RpcErr = RPCError<SimConfig>;
 
 /// How long a snapshot transfer may take before it counts as lost.
-const SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(10);
 
 /// Makes connections from one node.
 pub struct SimNetworkFactory {
@@ -71,7 +72,7 @@ impl SimConnection {
     /// One request and its answer; `repeatable` requests may be delivered twice.
     async fn call<Resp, F, Fut, E>(
         &self,
-        option: RPCOption,
+        ttl: Duration,
         repeatable: bool,
         f: F,
     ) -> Result<Resp, RpcErr>
@@ -101,7 +102,7 @@ impl SimConnection {
                 _ => Ok(resp),
             }
         };
-        tokio::time::timeout(option.soft_ttl(), attempt)
+        tokio::time::timeout(ttl, attempt)
             .await
             .unwrap_or_else(|_| Err(lost()))
     }
@@ -115,7 +116,7 @@ impl RaftNetworkV2<SimConfig> for SimConnection {
         rpc: AppendEntriesRequest<SimConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<SimConfig>, RpcErr> {
-        self.call(option, true, |raft| {
+        self.call(option.soft_ttl(), true, |raft| {
             let rpc = rpc.clone();
             async move { raft.append_entries(rpc).await }
         })
@@ -127,7 +128,7 @@ impl RaftNetworkV2<SimConfig> for SimConnection {
         rpc: VoteRequest<SimConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<SimConfig>, RpcErr> {
-        self.call(option, true, |raft| {
+        self.call(option.soft_ttl(), true, |raft| {
             let rpc = rpc.clone();
             async move { raft.vote(rpc).await }
         })
@@ -144,29 +145,15 @@ impl RaftNetworkV2<SimConfig> for SimConnection {
         let (from, to, upto) = (self.from, self.target, snapshot.meta.last_log_id);
         self.cluster
             .event(|| format!("node {from} sends node {to} a snapshot up to {upto:?}"));
-        let send = async {
-            if self.cluster.net.carry(self.from, self.target).await == Fate::Lost {
-                return std::future::pending().await;
-            }
-            let raft = self
-                .cluster
-                .running(self.target)
-                .ok_or_else(|| down(self.target))?
-                .raft;
-            let resp = raft
-                .install_full_snapshot(vote, snapshot)
-                .await
-                .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-            match self.cluster.net.carry(self.target, self.from).await {
-                Fate::Lost => std::future::pending().await,
-                _ => Ok(resp),
-            }
-        };
-        match tokio::time::timeout(SNAPSHOT_WAIT, send).await {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(RPCError::Unreachable(u))) => Err(StreamingError::Unreachable(u)),
-            Ok(Err(e)) => Err(StreamingError::Network(NetworkError::new(&e))),
-            Err(_) => Err(StreamingError::Network(NetworkError::new(&lost()))),
-        }
+        let installed = self
+            .call(SNAPSHOT_WAIT, false, |raft| {
+                let snapshot = snapshot.clone();
+                async move { raft.install_full_snapshot(vote, snapshot).await }
+            })
+            .await;
+        installed.map_err(|e| match e {
+            RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+            other => StreamingError::Network(NetworkError::new(&other)),
+        })
     }
 }

@@ -137,7 +137,7 @@ async fn drive(cluster: &Arc<Cluster>, config: &RunConfig, rng: &mut SimRng) -> 
     let until = cluster.elapsed_ms() + config.chaos_ms;
     faults::nemesis(cluster.clone(), rng.fork(), until).await;
     faults::heal_all(cluster).await;
-    let replicas = settle::settle(&workload, rng).await?;
+    let replicas = settle::settle(&workload).await?;
     for id in cluster.members() {
         if let Some(disk) = cluster.disk(id) {
             let (snapshot, purged) =

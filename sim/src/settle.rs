@@ -12,7 +12,6 @@ use crate::cluster::Cluster;
 use crate::history::SendFate;
 use crate::net::CLIENT_BASE;
 use crate::replica::Replica;
-use crate::rng::SimRng;
 use crate::workload::{GROUPS, Workload};
 
 /// Waits until `done` holds, checking every 100 ms, for at most `bound`.
@@ -39,7 +38,7 @@ fn acked_sends(w: &Workload) -> usize {
 
 /// Runs the settling phase; returns every running replica, in node order, once they agree on
 /// what they applied.
-pub async fn settle(w: &Arc<Workload>, _rng: &mut SimRng) -> Result<Vec<(u64, Replica)>, String> {
+pub async fn settle(w: &Arc<Workload>) -> Result<Vec<(u64, Replica)>, String> {
     let cluster = &w.cluster;
     let before = acked_sends(w);
     within(Duration::from_secs(15), "a send is acknowledged", || {

@@ -217,7 +217,7 @@ async fn one_transaction(w: &Workload, client: &mut Client, key: String) {
     } else {
         Decision::Rollback
     };
-    set_local(w, &key, None, Local::Done(decision));
+    finish_local(w, &key, decision);
     if client.rng.chance(0.15) {
         w.cluster
             .event(|| format!("producer of {key} died before deciding"));
@@ -260,12 +260,10 @@ fn begin_local(w: &Workload, key: &str, txn_id: &str) -> bool {
     true
 }
 
-fn set_local(w: &Workload, key: &str, txn_id: Option<String>, local: Local) {
+/// Records the local transaction's outcome.
+fn finish_local(w: &Workload, key: &str, decision: Decision) {
     if let Some(t) = w.history().txns.get_mut(key) {
-        if txn_id.is_some() {
-            t.txn_id = txn_id;
-        }
-        t.local = local;
+        t.local = Local::Done(decision);
     }
 }
 
