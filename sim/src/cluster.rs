@@ -57,6 +57,8 @@ pub struct Cluster {
     nodes: Mutex<BTreeMap<NodeId, NodeSlot>>,
     /// Nodes taken out of the membership: stopped for good, their ids never reused.
     retired: Mutex<BTreeSet<NodeId>>,
+    /// How far each node's wall clock is off, in milliseconds (a clock-skew fault).
+    skews: Mutex<BTreeMap<NodeId, i64>>,
     rng: Mutex<SimRng>,
 }
 
@@ -84,6 +86,7 @@ impl Cluster {
             start: tokio::time::Instant::now(),
             nodes: Mutex::new(slots),
             retired: Mutex::new(BTreeSet::new()),
+            skews: Mutex::new(BTreeMap::new()),
             rng: Mutex::new(rng.fork()),
         }
     }
@@ -96,6 +99,26 @@ impl Cluster {
     /// The simulated wall clock, as a leader stamps it into a command.
     pub fn now_ms(&self) -> u64 {
         EPOCH_MS + self.elapsed_ms()
+    }
+
+    /// Node `id`'s wall clock: the simulated clock plus its skew. A leader stamps this into
+    /// the commands it proposes, as a real leader stamps its own clock.
+    pub fn node_now_ms(&self, id: NodeId) -> u64 {
+        let skew = self
+            .skews
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .copied();
+        self.now_ms().saturating_add_signed(skew.unwrap_or(0))
+    }
+
+    /// Sets node `id`'s clock skew (0: accurate).
+    pub fn set_skew(&self, id: NodeId, skew_ms: i64) {
+        self.skews
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, skew_ms);
     }
 
     pub fn rng(&self) -> MutexGuard<'_, SimRng> {

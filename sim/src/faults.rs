@@ -36,7 +36,11 @@ pub async fn nemesis(cluster: Arc<Cluster>, mut rng: SimRng, until_ms: u64) {
                 let other = members[rng.below(members.len() as u64) as usize];
                 block(&cluster, vec![(victim, other)], lasts, "one-way partition");
             }
-            60..=74 => lossy(&cluster, &mut rng, lasts),
+            60..=69 => lossy(&cluster, &mut rng, lasts),
+            70..=74 => {
+                let skew = rng.between(100, 3_000) as i64 * if rng.chance(0.5) { 1 } else { -1 };
+                skew_clock(&cluster, victim, skew, lasts);
+            }
             75..=79 => spawn(crate::membership::replace_a_voter(
                 cluster.clone(),
                 rng.fork(),
@@ -155,6 +159,19 @@ fn lossy(cluster: &Arc<Cluster>, rng: &mut SimRng, lasts: Duration) {
     });
 }
 
+/// Puts node `id`'s clock `skew_ms` off for a while (NTP trouble): as leader it stamps that
+/// time into its commands.
+fn skew_clock(cluster: &Arc<Cluster>, id: NodeId, skew_ms: i64, lasts: Duration) {
+    cluster.event(|| format!("clock of node {id}: {skew_ms:+} ms for {lasts:?}"));
+    cluster.set_skew(id, skew_ms);
+    let cluster = cluster.clone();
+    spawn(async move {
+        tokio::time::sleep(lasts).await;
+        cluster.set_skew(id, 0);
+        cluster.event(|| format!("clock of node {id}: accurate again"));
+    });
+}
+
 fn disk_fault(cluster: &Arc<Cluster>, id: NodeId, faults: DiskFaults, lasts: Duration) {
     let Some(disk) = cluster.disk(id) else {
         return;
@@ -173,6 +190,7 @@ fn disk_fault(cluster: &Arc<Cluster>, id: NodeId, faults: DiskFaults, lasts: Dur
 pub async fn heal_all(cluster: &Arc<Cluster>) {
     cluster.net.set_faults(NetFaults::default());
     for id in cluster.members() {
+        cluster.set_skew(id, 0);
         if let Some(disk) = cluster.disk(id) {
             disk.set_faults(DiskFaults::default());
         }

@@ -33,7 +33,7 @@ pub async fn serve(cluster: &Arc<Cluster>, id: NodeId, op: Operation) -> Reply {
         Operation::Receive { topic, .. } => Some(topic.clone()),
         _ => None,
     };
-    let command = Command::new(cluster.now_ms(), op);
+    let command = Command::new(cluster.node_now_ms(id), op);
     match running.raft.client_write(command).await {
         Ok(resp) => {
             let messages = match (&resp.data, receive) {

@@ -152,9 +152,11 @@ fn is_fault(line: &str) -> bool {
             .iter()
             .any(|w| line.contains(w));
     node_event
-        || ["isolated", "one-way", "network:", "disk of", "healed"]
-            .iter()
-            .any(|w| line.contains(w))
+        || [
+            "isolated", "one-way", "network:", "disk of", "clock of", "healed",
+        ]
+        .iter()
+        .any(|w| line.contains(w))
 }
 
 fn summarize(args: &RunArgs, output: Output, results: &[SeedResult], wall: f64) -> ExitCode {

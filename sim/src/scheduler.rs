@@ -48,7 +48,7 @@ async fn tick(
     running: &Running,
     leader: crate::types::CommittedLeaderId,
 ) {
-    let now = cluster.now_ms();
+    let now = cluster.node_now_ms(id);
     let (checks, expirations) = {
         let replica = running.replica();
         let mut checks = Vec::new();
