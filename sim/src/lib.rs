@@ -3,8 +3,10 @@
 //!
 //! * [`run::run_seed`] runs one seed: boot, workload under faults ([`faults`]), heal, settle
 //!   ([`settle`]), judge ([`checker`]).
-//! * The seams: time is Tokio's paused clock (`types`), the network is [`net`] (carried to
-//!   openraft by [`raft_net`]), the disk is [`disk`] (under the log store [`log_store`]).
+//! * The seams: time is Tokio's paused clock on one thread ([`run`]), with openraft's runtime
+//!   made deterministic ([`runtime`], [`watch`]); the network is [`net`] (carried to openraft
+//!   by [`raft_net`]); the disk is [`disk`] (under [`log_store`] and the snapshots of
+//!   [`state_machine`]).
 //! * [`bugs`]: the planted bugs, which exist only in this crate.
 
 pub mod bugs;
