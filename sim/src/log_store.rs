@@ -4,11 +4,12 @@
 
 use std::fmt::Debug;
 use std::io;
-use std::ops::{Bound, RangeBounds};
+use std::ops::RangeBounds;
 use std::sync::Arc;
 
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
+use txmq_raft_store::log::store::index_range;
 
 use crate::bugs::Bug;
 use crate::disk::{DiskWrite, SimDisk};
@@ -29,26 +30,12 @@ impl SimLogStore {
     }
 }
 
-fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
-    let start = match range.start_bound() {
-        Bound::Included(i) => *i,
-        Bound::Excluded(i) => i + 1,
-        Bound::Unbounded => 0,
-    };
-    let end = match range.end_bound() {
-        Bound::Included(i) => i + 1,
-        Bound::Excluded(i) => *i,
-        Bound::Unbounded => u64::MAX,
-    };
-    (start, end)
-}
-
 impl RaftLogReader<SimConfig> for SimLogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
-        let (start, end) = bounds(&range);
+        let (start, end) = index_range(&range);
         if start >= end {
             return Ok(Vec::new());
         }

@@ -173,8 +173,8 @@ fn read_meta_from<T: serde::de::DeserializeOwned>(
     }
 }
 
-/// A range of indexes as `start..end`.
-fn index_range(range: &impl RangeBounds<u64>) -> (u64, u64) {
+/// A range of log indexes as `start..end` (saturating: `..=u64::MAX` ends at `u64::MAX`).
+pub fn index_range(range: &impl RangeBounds<u64>) -> (u64, u64) {
     let start = match range.start_bound() {
         Bound::Included(i) => *i,
         Bound::Excluded(i) => i.saturating_add(1),
