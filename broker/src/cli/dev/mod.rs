@@ -204,12 +204,16 @@ fn print_banner(
     println!("  {exe} send orders --body 'hello' --key order-1");
     println!("  {exe} read orders --output json");
     println!("  kill -9 <a pid above>; {exe} dev restart <its node id>   # try a failover");
-    match supervisor.rocketmq_endpoints() {
-        Some(rocketmq) => println!(
-            "\nRocketMQ 5 clients (docs/rocketmq.md): endpoints {rocketmq}; create topics first \
-             (`{exe} topic create orders --type transaction` for transactional producers)."
+    match supervisor.rocketmq_addresses().as_deref() {
+        // One address, not `a;b;c`: the clients send a list as one HTTP/2 authority, which the
+        // server refuses (docs/rocketmq.md); they learn the other nodes from the routes.
+        Some([first, others @ ..]) => println!(
+            "\nRocketMQ 5 clients (docs/rocketmq.md): endpoint {first} (one node's address; the \
+             others are {}); create topics first (`{exe} topic create orders --type transaction` \
+             for transactional producers).",
+            others.join(", ")
         ),
-        None => println!(
+        _ => println!(
             "\nThe RocketMQ port is off with --secure (its TLS certificate is not one the RocketMQ \
              clients trust); docs/rocketmq.md shows how to run it with authentication."
         ),

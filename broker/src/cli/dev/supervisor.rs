@@ -97,16 +97,12 @@ impl Supervisor {
         .collect()
     }
 
-    /// The RocketMQ endpoints string (`host:port;host:port`), unless the cluster is `--secure`
-    /// (its certificates come from a local CA the RocketMQ clients do not trust).
-    pub fn rocketmq_endpoints(&self) -> Option<String> {
-        self.admin.is_none().then(|| {
-            self.nodes
-                .iter()
-                .map(|n| n.rocketmq.clone())
-                .collect::<Vec<_>>()
-                .join(";")
-        })
+    /// Each node's RocketMQ address, unless the cluster is `--secure` (its certificates come
+    /// from a local CA the RocketMQ clients do not trust).
+    pub fn rocketmq_addresses(&self) -> Option<Vec<String>> {
+        self.admin
+            .is_none()
+            .then(|| self.nodes.iter().map(|n| n.rocketmq.clone()).collect())
     }
 
     pub fn endpoints(&self) -> Vec<String> {
