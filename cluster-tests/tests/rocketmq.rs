@@ -269,6 +269,11 @@ async fn transactions_decide_as_the_client_says(
     ensure!(checked.reason == "check", "{checked:?}");
     let check_id = result["check"]["message_id"].as_str().context("id")?;
     ensure!(strings(&result["checked"]).contains(check_id), "{result}");
+    let delivered = result["delivered"].as_array().context("delivered")?;
+    ensure!(
+        delivered.iter().any(|m| m["message_id"] == check_id),
+        "{result}"
+    );
     let got = python(&endpoint, &["receive", "rt", group, "2"])?;
     let bodies: BTreeSet<String> = got["messages"]
         .as_array()
@@ -418,6 +423,11 @@ async fn official_rust_client_sends_receives_and_decides_transactions() -> Resul
     ensure!(checked.reason == "check", "{checked:?}");
     let check_id = result["check"]["message_id"].as_str().context("id")?;
     ensure!(strings(&result["checked"]).contains(check_id), "{result}");
+    let delivered = result["delivered"].as_array().context("delivered")?;
+    ensure!(
+        delivered.iter().any(|m| m["message_id"] == check_id),
+        "{result}"
+    );
     let got = rust_client(&endpoint, &["receive", "rust-txn", "rust-txn-group", "2"])?;
     let bodies: BTreeSet<String> = got["messages"]
         .as_array()

@@ -1,21 +1,26 @@
-//! A simulated disk under one node's Raft log: what was written, what was fsynced, and what
-//! a crash keeps.
+//! A simulated disk under one node: what was written, what was fsynced, and what a crash
+//! keeps.
+//!
+//! Two parts. The Raft log's segment files are bytes in a [`FileTable`], written by the real
+//! log code (`txmq_raft_store::log::segments`) through [`crate::sim_fs`]. The vote, committed
+//! index, purge point and snapshots are records in a [`DiskImage`] (the real node keeps them in
+//! sled and snapshot files, which are not simulated byte by byte).
 //!
 //! Writes are readable at once and become durable only when a later fsync completes. A power
-//! loss keeps the durable image plus a random prefix of the writes not yet synced (the last
-//! kept append possibly cut short: a torn write keeps only some of its entries); a process
-//! exit keeps everything written. Fsyncs take a random time, sometimes long; a write can
-//! fail (EIO, ENOSPC) when the fault schedule says so. Each incarnation of the node writes
-//! under its epoch: after a crash the old incarnation's writes fail instead of landing.
+//! loss keeps the durable state plus a random prefix of the writes not yet synced (for the
+//! files, the last kept write possibly torn at a random byte); a process exit keeps everything
+//! written. Fsyncs take a random time, sometimes long; a write can fail (EIO, ENOSPC) when the
+//! fault schedule says so. Each incarnation of the node writes under its epoch: after a crash
+//! the old incarnation's writes fail instead of landing.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::file_table::FileTable;
 use crate::replica::Replica;
 use crate::rng::SimRng;
-use crate::types::{Entry, LogId, SnapshotMeta, Vote};
+use crate::types::{LogId, SnapshotMeta, Vote};
 
 /// A snapshot as stored: its metadata and the applied state it captured.
 #[derive(Debug, Clone)]
@@ -24,26 +29,22 @@ pub struct StoredSnapshot {
     pub replica: Replica,
 }
 
-/// What a node keeps on disk: its vote, the committed index it last wrote, its log (entries
-/// after the purge point), its latest snapshot.
+/// What a node keeps on disk besides its log's files: its vote, the committed index it last
+/// wrote, the log's purge point, its latest snapshot.
 #[derive(Debug, Clone, Default)]
 pub struct DiskImage {
     pub vote: Option<Vote>,
     pub committed: Option<LogId>,
     pub purged: Option<LogId>,
-    pub log: BTreeMap<u64, Entry>,
     pub snapshot: Option<StoredSnapshot>,
 }
 
-/// One write, in the order it was made.
+/// One write of a record, in the order it was made.
 #[derive(Debug, Clone)]
 pub enum DiskWrite {
-    Append(Vec<Entry>),
-    /// Removes every entry after this index (`None`: all).
-    TruncateAfter(Option<u64>),
     Vote(Vote),
     Committed(Option<LogId>),
-    /// Removes every entry up to this one (included): a snapshot covers them.
+    /// The log's entries up to this one (included) may be deleted: a snapshot covers them.
     Purge(LogId),
     Snapshot(Box<StoredSnapshot>),
 }
@@ -51,21 +52,9 @@ pub enum DiskWrite {
 impl DiskImage {
     fn apply(&mut self, write: &DiskWrite) {
         match write {
-            DiskWrite::Append(entries) => {
-                for e in entries {
-                    self.log.insert(e.log_id.index, e.clone());
-                }
-            }
-            DiskWrite::TruncateAfter(after) => {
-                let from = after.map_or(0, |i| i + 1);
-                self.log.split_off(&from);
-            }
             DiskWrite::Vote(v) => self.vote = Some(*v),
             DiskWrite::Committed(c) => self.committed = *c,
-            DiskWrite::Purge(upto) => {
-                self.log = self.log.split_off(&(upto.index + 1));
-                self.purged = Some(*upto);
-            }
+            DiskWrite::Purge(upto) => self.purged = Some(*upto),
             DiskWrite::Snapshot(s) => self.snapshot = Some((**s).clone()),
         }
     }
@@ -87,6 +76,8 @@ struct DiskInner {
     unsynced: Vec<(u64, DiskWrite)>,
     /// What the running incarnation reads: `durable` with `unsynced` applied.
     view: DiskImage,
+    /// The log's segment files.
+    files: FileTable,
     next_seq: u64,
     epoch: u64,
     faults: DiskFaults,
@@ -111,6 +102,7 @@ impl SimDisk {
                 durable: DiskImage::default(),
                 unsynced: Vec::new(),
                 view: DiskImage::default(),
+                files: FileTable::default(),
                 next_seq: 0,
                 epoch: 0,
                 faults: DiskFaults::default(),
@@ -136,17 +128,11 @@ impl SimDisk {
         f(&self.lock().view)
     }
 
-    /// Writes (not yet durable). Fails for a crashed incarnation or by an injected fault.
+    /// Writes a record (not yet durable). Fails for a crashed incarnation or by an injected
+    /// fault.
     pub fn write(&self, epoch: u64, write: DiskWrite) -> io::Result<()> {
         let mut d = self.lock();
-        if d.epoch != epoch {
-            return Err(stale_epoch());
-        }
-        let error_rate = d.faults.error_rate;
-        if error_rate > 0.0 && d.rng.chance(error_rate) {
-            let kind = if d.rng.chance(0.5) { "EIO" } else { "ENOSPC" };
-            return Err(io::Error::other(format!("simulated {kind} on write")));
-        }
+        d.check_write(epoch)?;
         d.view.apply(&write);
         let seq = d.next_seq;
         d.next_seq += 1;
@@ -154,18 +140,40 @@ impl SimDisk {
         Ok(())
     }
 
-    /// Makes every write made so far durable, after a simulated fsync delay.
-    pub async fn sync(&self, epoch: u64) -> io::Result<()> {
-        let (target, delay) = {
+    /// Runs `f` on the log's files for the incarnation `epoch` (which must be the running
+    /// one); `writing` rolls the dice for an injected write error first.
+    pub fn files<T>(
+        &self,
+        epoch: u64,
+        writing: bool,
+        f: impl FnOnce(&mut FileTable) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let mut d = self.lock();
+        if writing {
+            d.check_write(epoch)?;
+        } else if d.epoch != epoch {
+            return Err(stale_epoch());
+        }
+        f(&mut d.files)
+    }
+
+    /// Waits as long as an fsync takes on this disk now.
+    pub async fn fsync_delay(&self) {
+        let delay = {
             let mut d = self.lock();
-            let delay = if d.faults.slow {
+            if d.faults.slow {
                 d.rng.between(20_000, 400_000)
             } else {
                 d.rng.between(100, 2_000)
-            };
-            (d.next_seq, Duration::from_micros(delay))
+            }
         };
-        tokio::time::sleep(delay).await;
+        tokio::time::sleep(Duration::from_micros(delay)).await;
+    }
+
+    /// Makes every record written so far durable, after a simulated fsync delay.
+    pub async fn sync(&self, epoch: u64) -> io::Result<()> {
+        let target = self.lock().next_seq;
+        self.fsync_delay().await;
         let mut d = self.lock();
         if d.epoch != epoch {
             return Err(stale_epoch());
@@ -182,34 +190,47 @@ impl SimDisk {
         Ok(())
     }
 
-    /// A power loss: keeps the durable image and a random prefix of the unsynced writes (the
-    /// last one possibly torn), and fences the old incarnation. Returns how many writes were
-    /// lost.
+    /// A power loss: keeps the durable state and a random prefix of the unsynced writes (see
+    /// [`FileTable::power_loss`] for the files), and fences the old incarnation. Returns how
+    /// many writes were lost.
     pub fn power_loss(&self) -> usize {
         let mut d = self.lock();
+        let d = &mut *d;
         d.epoch += 1;
         let pending = std::mem::take(&mut d.unsynced);
         let keep = d.rng.below(pending.len() as u64 + 1) as usize;
-        let mut image = d.durable.clone();
-        for (i, (_, w)) in pending.iter().enumerate().take(keep) {
-            match w {
-                DiskWrite::Append(entries) if i + 1 == keep && entries.len() > 1 => {
-                    let torn = d.rng.between(1, entries.len() as u64) as usize;
-                    image.apply(&DiskWrite::Append(entries[..torn].to_vec()));
-                }
-                w => image.apply(w),
-            }
+        for (_, w) in pending.iter().take(keep) {
+            d.durable.apply(w);
         }
-        d.durable = image.clone();
-        d.view = image;
-        pending.len() - keep
+        d.view = d.durable.clone();
+        pending.len() - keep + d.files.power_loss(&mut d.rng)
     }
 
     /// A process exit: the operating system still holds every write; only the incarnation
-    /// changes.
+    /// changes (and the files no handle can hold any more are dropped).
     pub fn process_exit(&self) {
         let mut d = self.lock();
         d.epoch += 1;
+        d.files.collect_garbage();
+    }
+}
+
+impl DiskInner {
+    /// Fails a write of a crashed incarnation, or by an injected fault.
+    fn check_write(&mut self, epoch: u64) -> io::Result<()> {
+        if self.epoch != epoch {
+            return Err(stale_epoch());
+        }
+        let error_rate = self.faults.error_rate;
+        if error_rate > 0.0 && self.rng.chance(error_rate) {
+            let kind = if self.rng.chance(0.5) {
+                "EIO"
+            } else {
+                "ENOSPC"
+            };
+            return Err(io::Error::other(format!("simulated {kind} on write")));
+        }
+        Ok(())
     }
 }
 

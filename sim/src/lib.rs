@@ -5,8 +5,9 @@
 //!   ([`settle`]), judge ([`checker`]).
 //! * The seams: time is Tokio's paused clock on one thread ([`run`]), with openraft's runtime
 //!   made deterministic ([`runtime`], [`watch`]); the network is [`net`] (carried to openraft
-//!   by [`raft_net`]); the disk is [`disk`] (under [`log_store`] and the snapshots of
-//!   [`state_machine`]).
+//!   by [`raft_net`]); the disk is [`disk`]: the real Raft log's segment files on it through
+//!   [`sim_fs`] (bytes in a [`file_table`]; see [`log_store`]), and records for the vote, the
+//!   purge point and the snapshots of [`state_machine`].
 //! * [`bugs`]: the planted bugs, which exist only in this crate.
 
 pub mod bugs;
@@ -16,6 +17,7 @@ pub mod client;
 pub mod cluster;
 pub mod disk;
 pub mod faults;
+pub mod file_table;
 pub mod gateway;
 pub mod history;
 pub mod log_store;
@@ -29,6 +31,7 @@ pub mod run;
 pub mod runtime;
 pub mod scheduler;
 pub mod settle;
+pub mod sim_fs;
 pub mod state_machine;
 pub mod trace;
 pub mod types;

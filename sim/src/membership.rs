@@ -36,7 +36,7 @@ async fn replace(cluster: &Arc<Cluster>, rng: &mut SimRng) -> String {
         return e;
     }
     cluster.event(|| format!("membership change: adding node {new}"));
-    let node = openraft::impls::BasicNode::new(format!("node-{new}"));
+    let node = crate::types::node_info(new);
     let added = step(cluster, |raft| {
         let node = node.clone();
         async move { raft.add_learner(new, node, true).await.map(|_| ()) }

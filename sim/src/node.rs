@@ -47,7 +47,8 @@ pub fn start(cluster: &Arc<Cluster>, id: NodeId) -> BoxFuture<'static, Result<()
 async fn start_incarnation(cluster: Arc<Cluster>, id: NodeId) -> Result<(), String> {
     let cluster = &cluster;
     let disk = cluster.disk(id).ok_or_else(|| format!("no node {id}"))?;
-    let store = SimLogStore::new(disk.clone(), cluster.bug);
+    let store = SimLogStore::open(disk.clone(), cluster.bug)
+        .map_err(|e| format!("node {id} could not open its raft log: {e}"))?;
     let machine = SimStateMachine::new(disk.clone());
     let replica = machine.replica();
     let network = SimNetworkFactory {
@@ -80,10 +81,10 @@ pub async fn initialize(cluster: &Arc<Cluster>) -> Result<(), String> {
     let running = cluster
         .running(first)
         .ok_or("the first voter is not running")?;
-    let members: BTreeMap<NodeId, openraft::impls::BasicNode> = cluster
+    let members: BTreeMap<NodeId, crate::types::NodeInfo> = cluster
         .initial_voters
         .iter()
-        .map(|id| (*id, openraft::impls::BasicNode::new(format!("node-{id}"))))
+        .map(|id| (*id, crate::types::node_info(*id)))
         .collect();
     running
         .raft

@@ -37,7 +37,7 @@ impl RaftNetworkFactory<SimConfig> for SimNetworkFactory {
     async fn new_client(
         &mut self,
         target: NodeId,
-        _node: &openraft::impls::BasicNode,
+        _node: &crate::types::NodeInfo,
     ) -> SimConnection {
         SimConnection {
             cluster: self.cluster.clone(),

@@ -161,12 +161,11 @@ fn log_difference(cluster: &Cluster) -> Option<String> {
         .iter()
         .filter_map(|id| {
             let disk = cluster.disk(*id)?;
-            let log = disk.read(|i| {
-                i.log
-                    .iter()
-                    .map(|(at, e)| (*at, format!("{e:?}")))
-                    .collect()
-            });
+            let log = crate::log_store::read_all(&disk)
+                .ok()?
+                .into_iter()
+                .map(|e| (e.log_id.index, format!("{e:?}")))
+                .collect();
             Some((*id, log))
         })
         .collect();

@@ -15,7 +15,7 @@ openraft::declare_raft_types!(
         D = Command,
         R = CommandResult,
         NodeId = u64,
-        Node = openraft::impls::BasicNode,
+        Node = txmq_raft_store::NodeInfo,
         AsyncRuntime = SimRuntime,
 );
 
@@ -26,6 +26,15 @@ pub type Entry = openraft::alias::EntryOf<SimConfig>;
 pub type StoredMembership = openraft::alias::StoredMembershipOf<SimConfig>;
 pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<SimConfig>;
 pub type CommittedLeaderId = openraft::alias::CommittedLeaderIdOf<SimConfig>;
+pub use txmq_raft_store::NodeInfo;
+
+/// A simulated node's membership record (addresses name the node; the network is simulated).
+pub fn node_info(id: NodeId) -> NodeInfo {
+    NodeInfo {
+        peer_addr: format!("node-{id}"),
+        client_addr: format!("node-{id}"),
+    }
+}
 
 /// Spawns a task of the run (through the runtime, so its random numbers derive from the seed).
 pub fn spawn<F>(future: F)

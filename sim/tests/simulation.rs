@@ -34,12 +34,23 @@ fn the_same_seed_replays_the_same_run() {
 /// Seeds that found real bugs, each with what it found. They must pass from now on. (A seed
 /// stands for its fault schedule under the workload of its day: when the workload or the
 /// faults change, re-find seeds that fail with the fix reverted and list them here.)
-const REGRESSIONS: &[(u64, usize, &str)] = &[(11, 3, LEADER_RESTORE), (29, 3, LEADER_RESTORE)];
+const REGRESSIONS: &[(u64, usize, &str)] = &[
+    (29, 3, LEADER_RESTORE),
+    (124, 3, LEADER_RESTORE),
+    (288, 3, COMMITTED_PAST_LOG),
+];
 
-/// Found first as seed 105, before snapshots were simulated.
+/// Found first as seed 105, before snapshots were simulated; fixed in
+/// `txmq_raft_store::with_safety_settings`.
 const LEADER_RESTORE: &str = "a leader that lost unsynced entries in a power loss resumed its \
      term after restarting (openraft's enable_leader_restore) and wrote other entries under log \
      ids its followers held: replicas applied different commands at the same index";
+
+/// Found once the real segment files ran on the simulated disk; fixed in
+/// `txmq_raft_store::log::store::committed_within_log`.
+const COMMITTED_PAST_LOG: &str = "a power loss kept a follower's saved committed index but not \
+     the unsynced log entries it pointed at: the node could never start again (openraft read \
+     entries that were gone)";
 
 #[test]
 fn seeds_that_found_real_bugs_pass() {

@@ -114,25 +114,43 @@ async fn transactions(endpoint: &str, topic: &str, wait: Duration) -> Result<Val
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let deadline = Instant::now() + wait;
-    while Instant::now() < deadline
-        && !checked
-            .lock()
-            .map(|s| s.contains(&check_id))
-            .unwrap_or(false)
-    {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let checked: Vec<String> = checked
-        .lock()
-        .map(|s| s.iter().cloned().collect())
-        .unwrap_or_default();
+    let checked = await_check(&checked, &check_id, wait).await;
     out.insert("checked".into(), json!(checked));
+    // The client calls the checker first and sends its answer afterwards: shutting down as soon
+    // as the checker has run can drop that answer. Both committed messages reaching a consumer
+    // show the answer has landed.
+    if checked.contains(&check_id) {
+        let mut probe = receive(endpoint, topic, "rust-txn-probe", 2).await?;
+        out.insert("delivered".into(), probe["messages"].take());
+    }
     producer
         .shutdown()
         .await
         .map_err(|e| failed("shutdown", e))?;
     Ok(Value::Object(out))
+}
+
+/// Waits (at most `wait`) for the checker to have been asked about `message_id`; the ids it
+/// was asked about.
+async fn await_check(
+    checked: &Mutex<HashSet<String>>,
+    message_id: &str,
+    wait: Duration,
+) -> Vec<String> {
+    let deadline = Instant::now() + wait;
+    let asked = || {
+        checked
+            .lock()
+            .map(|s| s.contains(message_id))
+            .unwrap_or(false)
+    };
+    while Instant::now() < deadline && !asked() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    checked
+        .lock()
+        .map(|s| s.iter().cloned().collect())
+        .unwrap_or_default()
 }
 
 async fn receive(endpoint: &str, topic: &str, group: &str, want: usize) -> Result<Value> {

@@ -13,16 +13,23 @@ pub fn path(dir: &Path, first: u64, suffix: &str) -> PathBuf {
 /// First numbers of the files in `dir` ending in `suffix`, smallest first (other names are
 /// ignored).
 pub fn list(dir: &Path, suffix: &str) -> io::Result<Vec<u64>> {
-    let mut firsts = Vec::new();
+    let mut names = Vec::new();
     for item in std::fs::read_dir(dir)? {
-        let name = item?.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if let Some(first) = name.strip_suffix(suffix).and_then(|n| n.parse().ok()) {
-            firsts.push(first);
+        if let Ok(name) = item?.file_name().into_string() {
+            names.push(name);
         }
     }
+    Ok(firsts(names, suffix))
+}
+
+/// The first numbers among `names` that end in `suffix`, smallest first.
+pub fn firsts(names: impl IntoIterator<Item = String>, suffix: &str) -> Vec<u64> {
+    let mut firsts: Vec<u64> = names
+        .into_iter()
+        .filter_map(|name| name.strip_suffix(suffix)?.parse().ok())
+        .collect();
     firsts.sort_unstable();
-    Ok(firsts)
+    firsts
 }
 
 /// Opens an existing file for reading and writing.

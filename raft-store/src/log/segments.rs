@@ -18,12 +18,11 @@
 //! [`crate::log::flusher::LogFlusher`] and reports an append flushed only after that returned.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::files::file_system::{FileSystem, OsFs, StoredFile};
 use crate::files::{frame, numbered_files};
 use crate::log::cache::LogCache;
 use crate::types::alias::{Entry, LogId};
@@ -48,9 +47,9 @@ struct Slot {
 }
 
 /// One segment file.
-struct Segment {
+struct Segment<F: FileSystem> {
     /// The read (and, for the newest segment, write) handle.
-    file: Arc<File>,
+    file: Arc<F::File>,
     /// Bytes of frames; what follows, to the end of the file, is zeros.
     len: u64,
 }
@@ -60,10 +59,13 @@ struct Segment {
 /// Invariants: `slots` holds consecutive indexes starting at `first_index`, in the order they
 /// appear in the files; every slot's segment is in `segments`; every segment's bytes after its
 /// `len` are zeros, and the newest one's file is `active_file_len` long.
-pub struct LogFiles {
+///
+/// `F` is where the files are: the operating system's file system, or the simulator's disk.
+pub struct LogFiles<F: FileSystem = OsFs> {
+    fs: F,
     dir: PathBuf,
     /// The segments by first index.
-    segments: BTreeMap<u64, Segment>,
+    segments: BTreeMap<u64, Segment<F>>,
     /// The length of the newest segment's file (frames and the zeros after them).
     active_file_len: u64,
     first_index: u64,
@@ -147,12 +149,22 @@ fn valid_frame_after(rest: &[u8], written: usize) -> bool {
     false
 }
 
-impl LogFiles {
-    /// Opens (or creates) the log in `dir`, dropping entries at or below `purged` (deleted from
-    /// the index by a purge whose file deletion a crash interrupted).
+impl LogFiles<OsFs> {
+    /// Opens (or creates) the log in `dir` on the operating system's file system (see
+    /// [`LogFiles::open_in`]).
     pub fn open(dir: &Path, purged: Option<u64>, segment_bytes: u64) -> io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
+        Self::open_in(OsFs, dir, purged, segment_bytes)
+    }
+}
+
+impl<F: FileSystem> LogFiles<F> {
+    /// Opens (or creates) the log in `dir` on `fs`, dropping entries at or below `purged`
+    /// (deleted from the index by a purge whose file deletion a crash interrupted).
+    pub fn open_in(fs: F, dir: &Path, purged: Option<u64>, segment_bytes: u64) -> io::Result<Self> {
+        fs.create_dir_all(dir)?;
+        let names = fs.list(dir, SUFFIX)?;
         let mut log = Self {
+            fs,
             dir: dir.to_path_buf(),
             segments: BTreeMap::new(),
             active_file_len: 0,
@@ -161,7 +173,6 @@ impl LogFiles {
             segment_bytes,
             cache: LogCache::default(),
         };
-        let names = numbered_files::list(dir, SUFFIX)?;
         let count = names.len();
         for (i, first) in names.into_iter().enumerate() {
             log.load_segment(first, i + 1 == count, purged)?;
@@ -173,8 +184,8 @@ impl LogFiles {
     /// ahead; only the newest segment may end in a torn frame, which is cut off.
     fn load_segment(&mut self, first: u64, newest: bool, purged: Option<u64>) -> io::Result<()> {
         let path = self.segment_path(first);
-        let file = numbered_files::open(&path)?;
-        let bytes = std::fs::read(&path)?;
+        let file = self.fs.open(&path)?;
+        let bytes = self.fs.read(&path)?;
         let mut offset = 0usize;
         let mut file_len = bytes.len() as u64;
         while offset < bytes.len() {
@@ -274,7 +285,7 @@ impl LogFiles {
     pub fn append(
         &mut self,
         entries: impl IntoIterator<Item = Entry>,
-    ) -> io::Result<Option<Arc<File>>> {
+    ) -> io::Result<Option<Arc<F::File>>> {
         let entries: Vec<Entry> = entries.into_iter().collect();
         if entries.is_empty() {
             return Ok(None);
@@ -341,7 +352,7 @@ impl LogFiles {
         let write_ahead = self.write_ahead();
         if end + write_ahead / 2 > self.active_file_len {
             let zeros_from = end.max(self.active_file_len);
-            write_zeros(&file, zeros_from, write_ahead)?;
+            write_zeros(file.as_ref(), zeros_from, write_ahead)?;
             self.active_file_len = zeros_from + write_ahead;
         }
         for (log_id, start, len) in pending.drain(..) {
@@ -375,9 +386,9 @@ impl LogFiles {
             }
         }
         let path = self.segment_path(first_index);
-        let file = numbered_files::create(&path)?;
+        let file = self.fs.create(&path)?;
         // The new name must survive a crash too, or its synced entries would be unreachable.
-        numbered_files::sync_dir(&self.dir)?;
+        self.fs.sync_dir(&self.dir)?;
         let segment = Segment {
             file: Arc::new(file),
             len: 0,
@@ -387,7 +398,7 @@ impl LogFiles {
         Ok(())
     }
 
-    fn active(&self) -> io::Result<(u64, Arc<File>)> {
+    fn active(&self) -> io::Result<(u64, Arc<F::File>)> {
         self.segments
             .last_key_value()
             .map(|(first, segment)| (*first, segment.file.clone()))
@@ -395,7 +406,7 @@ impl LogFiles {
     }
 
     /// The file new entries go to (created on the first append).
-    pub fn active_file(&self) -> io::Result<Arc<File>> {
+    pub fn active_file(&self) -> io::Result<Arc<F::File>> {
         self.active().map(|(_, file)| file)
     }
 
@@ -406,7 +417,7 @@ impl LogFiles {
 
     /// Where the entries `start..end` (clamped to what the log holds) are: read them with
     /// [`read_located`] without holding the log.
-    pub fn locate(&self, start: u64, end: u64) -> io::Result<Vec<Located>> {
+    pub fn locate(&self, start: u64, end: u64) -> io::Result<Vec<Located<F>>> {
         let start = start.max(self.first_index);
         let Some(last) = self.last_index() else {
             return Ok(Vec::new());
@@ -449,21 +460,21 @@ impl LogFiles {
             .collect();
         for first in later {
             self.segments.remove(&first);
-            std::fs::remove_file(self.segment_path(first))?;
+            self.fs.remove_file(&self.segment_path(first))?;
         }
         if cut.offset == 0 {
             self.segments.remove(&cut.segment);
-            std::fs::remove_file(self.segment_path(cut.segment))?;
+            self.fs.remove_file(&self.segment_path(cut.segment))?;
         } else if let Some(segment) = self.segments.get_mut(&cut.segment) {
-            write_zeros(&segment.file, cut.offset, segment.len - cut.offset)?;
+            write_zeros(segment.file.as_ref(), cut.offset, segment.len - cut.offset)?;
             segment.file.sync_data()?;
             segment.len = cut.offset;
         }
         self.active_file_len = match self.segments.last_key_value() {
-            Some((_, segment)) => segment.file.metadata()?.len(),
+            Some((_, segment)) => segment.file.file_len()?,
             None => 0,
         };
-        numbered_files::sync_dir(&self.dir)?;
+        self.fs.sync_dir(&self.dir)?;
         Ok(())
     }
 
@@ -472,7 +483,7 @@ impl LogFiles {
     /// log's lock: deleting 256 MiB of segments took ~180 ms, during which appends waited. The
     /// caller has made the purge point durable first; a file a crash left undeleted is skipped
     /// when the log is opened and deleted by the next purge.
-    pub fn purge(&mut self, upto: u64) -> PurgedSegments {
+    pub fn purge(&mut self, upto: u64) -> PurgedSegments<F> {
         self.cache.purge(upto);
         while self
             .slots
@@ -493,28 +504,30 @@ impl LogFiles {
                 files.push((self.segment_path(pair[0]), segment.file));
             }
         }
-        PurgedSegments { files }
+        PurgedSegments {
+            fs: self.fs.clone(),
+            files,
+        }
     }
 
     /// Bytes the segment files take.
     pub fn disk_bytes(&self) -> u64 {
         self.segments
             .values()
-            .filter_map(|s| s.file.metadata().ok())
-            .map(|m| m.len())
+            .filter_map(|s| s.file.file_len().ok())
             .sum()
     }
 }
 
 /// Segment files a purge left behind, to be deleted.
 #[must_use = "purged segments stay on disk until deleted"]
-#[derive(Debug)]
-pub struct PurgedSegments {
+pub struct PurgedSegments<F: FileSystem = OsFs> {
+    fs: F,
     /// Each file's path and the log's handle to it.
-    files: Vec<(PathBuf, Arc<File>)>,
+    files: Vec<(PathBuf, Arc<F::File>)>,
 }
 
-impl PurgedSegments {
+impl<F: FileSystem> PurgedSegments<F> {
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
     }
@@ -524,7 +537,7 @@ impl PurgedSegments {
     /// reading it.
     pub fn delete(self) -> io::Result<()> {
         for (path, file) in self.files {
-            crate::files::gradual_delete::delete_gradually(&path, file)?;
+            self.fs.delete(&path, file)?;
         }
         Ok(())
     }
@@ -532,13 +545,13 @@ impl PurgedSegments {
 
 /// An entry's place on disk, readable without the log's lock (a segment deleted meanwhile stays
 /// readable through its open handle).
-pub struct Located {
-    file: Arc<File>,
+pub struct Located<F: FileSystem = OsFs> {
+    file: Arc<F::File>,
     offset: u64,
     len: u32,
 }
 
-impl Located {
+impl<F: FileSystem> Located<F> {
     /// Where the entry's frame ends in its segment file.
     pub fn frame_end(&self) -> u64 {
         self.offset + u64::from(self.len)
@@ -546,7 +559,7 @@ impl Located {
 }
 
 /// Reads and decodes located entries, checking each frame.
-pub fn read_located(located: &[Located]) -> io::Result<Vec<Entry>> {
+pub fn read_located<F: FileSystem>(located: &[Located<F>]) -> io::Result<Vec<Entry>> {
     let mut entries = Vec::with_capacity(located.len());
     let mut buf = Vec::new();
     for l in located {
@@ -566,7 +579,7 @@ pub fn read_located(located: &[Located]) -> io::Result<Vec<Entry>> {
 }
 
 /// Writes `len` zeros into `file` at `offset`.
-fn write_zeros(file: &File, offset: u64, len: u64) -> io::Result<()> {
+fn write_zeros(file: &impl StoredFile, offset: u64, len: u64) -> io::Result<()> {
     let mut written = 0;
     while written < len {
         let n = (len - written).min(ZEROS.len() as u64);

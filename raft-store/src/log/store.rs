@@ -173,6 +173,23 @@ fn read_meta_from<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// The committed log id a restarted node may re-apply up to: the one saved, cut back to the
+/// last entry its log still holds (`last`, or the purge point).
+///
+/// Why: openraft commits on a follower entries it has written but not yet fsynced, and the
+/// committed index is saved in sled, which reaches the disk on its own schedule (sled's
+/// background flush, or the flush of a vote). A power loss can keep the saved index and lose
+/// the log's tail; openraft would then fail to start, reading entries that are gone (found by
+/// the simulator: `txmq-sim run --seed 288`). Every entry the log kept up to the saved index is
+/// committed (a node loses only its log's tail), and the rest is re-learned from the leader.
+pub fn committed_within_log(committed: Option<LogId>, last: Option<LogId>) -> Option<LogId> {
+    match (committed, last) {
+        (Some(c), Some(l)) if c.index > l.index => Some(l),
+        (Some(_), None) => None,
+        (c, _) => c,
+    }
+}
+
 /// A range of log indexes as `start..end` (saturating: `..=u64::MAX` ends at `u64::MAX`).
 pub fn index_range(range: &impl RangeBounds<u64>) -> (u64, u64) {
     let start = match range.start_bound() {
@@ -251,7 +268,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        Ok(self.read_meta::<Option<LogId>>(COMMITTED_KEY)?.flatten())
+        let committed = self.read_meta::<Option<LogId>>(COMMITTED_KEY)?.flatten();
+        let purged: Option<LogId> = self.read_meta(PURGED_KEY)?;
+        Ok(committed_within_log(
+            committed,
+            self.files().last_log_id().or(purged),
+        ))
     }
 
     async fn append<I>(
