@@ -1,23 +1,27 @@
-//! The Raft log store of a simulated node: the real segment files
-//! (`txmq_raft_store::log::segments::LogFiles`) on the node's [`SimDisk`], under openraft's
-//! storage contract with the same promises as the real `LogStore` — an append is reported
-//! flushed only after the fsync of the file that holds it, the vote is durable before
-//! `save_vote` returns, the purge point is durable before entries are deleted.
+//! The Raft log store of a simulated node: the real log (`txmq_raft_store::log::log_core`,
+//! with its segment files) on the node's [`SimDisk`], wrapped for openraft the way the real
+//! `LogStore` wraps it, with the simulation scheduling the I/O: an append is reported flushed
+//! only after the fsync of the file that holds it (a task after a simulated fsync delay, where
+//! the node has a thread), the vote and the purge point are synced before `save_vote` and
+//! `purge` return.
 //!
-//! What differs from the real `LogStore`: the fsync is a task here, not the flusher thread;
-//! the vote, committed index and purge point are records of the [`SimDisk`], not sled rows.
+//! What differs from the real `LogStore`: the records live on the [`SimDisk`] (the node's are
+//! in sled); the state machine's checkpoint before a purge is the snapshot the simulated state
+//! machine already synced; purged files are deleted at once (the node deletes them later, on
+//! an idle thread); there is no disk-space gate.
 
 use std::fmt::Debug;
 use std::io;
 use std::ops::RangeBounds;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 use txmq_raft_store::files::file_system::StoredFile;
-use txmq_raft_store::log::segments::{LogFiles, read_located};
-use txmq_raft_store::log::store::{committed_within_log, index_range};
+use txmq_raft_store::log::log_core::{LogCore, LogMeta, read_purged};
+use txmq_raft_store::log::segments::read_located;
+use txmq_raft_store::log::store::index_range;
 
 use crate::bugs::Bug;
 use crate::disk::{DiskWrite, SimDisk};
@@ -29,12 +33,31 @@ const LOG_DIR: &str = "/data/raft-log";
 /// Small segments, so runs start, seal and purge many of them (the real size is 32 MiB).
 const SEGMENT_BYTES: u64 = 16 * 1024;
 
+/// The log's records on the simulated disk, written by one incarnation.
+pub struct SimLogRecords {
+    disk: Arc<SimDisk>,
+    epoch: u64,
+}
+
+impl LogMeta for SimLogRecords {
+    fn get(&self, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.disk.read(|image| image.log_records.get(key).cloned()))
+    }
+
+    fn insert(&self, key: &[u8], value: Vec<u8>) -> io::Result<()> {
+        self.disk
+            .write(self.epoch, DiskWrite::LogRecord(key.to_vec(), value))
+    }
+}
+
+type Core = LogCore<SimFs, SimLogRecords>;
+
 /// One incarnation's log.
 #[derive(Clone)]
 pub struct SimLogStore {
     disk: Arc<SimDisk>,
     epoch: u64,
-    files: Arc<Mutex<LogFiles<SimFs>>>,
+    core: Arc<Core>,
     bug: Option<Bug>,
 }
 
@@ -43,30 +66,37 @@ impl SimLogStore {
     /// anywhere else fails the start).
     pub fn open(disk: Arc<SimDisk>, bug: Option<Bug>) -> io::Result<Self> {
         let epoch = disk.epoch();
-        let files = open_files(&disk)?;
         Ok(SimLogStore {
+            core: open_core(&disk)?,
             disk,
             epoch,
-            files: Arc::new(Mutex::new(files)),
             bug,
         })
     }
-
-    fn files(&self) -> MutexGuard<'_, LogFiles<SimFs>> {
-        self.files.lock().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
-/// Opens the log's files on `disk` for its running incarnation.
-pub fn open_files(disk: &Arc<SimDisk>) -> io::Result<LogFiles<SimFs>> {
-    let purged = disk.read(|image| image.purged.map(|p| p.index));
-    let fs = SimFs::new(disk.clone(), disk.epoch());
-    LogFiles::open_in(fs, Path::new(LOG_DIR), purged, SEGMENT_BYTES)
+fn open_core(disk: &Arc<SimDisk>) -> io::Result<Arc<Core>> {
+    let epoch = disk.epoch();
+    let records = SimLogRecords {
+        disk: disk.clone(),
+        epoch,
+    };
+    let fs = SimFs::new(disk.clone(), epoch);
+    LogCore::open(fs, records, Path::new(LOG_DIR), SEGMENT_BYTES)
 }
 
 /// Every entry the log on `disk` holds (for the report of a failed seed).
 pub fn read_all(disk: &Arc<SimDisk>) -> io::Result<Vec<Entry>> {
-    read_located(&open_files(disk)?.locate(0, u64::MAX)?)
+    read_located(&open_core(disk)?.files().locate(0, u64::MAX)?)
+}
+
+/// The log's purge point on `disk`.
+pub fn purged(disk: &Arc<SimDisk>) -> Option<LogId> {
+    let records = SimLogRecords {
+        disk: disk.clone(),
+        epoch: disk.epoch(),
+    };
+    read_purged(&records).ok().flatten()
 }
 
 impl RaftLogReader<SimConfig> for SimLogStore {
@@ -75,18 +105,11 @@ impl RaftLogReader<SimConfig> for SimLogStore {
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
         let (start, end) = index_range(&range);
-        if start >= end {
-            return Ok(Vec::new());
-        }
-        let files = self.files();
-        if let Some(entries) = files.cached(start, end) {
-            return Ok(entries);
-        }
-        read_located(&files.locate(start, end)?)
+        self.core.entries(start, end)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        Ok(self.disk.read(|image| image.vote))
+        self.core.vote()
     }
 }
 
@@ -94,11 +117,10 @@ impl RaftLogStorage<SimConfig> for SimLogStore {
     type LogReader = SimLogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<SimConfig>, io::Error> {
-        let purged = self.disk.read(|image| image.purged);
-        let last = self.files().last_log_id();
+        let (last_purged_log_id, last_log_id) = self.core.log_state()?;
         Ok(LogState {
-            last_purged_log_id: purged,
-            last_log_id: last.or(purged),
+            last_purged_log_id,
+            last_log_id,
         })
     }
 
@@ -107,19 +129,18 @@ impl RaftLogStorage<SimConfig> for SimLogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        self.disk.write(self.epoch, DiskWrite::Vote(*vote))?;
+        self.core.write_vote(vote)?;
         self.disk.sync(self.epoch).await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        // Not synced, as in the real store: a lost committed index is learned again.
-        self.disk.write(self.epoch, DiskWrite::Committed(committed))
+        // The simulation's clock (Tokio's, paused), never the wall clock.
+        let now = tokio::time::Instant::now().into_std();
+        self.core.save_committed(committed, now)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        let (committed, purged) = self.disk.read(|image| (image.committed, image.purged));
-        let last = self.files().last_log_id().or(purged);
-        Ok(committed_within_log(committed, last))
+        self.core.read_committed()
     }
 
     async fn append<I>(
@@ -131,7 +152,7 @@ impl RaftLogStorage<SimConfig> for SimLogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let Some(file) = self.files().append(entries)? else {
+        let Some((file, _)) = self.core.append(entries.into_iter().collect())? else {
             callback.io_completed(Ok(()));
             return Ok(());
         };
@@ -155,16 +176,14 @@ impl RaftLogStorage<SimConfig> for SimLogStore {
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
-        self.files().truncate_after(last_log_id.map(|l| l.index))
+        self.core.truncate_after(last_log_id)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        // openraft purges only entries a persisted snapshot covers; the purge point is made
-        // durable before the call returns, as the real store flushes it.
-        self.disk.write(self.epoch, DiskWrite::Purge(log_id))?;
+        // openraft purges only entries a persisted snapshot covers (the simulated state
+        // machine's checkpoint); the purge point is durable before any file goes.
+        self.core.write_purge_point(&log_id)?;
         self.disk.sync(self.epoch).await?;
-        // Deleted at once (the real store deletes on an idle thread, later): either way a
-        // segment a crash leaves behind is skipped when the log is opened.
-        self.files().purge(log_id.index).delete()
+        self.core.forget_through(&log_id).delete()
     }
 }

@@ -140,8 +140,8 @@ async fn drive(cluster: &Arc<Cluster>, config: &RunConfig, rng: &mut SimRng) -> 
     let replicas = settle::settle(&workload).await?;
     for id in cluster.members() {
         if let Some(disk) = cluster.disk(id) {
-            let (snapshot, purged) =
-                disk.read(|i| (i.snapshot.as_ref().map(|s| s.meta.last_log_id), i.purged));
+            let snapshot = disk.read(|i| i.snapshot.as_ref().map(|s| s.meta.last_log_id));
+            let purged = crate::log_store::purged(&disk);
             cluster.event(|| {
                 format!("node {id} ends with snapshot {snapshot:?}, log purged to {purged:?}")
             });

@@ -96,7 +96,8 @@ const PAGE: usize = 4096;
 /// was never reported flushed) rather than damage to data that may have been acknowledged.
 ///
 /// Torn: nothing valid follows it, and part of it is visibly missing — its header never reached
-/// the disk, its declared end lies past the last non-zero byte, or one of its pages is zeros.
+/// the disk or the file ends inside it, its declared end lies past the last non-zero byte, or
+/// one of its pages is zeros.
 /// Anything else — a valid frame after it (however far), or a whole frame failing its checksum
 /// — is corruption: a flipped bit, a lost or misdirected write (Alagappan et al., FAST 2018).
 fn torn_tail(bytes: &[u8], offset: usize) -> bool {
@@ -112,8 +113,10 @@ fn torn_tail(bytes: &[u8], offset: usize) -> bool {
     if header.iter().all(|b| *b == 0) {
         return true;
     }
+    // The file ends inside the header: the write that grew the file reached the disk (and the
+    // size with it) only up to a page boundary inside it.
     let Some(declared) = frame::declared_len(header) else {
-        return false;
+        return rest.len() < frame::HEADER;
     };
     if declared > written {
         return true;

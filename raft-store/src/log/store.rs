@@ -1,5 +1,7 @@
-//! The Raft log: entries in segment files ([`LogFiles`]), the vote, committed and purge point in
-//! a small sled tree.
+//! The Raft log as openraft sees it: [`LogCore`] (entries in segment files, the vote, committed
+//! index and purge point in a small sled tree) with the node's I/O scheduling — an fsync
+//! thread, sled flushes, a blocking checkpoint and an idle-priority deletion before and after
+//! a purge, and the disk-space gate.
 //!
 //! Durability rule (the NATS JetStream trap): an append is reported flushed to openraft only
 //! after `fdatasync` of the segment holding it returned ([`LogFlusher`]). The vote is flushed
@@ -12,36 +14,31 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 
+use crate::files::file_system::OsFs;
 use crate::log::flusher::LogFlusher;
-use crate::log::segments::{LogFiles, SEGMENT_BYTES, read_located};
+use crate::log::log_core::LogCore;
+use crate::log::segments::SEGMENT_BYTES;
 use crate::log::space_gate::SpaceGate;
 use crate::types::TypeConfig;
 use crate::types::alias::{Entry, LogId, Vote};
 use txmq_state::codec;
 
-const VOTE_KEY: &[u8] = b"vote";
-const COMMITTED_KEY: &[u8] = b"committed";
-const PURGED_KEY: &[u8] = b"last_purged";
-/// The committed index is stored at most this often (see `save_committed`).
-const COMMITTED_WRITE_INTERVAL: Duration = Duration::from_millis(500);
+pub use crate::log::log_core::committed_within_log;
 
 /// The log store. Cloning is cheap (shared handles); the clone serves as the log reader.
 #[derive(Clone)]
 pub struct LogStore {
     db: sled::Db,
-    meta: sled::Tree,
-    files: Arc<Mutex<LogFiles>>,
+    core: Arc<LogCore<OsFs, sled::Tree>>,
     flusher: LogFlusher,
     /// Makes the state machine's applied state durable (see the module comment).
     checkpoint: Checkpoint,
-    /// When the committed index was last written (see `save_committed`).
-    committed_written: Arc<Mutex<Option<Instant>>>,
     /// Closed while the data volume is nearly full: appends wait (see [`SpaceGate`]).
     space: Arc<SpaceGate>,
 }
@@ -71,15 +68,11 @@ impl LogStore {
         dir: &Path,
         checkpoint: Checkpoint,
     ) -> io::Result<Self> {
-        let purged: Option<LogId> = read_meta_from(&meta, PURGED_KEY)?;
-        let files = LogFiles::open(dir, purged.map(|p| p.index), SEGMENT_BYTES)?;
         Ok(Self {
             db,
-            meta,
-            files: Arc::new(Mutex::new(files)),
+            core: LogCore::open(OsFs, meta, dir, SEGMENT_BYTES)?,
             flusher: LogFlusher::start()?,
             checkpoint,
-            committed_written: Arc::default(),
             space: Arc::new(SpaceGate::watching(dir.to_path_buf())),
         })
     }
@@ -90,23 +83,6 @@ impl LogStore {
         self.space.clone()
     }
 
-    fn files(&self) -> MutexGuard<'_, LogFiles> {
-        // A panic while holding the lock leaves the index as it was before that operation's
-        // first change at worst; openraft stops the node on the storage error that follows.
-        self.files.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
-        read_meta_from(&self.meta, key)
-    }
-
-    fn write_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> io::Result<()> {
-        self.meta
-            .insert(key, codec::encode(value)?)
-            .map_err(io_err)?;
-        Ok(())
-    }
-
     async fn flush_db(&self) -> io::Result<()> {
         self.db.flush_async().await.map_err(io_err)?;
         Ok(())
@@ -114,12 +90,12 @@ impl LogStore {
 
     /// The number of entries held (for tests and metrics).
     pub fn entry_count(&self) -> usize {
-        self.files().len()
+        self.core.files().len()
     }
 
     /// Bytes of the log's segment files (for metrics).
     pub fn disk_bytes(&self) -> u64 {
-        self.files().disk_bytes()
+        self.core.files().disk_bytes()
     }
 
     /// Moves the entries of a log kept in sled by earlier versions into the segment files, so an
@@ -134,7 +110,7 @@ impl LogStore {
             return Ok(());
         }
         let tree = self.db.open_tree(old).map_err(io_err)?;
-        let purged: Option<LogId> = self.read_meta(PURGED_KEY)?;
+        let purged = self.core.purged()?;
         let mut entries: Vec<Entry> = Vec::new();
         for item in tree.iter() {
             let (_, bytes) = item.map_err(io_err)?;
@@ -147,7 +123,7 @@ impl LogStore {
         {
             // Files next to the old tree can only be an interrupted earlier move (the node runs
             // nothing before this finishes): start over from the tree, which is complete.
-            let mut files = self.files();
+            let mut files = self.core.files();
             files.truncate_after(None)?;
             if let Some(file) = files.append(entries)? {
                 file.sync_data()?;
@@ -160,33 +136,6 @@ impl LogStore {
             "moved the raft log out of sled into segment files"
         );
         Ok(())
-    }
-}
-
-fn read_meta_from<T: serde::de::DeserializeOwned>(
-    meta: &sled::Tree,
-    key: &[u8],
-) -> io::Result<Option<T>> {
-    match meta.get(key).map_err(io_err)? {
-        Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
-        None => Ok(None),
-    }
-}
-
-/// The committed log id a restarted node may re-apply up to: the one saved, cut back to the
-/// last entry its log still holds (`last`, or the purge point).
-///
-/// Why: openraft commits on a follower entries it has written but not yet fsynced, and the
-/// committed index is saved in sled, which reaches the disk on its own schedule (sled's
-/// background flush, or the flush of a vote). A power loss can keep the saved index and lose
-/// the log's tail; openraft would then fail to start, reading entries that are gone (found by
-/// the simulator: `txmq-sim run --seed 288`). Every entry the log kept up to the saved index is
-/// committed (a node loses only its log's tail), and the rest is re-learned from the leader.
-pub fn committed_within_log(committed: Option<LogId>, last: Option<LogId>) -> Option<LogId> {
-    match (committed, last) {
-        (Some(c), Some(l)) if c.index > l.index => Some(l),
-        (Some(_), None) => None,
-        (c, _) => c,
     }
 }
 
@@ -211,21 +160,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
         let (start, end) = index_range(&range);
-        // The newest entries come from memory; others are located under the lock and read
-        // without it, so appends are not held up by a reader's I/O.
-        let located = {
-            let files = self.files();
-            let end = end.min(files.last_log_id().map_or(start, |l| l.index + 1));
-            if let Some(entries) = files.cached(start, end) {
-                return Ok(entries);
-            }
-            files.locate(start, end)?
-        };
-        read_located(&located)
+        self.core.entries(start, end)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        self.read_meta(VOTE_KEY)
+        self.core.vote()
     }
 }
 
@@ -233,8 +172,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
-        let last_purged: Option<LogId> = self.read_meta(PURGED_KEY)?;
-        let last = self.files().last_log_id().or(last_purged);
+        let (last_purged, last) = self.core.log_state()?;
         Ok(LogState {
             last_purged_log_id: last_purged,
             last_log_id: last,
@@ -246,34 +184,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        self.write_meta(VOTE_KEY, vote)?;
+        self.core.write_vote(vote)?;
         self.flush_db().await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        // Not flushed, and written at most every COMMITTED_WRITE_INTERVAL (openraft calls this
-        // at every commit): a lost or older committed index is re-learned from the leader; it
-        // only lets a restarted node re-apply its committed log before it hears from anyone.
-        {
-            let mut written = self
-                .committed_written
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if written.is_some_and(|at| at.elapsed() < COMMITTED_WRITE_INTERVAL) {
-                return Ok(());
-            }
-            *written = Some(Instant::now());
-        }
-        self.write_meta(COMMITTED_KEY, &committed)
+        self.core.save_committed(committed, Instant::now())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        let committed = self.read_meta::<Option<LogId>>(COMMITTED_KEY)?.flatten();
-        let purged: Option<LogId> = self.read_meta(PURGED_KEY)?;
-        Ok(committed_within_log(
-            committed,
-            self.files().last_log_id().or(purged),
-        ))
+        self.core.read_committed()
     }
 
     async fn append<I>(
@@ -291,17 +211,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.space.wait_for_room(bytes).await;
         // Written (readable) now; reported flushed by the fsync thread, which syncs once for
         // all the appends that queue up meanwhile (group commit without blocking openraft).
-        let mut count = 0u64;
-        let entries = entries.into_iter().inspect(|_| count += 1);
-        match self.files().append(entries)? {
-            Some(file) => self.flusher.flush(file, count, callback),
+        match self.core.append(entries)? {
+            Some((file, count)) => self.flusher.flush(file, count, callback),
             None => callback.io_completed(Ok(())),
         }
         Ok(())
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
-        self.files().truncate_after(last_log_id.map(|id| id.index))
+        self.core.truncate_after(last_log_id)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
@@ -313,9 +231,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         tokio::task::spawn_blocking(move || checkpoint())
             .await
             .map_err(io::Error::other)??;
-        self.write_meta(PURGED_KEY, &log_id)?;
+        self.core.write_purge_point(&log_id)?;
         self.flush_db().await?;
-        let purged = self.files().purge(log_id.index);
+        let purged = self.core.forget_through(&log_id);
         metrics::histogram!("txmq_raft_log_purge_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         if !purged.is_empty() {
