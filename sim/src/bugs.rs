@@ -23,14 +23,18 @@ pub enum Bug {
     /// An acknowledgement also acknowledges every lease below it in the queue, including
     /// deliveries nobody processed.
     AckPastUnacked,
+    /// A follower serving a receive reads the leased messages without waiting to apply the
+    /// lease's entry: a follower behind the leader serves messages it does not have yet.
+    FollowerReadBeforeApply,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 4] = [
+    pub const ALL: [Bug; 5] = [
         Bug::FlushBeforeFsync,
         Bug::ResendAfterTimeout,
         Bug::DecisionToWrongTxn,
         Bug::AckPastUnacked,
+        Bug::FollowerReadBeforeApply,
     ];
 
     pub fn name(self) -> &'static str {
@@ -39,6 +43,7 @@ impl Bug {
             Bug::ResendAfterTimeout => "resend-after-timeout",
             Bug::DecisionToWrongTxn => "decision-to-wrong-txn",
             Bug::AckPastUnacked => "ack-past-unacked",
+            Bug::FollowerReadBeforeApply => "follower-read-before-apply",
         }
     }
 }

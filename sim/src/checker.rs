@@ -45,7 +45,9 @@ pub fn check(history: &History, replicas: &[(u64, Replica)]) -> Result<(), Strin
     every_half_decided(reference)?;
     consumers_saw_everything(history, &orders, &payments)?;
     if let Some(u) = history.unreadable.first() {
-        return Err(format!("a leader leased a message it could not read: {u}"));
+        return Err(format!(
+            "a receive leased a message the node serving it could not read: {u}"
+        ));
     }
     Ok(())
 }

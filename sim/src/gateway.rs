@@ -1,8 +1,12 @@
 //! What a node does with a client's request: propose it through Raft (only the leader can)
 //! and answer with the committed result; for a receive, with the leased messages read from
-//! its own applied state. The planted bugs of the request path live here.
+//! its own applied state. A follower serves a receive as the real broker does: the lease is
+//! proposed through the leader, and the messages are read from the follower's own state once
+//! it has applied that entry (followers carry the read load). The planted bugs of the request
+//! path live here.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::errors::{ClientWriteError, RaftError};
 use txmq_state::{Command, CommandResult, Decision, DecisionSource, Delivery, Operation};
@@ -10,7 +14,11 @@ use txmq_state::{StoredMessage, TxnId, TxnState, receipt};
 
 use crate::bugs::Bug;
 use crate::cluster::{Cluster, Running};
+use crate::net::Fate;
 use crate::types::NodeId;
+
+/// How long a follower waits to apply the entry of a receive it forwarded (as the broker's).
+const APPLY_WAIT: Duration = Duration::from_secs(10);
 
 /// A node's answer.
 #[derive(Debug, Clone)]
@@ -33,20 +41,69 @@ pub async fn serve(cluster: &Arc<Cluster>, id: NodeId, op: Operation) -> Reply {
         Operation::Receive { topic, .. } => Some(topic.clone()),
         _ => None,
     };
-    let command = Command::new(cluster.node_now_ms(id), op);
+    let command = Command::new(cluster.node_now_ms(id), op.clone());
     match running.raft.client_write(command).await {
         Ok(resp) => {
-            let messages = match (&resp.data, receive) {
-                (CommandResult::Leased(ds), Some(topic)) => read_leased(&running, &topic, ds),
+            let messages = match (&resp.data, &receive) {
+                (CommandResult::Leased(ds), Some(topic)) => read_leased(&running, topic, ds),
                 _ => Vec::new(),
             };
             Reply::Done(resp.data, messages)
         }
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-            Reply::NotLeader(f.leader_id)
+            match (receive, f.leader_id) {
+                (Some(topic), Some(leader)) if leader != id => {
+                    receive_through(cluster, (id, &running), leader, op, &topic).await
+                }
+                _ => Reply::NotLeader(f.leader_id),
+            }
         }
         Err(e) => Reply::Failed(e.to_string()),
     }
+}
+
+/// A receive on a follower (`here`): the lease is proposed on `leader` (across the network,
+/// stamped with the leader's clock), then the messages are read locally once the follower has
+/// applied the lease's entry — every entry before it, the messages' included.
+async fn receive_through(
+    cluster: &Arc<Cluster>,
+    (id, running): (NodeId, &Running),
+    leader: NodeId,
+    op: Operation,
+    topic: &str,
+) -> Reply {
+    if cluster.net.carry(id, leader).await == Fate::Lost {
+        return Reply::Failed(format!("node {id} could not reach the leader {leader}"));
+    }
+    let Some(on_leader) = cluster.running(leader) else {
+        return Reply::Failed(format!("the leader {leader} is down"));
+    };
+    let command = Command::new(cluster.node_now_ms(leader), op);
+    let written = on_leader.raft.client_write(command).await;
+    if cluster.net.carry(leader, id).await == Fate::Lost {
+        return Reply::Failed(format!(
+            "the leader {leader}'s answer to node {id} was lost"
+        ));
+    }
+    let resp = match written {
+        Ok(resp) => resp,
+        Err(e) => return Reply::Failed(e.to_string()),
+    };
+    let CommandResult::Leased(deliveries) = &resp.data else {
+        return Reply::Done(resp.data, Vec::new());
+    };
+    if cluster.bug != Some(Bug::FollowerReadBeforeApply) {
+        let applied = running
+            .raft
+            .wait(Some(APPLY_WAIT))
+            .applied_index_at_least(Some(resp.log_id.index), "receive's lease applied")
+            .await;
+        if let Err(e) = applied {
+            return Reply::Failed(format!("node {id} did not apply the lease: {e}"));
+        }
+    }
+    let messages = read_leased(running, topic, deliveries);
+    Reply::Done(resp.data, messages)
 }
 
 fn read_leased(
