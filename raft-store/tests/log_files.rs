@@ -395,7 +395,7 @@ fn a_last_frame_without_its_header_is_a_torn_tail() -> Result<()> {
 
 /// A file that ends inside the last frame's header (the write that grew the file reached the
 /// disk only up to a page boundary, and the size with it) is a torn tail, like one that ends
-/// inside the payload. Found by the simulator (`txmq-sim run --seed 1000002 --nodes 5`).
+/// inside the payload. Found by the simulator (seed 1000002 on 5 nodes, under an earlier schedule).
 #[test]
 fn a_file_ending_inside_the_last_header_is_a_torn_tail() -> Result<()> {
     for kept in 1..8 {

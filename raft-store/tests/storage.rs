@@ -277,7 +277,7 @@ async fn state_and_log_survive_reopening() -> Result<()> {
 
 /// A power loss can keep the committed index (in sled) and lose the log's unsynced tail: the
 /// reopened node re-applies only what its log holds instead of failing to start on entries that
-/// are gone (the simulator's seed 288 found it).
+/// are gone (found by the simulator; its regression seeds are in sim/tests/simulation.rs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saved_committed_index_past_the_log_is_cut_back_to_the_log() -> Result<()> {
     let dir = tempfile::tempdir()?;

@@ -36,9 +36,13 @@ fn the_same_seed_replays_the_same_run() {
 /// faults change, re-find seeds that fail with the fix reverted and list them here.)
 const REGRESSIONS: &[(u64, usize, &str)] = &[
     (29, 3, LEADER_RESTORE),
-    (124, 3, LEADER_RESTORE),
-    (288, 3, COMMITTED_PAST_LOG),
-    (1_000_002, 5, HEADER_AT_END_OF_FILE),
+    (187, 3, LEADER_RESTORE),
+    (639, 3, COMMITTED_PAST_LOG),
+    (658, 3, COMMITTED_PAST_LOG),
+    // A third finding — a segment file ending inside its last frame's header was taken for
+    // damage — was seed 1000002 on 5 nodes before followers served receives; no seed of
+    // today's schedule reproduces it (5,500 tried), so its regression test is
+    // `raft-store/tests/log_files.rs::a_file_ending_inside_the_last_header_is_a_torn_tail`.
 ];
 
 /// Found first as seed 105, before snapshots were simulated; fixed in
@@ -46,12 +50,6 @@ const REGRESSIONS: &[(u64, usize, &str)] = &[
 const LEADER_RESTORE: &str = "a leader that lost unsynced entries in a power loss resumed its \
      term after restarting (openraft's enable_leader_restore) and wrote other entries under log \
      ids its followers held: replicas applied different commands at the same index";
-
-/// Found once the real segment files ran on the simulated disk; fixed in the torn-tail rule
-/// of `txmq_raft_store::log::segments` (also `raft-store/tests/log_files.rs`).
-const HEADER_AT_END_OF_FILE: &str = "a power loss left a new segment file ending inside its \
-     first frame's header (part of the write reached the disk): the log called it damage, not \
-     a torn tail, and the node refused to start";
 
 /// Found once the real segment files ran on the simulated disk; fixed in
 /// `txmq_raft_store::log::store::committed_within_log`.

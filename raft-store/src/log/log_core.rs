@@ -184,7 +184,7 @@ fn write_record<T: serde::Serialize>(meta: &impl LogMeta, key: &[u8], value: &T)
 /// committed index is saved in sled, which reaches the disk on its own schedule (sled's
 /// background flush, or the flush of a vote). A power loss can keep the saved index and lose
 /// the log's tail; openraft would then fail to start, reading entries that are gone (found by
-/// the simulator: `txmq-sim run --seed 288`). Every entry the log kept up to the saved index is
+/// the simulator: `txmq-sim run --seed 639`). Every entry the log kept up to the saved index is
 /// committed (a node loses only its log's tail), and the rest is re-learned from the leader.
 pub fn committed_within_log(committed: Option<LogId>, last: Option<LogId>) -> Option<LogId> {
     match (committed, last) {
