@@ -52,7 +52,7 @@ const LEADER_RESTORE: &str = "a leader that lost unsynced entries in a power los
      ids its followers held: replicas applied different commands at the same index";
 
 /// Found once the real segment files ran on the simulated disk; fixed in
-/// `txmq_raft_store::log::store::committed_within_log`.
+/// `txmq_raft_store::log::log_core::committed_within_log`.
 const COMMITTED_PAST_LOG: &str = "a power loss kept a follower's saved committed index but not \
      the unsynced log entries it pointed at: the node could never start again (openraft read \
      entries that were gone)";

@@ -29,8 +29,6 @@ use crate::types::TypeConfig;
 use crate::types::alias::{Entry, LogId, Vote};
 use txmq_state::codec;
 
-pub use crate::log::log_core::committed_within_log;
-
 /// The log store. Cloning is cheap (shared handles); the clone serves as the log reader.
 #[derive(Clone)]
 pub struct LogStore {
