@@ -2,7 +2,7 @@
 against a txmq cluster's RocketMQ port. Called by cluster-tests/tests/rocketmq.rs, one
 scenario per run:
 
-    python official_python.py ENDPOINTS SCENARIO TOPIC [GROUP]
+    python official_python.py ENDPOINTS SCENARIO TOPIC [ARGS...]
 
 Prints one JSON document on stdout (what the Rust test checks against txmq's own API) and
 exits non-zero, with the reason on stderr, when the client fails."""
@@ -64,9 +64,10 @@ class Answers(TransactionChecker):
         return self.resolution
 
 
-def send_transactions(endpoints, topic, decide):
+def send_transactions(endpoints, topic, decide, probe_group):
     """Three transactions: committed, rolled back, and one left undecided for the check-back
-    (answered COMMIT by the checker). Waits for the check."""
+    (answered COMMIT by the checker). Waits for the check, then for both committed messages to
+    reach `probe_group`."""
     checker = Answers(TransactionResolution.COMMIT)
     producer = Producer(config(endpoints), (topic,), checker)
     producer.startup()
@@ -87,6 +88,11 @@ def send_transactions(endpoints, topic, decide):
         while time.time() < deadline and out["check"]["message_id"] not in checker.checked:
             time.sleep(0.2)
         out["checked"] = list(checker.checked)
+        if out["check"]["message_id"] in checker.checked:
+            # The client asks the checker first and sends its answer afterwards: shutting down
+            # as soon as the checker has run can drop that answer. Both committed messages
+            # reaching a consumer show that the answer has landed.
+            out["delivered"] = receive(endpoints, topic, probe_group, 2)["messages"]
         return out
     finally:
         producer.shutdown()
@@ -170,7 +176,7 @@ def main():
     if scenario == "send":
         result = send_normal(endpoints, topic, int(extra[0]))
     elif scenario == "transactions":
-        result = send_transactions(endpoints, topic, extra[0])
+        result = send_transactions(endpoints, topic, extra[0], extra[1])
     elif scenario == "receive":
         result = receive(endpoints, topic, extra[0], int(extra[1]))
     elif scenario == "push":

@@ -255,7 +255,7 @@ async fn transactions_decide_as_the_client_says(
     group: &str,
 ) -> Result<()> {
     let endpoint = rocketmq_addr(cluster, via)?;
-    let result = python(&endpoint, &["transactions", "rt", "60"])?;
+    let result = python(&endpoint, &["transactions", "rt", "60", "rt-probe"])?;
     let txn = |name: &str| {
         result[name]["transaction_id"]
             .as_str()
@@ -491,6 +491,17 @@ async fn signed_requests_act_as_their_user_and_others_are_refused() -> Result<()
             },
         )
         .await?;
+    // The driver waits for its check answer to land by receiving through "rt-probe".
+    admin
+        .grant(
+            "alice",
+            txmq_client::AccessRight {
+                kind: "consume".into(),
+                topics: "rt".into(),
+                groups: "rt-probe".into(),
+            },
+        )
+        .await?;
     let key = admin.create_access_key("alice", false).await?;
     ensure!(
         key.access_key == "alice" && key.secret_key.len() >= 32,
@@ -503,11 +514,17 @@ async fn signed_requests_act_as_their_user_and_others_are_refused() -> Result<()
     let endpoint = rocketmq_addr(&cluster, 1)?;
     let alice = ("alice", key.secret_key.as_str());
     // Alice's transactions work, check-back included.
-    let result = python_signed(&endpoint, alice, &["transactions", "rt", "60"])
+    let result = python_signed(&endpoint, alice, &["transactions", "rt", "60", "rt-probe"])
         .map_err(anyhow::Error::msg)?;
     let check = result["check"]["transaction_id"].as_str().context("id")?;
     let checked = wait_for_transaction(&admin, check, "committed", Duration::from_secs(30)).await?;
     ensure!(checked.reason == "check", "{checked:?}");
+    let check_id = result["check"]["message_id"].as_str().context("id")?;
+    let delivered = result["delivered"].as_array().context("delivered")?;
+    ensure!(
+        delivered.iter().any(|m| m["message_id"] == check_id),
+        "{result}"
+    );
     // No right on "other": forbidden. A wrong secret, or none: unauthorized.
     let denied = python_signed(&endpoint, alice, &["send", "other", "1"]);
     ensure!(
