@@ -136,12 +136,14 @@ fn a_torn_tail_is_cut_off_and_appending_continues() -> Result<()> {
     zero_out(&path, end_of_5 - 10, 10)?;
     let mut log = LogFiles::open(dir.path(), None, 1 << 20)?;
     ensure!(read_all(&log)? == vec![1, 2, 3, 4]);
+    ensure!(log.torn_tail_cut().is_some(), "the cut is reported");
     log.append([entry(5, 100), entry(6, 100)])?
         .expect("entries were written")
         .sync_data()?;
     drop(log);
     let log = LogFiles::open(dir.path(), None, 1 << 20)?;
     ensure!(read_all(&log)? == vec![1, 2, 3, 4, 5, 6]);
+    ensure!(log.torn_tail_cut().is_none(), "nothing was cut this time");
     Ok(())
 }
 

@@ -73,6 +73,11 @@ impl SimLogStore {
             bug,
         })
     }
+
+    /// Where opening the log cut off a torn tail (segment, byte), if it did.
+    pub fn torn_tail_cut(&self) -> Option<(u64, u64)> {
+        self.core.files().torn_tail_cut()
+    }
 }
 
 fn open_core(disk: &Arc<SimDisk>) -> io::Result<Arc<Core>> {

@@ -49,6 +49,11 @@ async fn start_incarnation(cluster: Arc<Cluster>, id: NodeId) -> Result<(), Stri
     let disk = cluster.disk(id).ok_or_else(|| format!("no node {id}"))?;
     let store = SimLogStore::open(disk.clone(), cluster.bug)
         .map_err(|e| format!("node {id} could not open its raft log: {e}"))?;
+    if let Some((segment, at)) = store.torn_tail_cut() {
+        cluster.event(|| {
+            format!("node {id} cut a torn log tail: segment {segment} now ends at byte {at}")
+        });
+    }
     let machine = SimStateMachine::new(disk.clone());
     let replica = machine.replica();
     let network = SimNetworkFactory {

@@ -73,6 +73,8 @@ pub struct LogFiles<F: FileSystem = OsFs> {
     segment_bytes: u64,
     /// The newest entries, decoded (see [`LogCache`]).
     cache: LogCache,
+    /// Where opening cut off a torn tail (the segment's first index, the byte), if it did.
+    torn_tail_cut: Option<(u64, u64)>,
 }
 
 fn corrupt(msg: String) -> io::Error {
@@ -175,6 +177,7 @@ impl<F: FileSystem> LogFiles<F> {
             slots: VecDeque::new(),
             segment_bytes,
             cache: LogCache::default(),
+            torn_tail_cut: None,
         };
         let count = names.len();
         for (i, first) in names.into_iter().enumerate() {
@@ -215,6 +218,7 @@ impl<F: FileSystem> LogFiles<F> {
                 file.set_len(offset as u64)?;
                 file.sync_all()?;
                 file_len = offset as u64;
+                self.torn_tail_cut = Some((first, file_len));
                 break;
             };
             let slot = Slot {
@@ -255,6 +259,12 @@ impl<F: FileSystem> LogFiles<F> {
 
     fn segment_path(&self, first: u64) -> PathBuf {
         numbered_files::path(&self.dir, first, SUFFIX)
+    }
+
+    /// Where opening the log cut off a torn tail: the segment's first index and the byte the
+    /// segment now ends at (`None`: nothing was cut).
+    pub fn torn_tail_cut(&self) -> Option<(u64, u64)> {
+        self.torn_tail_cut
     }
 
     pub fn last_log_id(&self) -> Option<LogId> {
