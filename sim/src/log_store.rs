@@ -20,7 +20,6 @@ use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 use txmq_raft_store::files::file_system::StoredFile;
 use txmq_raft_store::log::log_core::{LogCore, LogMeta, read_purged};
-use txmq_raft_store::log::segments::read_located;
 use txmq_raft_store::log::store::index_range;
 
 use crate::bugs::Bug;
@@ -37,6 +36,16 @@ const SEGMENT_BYTES: u64 = 16 * 1024;
 pub struct SimLogRecords {
     disk: Arc<SimDisk>,
     epoch: u64,
+}
+
+impl SimLogRecords {
+    /// The records as the running incarnation of `disk` writes them.
+    fn of(disk: &Arc<SimDisk>) -> Self {
+        SimLogRecords {
+            disk: disk.clone(),
+            epoch: disk.epoch(),
+        }
+    }
 }
 
 impl LogMeta for SimLogRecords {
@@ -81,27 +90,23 @@ impl SimLogStore {
 }
 
 fn open_core(disk: &Arc<SimDisk>) -> io::Result<Arc<Core>> {
-    let epoch = disk.epoch();
-    let records = SimLogRecords {
-        disk: disk.clone(),
-        epoch,
-    };
-    let fs = SimFs::new(disk.clone(), epoch);
-    LogCore::open(fs, records, Path::new(LOG_DIR), SEGMENT_BYTES)
+    let fs = SimFs::new(disk.clone(), disk.epoch());
+    LogCore::open(
+        fs,
+        SimLogRecords::of(disk),
+        Path::new(LOG_DIR),
+        SEGMENT_BYTES,
+    )
 }
 
 /// Every entry the log on `disk` holds (for the report of a failed seed).
 pub fn read_all(disk: &Arc<SimDisk>) -> io::Result<Vec<Entry>> {
-    read_located(&open_core(disk)?.files().locate(0, u64::MAX)?)
+    open_core(disk)?.entries(0, u64::MAX)
 }
 
 /// The log's purge point on `disk`.
 pub fn purged(disk: &Arc<SimDisk>) -> Option<LogId> {
-    let records = SimLogRecords {
-        disk: disk.clone(),
-        epoch: disk.epoch(),
-    };
-    read_purged(&records).ok().flatten()
+    read_purged(&SimLogRecords::of(disk)).ok().flatten()
 }
 
 impl RaftLogReader<SimConfig> for SimLogStore {

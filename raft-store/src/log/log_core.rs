@@ -69,10 +69,6 @@ impl<F: FileSystem, M: LogMeta> LogCore<F, M> {
         self.files.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn meta(&self) -> &M {
-        &self.meta
-    }
-
     /// The entries in `start..end` that the log holds.
     pub fn entries(&self, start: u64, end: u64) -> io::Result<Vec<Entry>> {
         // The newest entries come from memory; others are located under the lock and read
