@@ -44,6 +44,25 @@ pub struct ConsumeService {
     pub long_polls: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
+/// A receive's place among the node's waiting receives, counted in `txmq_long_polls_held` for
+/// as long as it is held (operators see how close the node is to `--max-long-polls`).
+struct LongPollSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl LongPollSlot {
+    fn held(permit: tokio::sync::OwnedSemaphorePermit) -> Self {
+        metrics::gauge!("txmq_long_polls_held").increment(1.0);
+        LongPollSlot { _permit: permit }
+    }
+}
+
+impl Drop for LongPollSlot {
+    fn drop(&mut self) {
+        metrics::gauge!("txmq_long_polls_held").decrement(1.0);
+    }
+}
+
 fn validate(group: &str, topic: &str) -> Result<(), Status> {
     limits::validate_name("consumer group", group).map_err(Status::invalid_argument)?;
     limits::validate_name("topic", topic).map_err(Status::invalid_argument)
@@ -101,15 +120,12 @@ pub fn group_info(g: &GroupState, meta: Option<&TopicMeta>) -> pb::GroupInfo {
 impl ConsumeService {
     /// A slot for a receive that may wait (none needed without a wait); past the node's bound
     /// the receive is refused rather than queued, so waiting clients cannot pile up.
-    fn long_poll_slot(
-        &self,
-        wait_ms: u64,
-    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, Status> {
+    fn long_poll_slot(&self, wait_ms: u64) -> Result<Option<LongPollSlot>, Status> {
         if wait_ms == 0 {
             return Ok(None);
         }
         match self.long_polls.clone().try_acquire_owned() {
-            Ok(permit) => Ok(Some(permit)),
+            Ok(permit) => Ok(Some(LongPollSlot::held(permit))),
             Err(_) => {
                 metrics::counter!("txmq_limit_refusals_total", "limit" => "long_polls")
                     .increment(1);

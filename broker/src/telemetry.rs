@@ -195,6 +195,14 @@ fn describe() {
         "txmq_txn_checks_undeliverable_total",
         "Checks recorded but not handed to any instance (all queues full or gone)."
     );
+    describe_gauge!(
+        "txmq_long_polls_held",
+        "Receives waiting for messages on this node (bounded by --max-long-polls)."
+    );
+    describe_counter!(
+        "txmq_limit_refusals_total",
+        "Requests refused because a bound was reached, by limit."
+    );
     describe_gauge!("txmq_txn_pending", "Pending (undecided) transactions.");
     describe_gauge!(
         "txmq_txn_oldest_pending_age_seconds",

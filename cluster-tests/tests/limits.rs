@@ -32,6 +32,36 @@ fn long_poll(topic: &str, group: &str) -> ReceiveRequest {
     }
 }
 
+/// How long the pollers keep polling, and the probe probing, before the test gives up.
+const POLLING: Duration = Duration::from_secs(150);
+
+/// Receives on `quiet` for `group` until a message comes: each poll waits 45 s, and a poll
+/// refused at the node's bound (the probe may hold the last slot for a millisecond) is retried.
+async fn poll_until_a_message(client: Client, group: String) -> Result<usize> {
+    let deadline = Instant::now() + POLLING;
+    while Instant::now() < deadline {
+        match client.receive(long_poll("quiet", &group)).await {
+            Ok(messages) if !messages.is_empty() => return Ok(messages.len()),
+            Ok(_) => {}
+            Err(e) if e.code == "resource_exhausted" => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    anyhow::bail!("{group} got no message in {POLLING:?}")
+}
+
+/// The node's `txmq_long_polls_held` gauge, if its metrics endpoint answers.
+async fn long_polls_held(metrics_addr: &str) -> Option<f64> {
+    let (_, body) = txmq_cluster_tests::http_get(metrics_addr, "/metrics")
+        .await
+        .ok()?;
+    body.lines()
+        .find_map(|l| l.strip_prefix("txmq_long_polls_held "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_idle_connections_and_long_polls_do_not_stop_a_normal_client() -> Result<()> {
     raise_open_files();
@@ -69,37 +99,47 @@ async fn thousands_of_idle_connections_and_long_polls_do_not_stop_a_normal_clien
     let mut waiting = Vec::new();
     for i in 0..40 {
         let pollers = pollers.clone();
-        let group = format!("g{i}");
-        waiting.push(tokio::spawn(async move {
-            pollers.receive(long_poll("quiet", &group)).await
-        }));
+        waiting.push(tokio::spawn(poll_until_a_message(pollers, format!("g{i}"))));
     }
-    // A probe that waits a millisecond needs a slot too, and holds it for no longer.
+    // A probe that waits a millisecond needs a slot too, and holds it for no longer. The
+    // pollers keep polling, so the 40 are held at once sooner or later even when a loaded
+    // machine takes longer to open them than one poll lasts.
     let probe = ReceiveRequest {
         wait_ms: 1,
         ..long_poll("quiet", "one-too-many")
     };
     let last = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let seen = last.clone();
-    let refused =
-        txmq_cluster_tests::wait_for("the long-poll bound", Duration::from_secs(40), || {
-            let (normal, probe, seen) = (normal.clone(), probe.clone(), seen.clone());
-            async move {
-                let r = normal.receive(probe.clone()).await;
-                if let Ok(mut s) = seen.lock() {
-                    *s = format!("{r:?}");
-                }
-                r.err().filter(|e| e.code == "resource_exhausted")
+    let metrics_addr = cluster.nodes[&1].metrics_addr.clone();
+    let refused = txmq_cluster_tests::wait_for("the long-poll bound", POLLING, || {
+        let (normal, probe, seen) = (normal.clone(), probe.clone(), seen.clone());
+        async move {
+            let r = normal.receive(probe.clone()).await;
+            if let Ok(mut s) = seen.lock() {
+                *s = format!("{r:?}");
             }
-        })
-        .await
-        .with_context(|| {
-            format!(
-                "the last probe got {}",
-                last.lock().map(|s| s.clone()).unwrap_or_default()
-            )
-        })?;
+            r.err().filter(|e| e.code == "resource_exhausted")
+        }
+    })
+    .await;
+    let refused = match refused {
+        Ok(refused) => refused,
+        Err(e) => {
+            let held = long_polls_held(&metrics_addr).await;
+            let ended = waiting.iter().filter(|w| w.is_finished()).count();
+            let probe = last.lock().map(|s| s.clone()).unwrap_or_default();
+            return Err(e.context(format!(
+                "{held:?} receives held on the node, {ended} pollers ended; the last probe got {probe}"
+            )));
+        }
+    };
     ensure!(refused.message.contains("--max-long-polls"), "{refused}");
+    // Operators see the bound reached (a poller whose wait just ended polls again at once).
+    txmq_cluster_tests::wait_for("40 receives held", Duration::from_secs(5), || {
+        let metrics_addr = metrics_addr.clone();
+        async move { (long_polls_held(&metrics_addr).await == Some(40.0)).then_some(()) }
+    })
+    .await?;
 
     // The normal client is served while all of that is held open.
     let started = Instant::now();
@@ -124,11 +164,15 @@ async fn thousands_of_idle_connections_and_long_polls_do_not_stop_a_normal_clien
     normal.send(SendRequest::new("quiet", "wake")).await?;
     let mut woken = 0;
     for handle in waiting {
-        if let Ok(Ok(messages)) = handle.await {
-            woken += messages.len();
+        match handle.await? {
+            Ok(received) => woken += received,
+            Err(e) => eprintln!("a poller failed: {e:#}"),
         }
     }
-    ensure!(woken >= 1, "no waiting receive got the message");
+    ensure!(
+        woken == 40,
+        "{woken} of the 40 waiting receives got the message"
+    );
     drop(idle);
     Ok(())
 }
