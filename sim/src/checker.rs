@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use txmq_state::{Decision, DecisionSource, StoredMessage, TxnState, codec};
 
 use crate::history::{History, Local, SendFate};
-use crate::replica::Replica;
+use crate::replica::ReplicaView;
 use crate::workload::{GROUPS, ORDERS, PAYMENTS};
 
 /// Bodies of a topic's messages, with how often each is stored.
-fn stored_bodies(replica: &Replica, topic: &str) -> BTreeMap<String, u32> {
+fn stored_bodies(replica: &ReplicaView, topic: &str) -> BTreeMap<String, u32> {
     let mut bodies = BTreeMap::new();
     let Some(t) = replica.state.topic(topic) else {
         return bodies;
@@ -31,7 +31,7 @@ fn stored_bodies(replica: &Replica, topic: &str) -> BTreeMap<String, u32> {
 }
 
 /// Every rule, in order; `Err` names the first one broken.
-pub fn check(history: &History, replicas: &[(u64, Replica)]) -> Result<(), String> {
+pub fn check(history: &History, replicas: &[(u64, ReplicaView)]) -> Result<(), String> {
     let (first_id, reference) = replicas.first().ok_or("no replica is running at the end")?;
     replicas_agree(*first_id, reference, replicas)?;
     let orders = stored_bodies(reference, ORDERS);
@@ -54,8 +54,8 @@ pub fn check(history: &History, replicas: &[(u64, Replica)]) -> Result<(), Strin
 
 fn replicas_agree(
     first_id: u64,
-    reference: &Replica,
-    replicas: &[(u64, Replica)],
+    reference: &ReplicaView,
+    replicas: &[(u64, ReplicaView)],
 ) -> Result<(), String> {
     for (id, r) in replicas {
         if r.last_applied != reference.last_applied {
@@ -75,7 +75,7 @@ fn replicas_agree(
 }
 
 /// The first part of the state two replicas hold differently, named with its key.
-fn difference(a: &Replica, b: &Replica) -> Option<String> {
+fn difference(a: &ReplicaView, b: &ReplicaView) -> Option<String> {
     if let Some((name, t)) = a
         .state
         .topics()
@@ -163,7 +163,7 @@ fn only_committed_delivered(
 
 fn committed_delivered(
     history: &History,
-    reference: &Replica,
+    reference: &ReplicaView,
     payments: &BTreeMap<String, u32>,
 ) -> Result<(), String> {
     for (key, seen) in &history.txns {
@@ -194,7 +194,7 @@ fn committed_delivered(
 
 /// A decision reached only the transaction it named: no transaction the producer rolled back
 /// ends committed, none it committed (and had acknowledged) ends rolled back.
-fn decisions_fenced(history: &History, reference: &Replica) -> Result<(), String> {
+fn decisions_fenced(history: &History, reference: &ReplicaView) -> Result<(), String> {
     let by_id: BTreeMap<&str, (&String, Local)> = history
         .txns
         .iter()
@@ -217,7 +217,7 @@ fn decisions_fenced(history: &History, reference: &Replica) -> Result<(), String
 
 /// The broker rolls back only when the rule says so: at the transaction's deadline, or
 /// after its last check went unanswered — never early.
-fn broker_rollbacks_on_time(reference: &Replica) -> Result<(), String> {
+fn broker_rollbacks_on_time(reference: &ReplicaView) -> Result<(), String> {
     for r in reference.state.transactions().decided() {
         let decided = r.decided_ms.unwrap_or(0);
         let early = match r.reason {
@@ -235,7 +235,7 @@ fn broker_rollbacks_on_time(reference: &Replica) -> Result<(), String> {
     Ok(())
 }
 
-fn every_half_decided(reference: &Replica) -> Result<(), String> {
+fn every_half_decided(reference: &ReplicaView) -> Result<(), String> {
     match reference.state.transactions().pending().next() {
         Some(r) => Err(format!(
             "transaction {} is still pending at the end (created at {} ms, deadline {} ms)",

@@ -1,10 +1,12 @@
 //! A simulated disk under one node: what was written, what was fsynced, and what a crash
 //! keeps.
 //!
-//! Two parts. The Raft log's segment files are bytes in a [`FileTable`], written by the real
-//! log code (`txmq_raft_store::log`) through [`crate::sim_fs`]. The log's records (vote,
-//! committed index, purge point) and the snapshots are records in a [`DiskImage`] (the real
-//! node keeps them in sled and snapshot files, which are not simulated byte by byte).
+//! Two parts. The files — the Raft log's segments, the queue files, the transaction journal —
+//! are bytes in a [`FileTable`], written by the real store code (`txmq_raft_store`) through
+//! [`crate::sim_fs`]. The log's records (vote, committed index, purge point), the state
+//! machine's rows and the snapshot manifests are records in a [`DiskImage`] (the real node
+//! keeps them in sled and snapshot files, which are not simulated byte by byte): one ordered
+//! stream of writes, as sled's own log is.
 //!
 //! Writes are readable at once and become durable only when a later fsync completes. A power
 //! loss keeps the durable state plus a random prefix of the writes not yet synced (for the
@@ -19,22 +21,24 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::file_table::FileTable;
-use crate::replica::Replica;
 use crate::rng::SimRng;
 use crate::types::SnapshotMeta;
 
-/// A snapshot as stored: its metadata and the applied state it captured.
+/// A snapshot as stored: its metadata and its data in the real snapshot format — a manifest
+/// (the metadata rows; the messages it covers stay in the queue files), or, while one is being
+/// installed, the full snapshot received.
 #[derive(Debug, Clone)]
 pub struct StoredSnapshot {
     pub meta: SnapshotMeta,
-    pub replica: Replica,
+    pub data: Vec<u8>,
 }
 
-/// What a node keeps on disk besides its log's files: the log's records (by key, as the real
-/// node's sled tree holds them) and its latest snapshot.
+/// What a node keeps on disk besides its files: the log's records and the state machine's rows
+/// (by key, as the real node's sled trees hold them) and its latest snapshot manifest.
 #[derive(Debug, Clone, Default)]
 pub struct DiskImage {
     pub log_records: BTreeMap<Vec<u8>, Vec<u8>>,
+    pub rows: BTreeMap<Vec<u8>, Vec<u8>>,
     pub snapshot: Option<StoredSnapshot>,
 }
 
@@ -42,6 +46,9 @@ pub struct DiskImage {
 #[derive(Debug, Clone)]
 pub enum DiskWrite {
     LogRecord(Vec<u8>, Vec<u8>),
+    /// One atomic batch of row changes (`None` removes the row).
+    Rows(Vec<(Vec<u8>, Option<Vec<u8>>)>),
+    ClearRows,
     Snapshot(Box<StoredSnapshot>),
 }
 
@@ -51,6 +58,15 @@ impl DiskImage {
             DiskWrite::LogRecord(key, value) => {
                 self.log_records.insert(key.clone(), value.clone());
             }
+            DiskWrite::Rows(changes) => {
+                for (key, value) in changes {
+                    match value {
+                        Some(value) => self.rows.insert(key.clone(), value.clone()),
+                        None => self.rows.remove(key),
+                    };
+                }
+            }
+            DiskWrite::ClearRows => self.rows.clear(),
             DiskWrite::Snapshot(s) => self.snapshot = Some((**s).clone()),
         }
     }
@@ -170,20 +186,15 @@ impl SimDisk {
     pub async fn sync(&self, epoch: u64) -> io::Result<()> {
         let target = self.lock().next_seq;
         self.fsync_delay().await;
+        self.lock().make_durable(epoch, target)
+    }
+
+    /// Makes every record written so far durable at once (a blocking flush, whose time the
+    /// caller waits for separately).
+    pub fn sync_now(&self, epoch: u64) -> io::Result<()> {
         let mut d = self.lock();
-        if d.epoch != epoch {
-            return Err(stale_epoch());
-        }
-        let done = d
-            .unsynced
-            .iter()
-            .take_while(|(seq, _)| *seq < target)
-            .count();
-        let synced: Vec<(u64, DiskWrite)> = d.unsynced.drain(..done).collect();
-        for (_, w) in &synced {
-            d.durable.apply(w);
-        }
-        Ok(())
+        let target = d.next_seq;
+        d.make_durable(epoch, target)
     }
 
     /// A power loss: keeps the durable state and a random prefix of the unsynced writes (see
@@ -212,6 +223,23 @@ impl SimDisk {
 }
 
 impl DiskInner {
+    /// Makes the records written before sequence number `target` durable.
+    fn make_durable(&mut self, epoch: u64, target: u64) -> io::Result<()> {
+        if self.epoch != epoch {
+            return Err(stale_epoch());
+        }
+        let done = self
+            .unsynced
+            .iter()
+            .take_while(|(seq, _)| *seq < target)
+            .count();
+        let synced: Vec<(u64, DiskWrite)> = self.unsynced.drain(..done).collect();
+        for (_, w) in &synced {
+            self.durable.apply(w);
+        }
+        Ok(())
+    }
+
     /// Fails a write of a crashed incarnation, or by an injected fault.
     fn check_write(&mut self, epoch: u64) -> io::Result<()> {
         if self.epoch != epoch {

@@ -5,8 +5,9 @@
 //! (its data) or of its directory (its name) completes. A power loss keeps, per file, the
 //! durable bytes plus a random prefix of the unsynced writes, the last kept one cut at a random
 //! byte (a torn write: what reached the disk of a write that was in flight), and a random
-//! prefix of the unsynced creations and removals of names. A process exit loses nothing: the
-//! kernel still holds every write.
+//! prefix of the unsynced creations and removals of names. A name is durable once its
+//! directory is synced; a directory is a name too, so a file in a directory whose own name was
+//! lost goes with it. A process exit loses nothing: the kernel still holds every write.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -69,6 +70,12 @@ enum NameChange {
 }
 
 impl NameChange {
+    fn path(&self) -> &Path {
+        match self {
+            NameChange::Link(path, _) | NameChange::Unlink(path) => path,
+        }
+    }
+
     fn apply(&self, names: &mut BTreeMap<PathBuf, u64>) {
         match self {
             NameChange::Link(path, inode) => {
@@ -81,7 +88,11 @@ impl NameChange {
     }
 }
 
-/// Every file of one disk, with names in one flat namespace (directories exist implicitly).
+/// What a directory's name stands for (directories have no contents of their own).
+const DIRECTORY: u64 = u64::MAX;
+
+/// Every file of one disk: names (of files and directories) by path. The node's top-level
+/// directories (`/data/raft-log`, `/data/queues`, ...) exist from the start.
 #[derive(Debug, Default)]
 pub struct FileTable {
     files: BTreeMap<u64, FileData>,
@@ -109,13 +120,19 @@ impl FileTable {
         self.names.get(path).copied().ok_or_else(|| not_found(path))
     }
 
-    /// Creates an empty file named `path` (replacing what the name held).
-    pub fn create(&mut self, path: &Path) -> u64 {
+    /// Creates an empty file named `path` (replacing what the name held); its directory must
+    /// exist.
+    pub fn create(&mut self, path: &Path) -> io::Result<u64> {
+        if let Some(dir) = path.parent().filter(|dir| nested(dir))
+            && self.names.get(dir) != Some(&DIRECTORY)
+        {
+            return Err(not_found(dir));
+        }
         let inode = self.next_inode;
         self.next_inode += 1;
         self.files.insert(inode, FileData::default());
         self.change_name(NameChange::Link(path.to_path_buf(), inode));
-        inode
+        Ok(inode)
     }
 
     pub fn unlink(&mut self, path: &Path) -> io::Result<()> {
@@ -129,21 +146,67 @@ impl FileTable {
         self.unsynced_names.push(change);
     }
 
-    /// The names directly in `dir`.
-    pub fn list(&self, dir: &Path) -> Vec<String> {
+    /// The names of the files (`directories` false) or directories directly in `dir`.
+    pub fn list(&self, dir: &Path, directories: bool) -> Vec<String> {
         self.names
-            .keys()
-            .filter(|path| path.parent() == Some(dir))
-            .filter_map(|path| Some(path.file_name()?.to_str()?.to_string()))
+            .iter()
+            .filter(|(path, inode)| {
+                path.parent() == Some(dir) && (**inode == DIRECTORY) == directories
+            })
+            .filter_map(|(path, _)| Some(path.file_name()?.to_str()?.to_string()))
             .collect()
     }
 
-    /// Makes every name change so far durable (names live in one namespace, so one directory's
-    /// sync stands for all: the log has one directory).
-    pub fn sync_names(&mut self) {
-        for change in self.unsynced_names.drain(..) {
+    /// Creates `dir` and the directories above it that are missing (below the top level).
+    pub fn create_dir_all(&mut self, dir: &Path) -> io::Result<()> {
+        if !nested(dir) {
+            return Ok(());
+        }
+        if let Some(parent) = dir.parent() {
+            self.create_dir_all(parent)?;
+        }
+        match self.names.get(dir) {
+            Some(&DIRECTORY) => Ok(()),
+            Some(_) => Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{}: a file, not a directory", dir.display()),
+            )),
+            None => {
+                self.change_name(NameChange::Link(dir.to_path_buf(), DIRECTORY));
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes `dir` and every name under it.
+    pub fn remove_dir_all(&mut self, dir: &Path) -> io::Result<()> {
+        let under: Vec<PathBuf> = self
+            .names
+            .keys()
+            .filter(|path| path.starts_with(dir) && path.as_path() != dir)
+            .rev()
+            .cloned()
+            .collect();
+        for path in under {
+            self.change_name(NameChange::Unlink(path));
+        }
+        if self.names.contains_key(dir) {
+            self.change_name(NameChange::Unlink(dir.to_path_buf()));
+        }
+        Ok(())
+    }
+
+    /// Makes the name changes made so far in `dir` durable (those of other directories wait
+    /// for their own sync).
+    pub fn sync_names(&mut self, dir: &Path) {
+        let (synced, waiting): (Vec<NameChange>, Vec<NameChange>) =
+            std::mem::take(&mut self.unsynced_names)
+                .into_iter()
+                .partition(|change| change.path().parent() == Some(dir));
+        for change in synced {
             change.apply(&mut self.durable_names);
         }
+        self.unsynced_names = waiting;
     }
 
     pub fn contents(&self, inode: u64) -> io::Result<&[u8]> {
@@ -206,9 +269,28 @@ impl FileTable {
         for change in pending.iter().take(keep) {
             change.apply(&mut self.durable_names);
         }
+        self.drop_orphans();
         self.names = self.durable_names.clone();
         self.collect_garbage();
         lost
+    }
+
+    /// Removes the durable names whose directory's name was lost (and what was under them).
+    fn drop_orphans(&mut self) {
+        let names = &self.durable_names;
+        let orphans: Vec<PathBuf> = names
+            .keys()
+            .filter(|path| {
+                path.ancestors()
+                    .skip(1)
+                    .filter(|dir| nested(dir))
+                    .any(|dir| names.get(dir) != Some(&DIRECTORY))
+            })
+            .cloned()
+            .collect();
+        for path in orphans {
+            self.durable_names.remove(&path);
+        }
     }
 
     /// Drops the contents no name refers to any more (called when no handle can be open: the
@@ -224,6 +306,16 @@ impl FileTable {
     }
 }
 
+/// Whether `dir` lies below the node's top-level directories (`/data/raft-log`, which exist
+/// from the start, as the data directory's layout does on a formatted volume).
+fn nested(dir: &Path) -> bool {
+    let levels = dir
+        .components()
+        .filter(|c| matches!(c, std::path::Component::Normal(_)))
+        .count();
+    levels > 2
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,8 +326,8 @@ mod tests {
         for _ in 0..50 {
             let mut table = FileTable::default();
             let path = Path::new("/log/a");
-            let inode = table.create(path);
-            table.sync_names();
+            let inode = table.create(path).expect("create");
+            table.sync_names(Path::new("/log"));
             table.write(inode, 0, b"durable").expect("write");
             table.sync(inode).expect("sync");
             table.write(inode, 7, b"-pending").expect("write");
@@ -254,7 +346,7 @@ mod tests {
         for _ in 0..50 {
             let mut table = FileTable::default();
             let path = Path::new("/log/b");
-            let inode = table.create(path);
+            let inode = table.create(path).expect("create");
             table.write(inode, 0, b"x").expect("write");
             table.collect_garbage();
             assert_eq!(table.contents(inode).expect("kept"), b"x");

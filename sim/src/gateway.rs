@@ -112,7 +112,7 @@ fn read_leased(
     deliveries: &[Delivery],
 ) -> Vec<(Delivery, Option<StoredMessage>)> {
     let replica = running.replica();
-    let topic_id = replica.state.topic(topic).map(|t| t.id);
+    let topic_id = replica.state().topic(topic).map(|t| t.id);
     deliveries
         .iter()
         .map(|d| {
@@ -166,7 +166,7 @@ fn previous_pending(running: &Running, txn_id: &str, group: &str) -> Option<Stri
     let id = TxnId::parse(txn_id)?;
     let replica = running.replica();
     replica
-        .state
+        .state()
         .transactions()
         .pending()
         .filter(|r| r.group == group && r.id < id && r.state == TxnState::Pending)
@@ -183,7 +183,8 @@ fn with_leases_below(
     mut receipts: Vec<String>,
 ) -> Vec<String> {
     let replica = running.replica();
-    let Some(g) = replica.state.group(group, topic) else {
+    let state = replica.state();
+    let Some(g) = state.group(group, topic) else {
         return receipts;
     };
     let acked: Vec<(u32, u64)> = receipts

@@ -33,6 +33,7 @@ pub mod scheduler;
 pub mod settle;
 pub mod sim_fs;
 pub mod state_machine;
+pub mod state_store;
 pub mod trace;
 pub mod types;
 pub mod watch;

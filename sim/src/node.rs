@@ -54,8 +54,11 @@ async fn start_incarnation(cluster: Arc<Cluster>, id: NodeId) -> Result<(), Stri
             format!("node {id} cut a torn log tail: segment {segment} now ends at byte {at}")
         });
     }
-    let machine = SimStateMachine::new(disk.clone());
+    let machine = SimStateMachine::open(disk.clone())
+        .map_err(|e| format!("node {id} could not open its state machine's stores: {e}"))?;
     let replica = machine.replica();
+    let loaded = replica.lock().map(|r| r.last_applied).unwrap_or_default();
+    cluster.event(|| format!("node {id} loaded its stores: applied up to {loaded:?}"));
     let network = SimNetworkFactory {
         cluster: cluster.clone(),
         from: id,

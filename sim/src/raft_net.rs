@@ -17,8 +17,8 @@ use openraft::raft::{
 use crate::cluster::Cluster;
 use crate::cluster::Raft;
 use crate::net::Fate;
-use crate::replica::Replica;
 use crate::types::{NodeId, SimConfig, Vote};
+use txmq_raft_store::snapshot::expand::expand_snapshot;
 
 type RpcErr = RPCError<SimConfig>;
 
@@ -69,6 +69,18 @@ fn down(target: NodeId) -> RpcErr {
 }
 
 impl SimConnection {
+    /// The full snapshot a manifest of the sending node stands for, its messages read from
+    /// that node's queue files now.
+    fn expand(&self, manifest: &[u8]) -> io::Result<Vec<u8>> {
+        let running = self
+            .cluster
+            .running(self.from)
+            .ok_or_else(|| io::Error::other("the sender is down"))?;
+        let replica = running.replica();
+        let queues = &replica.stores.queues;
+        expand_snapshot(io::Cursor::new(manifest), queues, Vec::new(), false)
+    }
+
     /// One request and its answer; `repeatable` requests may be delivered twice.
     async fn call<Resp, F, Fut, E>(
         &self,
@@ -109,7 +121,7 @@ impl SimConnection {
 }
 
 impl RaftNetworkV2<SimConfig> for SimConnection {
-    type SnapshotData = Replica;
+    type SnapshotData = Vec<u8>;
 
     async fn append_entries(
         &mut self,
@@ -138,19 +150,29 @@ impl RaftNetworkV2<SimConfig> for SimConnection {
     async fn full_snapshot(
         &mut self,
         vote: Vote,
-        snapshot: openraft::alias::SnapshotOf<SimConfig, Replica>,
+        mut snapshot: openraft::alias::SnapshotOf<SimConfig, Vec<u8>>,
         _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<SimConfig>, StreamingError<SimConfig>> {
         let (from, to, upto) = (self.from, self.target, snapshot.meta.last_log_id);
         self.cluster
             .event(|| format!("node {from} sends node {to} a snapshot up to {upto:?}"));
+        // As the node: the manifest is expanded with the messages it covers as it is sent.
+        snapshot.snapshot = self.expand(&snapshot.snapshot).map_err(|e| {
+            StreamingError::Network(NetworkError::new(&io::Error::other(format!(
+                "node {from} could not expand its snapshot: {e}"
+            ))))
+        })?;
         let installed = self
             .call(SNAPSHOT_WAIT, false, |raft| {
                 let snapshot = snapshot.clone();
                 async move { raft.install_full_snapshot(vote, snapshot).await }
             })
             .await;
+        if let Err(e) = &installed {
+            self.cluster
+                .event(|| format!("node {to} did not install node {from}'s snapshot: {e}"));
+        }
         installed.map_err(|e| match e {
             RPCError::Unreachable(u) => StreamingError::Unreachable(u),
             other => StreamingError::Network(NetworkError::new(&other)),

@@ -53,7 +53,7 @@ async fn tick(
         let replica = running.replica();
         let mut checks = Vec::new();
         let mut expirations = Vec::new();
-        for r in replica.state.transactions().due(now, MAX_PER_TICK) {
+        for r in replica.state().transactions().due(now, MAX_PER_TICK) {
             // Every producer group has checkers connected to every node in the simulation.
             match r.due_action(now) {
                 DueAction::Expire => expirations.push(r.id.to_string()),
@@ -96,8 +96,8 @@ async fn tick(
 fn send_check(cluster: &Arc<Cluster>, from: NodeId, running: &Running, txn: &str, attempt: u32) {
     let Some((group, key)) = ({
         let replica = running.replica();
-        replica
-            .state
+        let state = replica.state();
+        state
             .transactions()
             .get_by_name(txn)
             .and_then(|r| r.message.as_ref().map(|m| (r.group.clone(), m.key.clone())))

@@ -11,7 +11,7 @@ use crate::client::Client;
 use crate::cluster::Cluster;
 use crate::history::SendFate;
 use crate::net::CLIENT_BASE;
-use crate::replica::Replica;
+use crate::replica::{Replica, ReplicaView};
 use crate::workload::{GROUPS, Workload};
 
 /// Waits until `done` holds, checking every 100 ms, for at most `bound`.
@@ -38,7 +38,7 @@ fn acked_sends(w: &Workload) -> usize {
 
 /// Runs the settling phase; returns every running replica, in node order, once they agree on
 /// what they applied.
-pub async fn settle(w: &Arc<Workload>) -> Result<Vec<(u64, Replica)>, String> {
+pub async fn settle(w: &Arc<Workload>) -> Result<Vec<(u64, ReplicaView)>, String> {
     let cluster = &w.cluster;
     let before = acked_sends(w);
     within(Duration::from_secs(15), "a send is acknowledged", || {
@@ -55,7 +55,7 @@ pub async fn settle(w: &Arc<Workload>) -> Result<Vec<(u64, Replica)>, String> {
         "every transaction is decided",
         || {
             cluster
-                .leader_state(|r| r.state.transactions().pending_count() == 0)
+                .leader_state(|r| r.state().transactions().pending_count() == 0)
                 .unwrap_or(false)
         },
     )
@@ -71,11 +71,12 @@ pub async fn settle(w: &Arc<Workload>) -> Result<Vec<(u64, Replica)>, String> {
 
 /// Every group has acknowledged every message of its topic and holds no lease.
 fn drained(r: &Replica) -> bool {
+    let state = r.state();
     GROUPS.iter().all(|(group, topic)| {
-        let Some(t) = r.state.topic(topic) else {
+        let Some(t) = state.topic(topic) else {
             return false;
         };
-        match r.state.group(group, topic) {
+        match state.group(group, topic) {
             Some(g) => g
                 .queues
                 .iter()
@@ -86,26 +87,33 @@ fn drained(r: &Replica) -> bool {
     })
 }
 
-async fn converge(cluster: &Arc<Cluster>) -> Result<Vec<(u64, Replica)>, String> {
+async fn converge(cluster: &Arc<Cluster>) -> Result<Vec<(u64, ReplicaView)>, String> {
     // A blank write makes every replica's commit index move past the last entry.
     let mut client = Client::new(CLIENT_BASE, cluster.clone(), cluster.rng().fork());
     let _ = client.call(Operation::Batch(Vec::new())).await;
-    let mut replicas = Vec::new();
     within(
         Duration::from_secs(10),
         "every voter applies the same log",
         || {
             let voters = cluster.voters();
-            replicas = voters
+            let applied: Vec<_> = voters
                 .iter()
-                .filter_map(|id| cluster.running(*id).map(|r| (*id, r.replica().clone())))
+                .filter_map(|id| cluster.running(*id).map(|r| r.replica().last_applied))
                 .collect();
             let target = cluster.leader_state(|r| r.last_applied).flatten();
-            replicas.len() == voters.len()
+            applied.len() == voters.len()
                 && target.is_some()
-                && replicas.iter().all(|(_, r)| r.last_applied == target)
+                && applied.iter().all(|a| *a == target)
         },
     )
     .await?;
+    let mut replicas = Vec::new();
+    for id in cluster.voters() {
+        let Some(running) = cluster.running(id) else {
+            return Err(format!("node {id} stopped after the voters agreed"));
+        };
+        let view = running.replica().view();
+        replicas.push((id, view.map_err(|e| format!("node {id}'s stores: {e}"))?));
+    }
     Ok(replicas)
 }

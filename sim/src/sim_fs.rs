@@ -1,5 +1,6 @@
-//! The file-system seam of the real Raft log (`txmq_raft_store::files::file_system`) on a
-//! simulated disk: one incarnation's handle to the disk's [`crate::file_table::FileTable`].
+//! The file-system seam of the real stores (`txmq_raft_store::files::file_system`: the Raft
+//! log's segments, the queue files, the transaction journal) on a simulated disk: one
+//! incarnation's handle to the disk's [`crate::file_table::FileTable`].
 //!
 //! Every call checks the incarnation: once the node has crashed, its handles fail (a dead
 //! process writes nothing). Writes and size changes may fail with an injected EIO or ENOSPC.
@@ -91,13 +92,25 @@ impl StoredFile for SimFile {
 impl FileSystem for SimFs {
     type File = SimFile;
 
-    fn create_dir_all(&self, _dir: &Path) -> io::Result<()> {
-        Ok(())
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.disk.files(self.epoch, true, |t| t.create_dir_all(dir))
     }
 
     fn list(&self, dir: &Path, suffix: &str) -> io::Result<Vec<u64>> {
-        let names = self.disk.files(self.epoch, false, |t| Ok(t.list(dir)))?;
+        let names = self
+            .disk
+            .files(self.epoch, false, |t| Ok(t.list(dir, false)))?;
         Ok(numbered_files::firsts(names, suffix))
+    }
+
+    fn list_dirs(&self, dir: &Path) -> io::Result<Vec<String>> {
+        self.disk
+            .files(self.epoch, false, |t| Ok(t.list(dir, true)))
+    }
+
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.disk
+            .files(self.epoch, false, |t| t.remove_dir_all(dir))
     }
 
     fn open(&self, path: &Path) -> io::Result<SimFile> {
@@ -106,7 +119,7 @@ impl FileSystem for SimFs {
     }
 
     fn create(&self, path: &Path) -> io::Result<SimFile> {
-        let inode = self.disk.files(self.epoch, true, |t| Ok(t.create(path)))?;
+        let inode = self.disk.files(self.epoch, true, |t| t.create(path))?;
         Ok(self.file(inode))
     }
 
@@ -121,9 +134,9 @@ impl FileSystem for SimFs {
         self.disk.files(self.epoch, false, |t| t.unlink(path))
     }
 
-    fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         self.disk.files(self.epoch, false, |t| {
-            t.sync_names();
+            t.sync_names(dir);
             Ok(())
         })
     }

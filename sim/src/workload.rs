@@ -89,7 +89,7 @@ impl Workload {
             loop {
                 let created = self
                     .cluster
-                    .leader_state(|r| r.state.topic(name).is_some())
+                    .leader_state(|r| r.state().topic(name).is_some())
                     .unwrap_or(false);
                 if created {
                     break;

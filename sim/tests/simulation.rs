@@ -35,13 +35,17 @@ fn the_same_seed_replays_the_same_run() {
 /// stands for its fault schedule under the workload of its day: when the workload or the
 /// faults change, re-find seeds that fail with the fix reverted and list them here.)
 const REGRESSIONS: &[(u64, usize, &str)] = &[
-    (29, 3, LEADER_RESTORE),
-    (187, 3, LEADER_RESTORE),
-    (639, 3, COMMITTED_PAST_LOG),
-    (658, 3, COMMITTED_PAST_LOG),
+    (266, 3, LEADER_RESTORE),
+    (285, 3, LEADER_RESTORE),
+    (655, 3, COMMITTED_PAST_LOG),
+    (685, 3, COMMITTED_PAST_LOG),
+    (10, 3, INSTALL_CUT_SHORT),
+    (30, 3, INSTALL_CUT_SHORT),
+    (238, 3, FILES_BEFORE_ROWS),
+    (126, 5, FILES_BEFORE_ROWS),
     // A third finding — a segment file ending inside its last frame's header was taken for
-    // damage — was seed 1000002 on 5 nodes before followers served receives; no seed of
-    // today's schedule reproduces it (5,500 tried), so its regression test is
+    // damage — was seed 1000002 on 5 nodes before followers served receives; no seed of a
+    // later schedule reproduced it, so its regression test is
     // `raft-store/tests/log_files.rs::a_file_ending_inside_the_last_header_is_a_torn_tail`.
 ];
 
@@ -56,6 +60,16 @@ const LEADER_RESTORE: &str = "a leader that lost unsynced entries in a power los
 const COMMITTED_PAST_LOG: &str = "a power loss kept a follower's saved committed index but not \
      the unsynced log entries it pointed at: the node could never start again (openraft read \
      entries that were gone)";
+
+/// Found once the real state stores ran on the simulated disk; fixed in
+/// `txmq_raft_store::machine::snapshot_install` (`keep_as_current`).
+const INSTALL_CUT_SHORT: &str = "a snapshot install cut short (a failed write, a crash) left \
+     the stores emptied and only the node's older manifest, whose messages it had deleted: \
+     the node could never start again";
+
+/// Found with the previous one; fixed in `txmq_raft_store::machine::restore_rows`.
+const FILES_BEFORE_ROWS: &str = "a snapshot install deleted the queue files before the rows \
+     that named them: a crash in between left rows naming messages that were gone";
 
 #[test]
 fn seeds_that_found_real_bugs_pass() {

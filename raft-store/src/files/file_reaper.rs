@@ -8,25 +8,35 @@
 //! used again right after: [`crate::files::queue_files::QueueFiles::clear`]), and the handles are
 //! given to a thread that frees them [`PAUSE`] apart, big ones a chunk at a time.
 
-use std::fs::File;
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
-use crate::files::gradual_delete::{PAUSE, free_gradually};
+use crate::files::file_system::StoredFile;
+use crate::files::gradual_delete::PAUSE;
 
 /// Handles waiting to be freed at most; past it a file is freed at once by its caller.
 const MAX_WAITING: usize = 1024;
 
 /// Frees the files given to it in the background (a thread started on first use, which ends
 /// when the reaper is dropped and its queue is empty).
-#[derive(Default)]
-pub struct FileReaper {
-    queue: Mutex<Option<SyncSender<Arc<File>>>>,
+pub struct FileReaper<T: StoredFile> {
+    queue: Mutex<Option<SyncSender<Arc<T>>>>,
 }
 
-impl FileReaper {
+impl<T: StoredFile> Default for FileReaper<T> {
+    fn default() -> Self {
+        FileReaper {
+            queue: Mutex::new(None),
+        }
+    }
+}
+
+impl<T: StoredFile> FileReaper<T> {
     /// Takes the handle of a file whose name was removed: its blocks are freed later.
-    pub fn free(&self, file: Arc<File>) {
+    pub fn free(&self, file: Arc<T>) {
+        if !T::FREED_GRADUALLY {
+            return; // Dropping the handle frees the file.
+        }
         let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         if queue.is_none() {
             *queue = start_thread();
@@ -45,13 +55,13 @@ impl FileReaper {
 }
 
 /// Starts the freeing thread; `None` (files then freed at once) if no thread can be started.
-fn start_thread() -> Option<SyncSender<Arc<File>>> {
-    let (sender, files) = mpsc::sync_channel::<Arc<File>>(MAX_WAITING);
+fn start_thread<T: StoredFile>() -> Option<SyncSender<Arc<T>>> {
+    let (sender, files) = mpsc::sync_channel::<Arc<T>>(MAX_WAITING);
     let started = std::thread::Builder::new()
         .name("txmq-free-files".into())
         .spawn(move || {
             for file in files {
-                if let Err(e) = free_gradually(&file) {
+                if let Err(e) = T::free_gradually(&file) {
                     tracing::warn!("freeing a deleted file gradually failed: {e}");
                 }
                 drop(file);
@@ -70,6 +80,7 @@ fn start_thread() -> Option<SyncSender<Arc<File>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
     use std::time::{Duration, Instant};
 
     #[test]

@@ -1,9 +1,10 @@
-//! The file operations the Raft log's segment files make, as a trait: production runs them on
-//! the operating system ([`OsFs`]); the deterministic simulator (`sim/`) runs the same log code
-//! on a simulated disk that loses unsynced writes and tears the last one on a power loss.
+//! The file operations the Raft log's segment files, the queue files and the transaction
+//! journal make, as a trait: production runs them on the operating system ([`OsFs`]); the
+//! deterministic simulator (`sim/`) runs the same code on a simulated disk that loses unsynced
+//! writes and tears the last one on a power loss.
 //!
-//! The log is generic over it and monomorphised: the operating system's version is the plain
-//! `std::fs` call it stood for, with nothing between.
+//! The stores are generic over it and monomorphised: the operating system's version is the
+//! plain `std::fs` call it stood for, with nothing between.
 
 use std::fs::File;
 use std::io;
@@ -24,6 +25,16 @@ pub trait StoredFile: Send + Sync + 'static {
     fn sync_all(&self) -> io::Result<()>;
     /// The file's size in bytes.
     fn file_len(&self) -> io::Result<u64>;
+    /// Whether a deleted file's blocks are worth freeing gradually on a thread of their own
+    /// (see [`crate::files::file_reaper`]); if not, dropping the handle frees them.
+    const FREED_GRADUALLY: bool = false;
+    /// Frees the blocks of this deleted file a chunk at a time (see [`gradual_delete`]).
+    fn free_gradually(_file: &Arc<Self>) -> io::Result<()>
+    where
+        Self: Sized,
+    {
+        Ok(())
+    }
 }
 
 /// The directory operations, and how a file is opened, created, read whole and deleted.
@@ -34,6 +45,11 @@ pub trait FileSystem: Clone + Send + Sync + 'static {
     /// First numbers of the files in `dir` named `<20 digits><suffix>`, smallest first (see
     /// `numbered_files::firsts`).
     fn list(&self, dir: &Path, suffix: &str) -> io::Result<Vec<u64>>;
+    /// Names of the directories directly in `dir`.
+    fn list_dirs(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Removes a directory and everything in it (durable after [`FileSystem::sync_dir`] of its
+    /// parent).
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// Opens an existing file for reading and writing.
     fn open(&self, path: &Path) -> io::Result<Self::File>;
     /// Creates (or empties) a file; its name is durable only after [`FileSystem::sync_dir`].
@@ -75,6 +91,12 @@ impl StoredFile for File {
     fn file_len(&self) -> io::Result<u64> {
         Ok(self.metadata()?.len())
     }
+
+    const FREED_GRADUALLY: bool = true;
+
+    fn free_gradually(file: &Arc<Self>) -> io::Result<()> {
+        gradual_delete::free_gradually(file)
+    }
 }
 
 impl FileSystem for OsFs {
@@ -86,6 +108,23 @@ impl FileSystem for OsFs {
 
     fn list(&self, dir: &Path, suffix: &str) -> io::Result<Vec<u64>> {
         numbered_files::list(dir, suffix)
+    }
+
+    fn list_dirs(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for item in std::fs::read_dir(dir)? {
+            let item = item?;
+            if item.file_type()?.is_dir()
+                && let Ok(name) = item.file_name().into_string()
+            {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::remove_dir_all(dir)
     }
 
     fn open(&self, path: &Path) -> io::Result<File> {

@@ -16,13 +16,12 @@
 //! to the offsets the checkpoint names and the Raft log re-applies the rest.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use crate::files::file_reaper::FileReaper;
+use crate::files::file_system::{FileSystem, OsFs, StoredFile};
 use crate::files::{frame, numbered_files};
 
 /// A queue starts a new file once its newest one reaches this size.
@@ -50,8 +49,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// One file of a queue.
-struct QueueFile {
-    file: Arc<File>,
+struct QueueFile<T> {
+    file: Arc<T>,
     len: u64,
     /// `(offset, byte position)` of the file's first message and every `INDEX_EVERY`-th offset;
     /// `None` until first needed for a file found on disk at startup.
@@ -60,32 +59,43 @@ struct QueueFile {
 
 /// The files of one queue, by first offset. Invariant: the files hold the consecutive offsets
 /// from the first file's name up to `next`; only the last file is appended to.
-struct QueueLog {
+struct QueueLog<F: FileSystem> {
+    fs: F,
     dir: PathBuf,
-    files: BTreeMap<u64, QueueFile>,
+    files: BTreeMap<u64, QueueFile<F::File>>,
     next: u64,
 }
 
-/// All queues' files of a node.
-pub struct QueueFiles {
+/// All queues' files of a node, on the file system `F` (the operating system's, or the
+/// simulator's).
+pub struct QueueFiles<F: FileSystem = OsFs> {
+    fs: F,
     dir: PathBuf,
-    queues: RwLock<HashMap<QueueId, Arc<Mutex<QueueLog>>>>,
+    queues: RwLock<HashMap<QueueId, Arc<Mutex<QueueLog<F>>>>>,
     /// Files and directories changed since the last [`QueueFiles::sync`].
-    unsynced: Mutex<Unsynced>,
+    unsynced: Mutex<Unsynced<F::File>>,
     file_bytes: u64,
     /// Frees the files retention and compaction delete, one at a time.
-    reaper: FileReaper,
+    reaper: FileReaper<F::File>,
 }
 
-#[derive(Default)]
-struct Unsynced {
-    files: Vec<Arc<File>>,
+struct Unsynced<T> {
+    files: Vec<Arc<T>>,
     dirs: Vec<PathBuf>,
 }
 
+impl<T> Default for Unsynced<T> {
+    fn default() -> Self {
+        Unsynced {
+            files: Vec::new(),
+            dirs: Vec::new(),
+        }
+    }
+}
+
 /// What a read located while holding the queue's lock: read without it.
-struct ReadPlan {
-    file: Arc<File>,
+struct ReadPlan<T> {
+    file: Arc<T>,
     first_offset: u64,
     position: u64,
     len: u64,
@@ -95,17 +105,24 @@ impl QueueFiles {
     /// Opens the queue files under `dir` (created if missing). Call [`Self::reconcile`] before
     /// use after a restart.
     pub fn open(dir: &Path, file_bytes: u64) -> io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
+        Self::open_in(OsFs, dir, file_bytes)
+    }
+}
+
+impl<F: FileSystem> QueueFiles<F> {
+    /// [`QueueFiles::open`] on the file system `fs`.
+    pub fn open_in(fs: F, dir: &Path, file_bytes: u64) -> io::Result<Self> {
+        fs.create_dir_all(dir)?;
         let mut queues = HashMap::new();
-        for item in std::fs::read_dir(dir)? {
-            let item = item?;
-            let name = item.file_name();
-            let Some(id) = name.to_str().and_then(parse_queue_dir) else {
+        for name in fs.list_dirs(dir)? {
+            let Some(id) = parse_queue_dir(&name) else {
                 continue;
             };
-            queues.insert(id, Arc::new(Mutex::new(QueueLog::open(item.path())?)));
+            let log = QueueLog::open(fs.clone(), dir.join(&name))?;
+            queues.insert(id, Arc::new(Mutex::new(log)));
         }
         Ok(Self {
+            fs,
             dir: dir.to_path_buf(),
             queues: RwLock::new(queues),
             unsynced: Mutex::default(),
@@ -114,7 +131,7 @@ impl QueueFiles {
         })
     }
 
-    fn queue(&self, id: QueueId) -> Option<Arc<Mutex<QueueLog>>> {
+    fn queue(&self, id: QueueId) -> Option<Arc<Mutex<QueueLog<F>>>> {
         self.queues
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -122,7 +139,7 @@ impl QueueFiles {
             .cloned()
     }
 
-    fn queue_or_create(&self, id: QueueId) -> io::Result<Arc<Mutex<QueueLog>>> {
+    fn queue_or_create(&self, id: QueueId) -> io::Result<Arc<Mutex<QueueLog<F>>>> {
         if let Some(q) = self.queue(id) {
             return Ok(q);
         }
@@ -131,9 +148,10 @@ impl QueueFiles {
             return Ok(q.clone());
         }
         let dir = self.dir.join(format!("{}-{}", id.0, id.1));
-        std::fs::create_dir_all(&dir)?;
+        self.fs.create_dir_all(&dir)?;
         lock(&self.unsynced).dirs.push(self.dir.clone());
         let q = Arc::new(Mutex::new(QueueLog {
+            fs: self.fs.clone(),
             dir,
             files: BTreeMap::new(),
             next: 0,
@@ -164,7 +182,9 @@ impl QueueFiles {
             .last_key_value()
             .is_none_or(|(_, s)| s.len >= self.file_bytes);
         if needs_new_file {
-            let file = numbered_files::create(&numbered_files::path(&q.dir, first, SUFFIX))?;
+            let file = self
+                .fs
+                .create(&numbered_files::path(&q.dir, first, SUFFIX))?;
             q.files.insert(
                 first,
                 QueueFile {
@@ -220,7 +240,7 @@ impl QueueFiles {
         for plan in plans {
             let mut offset = plan.first_offset;
             let mut stop = false;
-            scan(&plan.file, plan.position, plan.len, |_, payload| {
+            scan(&*plan.file, plan.position, plan.len, |_, payload| {
                 let this = offset;
                 offset += 1;
                 if this < from {
@@ -255,7 +275,7 @@ impl QueueFiles {
         dirs.sort();
         dirs.dedup();
         for dir in dirs {
-            numbered_files::sync_dir(&dir)?;
+            self.fs.sync_dir(&dir)?;
         }
         for file in pending.files {
             file.sync_data()?;
@@ -276,7 +296,7 @@ impl QueueFiles {
             .collect();
         for id in unknown {
             if let Some(q) = queues.remove(&id) {
-                std::fs::remove_dir_all(&lock(&q).dir)?;
+                self.fs.remove_dir_all(&lock(&q).dir)?;
             }
         }
         for (&(topic, queue), &(low, next)) in expected {
@@ -294,7 +314,7 @@ impl QueueFiles {
                 None => {}
             }
         }
-        numbered_files::sync_dir(&self.dir)?;
+        self.fs.sync_dir(&self.dir)?;
         Ok(())
     }
 
@@ -305,8 +325,8 @@ impl QueueFiles {
             queues.remove(&(topic, queue))
         };
         if let Some(q) = removed {
-            std::fs::remove_dir_all(&lock(&q).dir)?;
-            numbered_files::sync_dir(&self.dir)?;
+            self.fs.remove_dir_all(&lock(&q).dir)?;
+            self.fs.sync_dir(&self.dir)?;
         }
         Ok(())
     }
@@ -315,10 +335,10 @@ impl QueueFiles {
     pub fn clear(&self) -> io::Result<()> {
         let mut queues = self.queues.write().unwrap_or_else(|p| p.into_inner());
         for (_, q) in queues.drain() {
-            std::fs::remove_dir_all(&lock(&q).dir)?;
+            self.fs.remove_dir_all(&lock(&q).dir)?;
         }
         *lock(&self.unsynced) = Unsynced::default();
-        numbered_files::sync_dir(&self.dir)?;
+        self.fs.sync_dir(&self.dir)?;
         Ok(())
     }
 
@@ -332,13 +352,13 @@ impl QueueFiles {
     }
 }
 
-impl QueueLog {
+impl<F: FileSystem> QueueLog<F> {
     /// Lists a queue directory's files; their contents are read when first needed.
-    fn open(dir: PathBuf) -> io::Result<Self> {
+    fn open(fs: F, dir: PathBuf) -> io::Result<Self> {
         let mut files = BTreeMap::new();
-        for first in numbered_files::list(&dir, SUFFIX)? {
-            let file = numbered_files::open(&numbered_files::path(&dir, first, SUFFIX))?;
-            let len = file.metadata()?.len();
+        for first in fs.list(&dir, SUFFIX)? {
+            let file = fs.open(&numbered_files::path(&dir, first, SUFFIX))?;
+            let len = file.file_len()?;
             files.insert(
                 first,
                 QueueFile {
@@ -349,6 +369,7 @@ impl QueueLog {
             );
         }
         Ok(Self {
+            fs,
             dir,
             files,
             next: 0,
@@ -363,7 +384,7 @@ impl QueueLog {
         if file.index.is_some() {
             return Ok(());
         }
-        let (index, _, end) = index_file(&file.file, file.len, first, u64::MAX)?;
+        let (index, _, end) = index_file(&*file.file, file.len, first, u64::MAX)?;
         if end != file.len {
             return Err(corrupt(format!(
                 "{}: damaged frame at byte {end}",
@@ -375,7 +396,7 @@ impl QueueLog {
     }
 
     /// The files (and where in the first) to read for offsets `[from, end)`.
-    fn plan_read(&mut self, from: u64, end: u64) -> io::Result<Vec<ReadPlan>> {
+    fn plan_read(&mut self, from: u64, end: u64) -> io::Result<Vec<ReadPlan<F::File>>> {
         if from >= end || from >= self.next {
             return Ok(Vec::new());
         }
@@ -410,11 +431,12 @@ impl QueueLog {
 
     /// Removes the names of the files holding only offsets below `below` now, and leaves
     /// freeing their blocks to `reaper` (see [`crate::files::file_reaper`]).
-    fn delete_below(&mut self, below: u64, reaper: &FileReaper) -> io::Result<()> {
+    fn delete_below(&mut self, below: u64, reaper: &FileReaper<F::File>) -> io::Result<()> {
         let firsts: Vec<u64> = self.files.keys().copied().collect();
         for pair in firsts.windows(2) {
             if pair[1] <= below {
-                std::fs::remove_file(numbered_files::path(&self.dir, pair[0], SUFFIX))?;
+                self.fs
+                    .remove_file(&numbered_files::path(&self.dir, pair[0], SUFFIX))?;
                 if let Some(file) = self.files.remove(&pair[0]) {
                     reaper.free(file.file);
                 }
@@ -424,12 +446,13 @@ impl QueueLog {
     }
 
     /// See [`QueueFiles::reconcile`].
-    fn cut_to(&mut self, low: u64, next: u64, reaper: &FileReaper) -> io::Result<()> {
+    fn cut_to(&mut self, low: u64, next: u64, reaper: &FileReaper<F::File>) -> io::Result<()> {
         // Files starting at or after `next` hold only offsets the state has not applied yet.
         let beyond: Vec<u64> = self.files.range(next..).map(|(f, _)| *f).collect();
         for first in beyond {
             self.files.remove(&first);
-            std::fs::remove_file(numbered_files::path(&self.dir, first, SUFFIX))?;
+            self.fs
+                .remove_file(&numbered_files::path(&self.dir, first, SUFFIX))?;
         }
         let first_held = self.files.keys().next().copied();
         let end = match self.files.iter_mut().next_back() {
@@ -459,15 +482,19 @@ impl QueueLog {
         }
         self.next = next;
         self.delete_below(low, reaper)?;
-        numbered_files::sync_dir(&self.dir)?;
+        self.fs.sync_dir(&self.dir)?;
         Ok(())
     }
 }
 
 /// Cuts the newest file of a queue (first offset `first`) after offset `next - 1` (or after its
 /// last whole frame), rebuilding its index. Returns the offset after its last message.
-fn cut_queue_file(file: &mut QueueFile, first: u64, next: u64) -> io::Result<u64> {
-    let (index, offset, valid_end) = index_file(&file.file, file.len, first, next)?;
+fn cut_queue_file<T: StoredFile>(
+    file: &mut QueueFile<T>,
+    first: u64,
+    next: u64,
+) -> io::Result<u64> {
+    let (index, offset, valid_end) = index_file(&*file.file, file.len, first, next)?;
     if valid_end != file.len {
         file.file.set_len(valid_end)?;
         file.file.sync_all()?;
@@ -481,7 +508,7 @@ fn cut_queue_file(file: &mut QueueFile, first: u64, next: u64) -> io::Result<u64
 /// its first torn or damaged frame. Returns its position index, the offset after the last
 /// message read and the byte after it.
 fn index_file(
-    file: &File,
+    file: &impl StoredFile,
     len: u64,
     first: u64,
     stop: u64,
@@ -505,7 +532,7 @@ fn index_file(
 /// for each until it returns false. Returns the position after the last frame read whole: `len`
 /// unless it stopped early or met a torn or damaged frame.
 fn scan(
-    file: &File,
+    file: &impl StoredFile,
     mut position: u64,
     len: u64,
     mut f: impl FnMut(u64, &[u8]) -> io::Result<bool>,

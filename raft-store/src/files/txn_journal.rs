@@ -39,6 +39,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
+use crate::files::file_system::{FileSystem, OsFs};
 use crate::files::queue_files::QueueFiles;
 use txmq_state::codec;
 use txmq_state::{Transactions, TxnId, TxnRecord, TxnState};
@@ -187,8 +188,8 @@ impl JournalWrite {
     }
 }
 
-pub struct TxnJournal {
-    files: QueueFiles,
+pub struct TxnJournal<F: FileSystem = OsFs> {
+    files: QueueFiles<F>,
     limits: JournalLimits,
     inner: Mutex<Inner>,
 }
@@ -201,8 +202,15 @@ impl TxnJournal {
 
     /// [`Self::open`] with other limits (tests use small ones).
     pub fn open_with(dir: &Path, limits: JournalLimits) -> io::Result<Self> {
+        Self::open_in(OsFs, dir, limits)
+    }
+}
+
+impl<F: FileSystem> TxnJournal<F> {
+    /// [`TxnJournal::open_with`] on the file system `fs`.
+    pub fn open_in(fs: F, dir: &Path, limits: JournalLimits) -> io::Result<Self> {
         Ok(Self {
-            files: QueueFiles::open(dir, limits.file_bytes)?,
+            files: QueueFiles::open_in(fs, dir, limits.file_bytes)?,
             limits,
             inner: Mutex::new(Inner::empty(JournalRange::default())),
         })

@@ -32,10 +32,12 @@ use rustc_hash::FxHashSet;
 use txmq_state::codec;
 use txmq_state::{BrokerState, Change, Changes, TxnId};
 
+use crate::files::file_system::FileSystem;
 use crate::files::queue_files::QueueFiles;
 use crate::files::txn_journal::TxnJournal;
 use crate::rows::applied_state::AppliedState;
 use crate::rows::keys;
+use crate::rows::row_store::{RowBatch, RowStore};
 use crate::rows::state_rows::{changed_row_key, row_value};
 
 /// How long applied rows may wait in memory before a checkpoint writes them.
@@ -75,14 +77,15 @@ impl Checkpointer {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records one applied entry: its messages go to the queue files now, its other changes
-    /// and `applied` join the pending checkpoint together (a checkpoint never holds part of an
-    /// entry).
-    pub fn record(
+    /// Records one applied entry, applied at `now`: its messages go to the queue files now, its
+    /// other changes and `applied` join the pending checkpoint together (a checkpoint never
+    /// holds part of an entry).
+    pub fn record<F: FileSystem>(
         &self,
-        queues: &QueueFiles,
+        queues: &QueueFiles<F>,
         changes: Changes,
         applied: AppliedState,
+        now: Instant,
     ) -> io::Result<()> {
         let mut rest = Vec::new();
         for change in changes.into_list() {
@@ -97,7 +100,7 @@ impl Checkpointer {
             }
         }
         let mut p = self.pending();
-        p.since.get_or_insert_with(Instant::now);
+        p.since.get_or_insert(now);
         for change in rest {
             match change {
                 Change::Txn(id) => {
@@ -120,13 +123,14 @@ impl Checkpointer {
         Ok(())
     }
 
-    /// Whether a checkpoint is due (by age or size, or a deleted topic whose files should go
-    /// now rather than at the next write).
-    pub fn due(&self) -> bool {
+    /// Whether a checkpoint is due at `now` (by age or size, or a deleted topic whose files
+    /// should go now rather than at the next write).
+    pub fn due(&self, now: Instant) -> bool {
         let p = self.pending();
         p.rows.len() + p.txns.len() >= MAX_PENDING_ROWS
             || !p.deleted_topics.is_empty()
-            || p.since.is_some_and(|s| s.elapsed() >= CHECKPOINT_INTERVAL)
+            || p.since
+                .is_some_and(|s| now.saturating_duration_since(s) >= CHECKPOINT_INTERVAL)
     }
 
     /// Claims the right to run a background checkpoint: false while one is still running.
@@ -167,9 +171,9 @@ impl Checkpointer {
 
     /// Writes a checkpoint (see the module comment). Blocking: call it off the async workers.
     /// Concurrent calls run one after the other.
-    pub fn checkpoint(
+    pub fn checkpoint<F: FileSystem, R: RowStore>(
         &self,
-        stores: CheckpointTargets<'_>,
+        stores: CheckpointTargets<'_, F, R>,
         state: &RwLock<BrokerState>,
     ) -> io::Result<()> {
         let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
@@ -181,15 +185,15 @@ impl Checkpointer {
         result
     }
 
-    fn write_checkpoint(
+    fn write_checkpoint<F: FileSystem, R: RowStore>(
         &self,
-        stores: CheckpointTargets<'_>,
+        stores: CheckpointTargets<'_, F, R>,
         state: &RwLock<BrokerState>,
     ) -> io::Result<()> {
         let CheckpointTargets {
             queues,
             journal,
-            tree,
+            rows,
         } = stores;
         let started = Instant::now();
         let (pending, mut batch, journal_plan) = {
@@ -199,7 +203,7 @@ impl Checkpointer {
             // lock is released: the apply waits for this block.
             let state = state.read().unwrap_or_else(|p| p.into_inner());
             let pending = std::mem::take(&mut *self.pending());
-            let batch = sled_batch(&pending, &state)?;
+            let batch = row_batch(&pending, &state)?;
             let journal_plan = journal.prepare(&pending.txns, state.transactions());
             (pending, batch, journal_plan)
         };
@@ -212,11 +216,11 @@ impl Checkpointer {
         journal.sync()?;
         batch.insert(keys::JOURNAL_KEY, codec::encode(&range)?);
         batch.insert(keys::APPLIED_KEY, codec::encode(&applied)?);
-        tree.apply_batch(batch).map_err(io::Error::other)?;
+        rows.apply(batch)?;
         let compacted = journal_write.compacts();
         if !pending.trims.is_empty() || !pending.deleted_topics.is_empty() || compacted {
             // Files go only once sled durably names the offsets that replace them.
-            tree.flush().map_err(io::Error::other)?;
+            rows.flush()?;
             for (topic, queue, below) in pending.trims {
                 queues.trim_below(topic, queue, below)?;
             }
@@ -237,16 +241,23 @@ impl Checkpointer {
 }
 
 /// Where a checkpoint writes: message bodies, transaction records, rows.
-#[derive(Clone, Copy)]
-pub struct CheckpointTargets<'a> {
-    pub queues: &'a QueueFiles,
-    pub journal: &'a TxnJournal,
-    pub tree: &'a sled::Tree,
+pub struct CheckpointTargets<'a, F: FileSystem, R: RowStore> {
+    pub queues: &'a QueueFiles<F>,
+    pub journal: &'a TxnJournal<F>,
+    pub rows: &'a R,
 }
 
-/// The sled batch of a checkpoint's changed rows, encoded from `state`.
-fn sled_batch(pending: &Pending, state: &BrokerState) -> io::Result<sled::Batch> {
-    let mut batch = sled::Batch::default();
+impl<F: FileSystem, R: RowStore> Clone for CheckpointTargets<'_, F, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<F: FileSystem, R: RowStore> Copy for CheckpointTargets<'_, F, R> {}
+
+/// The row batch of a checkpoint's changed rows, encoded from `state`.
+fn row_batch(pending: &Pending, state: &BrokerState) -> io::Result<RowBatch> {
+    let mut batch = RowBatch::default();
     for key in &pending.rows {
         match row_value(state, key)? {
             Some(v) => batch.insert(key.as_slice(), v),

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use txmq_state::BrokerState;
 
 use super::checkpoint::{CheckpointTargets, Checkpointer};
+use crate::files::file_system::OsFs;
 use crate::files::queue_files::QueueFiles;
 use crate::files::txn_journal::TxnJournal;
 use crate::rows::applied_state::AppliedState;
@@ -44,11 +45,11 @@ impl Replica {
         self.checkpointer.checkpoint(self.stores(), &self.state)
     }
 
-    pub(crate) fn stores(&self) -> CheckpointTargets<'_> {
+    pub(crate) fn stores(&self) -> CheckpointTargets<'_, OsFs, sled::Tree> {
         CheckpointTargets {
             queues: &self.queues,
             journal: &self.journal,
-            tree: &self.tree,
+            rows: &self.tree,
         }
     }
 

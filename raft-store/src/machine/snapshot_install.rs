@@ -6,11 +6,13 @@ use txmq_state::codec;
 use txmq_state::{BrokerState, TxnRecord};
 
 use super::checkpoint::CheckpointTargets;
-use super::load::{io_err, load};
+use super::load::load;
 use super::replica::Replica;
+use crate::files::file_system::{FileSystem, OsFs};
 use crate::rows::applied_state::AppliedState;
 use crate::rows::keys;
 use crate::rows::message_rows;
+use crate::rows::row_store::{RowBatch, RowStore};
 use crate::rows::state_rows::metadata_rows;
 use crate::rows::txn_row::decode_txn_row;
 use crate::snapshot::expand::expand_snapshot;
@@ -35,7 +37,7 @@ pub(crate) fn install_exclusive(
 
 /// Replaces the stored state with the snapshot's, then keeps the file as the current snapshot.
 fn install_blocking(
-    stores: CheckpointTargets<'_>,
+    stores: CheckpointTargets<'_, OsFs, sled::Tree>,
     dir: &std::path::Path,
     meta: &SnapshotMeta,
     mut file: std::fs::File,
@@ -44,10 +46,10 @@ fn install_blocking(
     let CheckpointTargets {
         queues,
         journal,
-        tree,
+        rows: tree,
     } = stores;
     file.seek(io::SeekFrom::Start(0))?;
-    let (header, mut rows) = SnapshotReader::open(file.try_clone()?)?;
+    let (header, rows) = SnapshotReader::open(file.try_clone()?)?;
     if header.meta.last_log_id != meta.last_log_id {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -62,6 +64,9 @@ fn install_blocking(
         full.seek(io::SeekFrom::Start(0))?;
         return install_blocking(stores, dir, meta, full);
     }
+    drop(rows);
+    keep_as_current(dir, &mut file)?;
+    let (header, mut rows) = SnapshotReader::open(file)?;
     restore_rows(stores, &mut rows, &header)?;
     // The in-memory state is rebuilt from what was just written, exactly as after a restart.
     let (state, applied) = load(tree, journal)?;
@@ -84,23 +89,46 @@ fn install_blocking(
     Ok((state, applied))
 }
 
+/// Makes the full snapshot being installed this node's current snapshot, durably, before the
+/// stores are touched: if the install stops half way (a crash, a failed write), the node
+/// restarts with empty rows (nothing applied) and this snapshot, which openraft then installs
+/// again. Without it the node would hold only its older manifest, whose messages the half
+/// install had deleted, and could not start.
+fn keep_as_current(dir: &std::path::Path, file: &mut std::fs::File) -> io::Result<()> {
+    use std::io::Seek;
+    let tmp = dir.join("installing.snap.tmp");
+    let mut copy = std::fs::File::create(&tmp)?;
+    file.seek(io::SeekFrom::Start(0))?;
+    io::copy(file, &mut copy)?;
+    copy.sync_all()?;
+    std::fs::rename(&tmp, dir.join(crate::snapshot::format::CURRENT_SNAPSHOT))?;
+    crate::files::numbered_files::sync_dir(dir)?;
+    file.seek(io::SeekFrom::Start(0))?;
+    Ok(())
+}
+
 /// Replaces the stores' contents with the snapshot's rows: message rows go to the queue files,
 /// transaction rows to the journal, the rest to sled, written in bounded batches; the journal's
 /// range and the applied state go last, in the batch written after every file is synced.
-fn restore_rows<R: io::Read>(
-    stores: CheckpointTargets<'_>,
+///
+/// The rows are emptied (durably) first, before any file goes: at every point of a crash the
+/// rows name only files that are still there, so the node can open its stores again (with
+/// nothing applied, after which openraft installs its current snapshot again).
+pub fn restore_rows<F: FileSystem, S: RowStore, R: io::Read>(
+    stores: CheckpointTargets<'_, F, S>,
     rows: &mut SnapshotReader<R>,
     header: &SnapshotHeader,
 ) -> io::Result<()> {
     let CheckpointTargets {
         queues,
         journal,
-        tree,
+        rows: tree,
     } = stores;
+    tree.clear()?;
+    tree.flush()?;
     queues.clear()?;
     journal.reset()?;
-    tree.clear().map_err(io_err)?;
-    let mut batch = sled::Batch::default();
+    let mut batch = RowBatch::default();
     let mut pending = 0usize;
     let mut records: Vec<TxnRecord> = Vec::new();
     while let Some((key, value)) = rows.next_row()? {
@@ -118,8 +146,7 @@ fn restore_rows<R: io::Read>(
             batch.insert(key, value);
             pending += 1;
             if pending == INSTALL_BATCH_ROWS {
-                tree.apply_batch(std::mem::take(&mut batch))
-                    .map_err(io_err)?;
+                tree.apply(std::mem::take(&mut batch))?;
                 pending = 0;
             }
         }
@@ -129,8 +156,8 @@ fn restore_rows<R: io::Read>(
     batch.insert(keys::APPLIED_KEY, codec::encode(&header.applied)?);
     queues.sync()?;
     journal.sync()?;
-    tree.apply_batch(batch).map_err(io_err)?;
-    tree.flush().map_err(io_err)?;
+    tree.apply(batch)?;
+    tree.flush()?;
     Ok(())
 }
 

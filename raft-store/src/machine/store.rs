@@ -6,6 +6,7 @@
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use futures::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
@@ -103,9 +104,12 @@ impl StateMachineStore {
                 (CommandResult::Nothing, Changes::default())
             }
         };
-        self.replica
-            .checkpointer
-            .record(&self.replica.queues, changes, applied.clone())?;
+        self.replica.checkpointer.record(
+            &self.replica.queues,
+            changes,
+            applied.clone(),
+            Instant::now(),
+        )?;
         drop(state);
         self.replica.set_applied(applied);
         Ok(result)
@@ -133,7 +137,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 responder.send(result);
             }
         }
-        if self.replica.checkpointer.due() {
+        if self.replica.checkpointer.due(Instant::now()) {
             self.replica.checkpoint_in_background();
         }
         Ok(())

@@ -5,5 +5,6 @@
 pub mod applied_state;
 pub mod keys;
 pub mod message_rows;
+pub mod row_store;
 pub mod state_rows;
 pub mod txn_row;

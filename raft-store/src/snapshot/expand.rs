@@ -8,6 +8,7 @@ use txmq_state::TopicMeta;
 use txmq_state::codec;
 
 use super::format::{SnapshotHeader, SnapshotReader, SnapshotWriter};
+use crate::files::file_system::FileSystem;
 use crate::files::queue_files::QueueFiles;
 use crate::rows::keys;
 use crate::rows::message_rows;
@@ -40,9 +41,9 @@ const MESSAGES_PER_ROW: usize = 256;
 /// With `complete`, every captured offset must still be there (installing a manifest locally
 /// restores this node's own state at the snapshot point; a missing message is an error, never
 /// a smaller state).
-pub fn expand_snapshot<W: io::Write>(
-    snapshot: std::fs::File,
-    queues: &QueueFiles,
+pub fn expand_snapshot<R: io::Read, F: FileSystem, W: io::Write>(
+    snapshot: R,
+    queues: &QueueFiles<F>,
     out: W,
     complete: bool,
 ) -> io::Result<W> {
