@@ -45,7 +45,12 @@ pub async fn serve(cluster: &Arc<Cluster>, id: NodeId, op: Operation) -> Reply {
     match running.raft.client_write(command).await {
         Ok(resp) => {
             let messages = match (&resp.data, &receive) {
-                (CommandResult::Leased(ds), Some(topic)) => read_leased(&running, topic, ds),
+                (CommandResult::Leased(ds), Some(topic)) => {
+                    match read_leased(cluster, (id, &running), topic, ds) {
+                        Ok(messages) => messages,
+                        Err(crashed) => return crashed,
+                    }
+                }
                 _ => Vec::new(),
             };
             Reply::Done(resp.data, messages)
@@ -102,24 +107,42 @@ async fn receive_through(
             return Reply::Failed(format!("node {id} did not apply the lease: {e}"));
         }
     }
-    let messages = read_leased(running, topic, deliveries);
-    Reply::Done(resp.data, messages)
+    match read_leased(cluster, (id, running), topic, deliveries) {
+        Ok(messages) => Reply::Done(resp.data, messages),
+        Err(crashed) => crashed,
+    }
 }
 
+/// The leased messages, read from the node's stores — unless the incarnation that applied the
+/// lease has crashed meanwhile: a dead process answers nothing (its files are no longer its).
 fn read_leased(
-    running: &Running,
+    cluster: &Cluster,
+    (id, running): (NodeId, &Running),
     topic: &str,
     deliveries: &[Delivery],
-) -> Vec<(Delivery, Option<StoredMessage>)> {
+) -> Result<Vec<(Delivery, Option<StoredMessage>)>, Reply> {
+    let alive = cluster
+        .running(id)
+        .is_some_and(|now| now.incarnation == running.incarnation);
+    if !alive {
+        return Err(Reply::Failed(format!(
+            "node {id} crashed before it answered"
+        )));
+    }
     let replica = running.replica();
     let topic_id = replica.state().topic(topic).map(|t| t.id);
-    deliveries
+    let read = deliveries
         .iter()
         .map(|d| {
             let m = topic_id.and_then(|t| replica.message(t, d.queue, d.offset));
+            if m.is_none() {
+                cluster
+                    .event(|| format!("node {id} cannot read {topic} q{} o{}", d.queue, d.offset));
+            }
             (d.clone(), m)
         })
-        .collect()
+        .collect();
+    Ok(read)
 }
 
 /// The request path's planted bugs (only with `--bug`).

@@ -76,10 +76,14 @@ impl SimStateMachine {
             EntryPayload::Blank => (CommandResult::Nothing, Changes::default()),
             EntryPayload::Normal(command) => {
                 let state = r.state.get_mut().unwrap_or_else(|p| p.into_inner());
-                let applied = state
-                    .apply(entry.log_id.index, &command)
-                    .map_err(io::Error::other)?;
-                (applied.result, applied.changes)
+                match state.apply(entry.log_id.index, &command) {
+                    Ok(applied) => (applied.result, applied.changes),
+                    Err(e) => {
+                        let why = format!("applying entry {}: {e}", entry.log_id.index);
+                        r.stores.checkpointer.refuse_from_now(why);
+                        return Err(io::Error::other(e));
+                    }
+                }
             }
             EntryPayload::Membership(m) => {
                 r.membership = StoredMembership::new(Some(entry.log_id), m);

@@ -68,7 +68,8 @@ pub struct Checkpointer {
     writing: Mutex<()>,
     /// A checkpoint runs in the background (at most one is started at a time).
     in_background: AtomicBool,
-    /// Why a background checkpoint failed: the next apply fails with it (the node stops).
+    /// Why no checkpoint may be written any more (one failed, or the state in memory ran ahead
+    /// of the disk): the next apply fails with it (the node stops).
     failed: Mutex<Option<String>>,
 }
 
@@ -79,7 +80,8 @@ impl Checkpointer {
 
     /// Records one applied entry, applied at `now`: its messages go to the queue files now, its
     /// other changes and `applied` join the pending checkpoint together (a checkpoint never
-    /// holds part of an entry).
+    /// holds part of an entry). If its messages cannot be written, no checkpoint is written
+    /// any more (see [`Self::refuse_from_now`]).
     pub fn record<F: FileSystem>(
         &self,
         queues: &QueueFiles<F>,
@@ -95,7 +97,12 @@ impl Checkpointer {
                     queue,
                     first,
                     messages,
-                } => queues.append(topic, queue, first, &messages)?,
+                } => {
+                    if let Err(e) = queues.append(topic, queue, first, &messages) {
+                        self.refuse_from_now(format!("an applied entry's messages: {e}"));
+                        return Err(e);
+                    }
+                }
                 other => rest.push(other),
             }
         }
@@ -153,10 +160,20 @@ impl Checkpointer {
     pub fn earlier_failure(&self) -> io::Result<()> {
         match &*self.failed.lock().unwrap_or_else(|p| p.into_inner()) {
             Some(e) => Err(io::Error::other(format!(
-                "an earlier state checkpoint failed: {e}"
+                "the state can no longer be checkpointed: {e}"
             ))),
             None => Ok(()),
         }
+    }
+
+    /// Writes no checkpoint from now on: an entry was applied in memory but what it changed
+    /// could not all be written (a failed append, a failed apply), so the state in memory is
+    /// ahead of the disk. A checkpoint encodes rows from that state — a topic's row would name
+    /// offsets whose messages were never written, and the node could not start again. The
+    /// node stops (the apply fails) and restarts from its last good checkpoint and the log.
+    pub fn refuse_from_now(&self, why: String) {
+        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        failed.get_or_insert(why);
     }
 
     /// Holds off checkpoints while the caller replaces the stored state.
@@ -180,7 +197,7 @@ impl Checkpointer {
         self.earlier_failure()?;
         let result = self.write_checkpoint(stores, state);
         if let Err(e) = &result {
-            *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+            self.refuse_from_now(e.to_string());
         }
         result
     }

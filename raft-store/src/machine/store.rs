@@ -95,10 +95,14 @@ impl StateMachineStore {
         let payload: &EntryPayload<Command, NodeId, NodeInfo> = &entry.payload;
         let (result, changes) = match payload {
             EntryPayload::Blank => (CommandResult::Nothing, Changes::default()),
-            EntryPayload::Normal(command) => {
-                let applied = state.apply(entry.log_id.index, command)?;
-                (applied.result, applied.changes)
-            }
+            EntryPayload::Normal(command) => match state.apply(entry.log_id.index, command) {
+                Ok(applied) => (applied.result, applied.changes),
+                Err(e) => {
+                    let why = format!("applying entry {}: {e}", entry.log_id.index);
+                    self.replica.checkpointer.refuse_from_now(why);
+                    return Err(e.into());
+                }
+            },
             EntryPayload::Membership(m) => {
                 applied.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                 (CommandResult::Nothing, Changes::default())
