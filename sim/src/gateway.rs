@@ -48,7 +48,7 @@ pub async fn serve(cluster: &Arc<Cluster>, id: NodeId, op: Operation) -> Reply {
                 (CommandResult::Leased(ds), Some(topic)) => {
                     match read_leased(cluster, (id, &running), topic, ds) {
                         Ok(messages) => messages,
-                        Err(crashed) => return crashed,
+                        Err(crashed) => return Reply::Failed(crashed),
                     }
                 }
                 _ => Vec::new(),
@@ -109,7 +109,7 @@ async fn receive_through(
     }
     match read_leased(cluster, (id, running), topic, deliveries) {
         Ok(messages) => Reply::Done(resp.data, messages),
-        Err(crashed) => crashed,
+        Err(crashed) => Reply::Failed(crashed),
     }
 }
 
@@ -120,14 +120,12 @@ fn read_leased(
     (id, running): (NodeId, &Running),
     topic: &str,
     deliveries: &[Delivery],
-) -> Result<Vec<(Delivery, Option<StoredMessage>)>, Reply> {
+) -> Result<Vec<(Delivery, Option<StoredMessage>)>, String> {
     let alive = cluster
         .running(id)
         .is_some_and(|now| now.incarnation == running.incarnation);
     if !alive {
-        return Err(Reply::Failed(format!(
-            "node {id} crashed before it answered"
-        )));
+        return Err(format!("node {id} crashed before it answered"));
     }
     let replica = running.replica();
     let topic_id = replica.state().topic(topic).map(|t| t.id);
