@@ -501,6 +501,55 @@ async fn a_corrupt_snapshot_is_an_error_not_a_smaller_state() -> Result<()> {
     Ok(())
 }
 
+/// An install that fails half way (here the queue files' directory cannot take new files, as
+/// a full or failing disk would refuse them) leaves the full snapshot as the current one and
+/// stores that open with nothing applied; installing the current snapshot again — what openraft
+/// does at the next start — restores the state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_install_cut_short_is_done_again_from_the_current_snapshot() -> Result<()> {
+    let d1 = tempfile::tempdir()?;
+    let mut source = open(d1.path())?;
+    apply_all(&mut source.state_machine, workload()).await?;
+    let snapshot = source
+        .state_machine
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await?;
+    let full = full_snapshot(&source, snapshot.snapshot).await?;
+    let d2 = tempfile::tempdir()?;
+    {
+        let mut target = open(d2.path())?;
+        let queues = d2.path().join("queues");
+        std::fs::remove_dir_all(&queues)?;
+        std::fs::write(&queues, b"not a directory")?;
+        let cut = target
+            .state_machine
+            .install_snapshot(&snapshot.meta, full)
+            .await;
+        ensure!(
+            cut.is_err(),
+            "the install went through without its queue files"
+        );
+        std::fs::remove_file(&queues)?;
+    }
+    let mut target = open(d2.path())?;
+    let (applied, _) = target.state_machine.applied_state().await?;
+    ensure!(
+        applied.is_none(),
+        "half an install counted as applied: {applied:?}"
+    );
+    let current = target.state_machine.get_current_snapshot().await?;
+    let current = current.context("no current snapshot after the install was cut short")?;
+    ensure!(current.meta == snapshot.meta, "{:?}", current.meta);
+    target
+        .state_machine
+        .install_snapshot(&current.meta, current.snapshot)
+        .await?;
+    ensure!(target.reader.content_digest()? == source.reader.content_digest()?);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_pressure_trims_the_globally_oldest_queue_first() -> Result<()> {
     let dir = tempfile::tempdir()?;
