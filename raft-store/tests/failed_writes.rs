@@ -131,8 +131,7 @@ fn stores(dir: &Path) -> Result<(QueueFiles, TxnJournal)> {
 #[test]
 fn an_apply_whose_messages_cannot_be_written_is_never_checkpointed() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let db = sled::open(dir.path().join("db"))?;
-    let tree = db.open_tree("state")?;
+    let tree = sled::open(dir.path().join("db"))?.open_tree("state")?;
     {
         let (queues, journal) = stores(dir.path())?;
         let (mut state, checkpointer) = checkpointed_state(&queues, &journal, &tree)?;
@@ -168,8 +167,7 @@ fn an_apply_whose_messages_cannot_be_written_is_never_checkpointed() -> Result<(
 #[test]
 fn an_install_whose_first_row_write_fails_leaves_stores_that_open() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let db = sled::open(dir.path().join("db"))?;
-    let tree = db.open_tree("state")?;
+    let tree = sled::open(dir.path().join("db"))?.open_tree("state")?;
     {
         let (queues, journal) = stores(dir.path())?;
         checkpointed_state(&queues, &journal, &tree)?;

@@ -9,7 +9,7 @@ use openraft::storage::{RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::type_config::TypeConfigExt;
 use openraft::{EntryPayload, RaftLogReader, StorageError};
-use txmq_raft_store::types::alias::Entry;
+use txmq_raft_store::types::alias::{Entry, Snapshot};
 use txmq_raft_store::{LogStore, StateMachineStore, Storage, StorageConfig, TypeConfig};
 use txmq_state::{Command, NewMessage, Operation, TopicKind, TopicSpec};
 use txmq_state::{Decision, DecisionSource, TxnTiming};
@@ -470,17 +470,19 @@ async fn a_log_kept_in_sled_by_an_earlier_version_is_moved_to_segment_files() ->
     Ok(())
 }
 
+/// A store that applied the workload, and the snapshot it built then.
+async fn snapshotted(dir: &std::path::Path) -> Result<(Storage, Snapshot)> {
+    let mut source = open(dir)?;
+    apply_all(&mut source.state_machine, workload()).await?;
+    let mut builder = source.state_machine.get_snapshot_builder().await;
+    let snapshot = builder.build_snapshot().await?;
+    Ok((source, snapshot))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_snapshot_is_an_error_not_a_smaller_state() -> Result<()> {
     let d1 = tempfile::tempdir()?;
-    let mut source = open(d1.path())?;
-    apply_all(&mut source.state_machine, workload()).await?;
-    let snapshot = source
-        .state_machine
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await?;
+    let (source, snapshot) = snapshotted(d1.path()).await?;
     // Cut the full snapshot in half.
     let mut full = full_snapshot(&source, snapshot.snapshot)
         .await?
@@ -508,14 +510,7 @@ async fn a_corrupt_snapshot_is_an_error_not_a_smaller_state() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_install_cut_short_is_done_again_from_the_current_snapshot() -> Result<()> {
     let d1 = tempfile::tempdir()?;
-    let mut source = open(d1.path())?;
-    apply_all(&mut source.state_machine, workload()).await?;
-    let snapshot = source
-        .state_machine
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await?;
+    let (source, snapshot) = snapshotted(d1.path()).await?;
     let full = full_snapshot(&source, snapshot.snapshot).await?;
     let d2 = tempfile::tempdir()?;
     {

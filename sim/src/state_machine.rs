@@ -16,6 +16,7 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use txmq_raft_store::machine::{load, restore_rows};
 use txmq_raft_store::rows::applied_state::AppliedState;
+use txmq_raft_store::rows::row_store::RowStore;
 use txmq_raft_store::rows::state_rows::metadata_rows;
 use txmq_raft_store::snapshot::expand::expand_snapshot;
 use txmq_raft_store::snapshot::format::{
@@ -167,7 +168,6 @@ impl RaftSnapshotBuilder<SimConfig> for SimSnapshotBuilder {
         {
             let r = lock(&self.replica);
             r.stores.checkpoint(&r.state)?;
-            use txmq_raft_store::rows::row_store::RowStore;
             r.stores.rows.flush()?;
         }
         let applied = AppliedState {
