@@ -53,10 +53,6 @@ fn entry_size_hint(entry: &Entry) -> u64 {
     2 * op as u64 + 64
 }
 
-fn io_err(e: sled::Error) -> io::Error {
-    io::Error::other(e)
-}
-
 impl LogStore {
     /// Opens the log in `dir`. `db` is the node's sled database, `meta` the tree for the vote
     /// and purge point, `checkpoint` makes the state machine durable before a purge.
@@ -82,7 +78,7 @@ impl LogStore {
     }
 
     async fn flush_db(&self) -> io::Result<()> {
-        self.db.flush_async().await.map_err(io_err)?;
+        self.db.flush_async().await.map_err(io::Error::other)?;
         Ok(())
     }
 
@@ -107,11 +103,11 @@ impl LogStore {
         {
             return Ok(());
         }
-        let tree = self.db.open_tree(old).map_err(io_err)?;
+        let tree = self.db.open_tree(old).map_err(io::Error::other)?;
         let purged = self.core.purged()?;
         let mut entries: Vec<Entry> = Vec::new();
         for item in tree.iter() {
-            let (_, bytes) = item.map_err(io_err)?;
+            let (_, bytes) = item.map_err(io::Error::other)?;
             let entry: Entry = codec::decode(&bytes)?;
             if purged.is_none_or(|p| entry.log_id.index > p.index) {
                 entries.push(entry);
@@ -127,8 +123,8 @@ impl LogStore {
                 file.sync_data()?;
             }
         }
-        self.db.drop_tree(old).map_err(io_err)?;
-        self.db.flush().map_err(io_err)?;
+        self.db.drop_tree(old).map_err(io::Error::other)?;
+        self.db.flush().map_err(io::Error::other)?;
         tracing::info!(
             entries = count,
             "moved the raft log out of sled into segment files"

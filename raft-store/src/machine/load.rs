@@ -13,10 +13,6 @@ use crate::rows::applied_state::AppliedState;
 use crate::rows::keys;
 use crate::rows::row_store::RowStore;
 
-pub(crate) fn io_err(e: sled::Error) -> io::Error {
-    io::Error::other(e)
-}
-
 /// Loads metadata rows and the applied state from the rows, and the transactions from the
 /// journal (cut to the range the rows name).
 pub fn load<F: FileSystem, R: RowStore>(

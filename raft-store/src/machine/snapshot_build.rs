@@ -8,7 +8,6 @@ use std::sync::Arc;
 use openraft::storage::RaftSnapshotBuilder;
 use txmq_state::BrokerState;
 
-use super::load::io_err;
 use super::replica::Replica;
 use crate::files::idle_thread::run_when_idle;
 use crate::rows::applied_state::AppliedState;
@@ -47,7 +46,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         // the manifest, so openraft never has to rebuild this node from its own manifest (which
         // needs every message it names, and the restart cut the queues back to the state).
         self.replica.checkpoint_async().await?;
-        self.replica.tree.flush_async().await.map_err(io_err)?;
+        self.replica
+            .tree
+            .flush_async()
+            .await
+            .map_err(io::Error::other)?;
         let dir = self.snapshot_dir.clone();
         let state = std::mem::take(&mut self.state);
         // Encoding every metadata row is a burst of CPU that is never urgent (see

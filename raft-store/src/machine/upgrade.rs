@@ -5,7 +5,6 @@ use std::io;
 use txmq_state::TxnRecord;
 use txmq_state::codec;
 
-use super::load::io_err;
 use crate::files::queue_files::QueueFiles;
 use crate::files::txn_journal::TxnJournal;
 use crate::rows::keys;
@@ -25,7 +24,7 @@ pub(crate) fn move_segment_rows_to_files(tree: &sled::Tree, queues: &QueueFiles)
     queues.clear()?;
     let mut moved = Vec::new();
     for item in tree.scan_prefix([keys::MESSAGE_PREFIX]) {
-        let (key, value) = item.map_err(io_err)?;
+        let (key, value) = item.map_err(io::Error::other)?;
         let Some((topic, queue, first)) = keys::parse_message_key(&key) else {
             continue;
         };
@@ -41,8 +40,8 @@ pub(crate) fn move_segment_rows_to_files(tree: &sled::Tree, queues: &QueueFiles)
     for key in &moved {
         batch.remove(key);
     }
-    tree.apply_batch(batch).map_err(io_err)?;
-    tree.flush().map_err(io_err)?;
+    tree.apply_batch(batch).map_err(io::Error::other)?;
+    tree.flush().map_err(io::Error::other)?;
     tracing::info!(
         segments = moved.len(),
         "moved message segments out of sled into queue files"
@@ -61,7 +60,7 @@ pub(crate) fn move_txn_rows_to_journal(tree: &sled::Tree, journal: &TxnJournal) 
     let mut keys_moved = Vec::new();
     let mut records: Vec<TxnRecord> = Vec::new();
     for item in tree.scan_prefix([keys::TXN_PREFIX]) {
-        let (key, value) = item.map_err(io_err)?;
+        let (key, value) = item.map_err(io::Error::other)?;
         records.push(decode_txn_row(&value)?);
         keys_moved.push(key);
         if records.len() == MOVE_BATCH_RECORDS {
@@ -76,8 +75,8 @@ pub(crate) fn move_txn_rows_to_journal(tree: &sled::Tree, journal: &TxnJournal) 
         batch.remove(key);
     }
     batch.insert(keys::JOURNAL_KEY, codec::encode(&journal.range())?);
-    tree.apply_batch(batch).map_err(io_err)?;
-    tree.flush().map_err(io_err)?;
+    tree.apply_batch(batch).map_err(io::Error::other)?;
+    tree.flush().map_err(io::Error::other)?;
     tracing::info!(
         transactions = keys_moved.len(),
         "moved transaction records out of sled into the transaction journal"
